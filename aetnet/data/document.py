@@ -1,0 +1,137 @@
+"""The one document type every task reads into.
+
+A :class:`Document` is a page: its words, their pixel boxes and whatever supervision the task has
+(word labels for token tasks, a class for classification, questions for QA live in
+:class:`QAExample`). Validation happens on construction so that a bad annotation fails where it is
+read, naming its file, instead of deep inside a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from aetnet.errors import DataError
+
+Box = list[float]
+
+
+@dataclass
+class Document:
+    """One page with its words and annotations.
+
+    Attributes:
+        id: unique id within its split (file stem, questionId, ...).
+        words: the page's words in reading order.
+        boxes: one pixel box ``[x0, y0, x1, y1]`` per word on the page image.
+        page_size: ``(width, height)`` of the page in pixels.
+        image: the page image, when already loaded.
+        image_path: where to load the page image from; ``None`` with ``image=None`` means a blank
+            page of ``page_size`` (text and layout only).
+        labels: one label string per word (``"B-QUESTION"``, ``"O"``, ...), for token tasks.
+        segment_ids: one entity/segment id per word (-1 for none), for segment-level boxes.
+        segment_boxes: pixel box of each segment id.
+        links: pairs of linked segment ids (FUNSD ``linking``).
+        doc_label: the document class, for classification.
+        source: the annotation file, used in error messages.
+        meta: anything else a task needs to keep (raw entity texts, OCR settings, ...).
+    """
+
+    id: str
+    words: list[str]
+    boxes: list[Box]
+    page_size: tuple[int, int]
+    image: Image.Image | None = None
+    image_path: str | Path | None = None
+    labels: list[str] | None = None
+    segment_ids: list[int] | None = None
+    segment_boxes: dict[int, Box] = field(default_factory=dict)
+    links: list[tuple[int, int]] = field(default_factory=list)
+    doc_label: str | None = None
+    source: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = self.source or self.id
+        self.words = [str(w) for w in self.words]
+        if len(self.boxes) != len(self.words):
+            raise DataError(
+                f"{len(self.words)} words but {len(self.boxes)} boxes in document '{self.id}'; "
+                "give exactly one box per word",
+                where,
+                "boxes",
+            )
+        if self.labels is not None and len(self.labels) != len(self.words):
+            raise DataError(
+                f"{len(self.words)} words but {len(self.labels)} labels in document '{self.id}'; "
+                "give exactly one label per word",
+                where,
+                "labels",
+            )
+        if self.segment_ids is not None and len(self.segment_ids) != len(self.words):
+            raise DataError(
+                f"{len(self.words)} words but {len(self.segment_ids)} segment ids in document "
+                f"'{self.id}'; give one segment id per word (-1 for none)",
+                where,
+                "segment_ids",
+            )
+        try:
+            width, height = (int(v) for v in self.page_size)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"page size {self.page_size!r} is not (width, height)", where, "page_size"
+            ) from None
+        if width <= 0 or height <= 0:
+            raise DataError(
+                f"page size {width}x{height} must be positive; give the image's pixel size",
+                where,
+                "page_size",
+            )
+        self.page_size = (width, height)
+        clean = []
+        for i, box in enumerate(self.boxes):
+            if len(box) != 4:
+                raise DataError(
+                    f"box {i} of document '{self.id}' has {len(box)} numbers, expected [x0, y0, x1, y1]",
+                    where,
+                    "boxes",
+                )
+            clean.append([float(v) for v in box])
+        self.boxes = clean
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def load_image(self) -> Image.Image:
+        """The page as an RGB image: the loaded image, the file, or a blank page of ``page_size``."""
+        if self.image is not None:
+            return self.image.convert("RGB")
+        if self.image_path is None:
+            return Image.new("RGB", self.page_size, "white")
+        from aetnet.data.images import open_image
+
+        return open_image(self.image_path)
+
+
+@dataclass
+class QAExample:
+    """A question about a page, for extractive question answering.
+
+    Attributes:
+        id: the question id.
+        question: the question text.
+        document: the page (words and boxes from the OCR).
+        answers: every gold answer string.
+        answer_span: ``(start_word, end_word)`` inclusive indices of the located answer in
+            ``document.words``, or ``None`` when no answer could be located (kept and counted,
+            never dropped silently).
+    """
+
+    id: str
+    question: str
+    document: Document
+    answers: list[str] = field(default_factory=list)
+    answer_span: tuple[int, int] | None = None

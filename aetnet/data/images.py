@@ -1,0 +1,43 @@
+"""Opening page images safely: clear errors for missing, corrupt or absurdly large files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from aetnet.errors import DataError
+
+#: Pages larger than this many pixels are refused (a decompression bomb, not a scan).
+MAX_IMAGE_PIXELS = 120_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open ``path`` as an RGB image, fully decoded.
+
+    Raises:
+        DataError: the file is missing, not an image, truncated, or larger than
+            :data:`MAX_IMAGE_PIXELS`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image file does not exist; check the path or the dataset layout", path, "image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"image is too large to be a page ({exc}); downscale it below "
+            f"{MAX_IMAGE_PIXELS:,} pixels",
+            path,
+            "image",
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"image cannot be decoded ({exc}); the file is corrupt, truncated or not an image: "
+            "re-export or remove it",
+            path,
+            "image",
+        ) from None
