@@ -1,0 +1,370 @@
+"""AETNet's alignment losses: DITC, IMC, GLITC and PITA as pure functions.
+
+Notation (see ``shared/spec/AETNET.md``): ``B`` documents per batch, ``D`` projected feature size
+(256), ``K`` queue length, ``N`` local features per document, ``L`` text tokens, ``P = grid**2``
+image patches. ``v``/``w`` are the online image/text CLS features, a ``_m`` suffix (``~`` in the
+spec) marks momentum features, ``tau`` (``temp``) is the shared temperature and
+``L_cl(q, k+, Q) = -log(exp(q.k+/tau) / sum_{k in Q} exp(q.k/tau))``.
+
+Every function is fully vectorised (no Python loop over documents, tokens or patches), returns a
+0-d tensor, and accepts ``temp`` either as a float or as a 0-d tensor so that a learnable
+temperature receives gradients. Clamping the temperature to [0.001, 0.5] is the model's job, not
+the loss's. Features are expected to be L2-normalised where the docstrings say so; momentum
+features and queues are expected to carry no gradient (the momentum encoders have
+``requires_grad=False``), the losses do not detach them.
+
+Paper versus the authors' released code (each difference is an argument here):
+
+* DITC: the paper (following ALBEF) uses soft targets with ``alpha = 0.4``; the released code
+  effectively uses ``alpha = 0`` (plain InfoNCE).
+* PITA: the paper uses ``form="cosine"`` over non-empty patches with ``cell = 1000/14`` and
+  skips special tokens; the released code uses ``form="ce"`` (196-class cross-entropy on raw dot
+  products), ``cell = 72``, maps ``<s>``/``</s>`` (box 0,0,0,0) to patch 0 and does not mask empty
+  patches (``skip_special=False, mask_empty=False``).
+* GLITC: the choice of image locals (196 patches vs 9 pooled ones) is made by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+PITA_FORMS = ("cosine", "ce")
+
+# GLITC with one document per batch has no negatives; say so once per process, not every step.
+_GLITC_SINGLE_DOC_WARNED = False
+
+# Tolerance, in cell units, for box coordinates lying on a cell border (float error of x / cell).
+# Integer coordinates on the 0-1000 scale are at least 1/cell >= 1e-3 cell units apart.
+_BORDER_EPS = 1e-4
+
+
+def _check_dims(name: str, tensor: Tensor, ndim: int, layout: str) -> None:
+    if tensor.dim() != ndim:
+        raise ValueError(f"{name} must have shape {layout}, got {tuple(tensor.shape)}.")
+
+
+def _zero(*tensors: Tensor) -> Tensor:
+    """A 0-d zero on the tensors' device/dtype, attached to the graph of those that need grad."""
+    zero = tensors[0].new_zeros(())
+    for t in tensors:
+        if t.requires_grad:
+            zero = zero + (t * 0).sum()
+    return zero
+
+
+def _soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean over rows of ``-sum_k targets * log_softmax(logits)``; both (R, C)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def _albef_targets(sim_m: Tensor, alpha: float) -> Tensor:
+    """``alpha * softmax(sim_m) + (1 - alpha) * onehot(diag)`` for (B, B+K) momentum logits."""
+    onehot = torch.zeros_like(sim_m)
+    onehot.fill_diagonal_(1.0)
+    if alpha == 0:
+        return onehot
+    return alpha * F.softmax(sim_m, dim=1) + (1.0 - alpha) * onehot
+
+
+def ditc_loss(
+    image_feat: Tensor,
+    text_feat: Tensor,
+    image_feat_m: Tensor,
+    text_feat_m: Tensor,
+    image_queue: Tensor,
+    text_queue: Tensor,
+    temp: float | Tensor,
+    alpha: float = 0.4,
+) -> Tensor:
+    """Document-level image-text contrastive loss with ALBEF soft targets.
+
+    ``1/2 [L_cl(v, w~, [w~_B; Tq]) + L_cl(w, v~, [v~_B; Iq])]``, where the one-hot target of row
+    ``b`` (column ``b``) is softened to ``alpha * softmax(momentum similarities) + (1 - alpha) *
+    onehot``. The soft targets are computed from momentum features only and without gradient.
+
+    Args:
+        image_feat: (B, D) online image CLS features, L2-normalised.
+        text_feat: (B, D) online text CLS features, L2-normalised.
+        image_feat_m: (B, D) momentum image CLS features, L2-normalised.
+        text_feat_m: (B, D) momentum text CLS features, L2-normalised.
+        image_queue: (D, K) queued momentum image features.
+        text_queue: (D, K) queued momentum text features.
+        temp: temperature tau, a float or a 0-d tensor.
+        alpha: weight of the soft targets; 0 gives plain hard-target InfoNCE.
+
+    Returns:
+        0-d tensor, the mean of the image-to-text and text-to-image losses.
+    """
+    for name, t in (("image_feat", image_feat), ("text_feat", text_feat),
+                    ("image_feat_m", image_feat_m), ("text_feat_m", text_feat_m)):
+        _check_dims(name, t, 2, "(B, D)")
+        if t.shape != image_feat.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(image_feat.shape)}.")
+    for name, q in (("image_queue", image_queue), ("text_queue", text_queue)):
+        _check_dims(name, q, 2, "(D, K)")
+        if q.shape[0] != image_feat.shape[1]:
+            raise ValueError(f"{name} has feature size {q.shape[0]}, expected {image_feat.shape[1]}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+
+    text_keys = torch.cat([text_feat_m.t(), text_queue], dim=1)  # (D, B+K)
+    image_keys = torch.cat([image_feat_m.t(), image_queue], dim=1)  # (D, B+K)
+    sim_i2t = image_feat @ text_keys / temp
+    sim_t2i = text_feat @ image_keys / temp
+    with torch.no_grad():
+        targets_i2t = _albef_targets(image_feat_m @ text_keys / temp, alpha)
+        targets_t2i = _albef_targets(text_feat_m @ image_keys / temp, alpha)
+    loss_i2t = _soft_cross_entropy(sim_i2t, targets_i2t)
+    loss_t2i = _soft_cross_entropy(sim_t2i, targets_t2i)
+    return 0.5 * (loss_i2t + loss_t2i)
+
+
+def imc_loss(
+    image_feat: Tensor,
+    text_feat: Tensor,
+    image_feat_pos: Tensor,
+    text_feat_pos: Tensor,
+    image_queue: Tensor,
+    text_queue: Tensor,
+    temp: float | Tensor,
+) -> Tensor:
+    """Intra-modal contrastive loss: each modality against an augmented view of itself.
+
+    ``1/2 [CE(v @ [v+_B; Iq] / tau, diag) + CE(w @ [w+_B; Tq] / tau, diag)]``.
+
+    Interpretation of the spec's ``L_cl(v, v+, [v~_B; Iq])``: the positive of document ``b`` is its
+    own augmented-view momentum feature ``v+_b``; the key set is the batch of positive-view features
+    ``v+_B`` (so the other documents' augmented views are the in-batch negatives) followed by the
+    queue. Using ``v~_B`` (un-augmented momentum features) as in-batch keys would make ``v~_b``, a
+    second view of the same document, a false negative.
+
+    Args:
+        image_feat: (B, D) online image CLS features, L2-normalised.
+        text_feat: (B, D) online text CLS features, L2-normalised.
+        image_feat_pos: (B, D) momentum features of the augmented image view, L2-normalised.
+        text_feat_pos: (B, D) momentum features of the text view, L2-normalised.
+        image_queue: (D, K) queued momentum image features.
+        text_queue: (D, K) queued momentum text features.
+        temp: temperature tau, a float or a 0-d tensor.
+
+    Returns:
+        0-d tensor, the mean of the image and text terms.
+    """
+    for name, t in (("image_feat", image_feat), ("text_feat", text_feat),
+                    ("image_feat_pos", image_feat_pos), ("text_feat_pos", text_feat_pos)):
+        _check_dims(name, t, 2, "(B, D)")
+        if t.shape != image_feat.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(image_feat.shape)}.")
+    for name, q in (("image_queue", image_queue), ("text_queue", text_queue)):
+        _check_dims(name, q, 2, "(D, K)")
+        if q.shape[0] != image_feat.shape[1]:
+            raise ValueError(f"{name} has feature size {q.shape[0]}, expected {image_feat.shape[1]}.")
+
+    target = torch.arange(image_feat.shape[0], device=image_feat.device)
+    logits_img = image_feat @ torch.cat([image_feat_pos.t(), image_queue], dim=1) / temp
+    logits_txt = text_feat @ torch.cat([text_feat_pos.t(), text_queue], dim=1) / temp
+    return 0.5 * (F.cross_entropy(logits_img, target) + F.cross_entropy(logits_txt, target))
+
+
+def glitc_loss(
+    global_feat: Tensor,
+    local_feat_m: Tensor,
+    temp: float | Tensor,
+    local_mask: Tensor | None = None,
+) -> Tensor:
+    """Global-local contrastive loss for ONE modality (call once per modality and average).
+
+    For document ``b`` and each valid local ``i`` of ``b``::
+
+        l_bi = -log( exp(g_b.l_bi/t) / (exp(g_b.l_bi/t) + sum_{c != b, j valid} exp(g_b.l_cj/t)) )
+
+    The loss is the mean over documents of the mean over that document's valid locals; masked
+    locals are neither positives nor negatives, and documents without a valid local are left out.
+    Computed from one (B, B*N) similarity matrix: a masked logsumexp gives each document's negative
+    term once, then ``logaddexp`` with each positive (never an N x n x N*n tensor).
+
+    Args:
+        global_feat: (B, D) online global (CLS) features, L2-normalised.
+        local_feat_m: (B, N, D) momentum local features (patches or tokens), L2-normalised.
+        temp: temperature tau, a float or a 0-d tensor.
+        local_mask: (B, N) bool or 0/1; nonzero marks a valid local. None means all valid.
+
+    Returns:
+        0-d tensor. With B == 1 there are no negatives: returns zero (attached to the graph) and
+        logs a warning once per process.
+    """
+    global _GLITC_SINGLE_DOC_WARNED
+    _check_dims("global_feat", global_feat, 2, "(B, D)")
+    _check_dims("local_feat_m", local_feat_m, 3, "(B, N, D)")
+    B, D = global_feat.shape
+    if local_feat_m.shape[0] != B or local_feat_m.shape[2] != D:
+        raise ValueError(
+            f"local_feat_m has shape {tuple(local_feat_m.shape)}, expected ({B}, N, {D})."
+        )
+    N = local_feat_m.shape[1]
+    if local_mask is None:
+        valid = torch.ones(B, N, dtype=torch.bool, device=global_feat.device)
+    else:
+        if tuple(local_mask.shape) != (B, N):
+            raise ValueError(f"local_mask has shape {tuple(local_mask.shape)}, expected ({B}, {N}).")
+        valid = local_mask.to(device=global_feat.device) != 0
+
+    if B < 2:
+        if not _GLITC_SINGLE_DOC_WARNED:
+            logger.warning(
+                "GLITC needs >= 2 documents per batch (the other documents' locals are its "
+                "negatives); with 1 document it is 0. Increase the per-device batch size."
+            )
+            _GLITC_SINGLE_DOC_WARNED = True
+        return _zero(global_feat, local_feat_m)
+
+    sim = (global_feat @ local_feat_m.reshape(B * N, D).t() / temp).view(B, B, N)  # [b, c, j]
+    eye = torch.eye(B, dtype=torch.bool, device=sim.device)
+    is_negative = ~eye[:, :, None] & valid[None, :, :]  # (B, B, N)
+    neg_lse = sim.masked_fill(~is_negative, float("-inf")).flatten(1).logsumexp(dim=1)  # (B,)
+    pos = sim.diagonal(dim1=0, dim2=1).t()  # (B, N): pos[b, i] = sim[b, b, i]
+    # -log(e^p / (e^p + e^n)) = logaddexp(p, n) - p; n = -inf (no negatives) gives exactly 0.
+    per_local = torch.logaddexp(pos, neg_lse[:, None]) - pos
+    per_local = per_local.masked_fill(~valid, 0.0)
+    counts = valid.sum(dim=1)
+    has_local = counts > 0
+    if not bool(has_local.any()):
+        return _zero(global_feat, local_feat_m)
+    per_doc = per_local.sum(dim=1) / counts.clamp(min=1)
+    return per_doc[has_local].mean()
+
+
+def token_patch_index(
+    bbox: Tensor,
+    attention_mask: Tensor,
+    grid: int = 14,
+    cell: float = 1000 / 14,
+    skip_special: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Maps each token to the image patch whose cell contains its whole box.
+
+    ``col = floor(x / cell)``, ``row = floor(y / cell)``, clamped to ``grid - 1`` (the last row and
+    column absorb anything beyond ``grid * cell``). A box is inside a cell when its start corner
+    ``(x0, y0)`` lies in the cell and its end corner ``(x1, y1)`` does not go past the cell's
+    right/bottom border: an end coordinate lying exactly ON that border still counts as inside
+    (box [0, 0, 500, 500] is in cell 0 when cell = 500). Equivalently the end cell is
+    ``ceil(x1 / cell) - 1`` and the token is used when it is not right of/below the start cell. A
+    tolerance of 1e-4 cell units absorbs float error of ``x / cell`` (e.g. cell = 1000/14).
+
+    Args:
+        bbox: (B, L, 4) boxes (x0, y0, x1, y1) on the 0-1000 scale.
+        attention_mask: (B, L); padding (0) is never used.
+        grid: patches per side.
+        cell: cell size in box units.
+        skip_special: skip tokens whose box is exactly [0, 0, 0, 0] (LayoutLMv3's ``<s>``, ``</s>``,
+            padding); when False they map by the rule to patch 0, as the released code did.
+
+    Returns:
+        ``patch_index`` (B, L) long, ``row * grid + col`` (meaningful where used), and ``used``
+        (B, L) bool.
+    """
+    box = bbox.to(torch.float32) / cell
+    start = torch.floor(box[..., :2] + _BORDER_EPS).clamp(0, grid - 1)  # (B, L, 2): col, row
+    end = (torch.ceil(box[..., 2:] - _BORDER_EPS) - 1).clamp(0, grid - 1)
+    used = (end <= start).all(dim=-1) & (attention_mask != 0)
+    if skip_special:
+        used &= (bbox != 0).any(dim=-1)
+    start = start.long()
+    patch_index = start[..., 1] * grid + start[..., 0]
+    return patch_index, used
+
+
+def pita_loss(
+    patch_feat: Tensor,
+    token_feat: Tensor,
+    bbox: Tensor,
+    attention_mask: Tensor,
+    grid: int = 14,
+    form: str = "cosine",
+    cell: float = 1000 / 14,
+    skip_special: bool = True,
+    mask_empty: bool = True,
+) -> Tensor:
+    """Patch-level image-text alignment.
+
+    Each token is mapped to the patch containing its box (see :func:`token_patch_index`);
+    ``t_i`` is the mean of the token features mapped to patch ``i`` (zero when none), ``v_i`` the
+    image-aligner feature of patch ``i``.
+
+    * ``form="cosine"`` (paper): ``-(1/N) sum cos(v_i, t_i)`` over (document, patch) pairs; with
+      ``mask_empty`` only non-empty patches count (N = their number in the batch), otherwise all
+      ``B * P`` pairs count (an empty patch contributes cos = 0).
+    * ``form="ce"`` (released code): per document, logits ``V @ T^T`` and ``T @ V^T`` (P x P, raw
+      dot products, no temperature), target ``i`` for row ``i``; ``0.5 * (CE1 + CE2)`` averaged over
+      rows (only rows of non-empty patches with ``mask_empty``; every column stays in the softmax),
+      then over documents (documents without a used token are left out when masking).
+
+    Args:
+        patch_feat: (B, P, D) patch features, CLS excluded, P = grid * grid.
+        token_feat: (B, L, D) token representations.
+        bbox: (B, L, 4) token boxes on the 0-1000 scale.
+        attention_mask: (B, L) 1 for real tokens, 0 for padding.
+        grid: patches per side.
+        form: "cosine" or "ce".
+        cell: cell size in box units (paper 1000/14, released code 72).
+        skip_special: skip tokens with box [0, 0, 0, 0].
+        mask_empty: count only patches with at least one token.
+
+    Returns:
+        0-d tensor; zero (attached to the graph) when no patch is non-empty under ``mask_empty``.
+    """
+    if form not in PITA_FORMS:
+        raise ValueError(f"Unknown PITA form {form!r}; choose one of {', '.join(PITA_FORMS)}.")
+    _check_dims("patch_feat", patch_feat, 3, "(B, grid*grid, D)")
+    _check_dims("token_feat", token_feat, 3, "(B, L, D)")
+    _check_dims("bbox", bbox, 3, "(B, L, 4)")
+    _check_dims("attention_mask", attention_mask, 2, "(B, L)")
+    B, P, D = patch_feat.shape
+    L = token_feat.shape[1]
+    if P != grid * grid:
+        raise ValueError(
+            f"patch_feat has {P} patches but grid={grid} needs {grid * grid}; pass patch features "
+            "without the CLS token and the matching grid."
+        )
+    if token_feat.shape[0] != B or token_feat.shape[2] != D:
+        raise ValueError(f"token_feat has shape {tuple(token_feat.shape)}, expected ({B}, L, {D}).")
+    if tuple(bbox.shape) != (B, L, 4) or tuple(attention_mask.shape) != (B, L):
+        raise ValueError(
+            f"bbox {tuple(bbox.shape)} and attention_mask {tuple(attention_mask.shape)} must have "
+            f"shapes ({B}, {L}, 4) and ({B}, {L})."
+        )
+    if cell <= 0:
+        raise ValueError(f"cell must be positive, got {cell}.")
+
+    patch_index, used = token_patch_index(bbox, attention_mask, grid, cell, skip_special)
+    flat_index = (torch.arange(B, device=patch_index.device)[:, None] * P + patch_index)[used]
+    sums = token_feat.new_zeros(B * P, D).index_add(0, flat_index, token_feat[used])
+    counts = token_feat.new_zeros(B * P).index_add(
+        0, flat_index, torch.ones_like(flat_index, dtype=token_feat.dtype)
+    )
+    text_patch = (sums / counts.clamp(min=1)[:, None]).view(B, P, D)  # t_i, zero when empty
+    nonempty = (counts > 0).view(B, P)
+
+    if mask_empty and not bool(nonempty.any()):
+        return _zero(patch_feat, token_feat)
+
+    if form == "cosine":
+        cos = F.cosine_similarity(patch_feat, text_patch, dim=-1)  # (B, P); 0 where t_i = 0
+        return -(cos[nonempty].mean() if mask_empty else cos.mean())
+
+    logits = torch.bmm(patch_feat, text_patch.transpose(1, 2))  # (B, P, P): [b, i, j] = v_i . t_j
+    diag = logits.diagonal(dim1=1, dim2=2)
+    ce_v2t = logits.logsumexp(dim=2) - diag  # row i of V @ T^T
+    ce_t2v = logits.logsumexp(dim=1) - diag  # row i of T @ V^T is column i of V @ T^T
+    per_row = 0.5 * (ce_v2t + ce_t2v)  # (B, P)
+    if not mask_empty:
+        return per_row.mean()
+    rows = nonempty.sum(dim=1)
+    per_doc = torch.where(nonempty, per_row, 0.0).sum(dim=1) / rows.clamp(min=1)
+    return per_doc[rows > 0].mean()
