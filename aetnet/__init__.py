@@ -1,0 +1,28 @@
+"""aetnet: Alignment-Enriched Tuning (AETNet) for LayoutLMv3 document models.
+
+Public API::
+
+    import aetnet
+    run_dir = aetnet.finetune("funsd", demo=True, base="tiny")
+    model = aetnet.load(run_dir / "model")
+
+Nothing here downloads at import time.
+"""
+
+__version__ = "0.1.0"
+
+from aetnet.errors import AetnetError, DataError  # noqa: E402,F401
+
+
+def finetune(task: str, **kwargs):
+    """Fine-tune ``task``; see :func:`aetnet.train.runner.finetune`."""
+    from aetnet.train.runner import finetune as _finetune
+
+    return _finetune(task, **kwargs)
+
+
+def load(path):
+    """Load a fine-tuned or exported model folder; see :func:`aetnet.train.runner.load_model`."""
+    from aetnet.train.runner import load_model
+
+    return load_model(path)

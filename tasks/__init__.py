@@ -8,3 +8,5 @@ if __name__ != "aetnet.tasks":  # pragma: no cover - guard against a second regi
         "the task adapters must be imported as 'aetnet.tasks', not as top-level 'tasks'; "
         "install the package (pip install -e .) and run pytest with --import-mode=importlib"
     )
+
+from aetnet.tasks import funsd  # noqa: E402,F401

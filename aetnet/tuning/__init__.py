@@ -1,0 +1,3 @@
+"""Tuning strategies; importing this package registers the built-in ones."""
+
+from aetnet.tuning.base import BasePaths, Strategy, count_parameters  # noqa: F401

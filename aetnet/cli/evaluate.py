@@ -1,0 +1,35 @@
+"""``aetnet evaluate MODEL_DIR``: score a saved model on a dataset's evaluation split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EPILOG = """examples:
+  aetnet evaluate runs/funsd-full/model --data ~/data/FUNSD
+  aetnet evaluate runs/funsd-full/model --demo --output eval-out
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a saved model folder on a dataset",
+        description="Load RUN/model (written by finetune) and compute the task metric on the evaluation split.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="model folder (RUN/model) or run folder")
+    p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
+    p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
+    p.add_argument("--output", help="folder for metrics.json and predictions.jsonl")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aetnet.train.runner import evaluate_model
+
+    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=args.overrides)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0

@@ -1,0 +1,301 @@
+"""Run configuration: typed nested dataclasses are the only schema.
+
+Resolution order: dataclass defaults -> recipe YAML -> CLI flags -> ``key=value`` overrides. Unknown
+keys fail with the list of valid ones, so a typo in a recipe never silently does nothing. The
+resolved configuration is saved beside every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aetnet.errors import AetnetError
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how documents become model inputs."""
+
+    path: str | None = None
+    """Dataset folder, ``save_to_disk`` folder or hub id; ``None`` uses the official source (online)."""
+    box_level: str = "segment"
+    """``segment``: every word of an entity carries the entity box (as LayoutLMv3 was evaluated); ``word``."""
+    max_length: int = 512
+    """Maximum text tokens per window (LayoutLMv3 was pre-trained with 512)."""
+    stride: int = 128
+    """Tokens shared by consecutive windows of a long document."""
+    on_bad_document: str = "error"
+    """``error`` stops at the first bad document; ``skip`` records it in ``skipped.jsonl`` and goes on."""
+    ocr_lang: str = "eng"
+    """Tesseract language, for tasks whose data has no words."""
+    ocr_psm: int = 3
+    """Tesseract page-segmentation mode."""
+    eval_fraction: float = 0.2
+    """Share of a single-split dataset held out for evaluation (deterministic)."""
+    max_train_documents: int | None = None
+    """Use only the first N training documents (quick experiments)."""
+    max_eval_documents: int | None = None
+    """Use only the first N evaluation documents."""
+
+    def __post_init__(self) -> None:
+        _choice("data.box_level", self.box_level, ("segment", "word"))
+        _choice("data.on_bad_document", self.on_bad_document, ("error", "skip"))
+        if self.stride < 0 or self.stride >= self.max_length:
+            raise AetnetError(
+                f"data.stride={self.stride} must be >= 0 and smaller than data.max_length={self.max_length}"
+            )
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained weights to start from."""
+
+    base: str = "microsoft/layoutlmv3-base"
+    """LayoutLMv3 hub id or local folder; ``tiny`` builds a small offline model."""
+    image_aligner: str = "facebook/deit-base-patch16-224"
+    """ViT weights for the image aligner (AET strategies)."""
+    text_aligner: str = "roberta-base"
+    """RoBERTa weights for the text aligner (AET strategies)."""
+    dropout: float | None = None
+    """Override the hidden dropout of the base model."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings, passed to the Hugging Face Trainer."""
+
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 1000
+    """Optimizer steps; ``-1`` uses ``epochs``."""
+    epochs: float = 1.0
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "linear"
+    seed: int = 42
+    bf16: bool = False
+    logging_steps: int = 10
+    eval_steps: int | None = None
+    """Evaluate every N steps; ``None`` evaluates once at the end."""
+    save_steps: int = 500
+    save_total_limit: int = 2
+    num_workers: int = 0
+
+
+@dataclass
+class AETConfig:
+    """Alignment-enriched tuning: loss weights and every option of the spec (paper defaults)."""
+
+    task_weight: float = 1.0
+    ditc_weight: float = 1.0
+    imc_weight: float = 1.0
+    glitc_weight: float = 1.0
+    pita_weight: float = 1.0
+    alpha: float = 0.4
+    temp: float = 0.07
+    queue_size: int = 4096
+    momentum: float = 0.995
+    embed_dim: int = 256
+    pita_form: str = "cosine"
+    pita_cell: float = 1000 / 14
+    pita_skip_special: bool = True
+    pita_mask_empty: bool = True
+    glitc_image_locals: int = 196
+    """196: every momentum patch; 9: the released code's 3x3 average pooling."""
+    augment_main_image: bool = False
+    """Released code: the main image is augmented too (even at evaluation)."""
+    vit_norm: str = "imagenet"
+    text_view: str = "none"
+    """``none`` (w+ differs from w~ by dropout only, as released) or ``mask`` (token masking)."""
+    mask_prob: float = 0.15
+    alignment_for_classification: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("aet.pita_form", self.pita_form, ("cosine", "ce"))
+        _choice("aet.vit_norm", self.vit_norm, ("imagenet", "clip"))
+        _choice("aet.text_view", self.text_view, ("none", "mask"))
+        _choice("aet.glitc_image_locals", self.glitc_image_locals, (196, 9))
+        if not 0.0 <= self.momentum <= 1.0:
+            raise AetnetError(f"aet.momentum={self.momentum} must lie in [0, 1]")
+        if self.queue_size < 1:
+            raise AetnetError(f"aet.queue_size={self.queue_size} must be positive")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA through peft (strategies ``lora`` and ``aet-lora``)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class PromptSettings:
+    """Prompt tuning (strategy ``prompt``)."""
+
+    num_prompts: int = 20
+
+
+@dataclass
+class RunConfig:
+    """Everything one fine-tuning run needs."""
+
+    task: str = "funsd"
+    strategy: str = "full"
+    output: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    aet: AETConfig = field(default_factory=AETConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-safe)."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved configuration as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise AetnetError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise AetnetError(f"{key} cannot be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except AetnetError:
+                continue
+        raise AetnetError(f"{key}={value!r} does not match {tp}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise AetnetError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, args[0] if args else str, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise AetnetError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise AetnetError(f"{key} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise AetnetError(f"{key} must be an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise AetnetError(f"{key} must be a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    types = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in types:
+            raise AetnetError(
+                f"unknown config key '{full}'; valid keys here: {', '.join(sorted(types))}"
+            )
+        tp = types[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise AetnetError(f"config section '{full}' must be a mapping")
+            kwargs[key] = _build(tp, value, prefix=f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.learning_rate=3e-5", "aet.alpha=0"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise AetnetError(f"override '{pair}' is not key=value (for example train.learning_rate=3e-5)")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_recipe_dict(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML file into a dict, with a clear error for bad YAML."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise AetnetError(f"{path}: recipe file does not exist; list recipes with `aetnet recipes ls`") from None
+    except yaml.YAMLError as exc:
+        raise AetnetError(f"{path}: recipe is not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise AetnetError(f"{path}: a recipe must be a YAML mapping of sections")
+    return data
+
+
+def resolve_config(
+    recipe: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Build a :class:`RunConfig` from a recipe dict, CLI flags (nested dict) and ``key=value`` strings."""
+    merged: dict[str, Any] = {}
+    for layer in (recipe or {}, flags or {}, parse_overrides(overrides or [])):
+        merged = _merge(merged, layer)
+    return _build(RunConfig, merged)
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` from a saved ``config.yaml`` dict."""
+    return _build(RunConfig, values)

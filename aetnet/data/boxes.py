@@ -1,0 +1,95 @@
+"""Boxes: pixel -> 0-1000 normalisation with validation, and segment-level boxes.
+
+LayoutLMv3 embeds integer coordinates on a 0-1000 grid relative to the page. Readers keep pixel
+boxes; this module is the one place they are converted, so that inverted boxes, boxes far outside
+the page and boxes that were already normalised are caught with a message naming the document.
+"""
+
+from __future__ import annotations
+
+from aetnet.data.document import Document
+from aetnet.errors import DataError
+
+#: Boxes may overhang the page by this share of its size (scanner margins) and are clipped.
+OVERHANG_TOLERANCE = 0.05
+
+
+def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "", index: int = 0) -> list[int]:
+    """Map one pixel box ``[x0, y0, x1, y1]`` onto LayoutLMv3's 0-1000 grid.
+
+    Args:
+        box: pixel coordinates on the page image.
+        page_size: ``(width, height)`` in pixels.
+        where: the document or file, for error messages.
+        index: the word index, for error messages.
+
+    Returns:
+        Four integers in ``[0, 1000]``.
+
+    Raises:
+        DataError: the box is inverted or lies outside the page by more than the tolerance.
+    """
+    width, height = page_size
+    x0, y0, x1, y1 = box
+    if x1 < x0 or y1 < y0:
+        raise DataError(
+            f"box {index} {list(box)} is inverted (x1 < x0 or y1 < y0); boxes must be [x0, y0, x1, y1]",
+            where,
+            "boxes",
+        )
+    tol_x, tol_y = width * OVERHANG_TOLERANCE, height * OVERHANG_TOLERANCE
+    if x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y:
+        raise DataError(
+            f"box {index} {list(box)} lies outside the {width}x{height} page; boxes must be pixel "
+            "coordinates on the page image",
+            where,
+            "boxes",
+        )
+    out = [
+        round(1000 * min(max(x0, 0.0), width) / width),
+        round(1000 * min(max(y0, 0.0), height) / height),
+        round(1000 * min(max(x1, 0.0), width) / width),
+        round(1000 * min(max(y1, 0.0), height) / height),
+    ]
+    return out
+
+
+def looks_normalized(boxes: list[list[float]], page_size: tuple[int, int]) -> bool:
+    """True when boxes overflow the page but all fit on a 0-1000 grid: they were normalised already."""
+    if not boxes:
+        return False
+    width, height = page_size
+    max_x = max(max(b[0], b[2]) for b in boxes)
+    max_y = max(max(b[1], b[3]) for b in boxes)
+    overflow = max_x > width * (1 + OVERHANG_TOLERANCE) or max_y > height * (1 + OVERHANG_TOLERANCE)
+    return overflow and max_x <= 1000 and max_y <= 1000
+
+
+def document_boxes(doc: Document, box_level: str = "segment") -> list[list[int]]:
+    """The 0-1000 box of every word of ``doc``.
+
+    Args:
+        doc: the document, with pixel boxes.
+        box_level: ``word`` gives each word its own box; ``segment`` gives every word of an entity
+            the entity's box (words outside any segment keep their own).
+
+    Raises:
+        DataError: a bad box, or boxes that were already normalised to 0-1000.
+    """
+    where = doc.source or doc.id
+    if looks_normalized(doc.boxes, doc.page_size):
+        raise DataError(
+            f"boxes look already normalised to 0-1000 but the page is {doc.page_size[0]}x{doc.page_size[1]} "
+            "pixels; give pixel boxes (aetnet normalises them itself)",
+            where,
+            "boxes",
+        )
+    boxes = doc.boxes
+    if box_level == "segment" and doc.segment_ids is not None:
+        boxes = [
+            doc.segment_boxes.get(seg, box) if seg is not None and seg >= 0 else box
+            for seg, box in zip(doc.segment_ids, doc.boxes)
+        ]
+    elif box_level not in ("segment", "word"):
+        raise ValueError(f"box_level must be 'segment' or 'word', got {box_level!r}")
+    return [normalize_box(b, doc.page_size, where, i) for i, b in enumerate(boxes)]

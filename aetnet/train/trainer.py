@@ -1,0 +1,111 @@
+"""The Hugging Face Trainer, set up for aetnet runs.
+
+The Trainer does the loop, distributed data parallelism, mixed precision, accumulation, checkpoints
+and resuming. This module only adds what it lacks: logging every loss term the model returns
+(``task_loss``, ``ditc_loss``, ...), a clear stop on non-finite losses, and the run's arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from aetnet.config import RunConfig
+from aetnet.data.encoding import Collator
+from aetnet.errors import AetnetError
+
+logger = logging.getLogger(__name__)
+
+LOSS_TERMS = ("task_loss", "ditc_loss", "imc_loss", "glitc_loss", "pita_loss")
+
+
+class NonFiniteLossError(AetnetError):
+    """A loss term became NaN or infinite."""
+
+
+class AetnetTrainer(Trainer):
+    """Trainer that logs each loss term and stops clearly on a non-finite loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        if model.training:
+            terms = {k: outputs[k] for k in LOSS_TERMS if k in outputs and outputs[k] is not None}
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values.setdefault("task_loss", float(loss.detach()))
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"the {name.replace('_loss', '')} loss became {value} at step "
+                        f"{self.state.global_step + 1}; lower the learning rate or check the inputs "
+                        "(the last checkpoint in the run folder is intact)"
+                    )
+                self._term_sums[name] += value
+            self._term_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._term_count and "loss" in logs:
+            for name, total in self._term_sums.items():
+                logs[name] = round(total / self._term_count, 6)
+            self._term_sums.clear()
+            self._term_count = 0
+        super().log(logs, *args, **kwargs)
+
+
+def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
+    """TrainingArguments from the run configuration."""
+    t = cfg.train
+    warmup = int(t.warmup_ratio * t.max_steps) if t.max_steps > 0 else 0
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        warmup_steps=warmup,
+        lr_scheduler_type=t.lr_scheduler,
+        seed=t.seed,
+        bf16=t.bf16,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=t.num_workers,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, run_dir: Path) -> AetnetTrainer:
+    """An :class:`AetnetTrainer` for the run (optimizer from the model's param groups when it has them)."""
+    args = training_arguments(cfg, run_dir)
+    optimizers = (None, None)
+    if hasattr(model, "optimizer_param_groups"):
+        groups = model.optimizer_param_groups(cfg.train.weight_decay)
+        optimizers = (torch.optim.AdamW(groups, lr=cfg.train.learning_rate), None)
+    return AetnetTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=Collator(processor.tokenizer.pad_token_id),
+        callbacks=callbacks,
+        optimizers=optimizers,
+    )
