@@ -1,0 +1,42 @@
+"""Shared fixtures: one cache folder per test session (tiny base and demos are built once), the
+real data samples, and small helpers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# One cache for the whole session, set before any aetnet import reads it.
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="aetnet-test-cache-"))
+os.environ.setdefault("AETNET_CACHE", str(_SESSION_CACHE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def shared_data_root() -> Path:
+    """``$AETNET_SHARED_DATA`` or ``../shared/data`` beside the checkout."""
+    env = os.environ.get("AETNET_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.fail(
+            f"the real data samples are missing: expected them at {root}; set AETNET_SHARED_DATA to the "
+            "shared/data folder"
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_base() -> Path:
+    from aetnet.models.tiny import ensure_tiny_base
+
+    return ensure_tiny_base()
