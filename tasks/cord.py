@@ -1,0 +1,350 @@
+"""CORD receipts (Park et al., 2019): word labelling over 30 categories.
+
+Three sources are read into :class:`~aetnet.data.document.Document` objects:
+
+* the original release, ``{train,dev,test}/{json,image}/receipt_XXXXX.{json,png}`` -> splits
+  ``train``, ``dev``, ``test``;
+* a single flat ``json/`` folder (with an optional ``image/`` folder beside it), as in samples:
+  one pool of documents from which an evaluation split is carved out deterministically (ids
+  sorted, then a permutation seeded by ``seed``; the first ``round(eval_fraction * n)`` go to
+  ``test``, the rest to ``train``);
+* the Hugging Face ``naver-clova-ix/cord-v2`` schema (columns ``image`` and ``ground_truth``, a
+  JSON string with ``valid_line`` and ``meta``): a folder written by ``save_to_disk`` or a hub id
+  (online only); splits keep the dataset's names (``train``, ``validation``, ``test``).
+
+Each annotation line ``valid_line[i]`` has a ``category`` and ``words`` with a ``quad``
+(``x1..x4``, ``y1..y4`` pixel corners). Words become axis-aligned boxes (min/max of the corners),
+labels are BIO over the line's category (first word ``B-``, the rest ``I-``), and the line's
+``group_id`` is the word's segment id (a segment's box is the union of its words' boxes).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from aetnet.data.document import Box, Document
+from aetnet.errors import AetnetError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: The 30 CORD v2 categories (``group.subgroup``), in alphabetical order; this order fixes the
+#: label ids (see :func:`cord_label_list`), so never reorder it.
+CORD_CATEGORIES: tuple[str, ...] = (
+    "menu.cnt",
+    "menu.discountprice",
+    "menu.etc",
+    "menu.itemsubtotal",
+    "menu.nm",
+    "menu.num",
+    "menu.price",
+    "menu.sub_cnt",
+    "menu.sub_etc",
+    "menu.sub_nm",
+    "menu.sub_price",
+    "menu.sub_unitprice",
+    "menu.unitprice",
+    "menu.vatyn",
+    "sub_total.discount_price",
+    "sub_total.etc",
+    "sub_total.othersvc_price",
+    "sub_total.service_price",
+    "sub_total.subtotal_price",
+    "sub_total.tax_price",
+    "total.cashprice",
+    "total.changeprice",
+    "total.creditcardprice",
+    "total.emoneyprice",
+    "total.menuqty_cnt",
+    "total.menutype_cnt",
+    "total.total_etc",
+    "total.total_price",
+    "void_menu.nm",
+    "void_menu.price",
+)
+
+_CATEGORY_SET = frozenset(CORD_CATEGORIES)
+_ORIGINAL_SPLITS = ("train", "dev", "test")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def cord_label_list() -> list[str]:
+    """``["O", "B-menu.cnt", "I-menu.cnt", ...]``: 61 BIO labels in :data:`CORD_CATEGORIES` order."""
+    labels = ["O"]
+    for category in CORD_CATEGORIES:
+        labels += [f"B-{category}", f"I-{category}"]
+    return labels
+
+
+def _quad_box(quad: Any, source: str, where: str) -> Box:
+    try:
+        xs = [float(quad[f"x{k}"]) for k in range(1, 5)]
+        ys = [float(quad[f"y{k}"]) for k in range(1, 5)]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(
+            f"quad {quad!r} is not a dict of numbers x1..x4, y1..y4; fix the annotation",
+            source,
+            where,
+        ) from None
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def _page_size(gt: dict[str, Any], image_size: tuple[int, int] | None, source: str) -> tuple[int, int]:
+    size = (gt.get("meta") or {}).get("image_size") or {}
+    try:
+        return int(size["width"]), int(size["height"])
+    except (KeyError, TypeError, ValueError):
+        pass
+    if image_size is not None:
+        return image_size
+    raise DataError(
+        "no meta.image_size {width, height} and no image to measure; add the size or the image",
+        source,
+        "meta.image_size",
+    )
+
+
+def cord_document(
+    gt: dict[str, Any],
+    doc_id: str,
+    source: str,
+    image_path: Path | None = None,
+    image: Image.Image | None = None,
+) -> Document:
+    """Build one :class:`Document` from a parsed CORD annotation (``valid_line`` + ``meta``).
+
+    Args:
+        gt: the annotation dict.
+        doc_id: the document id.
+        source: the annotation's origin, named in errors.
+        image_path: the receipt image file, if any.
+        image: the receipt image, if already opened (Hugging Face rows).
+
+    Raises:
+        DataError: a line has an unknown category, a word a malformed quad, or the page has no size.
+    """
+    lines = gt.get("valid_line")
+    if not isinstance(lines, list):
+        raise DataError("no 'valid_line' list; is this a CORD annotation?", source, "valid_line")
+    words: list[str] = []
+    boxes: list[Box] = []
+    labels: list[str] = []
+    segment_ids: list[int] = []
+    skipped = 0
+    for i, line in enumerate(lines):
+        category = line.get("category")
+        if category not in _CATEGORY_SET:
+            raise DataError(
+                f"unknown category {category!r}; expected one of: {', '.join(CORD_CATEGORIES)}",
+                source,
+                f"valid_line[{i}].category",
+            )
+        try:
+            segment = int(line.get("group_id"))
+        except (TypeError, ValueError):
+            segment = -1  # no group: the words keep their own boxes
+        first = True
+        for j, word in enumerate(line.get("words") or []):
+            text = str(word.get("text") or "").strip()
+            if not text:
+                skipped += 1  # a box without text cannot be tokenised
+                continue
+            words.append(text)
+            boxes.append(_quad_box(word.get("quad"), source, f"valid_line[{i}].words[{j}].quad"))
+            labels.append(("B-" if first else "I-") + category)
+            segment_ids.append(segment)
+            first = False
+
+    segment_boxes: dict[int, Box] = {}
+    for seg, box in zip(segment_ids, boxes):
+        if seg < 0:
+            continue
+        old = segment_boxes.get(seg)
+        segment_boxes[seg] = box[:] if old is None else [
+            min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3])
+        ]
+
+    image_size = None
+    if image is not None:
+        image_size = image.size
+    elif image_path is not None:
+        with Image.open(image_path) as img:  # reads the header only
+            image_size = img.size
+    meta = gt.get("meta") or {}
+    return Document(
+        id=doc_id,
+        words=words,
+        boxes=boxes,
+        page_size=_page_size(gt, image_size, source),
+        image=image,
+        image_path=image_path,
+        labels=labels,
+        segment_ids=segment_ids,
+        segment_boxes=segment_boxes,
+        source=source,
+        meta={"skipped_words": skipped, "image_id": meta.get("image_id"), "cord_split": meta.get("split")},
+    )
+
+
+def _find_image(image_dir: Path, stem: str) -> Path | None:
+    for suffix in _IMAGE_SUFFIXES:
+        candidate = image_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str]) -> list[Document]:
+    docs = []
+    for json_file in sorted(json_dir.glob("*.json")):
+        try:
+            gt = json.loads(json_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot be read as JSON ({exc}); re-download or remove it", json_file) from None
+        image_path = _find_image(image_dir, json_file.stem)
+        if image_path is None:
+            missing.append(str(json_file))
+        docs.append(cord_document(gt, json_file.stem, str(json_file), image_path=image_path))
+    if not docs:
+        raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
+    return docs
+
+
+def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str, list[Document]]:
+    """Split one pool into ``train``/``test`` reproducibly: sort by id, permute with ``seed``.
+
+    ``round(eval_fraction * n)`` documents (at least one when the fraction is positive and there
+    are two or more documents) go to ``test``; both splits stay sorted by id.
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise AetnetError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    pool = sorted(docs, key=lambda d: d.id)
+    n_eval = int(round(eval_fraction * len(pool)))
+    if eval_fraction > 0 and len(pool) >= 2:
+        n_eval = min(max(n_eval, 1), len(pool) - 1)
+    order = np.random.default_rng(seed).permutation(len(pool))
+    eval_idx = set(int(i) for i in order[:n_eval])
+    return {
+        "train": [d for i, d in enumerate(pool) if i not in eval_idx],
+        "test": [d for i, d in enumerate(pool) if i in eval_idx],
+    }
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
+
+
+def _read_hf(dataset: Any, origin: str, eval_fraction: float, seed: int) -> dict[str, list[Document]]:
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        return carve_out(_hf_split(dataset, "train", origin), eval_fraction, seed)
+    return {name: _hf_split(split, name, origin) for name, split in dataset.items()}
+
+
+def _hf_split(split: Any, name: str, origin: str) -> list[Document]:
+    import datasets
+
+    missing = [c for c in ("image", "ground_truth") if c not in split.column_names]
+    if missing:
+        raise DataError(
+            f"split '{name}' lacks column(s) {missing} of the naver-clova-ix/cord-v2 schema "
+            f"(has {split.column_names})",
+            origin,
+            missing[0],
+        )
+    # Undecoded images: pages are opened lazily from their bytes, not held decoded in memory.
+    split = split.cast_column("image", datasets.Image(decode=False))
+    docs = []
+    for i, row in enumerate(split):
+        source = f"{origin}[{name}][{i}]"
+        try:
+            gt = json.loads(row["ground_truth"])
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise DataError(f"ground_truth is not a JSON string ({exc})", source, "ground_truth") from None
+        image, image_path = None, None
+        stored = row["image"] or {}
+        if stored.get("bytes"):
+            image = Image.open(io.BytesIO(stored["bytes"]))
+        elif stored.get("path") and Path(stored["path"]).is_file():
+            image_path = Path(stored["path"])
+        docs.append(cord_document(gt, f"{name}_{i:05d}", source, image_path=image_path, image=image))
+    return docs
+
+
+def _load_hub(dataset_id: str) -> Any:
+    offline = any(
+        os.environ.get(var, "").lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    hint = "download it once (datasets.load_dataset(id).save_to_disk(folder)) and pass that local folder"
+    if offline:
+        raise AetnetError(f"'{dataset_id}' is not a local path and the Hugging Face hub is offline; {hint}")
+    import datasets
+
+    try:
+        return datasets.load_dataset(dataset_id)
+    except Exception as exc:  # network, auth and unknown-id errors all end the same way for a user
+        raise AetnetError(f"cannot load '{dataset_id}' from the Hugging Face hub ({exc}); {hint}") from None
+
+
+def read_cord(
+    path: str | Path, eval_fraction: float = 0.2, seed: int = 42
+) -> dict[str, list[Document]]:
+    """Read CORD into documents per split.
+
+    Args:
+        path: the release folder (holding ``train/``, ``dev/``, ``test/``), a flat folder holding
+            ``json/`` (or that ``json/`` folder itself), a ``save_to_disk`` folder of the
+            ``naver-clova-ix/cord-v2`` schema, or a hub id such as ``"naver-clova-ix/cord-v2"``.
+        eval_fraction: share of documents carved out as ``test`` when the source has one split.
+        seed: seed of that carve-out.
+
+    Returns:
+        ``{split name: documents}``; documents of the original layout are sorted by id.
+
+    Raises:
+        DataError: a malformed annotation (the message names the file and field).
+        AetnetError: the path does not exist and the hub cannot be reached.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        return _read_hf(_load_hub(str(path)), str(path), eval_fraction, seed)
+    if path.is_dir() and _is_saved_dataset(path):
+        import datasets
+
+        return _read_hf(datasets.load_from_disk(str(path)), str(path), eval_fraction, seed)
+
+    missing: list[str] = []
+    splits: dict[str, list[Document]]
+    if path.is_dir() and any((path / s / "json").is_dir() for s in _ORIGINAL_SPLITS):
+        splits = {
+            s: _read_json_folder(path / s / "json", path / s / "image", missing)
+            for s in _ORIGINAL_SPLITS
+            if (path / s / "json").is_dir()
+        }
+    elif path.is_dir() and ((path / "json").is_dir() or path.name == "json"):
+        json_dir = path / "json" if (path / "json").is_dir() else path
+        pool = _read_json_folder(json_dir, json_dir.parent / "image", missing)
+        splits = carve_out(pool, eval_fraction, seed)
+    else:
+        raise DataError(
+            "not a CORD folder: expected {train,dev,test}/json/, a json/ folder of receipt_*.json, "
+            "or a Hugging Face save_to_disk folder",
+            path,
+        )
+    if missing:
+        total = sum(len(docs) for docs in splits.values())
+        logger.warning(
+            "%d of %d CORD annotations under %s have no image (looked for %s beside json/ in image/); "
+            "they are read as blank pages, text and layout only. First: %s",
+            len(missing), total, path, "/".join(_IMAGE_SUFFIXES), missing[0],
+        )
+    return splits

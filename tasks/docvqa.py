@@ -1,0 +1,222 @@
+"""DocVQA (Mathew et al., 2021): extractive question answering on document pages.
+
+The official JSON holds ``dataset_split`` and ``data[]`` entries with ``questionId``, ``question``,
+``image`` (relative path such as ``documents/xxx.png``), ``docId`` and ``answers`` (absent in the
+test split). Words come from the official OCR files (``<ocr_root>/<image stem>.json``, Microsoft
+Read format: ``recognitionResults[].lines[].words[]`` with ``text`` and an 8-number
+``boundingBox``) when present, from Tesseract otherwise. Every page is recognised once and its
+:class:`~aetnet.data.document.Document` shared by all its questions.
+
+Answers are strings; :func:`~aetnet.data.answers.locate_answer` finds their word span. A question
+whose answer cannot be located is kept with ``answer_span=None`` (training skips it, evaluation
+still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from aetnet.data.answers import locate_answer
+from aetnet.data.document import Box, Document, QAExample
+from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("file does not exist; check the path", path) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot be read as JSON ({exc}); re-download it", path) from None
+
+
+def read_official_ocr(ocr_file: Path) -> tuple[list[str], list[Box], tuple[int, int] | None]:
+    """Words, axis-aligned pixel boxes and page size from a DocVQA (Microsoft Read) OCR file.
+
+    Returns:
+        ``(words, boxes, size)``: boxes ``[x0, y0, x1, y1]`` are the min/max of the 8-number
+        polygon; ``size`` is the first result's ``(width, height)`` or ``None``.
+
+    Raises:
+        DataError: the file is not in that format.
+    """
+    record = _load_json(ocr_file)
+    results = record.get("recognitionResults") if isinstance(record, dict) else None
+    if not isinstance(results, list):
+        raise DataError("no 'recognitionResults' list; is this a DocVQA OCR file?", ocr_file,
+                        "recognitionResults")
+    words: list[str] = []
+    boxes: list[Box] = []
+    size = None
+    for r, result in enumerate(results):
+        if size is None and result.get("width") and result.get("height"):
+            size = (int(round(float(result["width"]))), int(round(float(result["height"]))))
+        for li, line in enumerate(result.get("lines") or []):
+            for wi, word in enumerate(line.get("words") or []):
+                text = str(word.get("text") or "").strip()
+                if not text:
+                    continue
+                poly = word.get("boundingBox")
+                try:
+                    xs = [float(v) for v in poly[0::2]]
+                    ys = [float(v) for v in poly[1::2]]
+                    if len(poly) != 8:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    raise DataError(
+                        f"boundingBox {poly!r} is not 8 numbers", ocr_file,
+                        f"recognitionResults[{r}].lines[{li}].words[{wi}].boundingBox",
+                    ) from None
+                words.append(text)
+                boxes.append([min(xs), min(ys), max(xs), max(ys)])
+    return words, boxes, size
+
+
+def _page_document(
+    image_rel: str,
+    image_root: Path,
+    ocr_root: Path | None,
+    settings: OcrSettings,
+    cache_dir: str | Path | None,
+    json_path: Path,
+) -> Document:
+    image_path = image_root / image_rel
+    stem = Path(image_rel).stem
+    ocr_file = ocr_root / f"{stem}.json" if ocr_root is not None else None
+    has_image = image_path.is_file()
+    if ocr_file is not None and ocr_file.is_file():
+        words, boxes, size = read_official_ocr(ocr_file)
+        source, meta = str(ocr_file), {"ocr": "official"}
+    elif has_image:
+        words, boxes = ocr_with(image_path, settings, cache_dir=cache_dir)
+        size = None
+        source, meta = str(json_path), {"ocr": "tesseract", "ocr_settings": settings.as_dict()}
+    else:
+        raise DataError(
+            f"page image '{image_path}' does not exist and there is no OCR file for it; "
+            "pass image_root (the folder holding documents/) or ocr_root",
+            json_path,
+            "image",
+        )
+    if has_image:
+        with Image.open(image_path) as img:  # header only
+            size = img.size
+    elif size is None:
+        raise DataError(
+            f"page image '{image_path}' does not exist and the OCR file gives no width/height; "
+            "pass image_root (the folder holding documents/)",
+            ocr_file,
+            "recognitionResults[0].width",
+        )
+    return Document(
+        id=stem,
+        words=words,
+        boxes=boxes,
+        page_size=size,
+        image_path=image_path if has_image else None,
+        source=source,
+        meta=meta,
+    )
+
+
+def docvqa_summary(examples: Sequence[QAExample]) -> dict[str, int]:
+    """Counts of ``questions``, ``located`` (answer span found) and ``unlocated`` (kept, span None).
+
+    ``without_answers`` counts the questions with no gold answer at all (the test split); they are
+    part of ``unlocated``.
+    """
+    located = sum(1 for ex in examples if ex.answer_span is not None)
+    return {
+        "questions": len(examples),
+        "located": located,
+        "unlocated": len(examples) - located,
+        "without_answers": sum(1 for ex in examples if not ex.answers),
+    }
+
+
+def read_docvqa(
+    json_path: str | Path,
+    image_root: str | Path | None = None,
+    ocr_root: str | Path | None = None,
+    ocr: OcrSettings | None = None,
+    cache_dir: str | Path | None = None,
+    fuzzy_threshold: float = 0.8,
+) -> dict[str, list[QAExample]]:
+    """Read an official DocVQA JSON into question/page examples with located answer spans.
+
+    Args:
+        json_path: e.g. ``train_v1.0.json``.
+        image_root: the folder image paths are relative to; default the JSON's folder.
+        ocr_root: the folder of official OCR files; default ``ocr_results/`` beside the JSON when
+            it exists. Pages without an OCR file there are recognised with Tesseract.
+        ocr: Tesseract settings; default :class:`OcrSettings` ().
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        fuzzy_threshold: minimal similarity for a fuzzy answer match (see ``locate_answer``).
+
+    Returns:
+        ``{split: examples}`` with the split named by ``dataset_split`` (else the file stem), in the
+        JSON's order; examples of one page share one ``Document``.
+
+    Raises:
+        DataError: the JSON is malformed (names the entry and field) or a page can be neither
+            found nor taken from an OCR file.
+    """
+    json_path = Path(json_path).expanduser()
+    record = _load_json(json_path)
+    if not isinstance(record, dict) or not isinstance(record.get("data"), list):
+        raise DataError("no 'data' list; is this a DocVQA v1.0 JSON?", json_path, "data")
+    split = str(record.get("dataset_split") or json_path.stem)
+    image_root = Path(image_root).expanduser() if image_root else json_path.parent
+    if ocr_root is None and (json_path.parent / "ocr_results").is_dir():
+        ocr_root = json_path.parent / "ocr_results"
+    ocr_root = Path(ocr_root).expanduser() if ocr_root is not None else None
+    settings = ocr or OcrSettings()
+
+    pages: dict[str, Document] = {}
+    examples: list[QAExample] = []
+    for i, entry in enumerate(record["data"]):
+        for field in ("questionId", "question", "image"):
+            if not isinstance(entry, dict) or entry.get(field) in (None, ""):
+                raise DataError(f"entry {i} has no '{field}'", json_path, f"data[{i}].{field}")
+        answers = entry.get("answers") or []
+        if not isinstance(answers, list):
+            raise DataError("answers must be a list of strings", json_path, f"data[{i}].answers")
+        image_rel = str(entry["image"])
+        if image_rel not in pages:
+            pages[image_rel] = _page_document(image_rel, image_root, ocr_root, settings, cache_dir, json_path)
+            pages[image_rel].meta["docId"] = entry.get("docId")
+        doc = pages[image_rel]
+        answers = [str(a) for a in answers]
+        examples.append(
+            QAExample(
+                id=str(entry["questionId"]),
+                question=str(entry["question"]),
+                document=doc,
+                answers=answers,
+                answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
+            )
+        )
+    blank = [d.id for d in pages.values() if d.image_path is None]
+    if blank:
+        logger.warning(
+            "%d of %d DocVQA pages have no image under %s (first: %s); they are read as blank pages "
+            "with their OCR words", len(blank), len(pages), image_root, blank[0],
+        )
+    summary = docvqa_summary(examples)
+    n_official = sum(1 for d in pages.values() if d.meta["ocr"] == "official")
+    logger.info(
+        "DocVQA %s: %d questions on %d pages (%d official OCR, %d Tesseract); answers located for %d, "
+        "not for %d (kept with no span; %d have no gold answer)",
+        split, summary["questions"], len(pages), n_official, len(pages) - n_official,
+        summary["located"], summary["unlocated"], summary["without_answers"],
+    )
+    return {split: examples}

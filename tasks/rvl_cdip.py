@@ -1,0 +1,305 @@
+"""RVL-CDIP (Harley et al., 2015): page classification into 16 classes, words from Tesseract.
+
+Label files list ``path/to/image.tif <class id>`` per line. In the official release they are
+``labels/{train,val,test}.txt`` with images under ``images/`` beside ``labels/``; the splits keep
+those stems (``train``, ``val``, ``test``). Any other label file is one split named by its stem.
+The Hugging Face ``aharley/rvl_cdip`` schema (``image``, ``label`` columns) is read from a
+``save_to_disk`` folder. RVL-CDIP ships no words, so every page goes through the cached OCR.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from aetnet.data.document import Document
+from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: The 16 classes in the order of the official readme (class id = index).
+RVL_CDIP_CLASSES: tuple[str, ...] = (
+    "letter",
+    "form",
+    "email",
+    "handwritten",
+    "advertisement",
+    "scientific report",
+    "scientific publication",
+    "specification",
+    "file folder",
+    "news article",
+    "budget",
+    "invoice",
+    "presentation",
+    "questionnaire",
+    "resume",
+    "memo",
+)
+
+_OFFICIAL_SPLITS = ("train", "val", "test")
+
+
+def parse_label_file(label_file: Path) -> list[tuple[str, int]]:
+    """``(relative image path, class id)`` per non-blank line of an RVL-CDIP label file.
+
+    Raises:
+        DataError: a line is not ``path label`` with an integer label in 0-15 (names file and line).
+    """
+    entries = []
+    with open(label_file, encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)  # paths may contain spaces, the label never does
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+                raise DataError(
+                    f"line {number} is {line!r}, expected 'path/to/image.tif <class id 0-15>'",
+                    label_file,
+                    f"line {number}",
+                )
+            label = int(parts[1])
+            if not 0 <= label < len(RVL_CDIP_CLASSES):
+                raise DataError(
+                    f"line {number} has class id {label}, expected 0-{len(RVL_CDIP_CLASSES) - 1}",
+                    label_file,
+                    f"line {number}",
+                )
+            entries.append((parts[0], label))
+    return entries
+
+
+def _label_files(path: Path) -> tuple[dict[str, Path], Path]:
+    """The label file of each split and the folder they live in."""
+    if path.is_file():
+        return {path.stem: path}, path.parent
+    labels_dir = path / "labels" if (path / "labels").is_dir() else path
+    official = {s: labels_dir / f"{s}.txt" for s in _OFFICIAL_SPLITS if (labels_dir / f"{s}.txt").is_file()}
+    if official:
+        return official, labels_dir
+    # The official labels/ folder also holds readme.txt, which is not a label file.
+    others = {f.stem: f for f in sorted(labels_dir.glob("*.txt")) if not f.stem.lower().startswith("readme")}
+    if not others:
+        raise DataError(
+            "no label file (train.txt, val.txt, test.txt or another '<split>.txt' of 'path label' lines)",
+            labels_dir,
+        )
+    return others, labels_dir
+
+
+def _image_root(entries: list[tuple[str, int]], labels_dir: Path, label_file: Path) -> Path:
+    """The folder the label paths are relative to: ``images/`` beside ``labels/``, else above it."""
+    candidates = [labels_dir.parent / "images", labels_dir.parent, labels_dir]
+    for root in candidates:
+        if entries and (root / entries[0][0]).is_file():
+            return root
+    first = entries[0][0] if entries else "?"
+    raise DataError(
+        f"image '{first}' not found under any of {[str(c) for c in candidates]}; pass image_root",
+        label_file,
+        "line 1",
+    )
+
+
+def _ocr_document(doc_id: str, image: Image.Image | Path, label: int, source: str,
+                  settings: OcrSettings, cache_dir: str | Path | None) -> Document:
+    words, boxes = ocr_with(image, settings, cache_dir=cache_dir)
+    if isinstance(image, Path):
+        with Image.open(image) as img:
+            size = img.size
+        image_path, pil = image, None
+    else:
+        size, image_path, pil = image.size, None, image
+    return Document(
+        id=doc_id,
+        words=words,
+        boxes=boxes,
+        page_size=size,
+        image=pil,
+        image_path=image_path,
+        doc_label=RVL_CDIP_CLASSES[label],
+        source=source,
+        meta={"label_id": label, "ocr": settings.as_dict()},
+    )
+
+
+def _read_hf(path: Path, settings: OcrSettings, cache_dir: str | Path | None,
+             splits: Sequence[str] | None) -> dict[str, list[Document]]:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.Dataset):
+        loaded = {"train": loaded}
+    out: dict[str, list[Document]] = {}
+    for name in _select(list(loaded), splits, path):
+        split = loaded[name]
+        missing = [c for c in ("image", "label") if c not in split.column_names]
+        if missing:
+            raise DataError(f"split '{name}' lacks column(s) {missing} of the aharley/rvl_cdip schema",
+                            path, missing[0])
+        split = split.cast_column("image", datasets.Image(decode=False))
+        docs = []
+        for i, row in enumerate(split):
+            source = f"{path}[{name}][{i}]"
+            stored = row["image"] or {}
+            if stored.get("bytes"):
+                page = Image.open(io.BytesIO(stored["bytes"]))
+            elif stored.get("path"):
+                page = Path(stored["path"])
+            else:
+                raise DataError("row has no image", source, "image")
+            label = int(row["label"])
+            if not 0 <= label < len(RVL_CDIP_CLASSES):
+                raise DataError(f"class id {label} is not in 0-15", source, "label")
+            docs.append(_ocr_document(f"{name}_{i:06d}", page, label, source, settings, cache_dir))
+        out[name] = docs
+    return out
+
+
+def _select(available: list[str], wanted: Sequence[str] | None, where: Path) -> list[str]:
+    if wanted is None:
+        return available
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise DataError(f"split(s) {unknown} not found; available: {available}", where, "splits")
+    return list(wanted)
+
+
+def read_rvl_cdip(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    ocr: OcrSettings | None = None,
+    cache_dir: str | Path | None = None,
+    splits: Sequence[str] | None = None,
+) -> dict[str, list[Document]]:
+    """Read RVL-CDIP pages with their class and their OCR words.
+
+    Args:
+        path: the dataset folder (holding ``labels/``), the labels folder, one label file, or a
+            ``save_to_disk`` folder of the ``aharley/rvl_cdip`` schema.
+        image_root: the folder label paths are relative to; default ``images/`` beside
+            ``labels/`` when the first listed image is there, else the folder holding ``labels/``.
+        ocr: Tesseract settings; default :class:`OcrSettings` ().
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        splits: read only these splits (e.g. ``["test"]``).
+
+    Returns:
+        ``{split: documents}``, each with ``doc_label`` (a class name of :data:`RVL_CDIP_CLASSES`)
+        and ``meta["label_id"]``.
+
+    Raises:
+        DataError: a malformed label line (file and line number), a missing or unreadable image.
+        AetnetError: Tesseract or its language pack is missing.
+    """
+    path = Path(path).expanduser()
+    settings = ocr or OcrSettings()
+    if not path.exists():
+        raise DataError("does not exist; pass the RVL-CDIP folder, its labels/ folder or a label file", path)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
+        return _read_hf(path, settings, cache_dir, splits)
+
+    files, labels_dir = _label_files(path)
+    chosen = _select(list(files), splits, labels_dir)
+    # Parse every label file before any OCR, so that a typo fails in a second, not after hours.
+    parsed = {name: parse_label_file(files[name]) for name in chosen}
+    out: dict[str, list[Document]] = {}
+    for name, entries in parsed.items():
+        if not entries:
+            logger.warning("RVL-CDIP label file %s lists no image; split '%s' is empty", files[name], name)
+            out[name] = []
+            continue
+        root = Path(image_root).expanduser() if image_root else _image_root(entries, labels_dir, files[name])
+        docs = []
+        for number, (rel, label) in enumerate(entries, start=1):
+            image_path = root / rel
+            if not image_path.is_file():
+                raise DataError(f"image '{image_path}' does not exist; check image_root", files[name],
+                                f"entry {number}")
+            docs.append(_ocr_document(rel, image_path, label, str(files[name]), settings, cache_dir))
+        logger.info("RVL-CDIP %s: %d pages read from %s", name, len(docs), files[name])
+        out[name] = docs
+    return out
+
+
+def classification_metrics(
+    y_true: Sequence[Any], y_pred: Sequence[Any], labels: Sequence[Any]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and the confusion matrix of a classification run.
+
+    Macro-F1 averages over the classes that occur in ``y_true`` or ``y_pred`` (a class absent from
+    both has no F1 to average; including it as 0 would punish a small evaluation set).
+
+    Args:
+        y_true: gold classes (N), names or ids as in ``labels``.
+        y_pred: predicted classes (N).
+        labels: every class, in the confusion matrix's row/column order (C).
+
+    Returns:
+        ``{"accuracy": float, "macro_f1": float, "confusion_matrix": C x C list of ints (rows:
+        gold, columns: predicted), "labels": list}``.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} gold classes but {len(y_pred)} predictions")
+    if len(y_true) == 0:
+        raise ValueError("no predictions to score")
+    present = [c for c in labels if c in set(y_true) | set(y_pred)]
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(labels)).tolist(),
+        "labels": list(labels),
+    }
+
+
+def save_confusion(cm: Any, labels: Sequence[Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``confusion_matrix.csv`` (pandas) and ``confusion_matrix.png`` (matplotlib) to ``out_dir``.
+
+    Args:
+        cm: C x C counts, rows gold, columns predicted.
+        labels: the C class names.
+        out_dir: the folder to write into (created if needed).
+
+    Returns:
+        The paths of the CSV and the PNG.
+    """
+    import numpy as np
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    matrix = np.asarray(cm, dtype=int)
+    names = [str(label) for label in labels]
+    if matrix.shape != (len(names), len(names)):
+        raise ValueError(f"confusion matrix of shape {matrix.shape} does not fit {len(names)} labels")
+    csv_path, png_path = out / "confusion_matrix.csv", out / "confusion_matrix.png"
+    pd.DataFrame(matrix, index=pd.Index(names, name="gold"), columns=names).to_csv(csv_path)
+
+    # A bare Figure on the Agg canvas: no pyplot state, no display, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if value > threshold else "black")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    return csv_path, png_path
