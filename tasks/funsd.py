@@ -137,6 +137,10 @@ def read_funsd_folder(root: Path) -> dict[str, list[Document]]:
                           if (p := root / folder / "images" / (ann.stem + ext)).is_file()), None)
             docs.append(parse_funsd_annotation(ann, image))
         splits[split] = docs
+        skipped = sum(d.meta["skipped_words"] for d in docs)
+        if skipped:
+            logger.info("%s/%s: %d words with empty text skipped (kept in each document's meta)",
+                        root, folder, skipped)
     if not splits["train"] and not splits["eval"]:
         raise AetnetError(f"{root}: no annotations/*.json found in training_data/ or testing_data/")
     return splits

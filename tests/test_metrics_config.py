@@ -1,0 +1,61 @@
+"""Seqeval entity scores on a hand-checked case; configuration resolution and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from aetnet.config import RunConfig, resolve_config
+from aetnet.errors import AetnetError
+from aetnet.train.metrics import entity_scores
+
+
+def test_entity_scores_hand_checked():
+    gold = [["B-QUESTION", "I-QUESTION", "O", "B-ANSWER"], ["B-HEADER", "O"]]
+    pred = [["B-QUESTION", "I-QUESTION", "O", "B-QUESTION"], ["B-HEADER", "B-ANSWER"]]
+    # Gold entities: Q(0-1), A(3), H(0) = 3. Predicted: Q(0-1), Q(3), H(0), A(1) = 4. Correct: Q(0-1), H(0) = 2.
+    scores = entity_scores(gold, pred)
+    assert scores["precision"] == pytest.approx(2 / 4)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 * (0.5 * 2 / 3) / (0.5 + 2 / 3))
+    assert scores["per_label"]["ANSWER"]["recall"] == 0.0
+    assert scores["per_label"]["QUESTION"]["precision"] == pytest.approx(0.5)
+    assert scores["per_label"]["HEADER"]["f1"] == pytest.approx(1.0)
+
+
+def test_config_layers_and_types():
+    cfg = resolve_config(
+        {"task": "funsd", "train": {"learning_rate": 1e-5, "max_steps": 1000}},
+        {"model": {"base": "tiny"}},
+        ["train.max_steps=7", "aet.alpha=0", "lora.target_modules=query,key", "train.bf16=true"],
+    )
+    assert isinstance(cfg, RunConfig)
+    assert cfg.train.max_steps == 7 and cfg.train.learning_rate == 1e-5 and cfg.train.bf16 is True
+    assert cfg.aet.alpha == 0.0 and cfg.lora.target_modules == ["query", "key"]
+    assert cfg.model.base == "tiny"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["train.learnin_rate=1"], "unknown config key 'train.learnin_rate'.*learning_rate"),
+        (["train.max_steps=abc"], "must be an integer"),
+        (["data.box_level=line"], "choose one of: segment, word"),
+        (["aet.pita_form=dot"], "cosine, ce"),
+        (["nonsense"], "not key=value"),
+        (["data.stride=600"], "smaller than data.max_length"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(AetnetError, match=message):
+        resolve_config({}, {}, overrides)
+
+
+def test_every_shipped_recipe_loads():
+    from aetnet.config import load_recipe_dict
+    from aetnet.recipes_io import list_recipes, recipes_dir
+
+    names = list_recipes()
+    assert "funsd/full" in names
+    for name in names:
+        cfg = resolve_config(load_recipe_dict(recipes_dir() / f"{name}.yaml"))
+        assert cfg.task.replace("-", "_") == name.split("/")[0]
