@@ -53,7 +53,7 @@ def load_processor(path: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             processor = LayoutLMv3Processor.from_pretrained(path, apply_ocr=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
         raise AetnetError(
             f"could not load the LayoutLMv3 processor from '{path}' ({str(exc).splitlines()[0][:160]}); "
             "pass a local folder, `--base tiny` offline, or connect to the Hugging Face hub"

@@ -58,7 +58,7 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
         kwargs["hidden_dropout_prob"] = cfg.model.dropout
     try:
         return cls.from_pretrained(path, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
         raise AetnetError(
             f"could not load LayoutLMv3 weights '{path}' ({str(exc).splitlines()[0][:160]}); pass a local "
             "folder, `--base tiny` offline, or connect to the Hugging Face hub"
