@@ -1,0 +1,36 @@
+"""The wheel installs tasks/ and recipes/ as aetnet.tasks / aetnet.recipes (never as top-level packages)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_file_list(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    for folder in ("aetnet", "tasks", "recipes"):
+        shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+         str(tmp_path / "dist"), str(src)],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("aetnet-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("aetnet/tasks/__init__.py", "aetnet/tasks/base.py", "aetnet/tasks/funsd.py",
+                     "aetnet/recipes/funsd/full.yaml", "aetnet/cli/main.py", "aetnet/data/corpus.txt"):
+        assert expected in names, expected
+    tops = {n.split("/")[0] for n in names}
+    assert "tasks" not in tops and "recipes" not in tops
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")}
+    assert {f"aetnet/{p}" for p in shipped} <= names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "aetnet = aetnet.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()
