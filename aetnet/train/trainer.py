@@ -89,7 +89,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
         remove_unused_columns=False,
         dataloader_num_workers=t.num_workers,
         use_cpu=not torch.cuda.is_available(),
-        ddp_find_unused_parameters=False,
+        # LayoutLMv3 keeps relative-position bias weights its forward never uses (and strategies freeze
+        # parts of the model): DDP must look for unused parameters.
+        ddp_find_unused_parameters=True,
         disable_tqdm=False,
     )
 
