@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aetnet.config import RunConfig
-from aetnet.data.document import Document
+from aetnet.data.boxes import document_boxes
+from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Window, encode_token_documents, merge_token_predictions
+from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
@@ -32,15 +36,13 @@ class Task:
     name = ""
     kind = ""
     metric = ""
+    #: The run's ``--on-bad-document`` policy (:class:`aetnet.data.screen.BadDocuments`), set by the
+    #: runner before :meth:`load`; readers hand per-file errors to it. ``None`` means ``error``.
+    bad_documents = None
 
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Any]]:
         """Read the data: ``{"train": [...], "eval": [...]}`` (examples of the task's type)."""
         raise NotImplementedError
-
-    def load_eval(self, path: str, cfg: RunConfig) -> list[Any]:
-        """The evaluation split of the dataset at ``path`` (for ``aetnet evaluate``)."""
-        cfg.data.path = path
-        return self.load(cfg)["eval"]
 
     def label_list(self, splits: dict[str, list[Any]] | None = None) -> list[str]:
         """Label names, id order."""
@@ -63,6 +65,9 @@ class Task:
     def statistics(self, splits: dict[str, list[Any]], tokenizer, cfg: RunConfig) -> dict[str, Any]:
         """Per split counts for ``aetnet inspect``."""
         raise NotImplementedError
+
+    def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """Write task-specific files beside ``metrics.json`` (a confusion matrix, ...); default none."""
 
 
 class TokenClassificationTask(Task):
@@ -144,3 +149,218 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     z = np.exp(x - x.max())
     return z / z.sum()
 
+
+
+# ------------------------------------------------------------------------------------------ splits
+def carve_out_eval(
+    items: Sequence[Any], eval_fraction: float, seed: int, group: Callable[[Any], str]
+) -> tuple[list[Any], list[Any]]:
+    """Split one pool into (train, eval) reproducibly, whole groups at a time.
+
+    Group keys are sorted, permuted with ``seed``, and the first ``round(eval_fraction * groups)``
+    (at least one when the fraction is positive and there are two or more groups, never all) go
+    to evaluation. Items keep their order. Grouping by page keeps every question about one page on
+    the same side, so evaluation never scores a page seen in training.
+
+    Args:
+        items: the pool.
+        eval_fraction: share of groups held out, in [0, 1).
+        seed: permutation seed (``train.seed``).
+        group: item -> group key (the item's id when every item is its own group).
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise AetnetError(f"data.eval_fraction must be in [0, 1), got {eval_fraction}")
+    keys = sorted({group(item) for item in items})
+    n_eval = int(round(eval_fraction * len(keys)))
+    if eval_fraction > 0 and len(keys) >= 2:
+        n_eval = min(max(n_eval, 1), len(keys) - 1)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    held = {keys[int(i)] for i in order[:n_eval]}
+    return [x for x in items if group(x) not in held], [x for x in items if group(x) in held]
+
+
+def map_splits(
+    splits: dict[str, list[Any]],
+    eval_names: Sequence[str],
+    eval_fraction: float,
+    seed: int,
+    where: str,
+    group: Callable[[Any], str] = lambda x: str(x.id),
+) -> dict[str, list[Any]]:
+    """Map a reader's split names onto the runner's ``{"train", "eval"}``.
+
+    ``train`` is the split named ``train``; ``eval`` is the first non-empty split of ``eval_names``
+    (for example ``("test", "dev")``). Without such a split, or when the dataset has a single split
+    of any name, ``eval`` is carved out of the training pool with :func:`carve_out_eval`. Other
+    splits are not used (logged).
+
+    Raises:
+        AetnetError: several splits and none named ``train``.
+    """
+    names = [n for n in splits if splits[n] is not None]
+    if "train" in splits:
+        train = list(splits["train"])
+    elif len(names) == 1:
+        train = list(splits[names[0]])
+        logger.info("%s: single split '%s' is the training pool", where, names[0])
+    else:
+        raise AetnetError(
+            f"{where}: splits {names} include none named 'train'; name the training split 'train' "
+            f"(evaluation is read from {' / '.join(eval_names)})"
+        )
+    eval_name = next((n for n in eval_names if splits.get(n)), None)
+    if eval_name is not None:
+        evaluation = list(splits[eval_name])
+        logger.info("%s: train = 'train' (%d), eval = '%s' (%d)", where, len(train), eval_name, len(evaluation))
+    else:
+        train, evaluation = carve_out_eval(train, eval_fraction, seed, group)
+        logger.info("%s: no %s split; eval = %d carved out of %d (data.eval_fraction=%s, seed %d)",
+                    where, "/".join(eval_names), len(evaluation), len(train) + len(evaluation),
+                    eval_fraction, seed)
+    unused = [n for n in names if n not in ("train", eval_name) and splits[n]]
+    if unused and "train" in splits:
+        logger.info("%s: split(s) %s not used", where, unused)
+    return {"train": train, "eval": evaluation}
+
+
+# ---------------------------------------------------------------------------------- classification
+class SequenceClassificationTask(Task):
+    """One class per page (RVL-CDIP): one window per document, accuracy first."""
+
+    kind = "sequence"
+    metric = "accuracy"
+    labels: list[str] = []
+
+    def label_list(self, splits=None) -> list[str]:
+        return list(self.labels)
+
+    def check_labels(self, examples: list[Document]) -> None:
+        """Every document class must be known; the error names the document and the valid classes."""
+        known = set(self.labels)
+        for doc in examples:
+            if doc.doc_label is not None and doc.doc_label not in known:
+                raise AetnetError(
+                    f"{doc.source or doc.id}: unknown class '{doc.doc_label}'; valid classes are "
+                    f"{', '.join(self.labels)}"
+                )
+
+    def encode(self, examples, tokenizer, label2id, cfg: RunConfig) -> list[Window]:
+        """One window per page: its first ``max_length`` tokens (the page class needs no more).
+
+        Labels are the class id (an int) when ``label2id`` is given and the page has a class.
+        """
+        windows = []
+        for index, doc in enumerate(examples):
+            label = label2id[doc.doc_label] if label2id is not None and doc.doc_label is not None else None
+            if not doc.words:  # a blank page is still classified, from its image alone
+                windows.append(Window(index, [tokenizer.cls_token_id, tokenizer.sep_token_id],
+                                      [[0, 0, 0, 0]] * 2, [None, None], label))
+                continue
+            enc = tokenizer(doc.words, boxes=document_boxes(doc, cfg.data.box_level), truncation=True,
+                            max_length=cfg.data.max_length, padding=False)
+            windows.append(Window(index, list(enc["input_ids"]), [list(b) for b in enc["bbox"]],
+                                  list(enc.word_ids()), label))
+        return windows
+
+    def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
+        """Metrics of the predicted classes; subclasses add more than accuracy."""
+        return {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])) if gold else 0.0}
+
+    def evaluate(self, examples, windows, outputs, id2label):
+        """Per page: softmax over the class logits (averaged over its windows, if several)."""
+        summed: dict[int, np.ndarray] = {}
+        counts: Counter = Counter()
+        for window, logits in zip(windows, outputs):
+            vec = np.asarray(logits, dtype=np.float64)
+            summed[window.doc_index] = summed.get(window.doc_index, 0) + vec
+            counts[window.doc_index] += 1
+        gold, pred, records = [], [], []
+        for index, doc in enumerate(examples):
+            probs = _softmax(summed[index] / counts[index])
+            label = id2label[int(probs.argmax())]
+            if doc.doc_label is not None:
+                gold.append(doc.doc_label)
+                pred.append(label)
+            records.append({"id": doc.id, "gold": doc.doc_label, "pred": label,
+                            "probs": {id2label[i]: round(float(p), 5) for i, p in enumerate(probs)}})
+        return self.score(gold, pred), records
+
+    def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split, docs in splits.items():
+            tokens = [len(tokenizer(d.words, boxes=[[0, 0, 0, 0]] * len(d.words))["input_ids"]) if d.words else 2
+                      for d in docs]
+            out[split] = {
+                "documents": len(docs),
+                "words": sum(len(d.words) for d in docs),
+                "documents_without_words": sum(1 for d in docs if not d.words),
+                "label_counts": dict(sorted(Counter(d.doc_label for d in docs if d.doc_label).items())),
+                "max_tokens_per_document": max(tokens, default=0),
+                "documents_truncated": sum(1 for n in tokens if n > cfg.data.max_length),
+            }
+        return out
+
+
+# --------------------------------------------------------------------------------------------- QA
+class QuestionAnsweringTask(Task):
+    """Extractive QA over a page's words (DocVQA): examples are :class:`QAExample`."""
+
+    kind = "qa"
+    metric = "anls"
+    #: The longest answer decoded, in tokens.
+    max_answer_tokens = 30
+
+    def label_list(self, splits=None) -> None:
+        """QA has no label set: the head predicts start and end positions (``None``)."""
+        return None
+
+    def documents(self, examples: list[QAExample]) -> list[Document]:
+        return [ex.document for ex in examples]
+
+    def encode(self, examples, tokenizer, label2id, cfg: RunConfig) -> list[Window]:
+        return encode_qa_examples(examples, tokenizer, cfg.data.max_length, cfg.data.stride)
+
+    def evaluate(self, examples, windows, outputs, id2label):
+        """ANLS (threshold 0.5, best over gold answers) and exact match, averaged over the questions
+        that have gold answers; a question without any gold answer is predicted but not scored."""
+        from aetnet.data.answers import anls, exact_match
+
+        spans = decode_spans(windows, outputs, len(examples), self.max_answer_tokens)
+        records, anls_scores, em_scores = [], [], []
+        for example, span in zip(examples, spans):
+            words = example.document.words
+            answer = " ".join(words[span.start_word: span.end_word + 1]) if span else ""
+            if example.answers:
+                anls_scores.append(anls(answer, example.answers, threshold=0.5))
+                em_scores.append(exact_match(answer, example.answers))
+            records.append({
+                "id": example.id, "question": example.question, "answer": answer,
+                "score": round(span.score, 5) if span else None, "answers": example.answers,
+                "word_span": [span.start_word, span.end_word] if span else None,
+                "gold_span": list(example.answer_span) if example.answer_span else None,
+            })
+        metrics = {
+            "anls": float(np.mean(anls_scores)) if anls_scores else 0.0,
+            "exact_match": float(np.mean(em_scores)) if em_scores else 0.0,
+            "scored_questions": len(anls_scores),
+        }
+        return metrics, records
+
+    def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for split, examples in splits.items():
+            windows = self.encode(examples, tokenizer, None, cfg)
+            per_example = Counter(w.doc_index for w in windows)
+            located = sum(1 for ex in examples if ex.answer_span is not None)
+            out[split] = {
+                "questions": len(examples),
+                "pages": len({id(ex.document) for ex in examples}),
+                "located": located,
+                "unlocated": len(examples) - located,
+                "without_answers": sum(1 for ex in examples if not ex.answers),
+                "max_window_tokens": max((len(w.input_ids) for w in windows), default=0),
+                "examples_needing_windows": sum(1 for n in per_example.values() if n > 1),
+                "windows": len(windows),
+                "windows_with_answer": sum(1 for w in windows if w.start_positions),
+            }
+        return out

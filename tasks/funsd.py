@@ -123,8 +123,14 @@ def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int
     )
 
 
-def read_funsd_folder(root: Path) -> dict[str, list[Document]]:
-    """Read both splits of an original-layout FUNSD folder."""
+def read_funsd_folder(root: Path, policy=None) -> dict[str, list[Document]]:
+    """Read both splits of an original-layout FUNSD folder.
+
+    Args:
+        root: the folder holding ``training_data/`` and ``testing_data/``.
+        policy: a :class:`aetnet.data.screen.BadDocuments` deciding whether a broken annotation
+            stops the read or is skipped and recorded; ``None`` raises.
+    """
     splits: dict[str, list[Document]] = {}
     for split, folder in SPLIT_FOLDERS.items():
         ann_dir = root / folder / "annotations"
@@ -135,7 +141,11 @@ def read_funsd_folder(root: Path) -> dict[str, list[Document]]:
         for ann in sorted(ann_dir.glob("*.json")):
             image = next((p for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
                           if (p := root / folder / "images" / (ann.stem + ext)).is_file()), None)
-            docs.append(parse_funsd_annotation(ann, image))
+            if policy is None:
+                docs.append(parse_funsd_annotation(ann, image))
+            elif (doc := policy.run(lambda a=ann, i=image: parse_funsd_annotation(a, i), split, ann.stem,
+                                    str(ann))) is not None:
+                docs.append(doc)
         splits[split] = docs
         skipped = sum(d.meta["skipped_words"] for d in docs)
         if skipped:
@@ -225,17 +235,17 @@ def download_funsd(cache: Path) -> Path:
     return target / "dataset"
 
 
-def load_funsd(path: str | None) -> dict[str, list[Document]]:
+def load_funsd(path: str | None, policy=None) -> dict[str, list[Document]]:
     """FUNSD from a release folder, a ``save_to_disk`` folder, a hub id, or the official download."""
     from aetnet.models.tiny import cache_root
 
     if path is None:
-        return read_funsd_folder(find_funsd_root(download_funsd(cache_root() / "datasets")))
+        return read_funsd_folder(find_funsd_root(download_funsd(cache_root() / "datasets")), policy)
     p = Path(path)
     if p.exists() and ((p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file()):
         return read_funsd_hf(p)
     if p.exists():
-        return read_funsd_folder(find_funsd_root(p))
+        return read_funsd_folder(find_funsd_root(p), policy)
     if "/" in str(path) and not str(path).startswith((".", "/")):
         return read_funsd_hf(path)
     raise AetnetError(f"{path}: FUNSD folder does not exist; pass --data to a FUNSD release folder")
@@ -255,7 +265,7 @@ class FunsdTask(TokenClassificationTask):
             path = str(ensure_demo("funsd"))
         else:
             path = cfg.data.path
-        splits = load_funsd(path)
+        splits = load_funsd(path, self.bad_documents)
         for docs in splits.values():
             self.check_labels(docs)
         return splits

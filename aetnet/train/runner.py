@@ -20,6 +20,7 @@ import torch
 
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
+from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.errors import AetnetError
 from aetnet.registry import STRATEGIES, TASKS
 from aetnet.tuning.base import BasePaths, count_parameters
@@ -123,9 +124,13 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     strategy = get_strategy(cfg.strategy)
     paths = BasePaths(*resolve_base(cfg.model.base, cfg.model.image_aligner, cfg.model.text_aligner))
     processor = load_processor(paths.layoutlmv3)
+    policy = BadDocuments(cfg.data.on_bad_document)
+    task.bad_documents = policy
     splits = task.load(cfg, demo=demo)
-    train_ex, eval_ex = _limit(splits.get("train", []), cfg.data.max_train_documents), _limit(
-        splits.get("eval", []), cfg.data.max_eval_documents
+    train_ex, eval_ex = (
+        screen_documents(ex, task.documents(ex), split, cfg.data.box_level, task.kind == "token", policy)
+        for split, ex in (("train", _limit(splits.get("train", []), cfg.data.max_train_documents)),
+                          ("eval", _limit(splits.get("eval", []), cfg.data.max_eval_documents)))
     )
     if not train_ex:
         raise AetnetError(f"no training documents found for {cfg.task} in {cfg.data.path or 'the demo'}")
@@ -182,7 +187,13 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
             "train_windows": len(train_windows),
         }
     )
+    metrics["skipped_documents"] = len(policy.records)
     write_outputs(run_dir, metrics, records)
+    if policy.records:
+        with open(run_dir / "skipped.jsonl", "w", encoding="utf-8") as fh:
+            for record in policy.records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        logger.warning("%d document(s) skipped as bad input: %s", len(policy.records), run_dir / "skipped.jsonl")
     logger.info("%s %s: %s = %.4f; run folder %s", cfg.task, cfg.strategy, task.metric,
                 metrics.get(task.metric, float("nan")), run_dir)
     return run_dir

@@ -1,0 +1,84 @@
+"""``--on-bad-document``: stop on the first bad document, or skip it and say so.
+
+Readers raise :class:`~aetnet.errors.DataError` for a broken file; :func:`screen_documents` checks
+what can still go wrong later (boxes, images, empty pages) before training starts, so a bad page
+fails in seconds instead of hours in. With ``skip`` every skipped document is recorded with its
+reason, written to ``skipped.jsonl`` in the run folder and counted in the run summary: nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from aetnet.data.boxes import document_boxes
+from aetnet.data.document import Document
+from aetnet.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+class BadDocuments:
+    """Applies the ``error``/``skip`` policy and keeps the record of skipped documents."""
+
+    def __init__(self, mode: str = "error"):
+        if mode not in ("error", "skip"):
+            raise ValueError(f"on_bad_document must be 'error' or 'skip', got {mode!r}")
+        self.mode = mode
+        self.records: list[dict[str, Any]] = []
+
+    def handle(self, error: DataError, split: str, doc_id: str | None = None, source: str | None = None) -> None:
+        """Re-raise ``error`` (mode ``error``) or record it (mode ``skip``)."""
+        if self.mode == "error":
+            raise error
+        self.records.append({"split": split, "id": doc_id, "source": source or error.path, "reason": str(error)})
+
+    def run(self, fn: Callable[[], Any], split: str, doc_id: str | None = None, source: str | None = None):
+        """Call ``fn``; a :class:`DataError` is handled by the policy and gives ``None``."""
+        try:
+            return fn()
+        except DataError as exc:
+            self.handle(exc, split, doc_id, source)
+            return None
+
+
+def check_document(doc: Document, box_level: str, need_words: bool) -> None:
+    """Raise :class:`DataError` for what would break training on ``doc`` later."""
+    where = doc.source or doc.id
+    if need_words and not doc.words:
+        raise DataError(
+            f"document '{doc.id}' has no words; remove it or pass --on-bad-document skip", where, "words"
+        )
+    document_boxes(doc, box_level)
+    if doc.image is None and doc.image_path is not None:
+        try:
+            with Image.open(doc.image_path) as img:
+                img.verify()
+        except FileNotFoundError:
+            raise DataError("image file does not exist; check the dataset layout", doc.image_path, "image") from None
+        except Exception as exc:  # PIL raises many types for broken files
+            raise DataError(
+                f"image cannot be decoded ({exc}); the file is corrupt or truncated: re-export or remove it",
+                doc.image_path,
+                "image",
+            ) from None
+
+
+def screen_documents(
+    examples: list[Any], documents: list[Document], split: str, box_level: str, need_words: bool,
+    policy: BadDocuments,
+) -> list[Any]:
+    """The examples whose documents pass :func:`check_document` (all of them, or an error, in mode ``error``)."""
+    kept = []
+    for example, doc in zip(examples, documents):
+        ok = policy.run(lambda d=doc: check_document(d, box_level, need_words) or True, split, doc.id, doc.source)
+        if ok:
+            kept.append(example)
+    dropped = len(examples) - len(kept)
+    if dropped:
+        logger.warning("%s: skipped %d bad document(s); see skipped.jsonl in the run folder", split, dropped)
+    return kept
