@@ -1,0 +1,50 @@
+"""``aetnet predict MODEL FILE_OR_FOLDER...``: OCR and predict pages of images and PDFs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EPILOG = """examples:
+  aetnet predict runs/funsd-full/model form.png --output preds/ --visualize
+  aetnet predict exports/rvl scans/ --output preds/            # every PNG/JPEG/TIFF/PDF in scans/
+  aetnet predict exports/docvqa letter.pdf --question "What is the date?"
+  aetnet predict exports/funsd form.tif --ocr-lang deu --ocr-psm 6
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict on PNG/JPEG/TIFF/PDF pages with a trained or exported model",
+        description="Run Tesseract OCR and the model on every page. With --output, writes OUT/<stem>.json "
+        "(one record per page) per input and prints a summary; without it, prints the records as JSON.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="model folder (RUN/model, a run folder or an export)")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="PNG, JPEG, TIFF or PDF files, or folders")
+    p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
+    p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize)")
+    p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
+    p.add_argument("--ocr-lang", help="Tesseract language (default: the one used in training)")
+    p.add_argument("--ocr-psm", type=int, help="Tesseract page segmentation mode (default: training's)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="model precision")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aetnet.predict import Predictor, predict_paths, summarize
+
+    predictor = Predictor(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                          ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm)
+    results = predict_paths(predictor, args.inputs, args.output, args.question, args.visualize)
+    if args.output is None:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    else:
+        for path, records in results.items():
+            print(summarize(path, records))
+        print(f"wrote {len(results)} file(s) to {args.output}")
+    return 0

@@ -1,0 +1,291 @@
+"""Inference checkpoints: a run's model as a self-contained folder, optionally with an ONNX graph.
+
+``export_model(RUN_DIR, OUT)`` loads the run's model with :func:`aetnet.train.runner.load_model`
+(so every strategy that can be loaded can be exported) and writes:
+
+- the weights as safetensors (``save_pretrained``, or the model's own ``save_inference`` for AET,
+  which keeps the aligners and drops what only training needs), the config, tokenizer and processor;
+- ``aetnet.json``: task, kind, labels with ``id2label``/``label2id``, strategy, box level, window
+  size and the OCR engine and settings of training, plus where it was exported from;
+- ``README.md``: a model card with the data, the metrics of ``RUN_DIR/metrics.json`` and the
+  licence terms inherited from the base weights and the data;
+- with ``merge_lora``, LoRA adapters folded into the weights (the result is a plain model);
+- with ``onnx``, ``model.onnx`` (dynamic batch and sequence axes), checked against PyTorch with
+  onnxruntime.
+
+A plain LayoutLMv3 export (strategies ``full``, ``head``, merged LoRA) also loads with
+``transformers.AutoModelForTokenClassification.from_pretrained`` (or the sequence / QA class).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from aetnet.errors import AetnetError
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+ONNX_TOLERANCE = 1e-4
+ONNX_INPUTS = ("input_ids", "bbox", "attention_mask", "pixel_values")
+INSTALL_ONNX = "pip install aetnet[onnx]"
+#: Names of tensors only training needs (AET momentum copies, queues, contrastive projections).
+TRAINING_ONLY = re.compile(r"(^|\.)(momentum[^.]*|[^.]+_m|[^.]*queue[^.]*|vision_proj|text_proj)(\.|$)")
+
+BASE_LICENCE = (
+    "The Microsoft LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: "
+    "a model fine-tuned from them inherits non-commercial use and share-alike terms."
+)
+DATA_LICENCES = {
+    "funsd": "FUNSD (Jaume et al., 2019): non-commercial research and educational use only.",
+    "cord": "CORD (Park et al., 2019): CC BY 4.0 (attribution required).",
+    "rvl-cdip": "RVL-CDIP (Harley et al., 2015): research use, under the terms of the IIT-CDIP / Legacy "
+                "Tobacco Document Library collections it is drawn from.",
+    "docvqa": "DocVQA (Mathew et al., 2021): research use under the terms of the DocVQA challenge "
+              "(rrc.cvc.uab.es); the pages come from the UCSF Industry Documents Library.",
+}
+
+
+def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Fold LoRA adapters into the weights (``merge_and_unload``, as peft models provide).
+
+    Returns:
+        The merged model and a copy of ``meta`` whose ``strategy`` is ``full`` (the folder now holds
+        a plain model and loads as one), with ``merged_from`` naming the trained strategy.
+
+    Raises:
+        AetnetError: the model has no adapters to merge.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        raise AetnetError(
+            f"--merge-lora: the {meta.get('strategy')} model has no LoRA adapters to merge "
+            f"({type(model).__name__} has no merge_and_unload); export it without --merge-lora"
+        )
+    merged = model.merge_and_unload()
+    meta = dict(meta, strategy="full", merged_from=meta.get("strategy"), lora_merged=True)
+    return merged, meta
+
+
+def training_only_tensors(folder: str | Path) -> list[str]:
+    """Names of tensors in the folder's safetensors files that only training needs."""
+    from safetensors import safe_open
+
+    names = []
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as fh:
+            names.extend(k for k in fh.keys() if TRAINING_ONLY.search(k))
+    return names
+
+
+def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = False, onnx: bool = False,
+                 opset: int = 17) -> Path:
+    """Write an inference checkpoint of a run (or model) folder into ``output``.
+
+    Args:
+        run_dir: a run folder (holding ``model/``) or a model folder.
+        output: the export folder; must be new, empty or an earlier export.
+        merge_lora: fold LoRA adapters into the weights.
+        onnx: also write ``model.onnx`` and check it against PyTorch.
+        opset: ONNX opset version.
+
+    Returns:
+        The export folder.
+
+    Raises:
+        AetnetError: not a model folder, an occupied output folder, nothing to merge, onnxruntime
+            missing, or an ONNX graph that disagrees with PyTorch.
+    """
+    from aetnet.train.runner import META_FILE, load_model, save_model
+
+    run_dir, output = Path(run_dir), Path(output)
+    if onnx:
+        _require_onnx()
+    if output.exists() and any(output.iterdir()) and not (output / META_FILE).is_file():
+        raise AetnetError(f"{output}: output folder exists and is not empty; choose a new --output folder")
+    loaded = load_model(run_dir)
+    model_dir = run_dir / "model" if (run_dir / "model" / META_FILE).is_file() else run_dir
+    if output.resolve() == model_dir.resolve():
+        raise AetnetError(f"{output}: --output is the model folder itself; choose another folder")
+    model, meta = loaded.model, dict(loaded.meta)
+    if merge_lora:
+        model, meta = merge_adapters(model, meta)
+    labels = meta.get("labels")
+    if labels:
+        meta["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        meta["label2id"] = {label: i for i, label in enumerate(labels)}
+    meta["exported_from"] = str(model_dir.resolve())
+    if output.exists():
+        shutil.rmtree(output)
+    save_model(model, loaded.processor, output, meta)
+    leftovers = training_only_tensors(output)
+    if leftovers:
+        raise AetnetError(
+            f"{output}: the {meta['strategy']} model saved training-only tensors ({', '.join(leftovers[:4])}, ...); "
+            "its save_inference must drop momentum copies, queues and projection heads"
+        )
+    metrics = _read_metrics(model_dir)
+    for name in ("metrics.json", "config.yaml"):
+        if (model_dir.parent / name).is_file():
+            shutil.copy(model_dir.parent / name, output / ("training_config.yaml" if name == "config.yaml" else name))
+    if onnx:
+        reloaded = load_model(output)
+        diff = export_onnx(reloaded.model, reloaded.processor, meta["kind"], output / ONNX_FILE, opset)
+        meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(ONNX_INPUTS),
+                        "outputs": list(_output_names(meta["kind"])), "max_abs_diff": diff}
+        (output / META_FILE).write_text(json.dumps(meta, indent=2))
+    (output / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+    logger.info("exported %s to %s", model_dir, output)
+    return output
+
+
+def _read_metrics(model_dir: Path) -> dict[str, Any]:
+    for folder in (model_dir.parent, model_dir):
+        if (folder / "metrics.json").is_file():
+            try:
+                return json.loads((folder / "metrics.json").read_text())
+            except json.JSONDecodeError:
+                logger.warning("%s is not valid JSON; the model card lists no metrics", folder / "metrics.json")
+    return {}
+
+
+def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The README of an export: task, data, metrics, base, OCR settings, usage and licences."""
+    task, kind = meta.get("task", "?"), meta.get("kind", "?")
+    strategy = meta.get("strategy", "?")
+    if meta.get("merged_from"):
+        strategy = f"{meta['merged_from']} (LoRA merged into the weights)"
+    ocr = meta.get("ocr") or {}
+    lines = [
+        f"# aetnet {task} model", "",
+        f"LayoutLMv3 fine-tuned with aetnet for **{task}** ({kind} task), tuning strategy **{strategy}**.", "",
+        "| field | value |", "|---|---|",
+        f"| base | `{meta.get('base', '?')}` |",
+        f"| labels | {', '.join(meta.get('labels') or []) or '-'} |",
+        f"| box level | {meta.get('box_level', '?')} |",
+        f"| window | {meta.get('max_length', '?')} tokens, stride {meta.get('stride', '?')} |",
+        f"| OCR | {ocr.get('engine', 'tesseract')}, lang {ocr.get('lang', '?')}, psm {ocr.get('psm', '?')} |",
+        "", "## Metrics", "",
+    ]
+    scalars = {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float))}
+    if scalars:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in scalars.items()]
+    else:
+        lines.append("No metrics.json was found in the run folder.")
+    cls = {"token": "AutoModelForTokenClassification", "sequence": "AutoModelForSequenceClassification",
+           "qa": "AutoModelForQuestionAnswering"}.get(kind, "AutoModel")
+    lines += [
+        "", "## Usage", "", "```python", "import aetnet", "model = aetnet.load('THIS_FOLDER')",
+        "from aetnet.predict import Predictor", "pages = Predictor('THIS_FOLDER').predict_file('scan.pdf')", "```", "",
+        "or `aetnet predict THIS_FOLDER scan.pdf --output predictions/`.",
+    ]
+    if meta.get("strategy") in ("full", "head"):
+        lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_FOLDER')`.")
+    if "onnx" in meta:
+        lines.append(f"`{ONNX_FILE}` takes {', '.join(ONNX_INPUTS)} (dynamic batch and sequence axes) and "
+                     f"returns {', '.join(meta['onnx']['outputs'])}; max |ONNX - PyTorch| = "
+                     f"{meta['onnx']['max_abs_diff']:.2e}.")
+    base = str(meta.get("base", ""))
+    lines += ["", "## Licences", ""]
+    if base == "tiny":
+        lines.append("- Base: the randomly initialised tiny test model of aetnet (no third-party weights); "
+                     "not meant for real use.")
+    else:
+        lines.append(f"- Base `{base}`: {BASE_LICENCE}")
+    lines.append(f"- Data: {DATA_LICENCES.get(task, f'check the licence of the {task} data before use.')}")
+    lines.append("- Check both before any use of this model outside research.")
+    return "\n".join(lines) + "\n"
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError:
+        raise AetnetError(f"--onnx needs the onnx and onnxruntime packages; install them with `{INSTALL_ONNX}`") from None
+    return onnxruntime
+
+
+def _output_names(kind: str) -> tuple[str, ...]:
+    return ("start_logits", "end_logits") if kind == "qa" else ("logits",)
+
+
+class LogitsModule(nn.Module):
+    """Any aetnet inference model as ``(input_ids, bbox, attention_mask, pixel_values) -> logits``
+    (QA: ``(start_logits, end_logits)``), the signature the ONNX graph gets."""
+
+    def __init__(self, model: nn.Module, kind: str):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, input_ids: torch.Tensor, bbox: torch.Tensor, attention_mask: torch.Tensor,
+                pixel_values: torch.Tensor):
+        """(batch, seq) ids, (batch, seq, 4) boxes, (batch, seq) mask, (batch, 3, H, W) pixels ->
+        (batch, seq, labels) token logits, (batch, labels) class logits, or two (batch, seq) QA logits."""
+        out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
+        return tuple(out[name] for name in _output_names(self.kind)) if self.kind == "qa" else out["logits"]
+
+
+def sample_inputs(processor, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random but valid model inputs: ids in the vocabulary, ordered 0-1000 boxes, the image size of
+    the processor; the last row is padded to show that masking survives the export."""
+    g = torch.Generator().manual_seed(seed)
+    tok = processor.tokenizer
+    ids = torch.randint(5, len(tok), (batch, length), generator=g)
+    ids[:, 0], ids[:, -1] = tok.cls_token_id, tok.sep_token_id
+    corners = torch.randint(0, 500, (batch, length, 2), generator=g)
+    bbox = torch.cat([corners, corners + torch.randint(0, 500, (batch, length, 2), generator=g)], dim=-1)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    if batch > 1:
+        mask[-1, length // 2:] = 0
+        ids[-1, length // 2:] = tok.pad_token_id
+    size = processor.image_processor.size
+    pixels = torch.randn(batch, 3, size["height"], size["width"], generator=g)
+    return {"input_ids": ids, "bbox": bbox, "attention_mask": mask, "pixel_values": pixels}
+
+
+def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset: int = 17) -> float:
+    """Export ``model`` to ONNX with dynamic batch/sequence axes and check it with onnxruntime.
+
+    The graph is traced on one input shape and checked on another (different batch and sequence
+    length, with padding), so a shape frozen into the graph fails the check.
+
+    Returns:
+        The max absolute difference between ONNX and PyTorch outputs.
+
+    Raises:
+        AetnetError: onnxruntime is missing, or the difference exceeds :data:`ONNX_TOLERANCE`.
+    """
+    ort = _require_onnx()
+    wrapper = LogitsModule(model.float().eval(), kind).eval()
+    names = _output_names(kind)
+    axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "sequence"}, "bbox": {0: "batch", 1: "sequence"},
+                                       "attention_mask": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}}
+    for name in names:
+        axes[name] = {0: "batch"} if kind == "sequence" else {0: "batch", 1: "sequence"}
+    trace = sample_inputs(processor, 2, 16, seed=0)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
+        torch.onnx.export(wrapper, tuple(trace[k] for k in ONNX_INPUTS), str(path), input_names=list(ONNX_INPUTS),
+                          output_names=list(names), dynamic_axes=axes, opset_version=opset, dynamo=False)
+    check = sample_inputs(processor, 3, 29, seed=1)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(list(names), {k: check[k].numpy() for k in ONNX_INPUTS})
+    with torch.no_grad():
+        want = wrapper(*(check[k] for k in ONNX_INPUTS))
+    want = want if isinstance(want, tuple) else (want,)
+    diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+    if not diff <= ONNX_TOLERANCE:
+        raise AetnetError(f"{path}: the ONNX graph differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
+                          f"try another --opset")
+    logger.info("ONNX graph %s matches PyTorch (max abs diff %.2e)", path, diff)
+    return diff

@@ -1,0 +1,475 @@
+"""Predictions on new pages: PNG, JPEG, TIFF or PDF in, one JSON record (and optionally a PNG) per page out.
+
+A :class:`Predictor` wraps any model folder :func:`aetnet.train.runner.load_model` can read (a run's
+``model/`` or an export). Pages go through Tesseract with the OCR settings recorded at training time,
+then through the same windows as training (:func:`~aetnet.data.encoding.encode_token_documents`),
+and the task kind decides the decoding:
+
+- ``token``: a label and score per word, and entities grouped from BIO spans;
+- ``sequence``: the class and every class probability (averaged over the page's windows);
+- ``qa``: the best answer span (start <= end, at most :data:`MAX_ANSWER_TOKENS` tokens) over all
+  windows, mapped back to words and their boxes.
+
+Example::
+
+    from aetnet.predict import Predictor
+    pages = Predictor("runs/funsd-full/model").predict_file("scan.pdf")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
+
+from aetnet.data.document import Document
+from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
+from aetnet.errors import AetnetError, DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + (".pdf",)
+#: Longest answer considered, in tokens (DocVQA answers are short; longer spans are noise).
+MAX_ANSWER_TOKENS = 30
+#: PDF pages are rendered at this resolution: enough for Tesseract on ordinary print.
+PDF_DPI = 200
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40)]
+
+
+def load_pages(path: str | Path, dpi: int = PDF_DPI) -> list[Image.Image]:
+    """Every page of an image or PDF file as an RGB image.
+
+    Args:
+        path: a PNG, JPEG, TIFF (every frame) or PDF (every page, rendered with pypdfium2) file.
+        dpi: rendering resolution of PDF pages.
+
+    Raises:
+        DataError: the file is missing, of another type, corrupt, or holds no page.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file does not exist; check the path", path)
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return _pdf_pages(path, dpi)
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"unsupported file type '{suffix}'; give {', '.join(SUPPORTED_SUFFIXES)} files", path)
+    try:
+        with Image.open(path) as img:
+            pages = [frame.convert("RGB") for frame in ImageSequence.Iterator(img)]
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image is too large to be a page ({exc}); downscale it", path, "image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"image cannot be decoded ({exc}); the file is corrupt or not an image: "
+                        "re-export or remove it", path, "image") from None
+    return pages
+
+
+def _pdf_pages(path: Path, dpi: int) -> list[Image.Image]:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        # PDFium also refuses a document whose page tree is empty, hence "or has no pages".
+        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted, not a PDF or "
+                        "has no pages: re-export it", path) from None
+    try:
+        if len(pdf) == 0:
+            raise DataError("PDF has no pages; give a PDF with at least one page", path)
+        return [pdf[i].render(scale=dpi / 72).to_pil().convert("RGB") for i in range(len(pdf))]
+    except pdfium.PdfiumError as exc:
+        raise DataError(f"a page cannot be rendered ({exc}); re-export the PDF", path) from None
+    finally:
+        pdf.close()
+
+
+def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files to predict on: files as given, folders expanded (recursively) to their supported files.
+
+    Raises:
+        DataError: a path does not exist or a folder holds no supported file.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            if not found:
+                raise DataError(f"folder holds no {', '.join(SUPPORTED_SUFFIXES)} file", path)
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError("file or folder does not exist; check the path", path)
+    return files
+
+
+def line_segments(boxes: Sequence[Sequence[float]]) -> tuple[list[int], dict[int, list[float]]]:
+    """Group OCR words (in reading order) into line fragments, the segments of segment-level boxes.
+
+    Training data such as FUNSD gives every word its entity's box; OCR has no entities, so a run of
+    words on one line with word-sized gaps stands in for one (a wide gap, as between a form field's
+    name and its value, starts a new segment).
+
+    Returns:
+        ``(segment_ids, segment_boxes)``: one id per word and the pixel box union of each segment.
+    """
+    ids: list[int] = []
+    seg_boxes: dict[int, list[float]] = {}
+    for i, box in enumerate(boxes):
+        if i > 0:
+            prev = boxes[i - 1]
+            height = max(box[3] - box[1], prev[3] - prev[1], 1.0)
+            overlap = min(box[3], prev[3]) - max(box[1], prev[1])
+            gap = box[0] - prev[2]
+            same = overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1]) and -0.5 * height <= gap <= 0.8 * height
+        else:
+            same = False
+        seg = ids[-1] if same else len(seg_boxes)
+        ids.append(seg)
+        seg_boxes[seg] = _union([seg_boxes[seg], box]) if seg in seg_boxes else [float(v) for v in box]
+    return ids, seg_boxes
+
+
+def _union(boxes: Sequence[Sequence[float]]) -> list[float]:
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]], labels: Sequence[str]) -> list[dict]:
+    """Entities from BIO word labels: ``B-X`` opens one, ``I-X`` (or a bare ``X``) continues an open
+    ``X`` and otherwise opens one, ``O`` closes.
+
+    Returns:
+        ``[{"type", "text", "words": [word indices], "box": union box}]`` in reading order.
+    """
+    entities: list[dict] = []
+    current: dict | None = None
+    for i, label in enumerate(labels):
+        if label == "O":
+            current = None
+            continue
+        prefix, _, kind = label.partition("-") if label[:2] in ("B-", "I-") else ("I", "", label)
+        if prefix == "B" or current is None or current["type"] != kind:
+            current = {"type": kind, "words": []}
+            entities.append(current)
+        current["words"].append(i)
+    for ent in entities:
+        ent["text"] = " ".join(words[i] for i in ent["words"])
+        ent["box"] = _union([boxes[i] for i in ent["words"]])
+    return [{"type": e["type"], "text": e["text"], "words": e["words"], "box": e["box"]} for e in entities]
+
+
+def encode_question(question: str, doc: Document, tokenizer, max_length: int, stride: int,
+                    box_level: str = "segment") -> list[Window]:
+    """Question + page words -> windows (the question repeated in each; ``word_ids`` set on page
+    tokens only, so question tokens can never be part of an answer)."""
+    from aetnet.data.boxes import document_boxes
+
+    words = doc.words or [""]
+    boxes = document_boxes(doc, box_level) if doc.words else [[0, 0, 0, 0]]
+    enc = tokenizer(question, words, boxes=boxes, truncation="only_second", max_length=max_length,
+                    stride=stride, return_overflowing_tokens=True, padding=False)
+    windows = []
+    for w in range(len(enc["input_ids"])):
+        word_ids = [word if seq == 1 and doc.words else None
+                    for word, seq in zip(enc.word_ids(w), enc.sequence_ids(w))]
+        windows.append(Window(0, list(enc["input_ids"][w]), [list(b) for b in enc["bbox"][w]], word_ids))
+    return windows
+
+
+def best_answer_span(windows: Sequence[Window], start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
+                     max_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int, float] | None:
+    """The most probable answer over all windows, as words.
+
+    In each window, start and end logits are soft-maxed over the page tokens only; a span scores
+    ``p_start * p_end`` and must satisfy start <= end < start + ``max_tokens``.
+
+    Args:
+        windows: QA windows (``word_ids`` None outside the page words).
+        start_logits / end_logits: per window, an array (tokens,).
+
+    Returns:
+        ``(first_word, last_word, score)``, or None when no window holds a page word.
+    """
+    best: tuple[int, int, float] | None = None
+    for window, s_logits, e_logits in zip(windows, start_logits, end_logits):
+        context = np.array([w is not None for w in window.word_ids])
+        n = min(len(context), len(s_logits))
+        context = context[:n]
+        if not context.any():
+            continue
+        p_start, p_end = (_masked_softmax(np.asarray(x[:n], dtype=np.float64), context) for x in (s_logits, e_logits))
+        scores = np.triu(np.outer(p_start, p_end)) - np.triu(np.outer(p_start, p_end), k=max_tokens)
+        start, end = np.unravel_index(int(scores.argmax()), scores.shape)
+        score = float(scores[start, end])
+        if best is None or score > best[2]:
+            best = (int(window.word_ids[start]), int(window.word_ids[end]), score)
+    return best
+
+
+def _masked_softmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    z = np.where(mask, x, -np.inf)
+    z = np.exp(z - z[mask].max())
+    return z / z.sum()
+
+
+def _softmax_rows(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Predictions from a model folder on page images and files.
+
+    Args:
+        model_dir: a run's ``model/`` folder, a run folder or an exported folder.
+        device: torch device (``cpu``, ``cuda``).
+        dtype: ``float32`` (default) or ``bfloat16`` (halves memory; small score differences).
+        batch_size: windows per forward pass.
+        ocr_lang / ocr_psm: Tesseract settings; default those the model was trained with.
+        max_length / stride: window size and overlap in tokens; default the training ones.
+        box_level: ``segment`` (OCR line fragments stand in for segments) or ``word``; default the
+            training one.
+        ocr_cache: OCR cache folder (default ``$AETNET_CACHE/ocr``).
+    """
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                 batch_size: int = 8, ocr_lang: str | None = None, ocr_psm: int | None = None,
+                 max_length: int | None = None, stride: int | None = None, box_level: str | None = None,
+                 ocr_cache: str | Path | None = None):
+        from aetnet.train.runner import load_model
+
+        loaded = load_model(model_dir)
+        self.meta, self.processor = loaded.meta, loaded.processor
+        self.kind = self.meta["kind"]
+        self.dtype = _resolve_dtype(dtype)
+        self.model = loaded.model.to(device=device, dtype=self.dtype).eval()
+        self.device = torch.device(device)
+        self.labels = self.meta.get("labels") or _config_labels(self.model)
+        self.batch_size = batch_size
+        self.max_length = int(max_length or self.meta.get("max_length", 512))
+        self.stride = int(self.meta.get("stride", 128) if stride is None else stride)
+        self.box_level = box_level or self.meta.get("box_level", "word")
+        if self.box_level not in ("segment", "word"):
+            raise AetnetError(f"box level '{self.box_level}' is not supported; use segment or word")
+        trained = self.meta.get("ocr") or {}
+        self.ocr_lang = ocr_lang or trained.get("lang", "eng")
+        self.ocr_psm = int(ocr_psm if ocr_psm is not None else trained.get("psm", 3))
+        for name, mine, theirs in (("lang", self.ocr_lang, trained.get("lang")), ("psm", self.ocr_psm, trained.get("psm"))):
+            if theirs is not None and str(mine) != str(theirs):
+                logger.warning("OCR %s %s differs from the %s the model was trained with; words may be "
+                               "read differently than in training", name, mine, theirs)
+        self.ocr_cache = ocr_cache
+
+    def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
+        """Tesseract words and pixel boxes of a page, with this predictor's settings (cached)."""
+        from aetnet.data.ocr import ocr_image
+
+        return ocr_image(image, lang=self.ocr_lang, psm=self.ocr_psm, cache_dir=self.ocr_cache)
+
+    def predict_image(self, image: Image.Image | str | Path, question: str | None = None) -> dict[str, Any]:
+        """OCR and predict one page (a PIL image, or the first page of an image file)."""
+        page = image.convert("RGB") if isinstance(image, Image.Image) else load_pages(image)[0]
+        words, boxes = self.ocr(page)
+        return self.predict_words(page, words, boxes, question)
+
+    def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
+        """Predict every page of an image or PDF file; one record per page, ``page`` counting from 1."""
+        results = []
+        for number, page in enumerate(load_pages(path), start=1):
+            result = self.predict_image(page, question)
+            results.append({"file": str(path), "page": number, **result})
+        return results
+
+    def predict_words(self, image: Image.Image, words: list[str], boxes: list[list[float]],
+                      question: str | None = None) -> dict[str, Any]:
+        """Predict a page whose words and pixel boxes are known (no OCR).
+
+        Returns:
+            ``{"size", "task", "kind", "windows", "words": [{"text", "box", ...}], ...}`` plus, by
+            kind, ``entities`` (token), ``label``/``score``/``probabilities`` (sequence) or
+            ``question``/``answer`` (qa).
+        """
+        if self.kind == "qa" and not question:
+            raise AetnetError(f"the {self.meta['task']} model answers questions; pass --question \"...\"")
+        if question and self.kind != "qa":
+            logger.warning("--question is ignored: the %s model is a %s model", self.meta["task"], self.kind)
+        doc = Document(id="page", words=words, boxes=boxes, page_size=image.size)
+        if self.box_level == "segment" and words:
+            doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes)
+        tokenizer = self.processor.tokenizer
+        if self.kind == "qa":
+            windows = encode_question(question, doc, tokenizer, self.max_length, self.stride, self.box_level)
+        else:
+            windows = encode_token_documents([doc], tokenizer, None, self.max_length, self.stride, self.box_level)
+        outputs = self._forward(windows, image)
+        result: dict[str, Any] = {"size": list(image.size), "task": self.meta["task"], "kind": self.kind,
+                                  "windows": len(windows),
+                                  "words": [{"text": w, "box": [round(v) for v in b]} for w, b in zip(doc.words, doc.boxes)]}
+        if self.kind == "token":
+            self._decode_tokens(result, windows, outputs)
+        elif self.kind == "sequence":
+            probs = _softmax_rows(np.stack(outputs).astype(np.float64)).mean(axis=0)
+            names = self.labels or [str(i) for i in range(len(probs))]
+            result.update(label=names[int(probs.argmax())], score=float(probs.max()),
+                          probabilities={name: float(p) for name, p in zip(names, probs)})
+        else:
+            self._decode_answer(result, question, windows, outputs)
+        return result
+
+    def _decode_tokens(self, result: dict, windows: list[Window], outputs: list[np.ndarray]) -> None:
+        words = result["words"]
+        merged = merge_token_predictions(windows, outputs, [len(words)])[0]
+        labels = []
+        for word, scores in zip(words, merged):
+            if scores is None:  # no token of this word reached the model (cannot happen with windows)
+                word.update(label="O", score=0.0)
+            else:
+                probs = _softmax_rows(np.asarray(scores, dtype=np.float64))
+                word.update(label=self.labels[int(probs.argmax())], score=round(float(probs.max()), 6))
+            labels.append(word["label"])
+        result["entities"] = group_entities([w["text"] for w in words], [w["box"] for w in words], labels)
+
+    def _decode_answer(self, result: dict, question: str, windows: list[Window], outputs: list) -> None:
+        span = best_answer_span(windows, [o[0] for o in outputs], [o[1] for o in outputs])
+        result["question"] = question
+        if span is None:
+            result["answer"] = None
+            return
+        first, last, score = span
+        picked = result["words"][first:last + 1]
+        result["answer"] = {"text": " ".join(w["text"] for w in picked), "score": score,
+                            "words": list(range(first, last + 1)), "boxes": [w["box"] for w in picked],
+                            "box": _union([w["box"] for w in picked])}
+
+    @torch.no_grad()
+    def _forward(self, windows: list[Window], image: Image.Image) -> list[Any]:
+        """Logits per window (trimmed to its length); QA: ``(start, end)`` per window."""
+        # All windows of a page share its image: process it once.
+        pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        collate = Collator(self.processor.tokenizer.pad_token_id)
+        outputs: list[Any] = []
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i:i + self.batch_size]
+            batch = collate([{"input_ids": torch.tensor(w.input_ids), "bbox": torch.tensor(w.bbox),
+                              "attention_mask": torch.ones(len(w.input_ids), dtype=torch.long),
+                              "pixel_values": pixels} for w in chunk])
+            batch = {k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else v.dtype)
+                     for k, v in batch.items()}
+            out = self.model(**batch)
+            for row, window in enumerate(chunk):
+                n = len(window.input_ids)
+                if self.kind == "qa":
+                    outputs.append((out["start_logits"][row, :n].float().cpu().numpy(),
+                                    out["end_logits"][row, :n].float().cpu().numpy()))
+                elif self.kind == "sequence":
+                    outputs.append(out["logits"][row].float().cpu().numpy())
+                else:
+                    outputs.append(out["logits"][row, :n].float().cpu().numpy())
+        return outputs
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype or torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise AetnetError(f"dtype '{dtype}' is not supported; use float32 or bfloat16")
+    return names[dtype]
+
+
+def _config_labels(model: torch.nn.Module) -> list[str] | None:
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    return [id2label[i] for i in sorted(id2label)] if id2label else None
+
+
+def draw_page(image: Image.Image, result: dict[str, Any]) -> Image.Image:
+    """The page with its prediction drawn: word boxes coloured by entity type (token), the answer
+    highlighted (qa), the class and its probability in a banner (sequence)."""
+    canvas = image.convert("RGB")
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    width = max(1, round(max(canvas.size) / 500))
+    if result["kind"] == "token":
+        types = sorted({e["type"] for e in result["entities"]})
+        for word in result["words"]:
+            if word["label"] == "O":
+                draw.rectangle(word["box"], outline=(160, 160, 160, 255), width=1)
+        for ent in result["entities"]:
+            colour = PALETTE[types.index(ent["type"]) % len(PALETTE)]
+            for i in ent["words"]:
+                draw.rectangle(result["words"][i]["box"], fill=colour + (60,))
+            draw.rectangle(ent["box"], outline=colour + (255,), width=width)
+            draw.text((ent["box"][0], max(0, ent["box"][1] - 11)), ent["type"], fill=colour + (255,))
+    elif result["kind"] == "qa":
+        if result.get("answer"):
+            for box in result["answer"]["boxes"]:
+                draw.rectangle(box, fill=(255, 230, 0, 110), outline=(230, 25, 75, 255), width=width)
+        answer = result["answer"]["text"] if result.get("answer") else "(no answer)"
+        draw.rectangle([0, 0, canvas.size[0], 14], fill=(255, 255, 255, 220))
+        draw.text((2, 2), f"Q: {result['question']}  A: {answer}", fill=(0, 0, 0, 255))
+    else:
+        draw.rectangle([0, 0, canvas.size[0], 14], fill=(255, 255, 255, 220))
+        draw.text((2, 2), f"{result['label']} ({result['score']:.2f})", fill=(230, 25, 75, 255))
+    return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
+
+
+def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: str | Path | None = None,
+                  question: str | None = None, visualize: bool = False) -> dict[str, list[dict]]:
+    """Predict every page of every file (folders expanded), with a progress bar over files.
+
+    With ``output``, writes ``OUT/<stem>.json`` (a list, one record per page) per input and, with
+    ``visualize``, ``OUT/<stem>-page<N>.png`` per page.
+
+    Returns:
+        ``{file path: [page records]}``.
+    """
+    from tqdm.auto import tqdm
+
+    if visualize and output is None:
+        raise AetnetError("--visualize writes PNG files: pass --output DIR as well")
+    files = collect_files(inputs)
+    out_dir = Path(output) if output is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {}
+    used: set[str] = set()
+    for path in tqdm(files, desc="predict", unit="file"):
+        pages = load_pages(path)
+        records = []
+        for number, page in enumerate(pages, start=1):
+            records.append({"file": str(path), "page": number, **predictor.predict_image(page, question)})
+        results[str(path)] = records
+        if out_dir is None:
+            continue
+        # Two inputs with one stem (a.png, a.pdf) must not overwrite each other's output.
+        stem = path.stem if path.stem not in used else f"{path.stem}-{path.suffix.lstrip('.').lower()}"
+        used.add(stem)
+        (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
+        if visualize:
+            for page, record in zip(pages, records):
+                draw_page(page, record).save(out_dir / f"{stem}-page{record['page']}.png")
+    return results
+
+
+def summarize(path: str, records: list[dict]) -> str:
+    """One line per file for the terminal."""
+    parts = []
+    for r in records:
+        if r["kind"] == "token":
+            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities")
+        elif r["kind"] == "sequence":
+            parts.append(f"p{r['page']}: {r['label']} ({r['score']:.2f})")
+        else:
+            ans = r.get("answer")
+            parts.append(f"p{r['page']}: " + (f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"))
+    return f"{path}: {len(records)} page(s); " + "; ".join(parts)
