@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -53,6 +55,35 @@ class AetnetTrainer(Trainer):
                 self._term_sums[name] += value
             self._term_count += 1
         return (loss, outputs) if return_outputs else loss
+
+    def _get_output_dir(self, trial) -> str:
+        staging = getattr(self, "_staging_dir", None)
+        return staging if staging else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint into a staging folder, then rename it into place.
+
+        A run killed while saving leaves at most a partial ``.partial/`` folder; every
+        ``checkpoint-N`` in the run folder is complete, so ``--resume`` always finds a loadable one.
+        """
+        final = super()._get_output_dir(trial)
+        self._staging_dir = os.path.join(final, ".partial")
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            from transformers.trainer_utils import rotate_checkpoints
+
+            name = f"checkpoint-{self.state.global_step}"
+            src, dst = os.path.join(final, ".partial", name), os.path.join(final, name)
+            if os.path.exists(dst):
+                shutil.rmtree(dst)
+            os.replace(src, dst)
+            rotate_checkpoints(output_dir=final, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self.accelerator.wait_for_everyone()
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._term_count and "loss" in logs:

@@ -1,0 +1,86 @@
+"""Interrupted runs: a training process killed mid-way and resumed ends exactly where the
+uninterrupted run ends; checkpoints are complete or absent; non-finite losses stop clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ARGS = ["finetune", "funsd", "--demo", "train.max_steps=6", "train.batch_size=2", "train.save_steps=2",
+        "train.logging_steps=2", "data.max_train_documents=6", "data.max_eval_documents=3",
+        "train.save_total_limit=3"]
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "aetnet", *args], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    straight = tmp_path / "straight"
+    proc = _cli(*ARGS, "--output", str(straight))
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+
+    killed = tmp_path / "killed"
+    proc = _cli(*ARGS, "--output", str(killed))
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "checkpoint-2").is_dir():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before the kill; nothing was tested"
+    done = sorted(p.name for p in (killed / "checkpoints").glob("checkpoint-*"))
+    # Every checkpoint folder in place is complete (the trainer state is written last).
+    for name in done:
+        assert (killed / "checkpoints" / name / "trainer_state.json").is_file()
+
+    proc = _cli(*ARGS, "--output", str(killed), "--resume")
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+
+    a = json.loads((straight / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    for key in ("f1", "precision", "recall", "per_label"):
+        assert a[key] == b[key], key
+    wa, wb = load_file(straight / "model" / "model.safetensors"), load_file(killed / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_non_finite_loss_names_term_and_step(tmp_path):
+    from aetnet.config import RunConfig
+    from aetnet.train.trainer import AetnetTrainer, NonFiniteLossError, training_arguments
+
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            task = (self.w * x).mean()
+            pita = task * float("nan")
+            return {"loss": task + pita, "task_loss": task, "pita_loss": pita}
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return {"x": torch.tensor([float(i)])}
+
+    cfg = RunConfig()
+    cfg.train.max_steps, cfg.train.batch_size, cfg.train.save_steps = 2, 2, 1
+    trainer = AetnetTrainer(model=Exploding(), args=training_arguments(cfg, tmp_path), train_dataset=Data())
+    with pytest.raises(NonFiniteLossError, match=r"the pita loss became nan at step 1"):
+        trainer.train()
+    assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))
