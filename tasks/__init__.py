@@ -10,3 +10,6 @@ if __name__ != "aetnet.tasks":  # pragma: no cover - guard against a second regi
     )
 
 from aetnet.tasks import funsd  # noqa: E402,F401
+from aetnet.tasks import cord  # noqa: E402,F401
+from aetnet.tasks import rvl_cdip  # noqa: E402,F401
+from aetnet.tasks import docvqa  # noqa: E402,F401

@@ -8,8 +8,10 @@ Read format: ``recognitionResults[].lines[].words[]`` with ``text`` and an 8-num
 :class:`~aetnet.data.document.Document` shared by all its questions.
 
 Answers are strings; :func:`~aetnet.data.answers.locate_answer` finds their word span. A question
-whose answer cannot be located is kept with ``answer_span=None`` (training skips it, evaluation
+whose answer cannot be located is kept with ``answer_span=None`` (training targets ``<s>``, evaluation
 still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logged.
+
+:class:`DocVqaTask` (``docvqa``) trains on ``train`` and evaluates on ``val`` with ANLS.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from PIL import Image
 
 from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
+from aetnet.config import RunConfig
 from aetnet.data.ocr import OcrSettings, ocr_with
-from aetnet.errors import DataError
+from aetnet.errors import AetnetError, DataError
+from aetnet.registry import TASKS
+from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +225,73 @@ def read_docvqa(
         summary["located"], summary["unlocated"], summary["without_answers"],
     )
     return {split: examples}
+
+
+#: Reader split names (``dataset_split``) that serve as evaluation, in order of preference.
+EVAL_SPLITS = ("val", "validation", "test")
+
+
+def find_question_files(root: Path) -> list[Path]:
+    """The question JSON files of a DocVQA folder: ``root/*.json`` and ``root/<split>/*.json``.
+
+    Covers the demo layout (``train_v1.0.json`` beside ``documents/``) and the official one
+    (``train/train_v1.0.json``, ``val/val_v1.0.json``, ...). OCR folders are skipped.
+    """
+    files = [f for pattern in ("*.json", "*/*.json") for f in sorted(root.glob(pattern))
+             if f.parent.name != "ocr_results" and f.name not in ("dataset_dict.json", "dataset_info.json")]
+    if not files:
+        raise DataError("no question file (such as train_v1.0.json or train/train_v1.0.json) here; pass the "
+                        "DocVQA folder or one question JSON", root)
+    return files
+
+
+def _has_answers(json_path: Path) -> bool:
+    record = _load_json(json_path)
+    data = record.get("data") if isinstance(record, dict) else None
+    return isinstance(data, list) and any(isinstance(e, dict) and e.get("answers") for e in data)
+
+
+@TASKS.register("docvqa")
+class DocVqaTask(QuestionAnsweringTask):
+    """DocVQA extractive QA, scored with ANLS (and exact match).
+
+    Splits: ``train`` trains; evaluation is ``val`` (the official test answers are withheld, so a
+    question file without any answer is skipped here; predict on it instead). With a single
+    question file, ``data.eval_fraction`` of its *pages* (all their questions) are held out with
+    ``train.seed``. Questions whose answer cannot be located on the page stay: in training every
+    window of theirs targets ``<s>`` (no answer here), in evaluation they are scored with their gold
+    answers like any other. Pages without official OCR files are read with Tesseract
+    (``data.ocr_lang`` / ``data.ocr_psm``).
+    """
+
+    name = "docvqa"
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[QAExample]]:
+        if demo:
+            from aetnet.data.demo import ensure_demo
+
+            path = ensure_demo("docvqa")
+        elif cfg.data.path:
+            path = Path(cfg.data.path).expanduser()
+        else:
+            raise AetnetError("DocVQA cannot be downloaded automatically (registration required); pass "
+                              "--data PATH to the DocVQA folder or a question JSON, or --demo")
+        if not path.exists():
+            raise DataError("does not exist; pass the DocVQA folder or a question JSON", path)
+        files = [path] if path.is_file() else find_question_files(path)
+        settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+        splits: dict[str, list[QAExample]] = {}
+        for json_file in files:
+            if len(files) > 1 and not _has_answers(json_file):
+                logger.info("%s has no gold answers (the official test split?); not used for training "
+                            "or evaluation", json_file)
+                continue
+            for split, examples in read_docvqa(json_file, ocr=settings).items():
+                splits.setdefault(split, []).extend(examples)
+        return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
+                          group=lambda ex: ex.document.id)
+
+    def evaluate(self, examples, windows, outputs, id2label):
+        metrics, records = super().evaluate(examples, windows, outputs, id2label)
+        metrics.update(docvqa_summary(examples))
+        return metrics, records

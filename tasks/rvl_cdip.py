@@ -4,7 +4,11 @@ Label files list ``path/to/image.tif <class id>`` per line. In the official rele
 ``labels/{train,val,test}.txt`` with images under ``images/`` beside ``labels/``; the splits keep
 those stems (``train``, ``val``, ``test``). Any other label file is one split named by its stem.
 The Hugging Face ``aharley/rvl_cdip`` schema (``image``, ``label`` columns) is read from a
-``save_to_disk`` folder. RVL-CDIP ships no words, so every page goes through the cached OCR.
+``save_to_disk`` folder. RVL-CDIP ships no words, so every page goes through the cached OCR;
+:func:`list_rvl_cdip` lists pages without OCR so that callers recognise only the pages they use.
+
+:class:`RvlCdipTask` (``rvl-cdip``) classifies a page from its first ``max_length`` tokens and its
+image; it reports accuracy, macro-F1 and a confusion matrix (CSV and PNG in the run folder).
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.ocr import OcrSettings, ocr_with
-from aetnet.errors import DataError
+from aetnet.errors import AetnetError, DataError
+from aetnet.registry import TASKS
+from aetnet.tasks.base import SequenceClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -130,36 +138,59 @@ def _ocr_document(doc_id: str, image: Image.Image | Path, label: int, source: st
     )
 
 
-def _read_hf(path: Path, settings: OcrSettings, cache_dir: str | Path | None,
-             splits: Sequence[str] | None) -> dict[str, list[Document]]:
+@dataclass
+class PageEntry:
+    """One listed page, before OCR: where its pixels are and its class.
+
+    Attributes:
+        doc_id: the label file's relative path, or ``<split>_<row>`` for Hugging Face rows.
+        label: the official class id (0-15).
+        source: the label file or dataset row, named in errors.
+        image_path: the page file (label files).
+        dataset / row: the undecoded Hugging Face split and row index (``save_to_disk`` folders).
+    """
+
+    doc_id: str
+    label: int
+    source: str
+    image_path: Path | None = None
+    dataset: Any = None
+    row: int = -1
+
+    def page(self) -> Image.Image | Path:
+        """The page to recognise: the file path, or the row's image opened from its bytes."""
+        if self.image_path is not None:
+            return self.image_path
+        stored = self.dataset[self.row]["image"] or {}
+        if stored.get("bytes"):
+            return Image.open(io.BytesIO(stored["bytes"]))
+        if stored.get("path"):
+            return Path(stored["path"])
+        raise DataError("row has no image", self.source, "image")
+
+
+def _list_hf(path: Path, splits: Sequence[str] | None) -> dict[str, list[PageEntry]]:
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.Dataset):
         loaded = {"train": loaded}
-    out: dict[str, list[Document]] = {}
+    out: dict[str, list[PageEntry]] = {}
     for name in _select(list(loaded), splits, path):
         split = loaded[name]
         missing = [c for c in ("image", "label") if c not in split.column_names]
         if missing:
             raise DataError(f"split '{name}' lacks column(s) {missing} of the aharley/rvl_cdip schema",
                             path, missing[0])
+        # Undecoded: listing reads the label column only; a page's bytes are read when it is OCR'd.
         split = split.cast_column("image", datasets.Image(decode=False))
-        docs = []
-        for i, row in enumerate(split):
+        entries = []
+        for i, label in enumerate(split["label"]):
             source = f"{path}[{name}][{i}]"
-            stored = row["image"] or {}
-            if stored.get("bytes"):
-                page = Image.open(io.BytesIO(stored["bytes"]))
-            elif stored.get("path"):
-                page = Path(stored["path"])
-            else:
-                raise DataError("row has no image", source, "image")
-            label = int(row["label"])
-            if not 0 <= label < len(RVL_CDIP_CLASSES):
+            if not 0 <= int(label) < len(RVL_CDIP_CLASSES):
                 raise DataError(f"class id {label} is not in 0-15", source, "label")
-            docs.append(_ocr_document(f"{name}_{i:06d}", page, label, source, settings, cache_dir))
-        out[name] = docs
+            entries.append(PageEntry(f"{name}_{i:06d}", int(label), source, dataset=split, row=i))
+        out[name] = entries
     return out
 
 
@@ -170,6 +201,68 @@ def _select(available: list[str], wanted: Sequence[str] | None, where: Path) -> 
     if unknown:
         raise DataError(f"split(s) {unknown} not found; available: {available}", where, "splits")
     return list(wanted)
+
+
+def list_rvl_cdip(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    splits: Sequence[str] | None = None,
+) -> dict[str, list[PageEntry]]:
+    """Every page of every split with its class, checked to exist, without running any OCR.
+
+    Listing first lets a caller choose pages (a carve-out, the first N) before the slow part, and
+    lets a typo in a label file fail in a second rather than after hours of OCR.
+
+    Args:
+        path: as for :func:`read_rvl_cdip`.
+        image_root: as for :func:`read_rvl_cdip`.
+        splits: list only these splits.
+
+    Returns:
+        ``{split: entries}`` in label-file (or dataset) order.
+
+    Raises:
+        DataError: a malformed label line, a missing image, a missing split.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError("does not exist; pass the RVL-CDIP folder, its labels/ folder or a label file", path)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
+        return _list_hf(path, splits)
+
+    files, labels_dir = _label_files(path)
+    chosen = _select(list(files), splits, labels_dir)
+    parsed = {name: parse_label_file(files[name]) for name in chosen}
+    out: dict[str, list[PageEntry]] = {}
+    for name, rows in parsed.items():
+        if not rows:
+            logger.warning("RVL-CDIP label file %s lists no image; split '%s' is empty", files[name], name)
+            out[name] = []
+            continue
+        root = Path(image_root).expanduser() if image_root else _image_root(rows, labels_dir, files[name])
+        entries = []
+        for number, (rel, label) in enumerate(rows, start=1):
+            image_path = root / rel
+            if not image_path.is_file():
+                raise DataError(f"image '{image_path}' does not exist; check image_root", files[name],
+                                f"entry {number}")
+            entries.append(PageEntry(rel, label, str(files[name]), image_path=image_path))
+        out[name] = entries
+    return out
+
+
+def ocr_pages(
+    entries: Sequence[PageEntry], ocr: OcrSettings | None = None, cache_dir: str | Path | None = None
+) -> list[Document]:
+    """Recognise listed pages (cached) into documents with their class.
+
+    Args:
+        entries: pages from :func:`list_rvl_cdip`.
+        ocr: Tesseract settings; default :class:`OcrSettings` ().
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+    """
+    settings = ocr or OcrSettings()
+    return [_ocr_document(e.doc_id, e.page(), e.label, e.source, settings, cache_dir) for e in entries]
 
 
 def read_rvl_cdip(
@@ -198,33 +291,10 @@ def read_rvl_cdip(
         DataError: a malformed label line (file and line number), a missing or unreadable image.
         AetnetError: Tesseract or its language pack is missing.
     """
-    path = Path(path).expanduser()
-    settings = ocr or OcrSettings()
-    if not path.exists():
-        raise DataError("does not exist; pass the RVL-CDIP folder, its labels/ folder or a label file", path)
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
-        return _read_hf(path, settings, cache_dir, splits)
-
-    files, labels_dir = _label_files(path)
-    chosen = _select(list(files), splits, labels_dir)
-    # Parse every label file before any OCR, so that a typo fails in a second, not after hours.
-    parsed = {name: parse_label_file(files[name]) for name in chosen}
     out: dict[str, list[Document]] = {}
-    for name, entries in parsed.items():
-        if not entries:
-            logger.warning("RVL-CDIP label file %s lists no image; split '%s' is empty", files[name], name)
-            out[name] = []
-            continue
-        root = Path(image_root).expanduser() if image_root else _image_root(entries, labels_dir, files[name])
-        docs = []
-        for number, (rel, label) in enumerate(entries, start=1):
-            image_path = root / rel
-            if not image_path.is_file():
-                raise DataError(f"image '{image_path}' does not exist; check image_root", files[name],
-                                f"entry {number}")
-            docs.append(_ocr_document(rel, image_path, label, str(files[name]), settings, cache_dir))
-        logger.info("RVL-CDIP %s: %d pages read from %s", name, len(docs), files[name])
-        out[name] = docs
+    for name, entries in list_rvl_cdip(path, image_root, splits).items():
+        out[name] = ocr_pages(entries, ocr, cache_dir)
+        logger.info("RVL-CDIP %s: %d pages read from %s", name, len(entries), path)
     return out
 
 
@@ -303,3 +373,64 @@ def save_confusion(cm: Any, labels: Sequence[Any], out_dir: str | Path) -> tuple
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     return csv_path, png_path
+
+
+#: Reader split names that serve as evaluation, in order of preference (official, then HF names).
+EVAL_SPLITS = ("test", "val", "validation")
+
+
+@TASKS.register("rvl-cdip")
+class RvlCdipTask(SequenceClassificationTask):
+    """RVL-CDIP page classification over the 16 official classes (ids as in the release).
+
+    Splits: ``train`` trains; evaluation is ``test`` when present, else ``val``/``validation``;
+    a dataset with a single label file (or a single Hugging Face split) is split with
+    ``data.eval_fraction`` and ``train.seed`` (:func:`aetnet.tasks.base.carve_out_eval`). Pages
+    are listed first and only the pages the run uses (after ``data.max_train_documents`` /
+    ``data.max_eval_documents``) go through OCR, with ``data.ocr_lang`` / ``data.ocr_psm``.
+    """
+
+    name = "rvl-cdip"
+    labels = list(RVL_CDIP_CLASSES)
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+        if demo:
+            from aetnet.data.demo import ensure_demo
+
+            path = str(ensure_demo("rvl-cdip"))
+        elif cfg.data.path:
+            path = cfg.data.path
+        else:
+            raise AetnetError("RVL-CDIP cannot be downloaded automatically; pass --data PATH to a folder "
+                              "holding labels/ and images/ (or a save_to_disk folder), or --demo")
+        entries = map_splits(list_rvl_cdip(path), EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed,
+                             f"RVL-CDIP {path}", group=lambda e: e.doc_id)
+        settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+        limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents}
+        splits = {}
+        for name, chosen in entries.items():
+            if limits[name] is not None:
+                chosen = chosen[: limits[name]]
+            splits[name] = ocr_pages(chosen, settings)
+            logger.info("RVL-CDIP %s: %d pages (OCR lang=%s psm=%d)", name, len(chosen), settings.lang,
+                        settings.psm)
+        return splits
+
+    def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
+        """Accuracy, macro-F1 and the 16 x 16 confusion matrix (rows gold, columns predicted)."""
+        if not gold:
+            return {"accuracy": 0.0, "macro_f1": 0.0, "confusion_matrix": []}
+        metrics = classification_metrics(gold, pred, self.labels)
+        metrics.pop("labels")  # the class order is RVL_CDIP_CLASSES, saved with the model
+        return metrics
+
+    def evaluate(self, examples, windows, outputs, id2label):
+        metrics, records = super().evaluate(examples, windows, outputs, id2label)
+        # The words came from Tesseract with these settings; scores are only comparable under them.
+        metrics["ocr"] = examples[0].meta.get("ocr") if examples else None
+        return metrics, records
+
+    def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """``confusion_matrix.csv`` and ``confusion_matrix.png`` beside ``metrics.json``."""
+        if metrics.get("confusion_matrix"):
+            save_confusion(metrics["confusion_matrix"], self.labels, folder)

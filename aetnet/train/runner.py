@@ -189,6 +189,8 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     )
     metrics["skipped_documents"] = len(policy.records)
     write_outputs(run_dir, metrics, records)
+    if hasattr(task, "write_extras"):  # task-specific files (RVL-CDIP: the confusion matrix)
+        task.write_extras(run_dir, metrics, records)
     if policy.records:
         with open(run_dir / "skipped.jsonl", "w", encoding="utf-8") as fh:
             for record in policy.records:
@@ -331,4 +333,6 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
     metrics, records = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"])
     if output:
         write_outputs(Path(output), metrics, records)
+        if hasattr(task, "write_extras"):
+            task.write_extras(Path(output), metrics, records)
     return metrics
