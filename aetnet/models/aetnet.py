@@ -1,0 +1,425 @@
+"""AETNet: an unmodified LayoutLMv3 task model enriched by two aligners, trained with alignment losses.
+
+The structure mirrors the split between inference and training (spec section 1):
+
+* inference parts, saved by :meth:`AETNetModel.save_inference`: ``fusion`` (the stock
+  ``LayoutLMv3For{Token,Sequence}Classification`` / ``LayoutLMv3ForQuestionAnswering``),
+  ``image_aligner`` (``ViTModel``) and ``text_aligner`` (``RobertaModel``). Their outputs are added to
+  LayoutLMv3's embeddings through :func:`aetnet.models.fusion.fused_features`, at inference too.
+* training-only parts, in the submodule ``alignment`` (:class:`AlignmentHeads`): the projection heads,
+  the momentum (EMA) copies of both aligners and both heads, the two feature queues and the learnable
+  temperature. They are never needed to predict and are not saved with the inference model; trainer
+  checkpoints (``--resume``) hold them because they save the whole ``state_dict``.
+
+Interpretations of the spec made here:
+
+* PITA uses the single online ViT pass (its patch outputs) and the online text-aligner hidden states
+  as token representations, both in the aligners' own width (768 for base).
+* Grids other than 14x14 (tiny test models): ``aet.pita_cell`` is given for a 14x14 grid and scaled by
+  ``14 / grid`` (1000/14 -> 1000/grid, 72 -> 1008/grid); the released code's 9 GLITC image locals use
+  avg-pool(5, stride 4) on 14x14 and an adaptive 3x3 average pool on any other grid.
+* When a training batch carries no ``aug_pixel_values``, I+ falls back to the clean ViT input (v+ then
+  differs from v~ only by dropout); a warning says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import RobertaModel, ViTModel
+from transformers.utils import ModelOutput
+
+from aetnet.config import AETConfig
+from aetnet.data.augment import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LAYOUTLMV3_MEAN,
+    LAYOUTLMV3_STD,
+    mask_tokens,
+    renormalize,
+)
+from aetnet.errors import AetnetError
+from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_loss
+from aetnet.models.aligners import ProjectionHead, build_image_aligner, build_text_aligner
+from aetnet.models.fusion import fused_features
+from aetnet.models.momentum import MomentumPairs, make_momentum_copy
+from aetnet.models.queue import FeatureQueue
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AETNetModel", "AETNetOutput", "AlignmentHeads", "FUSION_FILE", "pool_image_locals"]
+
+#: Inference settings saved beside the weights (how the ViT input is normalised).
+FUSION_FILE = "aet_fusion.json"
+VIT_NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
+TEMP_RANGE = (0.001, 0.5)
+_KINDS = {
+    "LayoutLMv3ForTokenClassification": "token",
+    "LayoutLMv3ForSequenceClassification": "sequence",
+    "LayoutLMv3ForQuestionAnswering": "qa",
+}
+_NO_AUG_WARNED = False
+
+
+@dataclass
+class AETNetOutput(ModelOutput):
+    """Total loss, the task outputs and every loss term (terms are None when not computed)."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    start_logits: Tensor | None = None
+    end_logits: Tensor | None = None
+    task_loss: Tensor | None = None
+    ditc_loss: Tensor | None = None
+    imc_loss: Tensor | None = None
+    glitc_loss: Tensor | None = None
+    pita_loss: Tensor | None = None
+
+
+def pool_image_locals(patches: Tensor, grid: int) -> Tensor:
+    """The released code's 9 image locals: average-pool the patch grid to 3x3.
+
+    Args:
+        patches: (B, grid*grid, H) patch features, row-major.
+        grid: patches per side.
+
+    Returns:
+        (B, 9, H): avg-pool kernel 5 stride 4 on a 14x14 grid, an adaptive 3x3 average otherwise.
+    """
+    B, P, H = patches.shape
+    maps = patches.transpose(1, 2).reshape(B, H, grid, grid)
+    pooled = F.avg_pool2d(maps, 5, 4) if grid == 14 else F.adaptive_avg_pool2d(maps, 3)
+    return pooled.flatten(2).transpose(1, 2)
+
+
+def _freeze_gradless_biases(fusion: nn.Module) -> None:
+    """Mark LayoutLMv3's relative-position bias tables as frozen.
+
+    transformers reads them under ``torch.no_grad`` (a lookup table it never trains), so they never
+    receive a gradient; left trainable, DDP with ``find_unused_parameters=False`` stops at the second
+    step waiting for their gradients. Freezing them changes nothing else (the optimizer skips a
+    parameter without gradient).
+    """
+    encoder = getattr(getattr(fusion, "layoutlmv3", None), "encoder", None)
+    for name in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
+        table = getattr(encoder, name, None)
+        if isinstance(table, nn.Module):
+            table.requires_grad_(False)
+
+
+class AlignmentHeads(nn.Module):
+    """Training-only parts of AETNet: projections, momentum copies, queues and temperature.
+
+    Args:
+        image_aligner: the online ViT (copied for the momentum encoder, not registered here).
+        text_aligner: the online RoBERTa (copied likewise).
+        aet: loss options; ``embed_dim``, ``queue_size`` and ``temp`` are read here.
+    """
+
+    def __init__(self, image_aligner: ViTModel, text_aligner: RobertaModel, aet: AETConfig) -> None:
+        super().__init__()
+        self.vision_proj = ProjectionHead(image_aligner.config.hidden_size, aet.embed_dim)
+        self.text_proj = ProjectionHead(text_aligner.config.hidden_size, aet.embed_dim)
+        self.image_aligner_m = make_momentum_copy(image_aligner)
+        self.text_aligner_m = make_momentum_copy(text_aligner)
+        self.vision_proj_m = make_momentum_copy(self.vision_proj)
+        self.text_proj_m = make_momentum_copy(self.text_proj)
+        self.image_queue = FeatureQueue(aet.embed_dim, aet.queue_size)
+        self.text_queue = FeatureQueue(aet.embed_dim, aet.queue_size)
+        self.temp = nn.Parameter(torch.tensor(float(aet.temp)))
+
+    @torch.no_grad()
+    def momentum_image(self, pixels: Tensor) -> Tensor:
+        """(B, 3, S, S) ViT input -> (B, 1 + P, H) momentum ViT output (no gradient)."""
+        return self.image_aligner_m(pixel_values=pixels).last_hidden_state
+
+    @torch.no_grad()
+    def momentum_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, L) ids -> (B, L, H) momentum RoBERTa hidden states (no gradient)."""
+        return self.text_aligner_m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class AETNetModel(nn.Module):
+    """LayoutLMv3 + aligners; in training also the four alignment losses (spec sections 1-2).
+
+    Args:
+        fusion: a ``LayoutLMv3For{Token,Sequence}Classification`` / ``ForQuestionAnswering`` model.
+        image_aligner: ``ViTModel`` whose output matches LayoutLMv3's visual tokens.
+        text_aligner: ``RobertaModel`` reading LayoutLMv3's ``input_ids``.
+        aet: loss weights and options; ``None`` builds an inference-only model (no ``alignment``).
+        vit_norm: ``imagenet`` or ``clip``, the ViT input normalisation (default ``aet.vit_norm``).
+        pixel_mean, pixel_std: the normalisation of the ``pixel_values`` LayoutLMv3 receives.
+        mask_token_id, special_token_ids: the tokenizer's mask id and special ids, needed only for
+            ``aet.text_view == "mask"``.
+    """
+
+    main_input_name = "input_ids"
+    # The Trainer must scale the loss for gradient accumulation itself (forward takes **kw).
+    accepts_loss_kwargs = False
+
+    def __init__(
+        self,
+        fusion: nn.Module,
+        image_aligner: ViTModel,
+        text_aligner: RobertaModel,
+        aet: AETConfig | None = None,
+        *,
+        vit_norm: str | None = None,
+        pixel_mean: Sequence[float] = LAYOUTLMV3_MEAN,
+        pixel_std: Sequence[float] = LAYOUTLMV3_STD,
+        mask_token_id: int | None = None,
+        special_token_ids: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        kind = _KINDS.get(type(fusion).__name__)
+        if kind is None:
+            raise AetnetError(
+                f"AETNet fusion model must be one of {', '.join(_KINDS)}, got {type(fusion).__name__}; "
+                "build it with aetnet.tuning.base.load_task_model."
+            )
+        self.kind = kind
+        self.fusion = fusion
+        _freeze_gradless_biases(fusion)
+        self.image_aligner = image_aligner
+        self.text_aligner = text_aligner
+        self.aet = aet
+        self.vit_norm = vit_norm or (aet.vit_norm if aet is not None else "imagenet")
+        if self.vit_norm not in VIT_NORMS:
+            raise AetnetError(f"vit_norm={self.vit_norm!r} is not valid; choose one of: imagenet, clip")
+        self.pixel_mean, self.pixel_std = tuple(pixel_mean), tuple(pixel_std)
+        image_size, patch = image_aligner.config.image_size, image_aligner.config.patch_size
+        if not (isinstance(image_size, int) and isinstance(patch, int)):
+            raise AetnetError(
+                "image aligner: image_size and patch_size must be single integers (square patches)."
+            )
+        self.grid = image_size // patch
+        self.mask_token_id = mask_token_id
+        self.special_token_ids = tuple(int(i) for i in special_token_ids)
+        self.alignment: AlignmentHeads | None = None
+        if aet is not None and (kind != "sequence" or aet.alignment_for_classification):
+            if aet.text_view == "mask" and mask_token_id is None:
+                raise AetnetError(
+                    "aet.text_view=mask needs the tokenizer's mask token id; pass mask_token_id (the aet "
+                    "strategy does) or set aet.text_view=none."
+                )
+            self.alignment = AlignmentHeads(image_aligner, text_aligner, aet)
+        elif aet is not None:
+            logger.info("aet.alignment_for_classification is off: %s trains with the task loss only", kind)
+
+    # ------------------------------------------------------------------ inference path
+    def vit_pixels(self, pixel_values: Tensor) -> Tensor:
+        """LayoutLMv3's (B, 3, S, S) ``pixel_values`` renormalised for the ViT (same geometry)."""
+        mean, std = VIT_NORMS[self.vit_norm]
+        return renormalize(pixel_values, self.pixel_mean, self.pixel_std, mean, std)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        bbox: Tensor,
+        attention_mask: Tensor,
+        pixel_values: Tensor,
+        labels: Tensor | None = None,
+        start_positions: Tensor | None = None,
+        end_positions: Tensor | None = None,
+        aug_pixel_values: Tensor | None = None,
+        **kw,
+    ) -> AETNetOutput:
+        """Aligners -> fused LayoutLMv3 -> task loss; in training also the alignment losses.
+
+        Args:
+            input_ids: (B, L) token ids.
+            bbox: (B, L, 4) boxes on the 0-1000 scale.
+            attention_mask: (B, L) 1 on tokens, 0 on padding.
+            pixel_values: (B, 3, S, S) LayoutLMv3's clean image.
+            labels: (B, L) token labels or (B,) document labels; None at inference.
+            start_positions, end_positions: (B,) answer spans for QA.
+            aug_pixel_values: (B, 3, S, S) augmented view I+ in the ViT normalisation (training).
+            **kw: further LayoutLMv3 inputs (e.g. ``token_type_ids``).
+
+        Returns:
+            :class:`AETNetOutput`: ``loss`` (weighted total, or the task loss outside training),
+            ``logits`` (``start_logits``/``end_logits`` for QA) and each loss term.
+        """
+        vit_in = self.vit_pixels(pixel_values)
+        image_hidden = self.image_aligner(pixel_values=vit_in).last_hidden_state  # (B, 1+P, H)
+        text_hidden = self.text_aligner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        targets = {"labels": labels, "start_positions": start_positions, "end_positions": end_positions}
+        targets = {k: v for k, v in targets.items() if v is not None}
+        with fused_features(self.fusion, text_features=text_hidden, image_features=image_hidden):
+            out = self.fusion(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask,
+                              pixel_values=pixel_values, **targets, **kw)
+        result = AETNetOutput(task_loss=out.loss)
+        if self.kind == "qa":
+            result.start_logits, result.end_logits = out.start_logits, out.end_logits
+        else:
+            result.logits = out.logits
+        if not (self.training and self.alignment is not None):
+            result.loss = out.loss
+            return result
+
+        terms = self._alignment_losses(vit_in, image_hidden, text_hidden, input_ids, bbox, attention_mask,
+                                       aug_pixel_values)
+        aet = self.aet
+        total = sum(getattr(aet, f"{name}_weight") * value for name, value in terms.items())
+        if out.loss is not None:
+            total = total + aet.task_weight * out.loss
+        result.loss = total
+        for name, value in terms.items():
+            setattr(result, f"{name}_loss", value)
+        return result
+
+    # ------------------------------------------------------------------ training path
+    def _alignment_losses(
+        self,
+        vit_in: Tensor,
+        image_hidden: Tensor,
+        text_hidden: Tensor,
+        input_ids: Tensor,
+        bbox: Tensor,
+        attention_mask: Tensor,
+        aug_pixel_values: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """DITC, IMC, GLITC and PITA for one batch, then enqueue the momentum CLS features."""
+        global _NO_AUG_WARNED
+        align, aet = self.alignment, self.aet
+        B = input_ids.shape[0]
+        with torch.no_grad():
+            align.temp.clamp_(*TEMP_RANGE)  # keep tau inside the range the losses assume
+        temp = align.temp
+        image_feat = align.vision_proj(image_hidden[:, 0])  # v (B, D)
+        text_feat = align.text_proj(text_hidden[:, 0])  # w (B, D)
+
+        with torch.no_grad():
+            if aug_pixel_values is None:
+                if not _NO_AUG_WARNED:
+                    logger.warning("training batch has no aug_pixel_values: IMC uses the clean image as I+")
+                    _NO_AUG_WARNED = True
+                aug_pixel_values = vit_in
+            # One momentum ViT pass over [I; I+] and one momentum RoBERTa pass over [T; T+].
+            image_m = align.momentum_image(torch.cat([vit_in, aug_pixel_values.to(vit_in.dtype)]))
+            view_ids = input_ids
+            if aet.text_view == "mask":
+                view_ids = mask_tokens(input_ids, attention_mask, self.special_token_ids,
+                                       self.mask_token_id, aet.mask_prob)
+            text_m = align.momentum_text(torch.cat([input_ids, view_ids]), attention_mask.repeat(2, 1))
+            image_feat_m = align.vision_proj_m(image_m[:B, 0])  # v~
+            image_feat_pos = align.vision_proj_m(image_m[B:, 0])  # v+
+            text_feat_m = align.text_proj_m(text_m[:B, 0])  # w~
+            text_feat_pos = align.text_proj_m(text_m[B:, 0])  # w+
+            patches_m = image_m[:B, 1:]
+            if aet.glitc_image_locals == 9:
+                patches_m = pool_image_locals(patches_m, self.grid)
+            image_locals = align.vision_proj_m(patches_m)  # (B, N, D)
+            text_locals = align.text_proj_m(text_m[:B, 1:])  # (B, L-1, D)
+            image_queue = align.image_queue.queue.clone()
+            text_queue = align.text_queue.queue.clone()
+
+        terms = {
+            "ditc": ditc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue,
+                              temp, aet.alpha),
+            "imc": imc_loss(image_feat, text_feat, image_feat_pos, text_feat_pos, image_queue, text_queue,
+                            temp),
+            "glitc": 0.5 * (glitc_loss(image_feat, image_locals, temp)
+                            + glitc_loss(text_feat, text_locals, temp, attention_mask[:, 1:])),
+            "pita": pita_loss(image_hidden[:, 1:], text_hidden, bbox, attention_mask, grid=self.grid,
+                              form=aet.pita_form, cell=aet.pita_cell * 14 / self.grid,
+                              skip_special=aet.pita_skip_special, mask_empty=aet.pita_mask_empty),
+        }
+        # After the losses: this batch must not be its own negative. Gathered across ranks inside.
+        align.image_queue.enqueue(image_feat_m)
+        align.text_queue.enqueue(text_feat_m)
+        return terms
+
+    def momentum_pairs(self) -> MomentumPairs:
+        """The (online, momentum) module pairs: both aligners and both projection heads."""
+        if self.alignment is None:
+            raise AetnetError("this AETNet model has no alignment part (inference-only); nothing to average.")
+        a = self.alignment
+        return MomentumPairs([(self.image_aligner, a.image_aligner_m), (self.text_aligner, a.text_aligner_m),
+                              (a.vision_proj, a.vision_proj_m), (a.text_proj, a.text_proj_m)])
+
+    @torch.no_grad()
+    def momentum_update(self, m: float | None = None) -> bool:
+        """One fused EMA step ``theta_m <- m theta_m + (1 - m) theta``; call once per optimizer step.
+
+        Args:
+            m: momentum coefficient; default ``aet.momentum``.
+
+        Returns:
+            True when applied; False (nothing changes) in eval mode or without an alignment part.
+        """
+        if not self.training or self.alignment is None:
+            return False
+        self.momentum_pairs().update(self.aet.momentum if m is None else m)
+        return True
+
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: no decay on biases, normalisation weights and the temperature.
+
+        Args:
+            weight_decay: decay of the remaining trainable parameters.
+
+        Returns:
+            Two groups ``[{"params": decayed, "weight_decay": wd}, {"params": rest, "weight_decay": 0}]``.
+        """
+        norm_params = {id(p) for mod in self.modules() if isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
+                       for p in mod.parameters(recurse=False)}
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            owner = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+            # Module-type check for LayerNorm, name check for other norms (e.g. RMSNorm-style modules).
+            exempt = (name.endswith("bias") or id(param) in norm_params or name == "alignment.temp"
+                      or "norm" in owner.lower())
+            (no_decay if exempt else decay).append(param)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def on_train_data(self, num_examples: int) -> None:
+        """Warn when the queue is longer than the training set (most entries would stay random)."""
+        if self.alignment is not None:
+            self.alignment.image_queue.check_capacity(num_examples)
+
+    # ------------------------------------------------------------------ saving
+    def save_inference(self, folder: str | Path) -> None:
+        """Save what prediction needs: ``fusion`` in ``folder``, aligners in ``image_aligner/`` and
+        ``text_aligner/`` (safetensors), and ``aet_fusion.json``; no momentum copies, queues or heads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fusion.save_pretrained(folder)
+        self.image_aligner.save_pretrained(folder / "image_aligner")
+        self.text_aligner.save_pretrained(folder / "text_aligner")
+        settings = {"vit_norm": self.vit_norm, "pixel_mean": list(self.pixel_mean),
+                    "pixel_std": list(self.pixel_std)}
+        (folder / FUSION_FILE).write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def load_inference(cls, folder: str | Path, kind: str) -> AETNetModel:
+        """Load a folder written by :meth:`save_inference` as an inference-only model (eval mode).
+
+        Args:
+            folder: the model folder.
+            kind: ``token``, ``sequence`` or ``qa`` (selects the LayoutLMv3 head class).
+        """
+        from aetnet.tuning.base import head_class
+
+        folder = Path(folder)
+        settings_path = folder / FUSION_FILE
+        if not settings_path.is_file():
+            raise AetnetError(f"{folder}: not an AETNet model folder (no {FUSION_FILE}); pass RUN_DIR/model.")
+        settings = json.loads(settings_path.read_text())
+        fusion = head_class(kind).from_pretrained(folder)
+        image_aligner = build_image_aligner(folder / "image_aligner", layer_norm_eps=None)
+        text_aligner = build_text_aligner(folder / "text_aligner")
+        model = cls(fusion, image_aligner, text_aligner, None, vit_norm=settings["vit_norm"],
+                    pixel_mean=settings["pixel_mean"], pixel_std=settings["pixel_std"])
+        return model.eval()
