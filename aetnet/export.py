@@ -77,11 +77,12 @@ def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, d
 
 
 def training_only_tensors(folder: str | Path) -> list[str]:
-    """Names of tensors in the folder's safetensors files that only training needs."""
+    """Names of tensors that only training needs, in the folder's safetensors files (sub-folders
+    included: the AET model keeps its aligners in ``image_aligner/`` and ``text_aligner/``)."""
     from safetensors import safe_open
 
     names = []
-    for file in sorted(Path(folder).glob("*.safetensors")):
+    for file in sorted(Path(folder).rglob("*.safetensors")):
         with safe_open(str(file), framework="pt") as fh:
             names.extend(k for k in fh.keys() if TRAINING_ONLY.search(k))
     return names
@@ -130,13 +131,14 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
     leftovers = training_only_tensors(output)
     if leftovers:
         raise AetnetError(
-            f"{output}: the {meta['strategy']} model saved training-only tensors ({', '.join(leftovers[:4])}, ...); "
+            f"{output}: the {meta['strategy']} model saved training-only tensors "
+            f"({', '.join(leftovers[:4])}, ...); "
             "its save_inference must drop momentum copies, queues and projection heads"
         )
     metrics = _read_metrics(model_dir)
-    for name in ("metrics.json", "config.yaml"):
+    for name, copy in (("metrics.json", "metrics.json"), ("config.yaml", "training_config.yaml")):
         if (model_dir.parent / name).is_file():
-            shutil.copy(model_dir.parent / name, output / ("training_config.yaml" if name == "config.yaml" else name))
+            shutil.copy(model_dir.parent / name, output / copy)
     if onnx:
         reloaded = load_model(output)
         diff = export_onnx(reloaded.model, reloaded.processor, meta["kind"], output / ONNX_FILE, opset)
@@ -154,7 +156,8 @@ def _read_metrics(model_dir: Path) -> dict[str, Any]:
             try:
                 return json.loads((folder / "metrics.json").read_text())
             except json.JSONDecodeError:
-                logger.warning("%s is not valid JSON; the model card lists no metrics", folder / "metrics.json")
+                logger.warning("%s is not valid JSON; the model card lists no metrics",
+                               folder / "metrics.json")
     return {}
 
 
@@ -167,7 +170,8 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
     ocr = meta.get("ocr") or {}
     lines = [
         f"# aetnet {task} model", "",
-        f"LayoutLMv3 fine-tuned with aetnet for **{task}** ({kind} task), tuning strategy **{strategy}**.", "",
+        f"LayoutLMv3 fine-tuned with aetnet for **{task}** ({kind} task), "
+        f"tuning strategy **{strategy}**.", "",
         "| field | value |", "|---|---|",
         f"| base | `{meta.get('base', '?')}` |",
         f"| labels | {', '.join(meta.get('labels') or []) or '-'} |",
@@ -185,7 +189,8 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
            "qa": "AutoModelForQuestionAnswering"}.get(kind, "AutoModel")
     lines += [
         "", "## Usage", "", "```python", "import aetnet", "model = aetnet.load('THIS_FOLDER')",
-        "from aetnet.predict import Predictor", "pages = Predictor('THIS_FOLDER').predict_file('scan.pdf')", "```", "",
+        "from aetnet.predict import Predictor",
+        "pages = Predictor('THIS_FOLDER').predict_file('scan.pdf')", "```", "",
         "or `aetnet predict THIS_FOLDER scan.pdf --output predictions/`.",
     ]
     if meta.get("strategy") in ("full", "head"):
@@ -211,7 +216,9 @@ def _require_onnx():
         import onnx  # noqa: F401
         import onnxruntime
     except ImportError:
-        raise AetnetError(f"--onnx needs the onnx and onnxruntime packages; install them with `{INSTALL_ONNX}`") from None
+        raise AetnetError(
+            f"--onnx needs the onnx and onnxruntime packages; install them with `{INSTALL_ONNX}`"
+        ) from None
     return onnxruntime
 
 
@@ -231,7 +238,8 @@ class LogitsModule(nn.Module):
                 pixel_values: torch.Tensor):
         """(batch, seq) ids, (batch, seq, 4) boxes, (batch, seq) mask, (batch, 3, H, W) pixels ->
         (batch, seq, labels) token logits, (batch, labels) class logits, or two (batch, seq) QA logits."""
-        out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values)
+        out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask,
+                         pixel_values=pixel_values)
         return tuple(out[name] for name in _output_names(self.kind)) if self.kind == "qa" else out["logits"]
 
 
@@ -268,15 +276,16 @@ def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset:
     ort = _require_onnx()
     wrapper = LogitsModule(model.float().eval(), kind).eval()
     names = _output_names(kind)
-    axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "sequence"}, "bbox": {0: "batch", 1: "sequence"},
-                                       "attention_mask": {0: "batch", 1: "sequence"}, "pixel_values": {0: "batch"}}
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS[:3]}
+    axes["pixel_values"] = {0: "batch"}
     for name in names:
         axes[name] = {0: "batch"} if kind == "sequence" else {0: "batch", 1: "sequence"}
     trace = sample_inputs(processor, 2, 16, seed=0)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
-        torch.onnx.export(wrapper, tuple(trace[k] for k in ONNX_INPUTS), str(path), input_names=list(ONNX_INPUTS),
-                          output_names=list(names), dynamic_axes=axes, opset_version=opset, dynamo=False)
+        torch.onnx.export(wrapper, tuple(trace[k] for k in ONNX_INPUTS), str(path),
+                          input_names=list(ONNX_INPUTS), output_names=list(names), dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
     check = sample_inputs(processor, 3, 29, seed=1)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(list(names), {k: check[k].numpy() for k in ONNX_INPUTS})

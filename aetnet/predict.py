@@ -6,7 +6,8 @@ then through the same windows as training (:func:`~aetnet.data.encoding.encode_t
 and the task kind decides the decoding:
 
 - ``token``: a label and score per word, and entities grouped from BIO spans;
-- ``sequence``: the class and every class probability (averaged over the page's windows);
+- ``sequence``: the class and every class probability, from the page's first window (its first
+  ``max_length`` tokens, as in training);
 - ``qa``: the best answer span (start <= end, at most :data:`MAX_ANSWER_TOKENS` tokens) over all
   windows, mapped back to words and their boxes.
 
@@ -102,7 +103,8 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
             if not found:
                 raise DataError(f"folder holds no {', '.join(SUPPORTED_SUFFIXES)} file", path)
             files.extend(found)
@@ -131,7 +133,8 @@ def line_segments(boxes: Sequence[Sequence[float]]) -> tuple[list[int], dict[int
             height = max(box[3] - box[1], prev[3] - prev[1], 1.0)
             overlap = min(box[3], prev[3]) - max(box[1], prev[1])
             gap = box[0] - prev[2]
-            same = overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1]) and -0.5 * height <= gap <= 0.8 * height
+            same = (overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1])
+                    and -0.5 * height <= gap <= 0.8 * height)
         else:
             same = False
         seg = ids[-1] if same else len(seg_boxes)
@@ -141,10 +144,12 @@ def line_segments(boxes: Sequence[Sequence[float]]) -> tuple[list[int], dict[int
 
 
 def _union(boxes: Sequence[Sequence[float]]) -> list[float]:
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes)]
 
 
-def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]], labels: Sequence[str]) -> list[dict]:
+def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]],
+                   labels: Sequence[str]) -> list[dict]:
     """Entities from BIO word labels: ``B-X`` opens one, ``I-X`` (or a bare ``X``) continues an open
     ``X`` and otherwise opens one, ``O`` closes.
 
@@ -186,11 +191,14 @@ def encode_question(question: str, doc: Document, tokenizer, max_length: int, st
     return windows
 
 
-def best_answer_span(windows: Sequence[Window], start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray],
+def best_answer_span(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
+                     end_logits: Sequence[np.ndarray],
                      max_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int, float] | None:
     """The most probable answer over all windows, as words.
 
-    In each window, start and end logits are soft-maxed over the page tokens only; a span scores
+    In each window, start and end logits are soft-maxed over the page tokens and ``<s>`` (position
+    0, where training points windows that do not hold the answer, so such a window keeps its
+    "no answer here" mass instead of inflating a page span); a span of page tokens scores
     ``p_start * p_end`` and must satisfy start <= end < start + ``max_tokens``.
 
     Args:
@@ -207,7 +215,11 @@ def best_answer_span(windows: Sequence[Window], start_logits: Sequence[np.ndarra
         context = context[:n]
         if not context.any():
             continue
-        p_start, p_end = (_masked_softmax(np.asarray(x[:n], dtype=np.float64), context) for x in (s_logits, e_logits))
+        normalised = context.copy()
+        normalised[0] = True
+        p_start, p_end = (_masked_softmax(np.asarray(x[:n], dtype=np.float64), normalised)
+                          for x in (s_logits, e_logits))
+        p_start, p_end = p_start * context, p_end * context  # spans only over page tokens
         scores = np.triu(np.outer(p_start, p_end)) - np.triu(np.outer(p_start, p_end), k=max_tokens)
         start, end = np.unravel_index(int(scores.argmax()), scores.shape)
         score = float(scores[start, end])
@@ -264,7 +276,8 @@ class Predictor:
         trained = self.meta.get("ocr") or {}
         self.ocr_lang = ocr_lang or trained.get("lang", "eng")
         self.ocr_psm = int(ocr_psm if ocr_psm is not None else trained.get("psm", 3))
-        for name, mine, theirs in (("lang", self.ocr_lang, trained.get("lang")), ("psm", self.ocr_psm, trained.get("psm"))):
+        for name, mine, theirs in (("lang", self.ocr_lang, trained.get("lang")),
+                                   ("psm", self.ocr_psm, trained.get("psm"))):
             if theirs is not None and str(mine) != str(theirs):
                 logger.warning("OCR %s %s differs from the %s the model was trained with; words may be "
                                "read differently than in training", name, mine, theirs)
@@ -284,11 +297,13 @@ class Predictor:
 
     def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
         """Predict every page of an image or PDF file; one record per page, ``page`` counting from 1."""
-        results = []
-        for number, page in enumerate(load_pages(path), start=1):
-            result = self.predict_image(page, question)
-            results.append({"file": str(path), "page": number, **result})
-        return results
+        return self.predict_pages(path, load_pages(path), question)
+
+    def predict_pages(self, path: str | Path, pages: Sequence[Image.Image],
+                      question: str | None = None) -> list[dict[str, Any]]:
+        """Predict already loaded pages of the file ``path`` (named in each record)."""
+        return [{"file": str(path), "page": number, **self.predict_image(page, question)}
+                for number, page in enumerate(pages, start=1)]
 
     def predict_words(self, image: Image.Image, words: list[str], boxes: list[list[float]],
                       question: str | None = None) -> dict[str, Any]:
@@ -310,11 +325,16 @@ class Predictor:
         if self.kind == "qa":
             windows = encode_question(question, doc, tokenizer, self.max_length, self.stride, self.box_level)
         else:
-            windows = encode_token_documents([doc], tokenizer, None, self.max_length, self.stride, self.box_level)
+            windows = encode_token_documents([doc], tokenizer, None, self.max_length, self.stride,
+                                             self.box_level)
+            if self.kind == "sequence":
+                # As in training, a page's class is read from its first window (the first
+                # max_length tokens); the windows after it would only repeat the page's layout.
+                windows = windows[:1]
         outputs = self._forward(windows, image)
+        words_out = [{"text": w, "box": [round(v) for v in b]} for w, b in zip(doc.words, doc.boxes)]
         result: dict[str, Any] = {"size": list(image.size), "task": self.meta["task"], "kind": self.kind,
-                                  "windows": len(windows),
-                                  "words": [{"text": w, "box": [round(v) for v in b]} for w, b in zip(doc.words, doc.boxes)]}
+                                  "windows": len(windows), "words": words_out}
         if self.kind == "token":
             self._decode_tokens(result, windows, outputs)
         elif self.kind == "sequence":
@@ -381,7 +401,8 @@ class Predictor:
 def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype or torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {"float32": torch.float32, "fp32": torch.float32,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in names:
         raise AetnetError(f"dtype '{dtype}' is not supported; use float32 or bfloat16")
     return names[dtype]
@@ -445,31 +466,16 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
     used: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file"):
         pages = load_pages(path)
-        records = []
-        for number, page in enumerate(pages, start=1):
-            records.append({"file": str(path), "page": number, **predictor.predict_image(page, question)})
-        results[str(path)] = records
+        records = results[str(path)] = predictor.predict_pages(path, pages, question)
         if out_dir is None:
             continue
         # Two inputs with one stem (a.png, a.pdf) must not overwrite each other's output.
         stem = path.stem if path.stem not in used else f"{path.stem}-{path.suffix.lstrip('.').lower()}"
         used.add(stem)
-        (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False), encoding="utf-8")
+        (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False),
+                                              encoding="utf-8")
         if visualize:
             for page, record in zip(pages, records):
                 draw_page(page, record).save(out_dir / f"{stem}-page{record['page']}.png")
     return results
 
-
-def summarize(path: str, records: list[dict]) -> str:
-    """One line per file for the terminal."""
-    parts = []
-    for r in records:
-        if r["kind"] == "token":
-            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities")
-        elif r["kind"] == "sequence":
-            parts.append(f"p{r['page']}: {r['label']} ({r['score']:.2f})")
-        else:
-            ans = r.get("answer")
-            parts.append(f"p{r['page']}: " + (f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"))
-    return f"{path}: {len(records)} page(s); " + "; ".join(parts)

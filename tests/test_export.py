@@ -90,7 +90,8 @@ def test_export_folder_contents_and_meta(funsd_run, exported):
     assert meta["id2label"] == {str(i): name for i, name in enumerate(labels)}
     assert meta["label2id"]["I-ANSWER"] == 6
     assert meta["ocr"] == {"engine": "tesseract", "lang": "eng", "psm": 3}
-    assert (meta["task"], meta["kind"], meta["strategy"], meta["box_level"]) == ("funsd", "token", "full", "segment")
+    assert (meta["task"], meta["kind"], meta["strategy"], meta["box_level"]) == (
+        "funsd", "token", "full", "segment")
     assert training_only_tensors(exported) == []
     card = (exported / "README.md").read_text()
     metrics = json.loads((funsd_run / "metrics.json").read_text())
@@ -99,8 +100,8 @@ def test_export_folder_contents_and_meta(funsd_run, exported):
 
 
 def test_model_card_names_base_and_data_licences():
-    card = model_card({"task": "cord", "kind": "token", "strategy": "full", "base": "microsoft/layoutlmv3-base",
-                       "labels": ["O"]}, {"f1": 0.5})
+    card = model_card({"task": "cord", "kind": "token", "strategy": "full",
+                       "base": "microsoft/layoutlmv3-base", "labels": ["O"]}, {"f1": 0.5})
     assert "CC BY-NC-SA 4.0" in card and "CC BY 4.0" in card and "| f1 | 0.5 |" in card
     card = model_card({"task": "docvqa", "kind": "qa", "strategy": "aet", "base": "x"}, {})
     assert "research" in card and "No metrics.json" in card
@@ -137,7 +138,8 @@ def _tiny_token_model():
     from aetnet.models.tiny import ensure_tiny_base
 
     torch.manual_seed(0)
-    return LayoutLMv3ForTokenClassification.from_pretrained(str(ensure_tiny_base() / "layoutlmv3"), num_labels=3)
+    base = str(ensure_tiny_base() / "layoutlmv3")
+    return LayoutLMv3ForTokenClassification.from_pretrained(base, num_labels=3)
 
 
 def test_merge_lora_keeps_logits_and_records_merge(funsd_run):
@@ -149,7 +151,8 @@ def test_merge_lora_keeps_logits_and_records_merge(funsd_run):
     with torch.no_grad():
         plain = base(**inputs).logits.clone()
     # init_lora_weights=False: B is random, so the adapters change the output and merging matters.
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False))
+    lora = LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)
+    peft_model = get_peft_model(base, lora)
     peft_model.eval()
     with torch.no_grad():
         adapted = peft_model(**inputs).logits.clone()

@@ -14,9 +14,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.cli.main import main
+from aetnet.data.encoding import Window
 from aetnet.errors import AetnetError, DataError
 from aetnet.predict import PDF_DPI, Predictor, best_answer_span, group_entities, line_segments
-from aetnet.data.encoding import Window
 from aetnet.train.runner import finetune, load_processor, save_model
 
 DATA = Path("/work/shared/data")
@@ -73,7 +73,7 @@ def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
 @pytest.fixture(scope="module")
 def seq_model(aetnet_cache, tmp_path_factory) -> Path:
     return _model_folder("sequence", tmp_path_factory.mktemp("seq") / "model",
-                         {"task": "rvl-cdip", "labels": CLASSES, "max_length": 512})
+                         {"task": "rvl-cdip", "labels": CLASSES, "max_length": 128})
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,8 @@ def _tesseract_words(image: Image.Image) -> list[str]:
 
 def _norm(box, size):
     w, h = size
-    return [round(1000 * box[0] / w), round(1000 * box[1] / h), round(1000 * box[2] / w), round(1000 * box[3] / h)]
+    return [round(1000 * box[0] / w), round(1000 * box[1] / h),
+            round(1000 * box[2] / w), round(1000 * box[3] / h)]
 
 
 def _softmax(x):
@@ -131,7 +132,8 @@ def test_long_page_windows_match_a_direct_forward(funsd_run):
     processor = predictor.processor
     enc = processor(page, texts, boxes=boxes, truncation=True, max_length=64, return_tensors="pt")
     with torch.no_grad():
-        logits = predictor.model(**{k: enc[k] for k in ("input_ids", "bbox", "attention_mask", "pixel_values")}).logits
+        keys = ("input_ids", "bbox", "attention_mask", "pixel_values")
+        logits = predictor.model(**{k: enc[k] for k in keys}).logits
     first = _softmax(logits[0, 1].numpy())  # token 1 = first subword of word 0
     assert record["words"][0]["label"] == predictor.labels[int(first.argmax())]
     assert abs(record["words"][0]["score"] - first.max()) <= 1e-4
@@ -145,19 +147,20 @@ def test_sequence_model_on_an_rvl_cdip_tiff(seq_model):
     assert [w["text"] for w in record["words"]] == texts
     probs = record["probabilities"]
     assert list(probs) == CLASSES and abs(sum(probs.values()) - 1) <= 1e-6
-    assert record["label"] == max(probs, key=probs.get) and record["score"] == pytest.approx(max(probs.values()))
-    # Independent: each window by hand (the tokenizer's own overflow), probabilities averaged.
+    assert record["label"] == max(probs, key=probs.get)
+    assert record["score"] == pytest.approx(max(probs.values()))
+    # Independent: the page truncated to its first 128 tokens (the model's window) by the HF
+    # processor, one forward.
     boxes = [_norm(w["box"], page.size) for w in record["words"]]
-    enc = predictor.processor.tokenizer(texts, boxes=boxes, truncation=True, max_length=512, stride=32,
-                                        return_overflowing_tokens=True)
-    pixels = predictor.processor.image_processor(page, return_tensors="pt")["pixel_values"]
-    assert record["windows"] == len(enc["input_ids"])
-    total = np.zeros(len(CLASSES))
-    for ids, bbox in zip(enc["input_ids"], enc["bbox"]):
-        with torch.no_grad():
-            out = predictor.model(input_ids=torch.tensor([ids]), bbox=torch.tensor([bbox]), pixel_values=pixels)
-        total += _softmax(out.logits[0].numpy())
-    assert np.abs(total / len(enc["input_ids"]) - np.array(list(probs.values()))).max() <= 1e-4
+    enc = predictor.processor(page, texts, boxes=boxes, truncation=True, max_length=128,
+                              return_tensors="pt")
+    full = predictor.processor.tokenizer(texts, boxes=boxes)["input_ids"]
+    assert enc["input_ids"].shape[1] == 128 < len(full)  # the page is longer: truncation matters
+    assert record["windows"] == 1
+    with torch.no_grad():
+        out = predictor.model(**{k: enc[k] for k in ("input_ids", "bbox", "pixel_values")})
+    want = _softmax(out.logits[0].numpy())
+    assert np.abs(want - np.array(list(probs.values()))).max() <= 1e-4
 
 
 def test_qa_model_on_a_docvqa_page(qa_model):
@@ -188,15 +191,17 @@ def test_best_answer_span_against_a_loop():
         best = (None, None, -1.0)
         for win, s, e in zip((w0, w1), starts, ends):
             ctx = [i for i, w in enumerate(win.word_ids) if w is not None]
-            ps = {i: np.exp(s[i]) / sum(np.exp(s[j]) for j in ctx) for i in ctx}
-            pe = {i: np.exp(e[i]) / sum(np.exp(e[j]) for j in ctx) for i in ctx}
+            norm = [0] + ctx  # <s> keeps its "no answer here" share of the mass
+            ps = {i: np.exp(s[i]) / sum(np.exp(s[j]) for j in norm) for i in ctx}
+            pe = {i: np.exp(e[i]) / sum(np.exp(e[j]) for j in norm) for i in ctx}
             for a in ctx:
                 for b in ctx:
                     if a <= b < a + max_tokens and ps[a] * pe[b] > best[2]:
                         best = (win.word_ids[a], win.word_ids[b], ps[a] * pe[b])
         got = best_answer_span([w0, w1], starts, ends, max_tokens=max_tokens)
         assert got[:2] == best[:2] and got[2] == pytest.approx(best[2])
-    assert best_answer_span([Window(0, [0, 1], [[0] * 4] * 2, [None, None])], [np.zeros(2)], [np.zeros(2)]) is None
+    empty = Window(0, [0, 1], [[0] * 4] * 2, [None, None])
+    assert best_answer_span([empty], [np.zeros(2)], [np.zeros(2)]) is None
 
 
 def test_group_entities_hand_worked():
@@ -266,8 +271,8 @@ def _empty_pdf(path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["missing", "corrupt_png", "not_a_pdf", "empty_pdf", "text_file"])
 def test_bad_inputs_raise_one_data_error(funsd_run, tmp_path, case):
-    path = {"missing": tmp_path / "nope.png", "corrupt_png": tmp_path / "bad.png", "not_a_pdf": tmp_path / "x.pdf",
-            "empty_pdf": tmp_path / "empty.pdf", "text_file": tmp_path / "notes.txt"}[case]
+    path = tmp_path / {"missing": "nope.png", "corrupt_png": "bad.png", "not_a_pdf": "x.pdf",
+                       "empty_pdf": "empty.pdf", "text_file": "notes.txt"}[case]
     if case == "corrupt_png":
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
     elif case == "not_a_pdf":

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
         "export",
         help="write an inference checkpoint (and optionally ONNX) of a run",
         description="Export RUN_DIR/model as a self-contained folder: safetensors weights, config, tokenizer "
-        "and processor, aetnet.json (task, labels, strategy, box level, OCR settings) and a README model card. "
+        "and processor, aetnet.json (task, labels, strategy, box level, OCR settings) and a README model "
+        "card. "
         "It loads with aetnet.load(DIR) and, for plain LayoutLMv3 models, with transformers.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,6 +34,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from aetnet.export import export_model
 
-    out = export_model(args.run_dir, args.output, merge_lora=args.merge_lora, onnx=args.onnx, opset=args.opset)
+    out = export_model(args.run_dir, args.output, merge_lora=args.merge_lora, onnx=args.onnx,
+                       opset=args.opset)
     print(f"exported to {out}")
     return 0

@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="model folder (RUN/model, a run folder or an export)")
-    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="PNG, JPEG, TIFF or PDF files, or folders")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="PNG, JPEG, TIFF or PDF files, or folders")
     p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
     p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize)")
     p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
@@ -36,7 +37,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.predict import Predictor, predict_paths, summarize
+    from aetnet.predict import Predictor, predict_paths
 
     predictor = Predictor(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                           ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm)
@@ -48,3 +49,18 @@ def run(args: argparse.Namespace) -> int:
             print(summarize(path, records))
         print(f"wrote {len(results)} file(s) to {args.output}")
     return 0
+
+
+def summarize(path: str, records: list[dict]) -> str:
+    """One line per file for the terminal: page count and, per page, what was found."""
+    parts = []
+    for r in records:
+        if r["kind"] == "token":
+            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities")
+        elif r["kind"] == "sequence":
+            parts.append(f"p{r['page']}: {r['label']} ({r['score']:.2f})")
+        else:
+            ans = r.get("answer")
+            said = f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"
+            parts.append(f"p{r['page']}: {said}")
+    return f"{path}: {len(records)} page(s); " + "; ".join(parts)
