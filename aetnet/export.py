@@ -39,8 +39,10 @@ ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4
 ONNX_INPUTS = ("input_ids", "bbox", "attention_mask", "pixel_values")
 INSTALL_ONNX = "pip install aetnet[onnx]"
-#: Names of tensors only training needs (AET momentum copies, queues, contrastive projections).
-TRAINING_ONLY = re.compile(r"(^|\.)(momentum[^.]*|[^.]+_m|[^.]*queue[^.]*|vision_proj|text_proj)(\.|$)")
+#: Names of tensors only training needs (AET momentum copies, queues, contrastive projections and
+#: temperature, all under the AET model's ``alignment`` part).
+TRAINING_ONLY = re.compile(
+    r"(^|\.)(alignment|momentum[^.]*|[^.]+_m|[^.]*queue[^.]*|vision_proj|text_proj|temp)(\.|$)")
 
 BASE_LICENCE = (
     "The Microsoft LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: "

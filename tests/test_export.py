@@ -173,9 +173,12 @@ def test_training_only_tensor_names(tmp_path):
     from safetensors.torch import save_file
 
     names = ["layoutlmv3.patch_embed.proj.weight", "vision_proj.weight", "image_queue", "queue_ptr",
-             "image_aligner_m.encoder.w", "momentum_text.layer.0", "classifier.weight", "text_proj.bias"]
+             "image_aligner_m.encoder.w", "momentum_text.layer.0", "classifier.weight", "text_proj.bias",
+             "alignment.temp", "image_aligner.encoder.layer.0.attention.output.dense.weight"]
     save_file({n: torch.zeros(1) for n in names}, str(tmp_path / "model.safetensors"))
-    expected = [n for n in names if n not in ("layoutlmv3.patch_embed.proj.weight", "classifier.weight")]
+    kept = ("layoutlmv3.patch_embed.proj.weight", "classifier.weight",
+            "image_aligner.encoder.layer.0.attention.output.dense.weight")
+    expected = [n for n in names if n not in kept]
     assert sorted(training_only_tensors(tmp_path)) == sorted(expected)
 
 
@@ -188,3 +191,23 @@ def test_export_errors(funsd_run, tmp_path, capsys):
     with pytest.raises(AetnetError, match="not empty"):
         aetnet.export.export_model(funsd_run, busy)
     assert (busy / "notes.txt").read_text() == "keep me"
+
+
+def test_aet_export_keeps_aligners_drops_training_parts_and_matches(funsd_run, tmp_path):
+    import onnxruntime as ort
+
+    run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "aet-run",
+                   overrides=TINY_BUDGET)
+    out = aetnet.export.export_model(run, tmp_path / "aet-export", onnx=True)
+    assert (out / "image_aligner" / "model.safetensors").is_file()
+    assert (out / "text_aligner" / "model.safetensors").is_file()
+    assert training_only_tensors(out) == []
+    reference = load_model(run)
+    inputs = _page_inputs(reference.processor)
+    with torch.no_grad():
+        want = reference.model(**inputs)["logits"]
+        got = aetnet.load(out).model(**inputs)["logits"]
+    assert (got - want).abs().max().item() <= 1e-4
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})
+    assert np.abs(onnx_logits - want.numpy()).max() <= 1e-4
