@@ -63,7 +63,7 @@ class ModelConfig:
     text_aligner: str = "roberta-base"
     """RoBERTa weights for the text aligner (AET strategies)."""
     dropout: float | None = None
-    """Override the hidden dropout of the base model."""
+    """Override the hidden and attention dropout of the base model (0 for exact reproducibility checks)."""
 
 
 @dataclass

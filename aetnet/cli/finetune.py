@@ -24,6 +24,7 @@ DEMO_OVERRIDES = [
     "train.warmup_ratio=0.05",
     "train.logging_steps=10",
     "train.save_steps=40",
+    "aet.queue_size=16",
 ]
 
 

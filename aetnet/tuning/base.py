@@ -56,6 +56,7 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
         )
     if cfg is not None and cfg.model.dropout is not None:
         kwargs["hidden_dropout_prob"] = cfg.model.dropout
+        kwargs["attention_probs_dropout_prob"] = cfg.model.dropout
     try:
         return cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
