@@ -13,7 +13,7 @@ import sys
 
 from aetnet.errors import AetnetError
 
-SUBCOMMANDS = ("finetune", "evaluate", "inspect", "recipes", "export", "predict")
+SUBCOMMANDS = ("finetune", "evaluate", "inspect", "recipes", "export", "predict", "compare")
 
 EPILOG = """examples:
   aetnet finetune funsd --demo                       # offline, tiny model, ~1 minute on CPU

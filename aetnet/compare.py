@@ -1,0 +1,241 @@
+"""Compare tuning strategies on one task: same data, base, budget and seeds; mean and spread per strategy.
+
+Each run is an ordinary :func:`aetnet.train.runner.finetune` run in ``OUTPUT/<strategy>/seed<k>``
+(``train.seed=k``, k = 0..seeds-1), using the strategy's built-in recipe ``<task>/<strategy>.yaml``
+when there is one, with the comparison's ``key=value`` overrides applied to every run. A run whose
+folder already holds ``metrics.json`` is finished and is not run again; a folder without it is
+resumed from its last checkpoint, so an interrupted comparison picks up where it stopped.
+
+Outputs in ``OUTPUT``:
+
+* ``runs.csv``: one row per run (strategy, seed, the task metric, costs, run folder);
+* ``results.csv``: one row per strategy: runs, metric mean and sample standard deviation (n-1; empty
+  for a single seed), trainable and total parameters, mean step time, peak memory (max over runs;
+  GPU peaks are reset before each run, CPU figures are the process's maximum RSS so far);
+* ``results.md``: the same table in Markdown;
+* ``results.png``: the metric per strategy with +-1 std error bars, and the metric against trainable
+  parameters (log scale).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aetnet.errors import AetnetError
+
+logger = logging.getLogger(__name__)
+
+#: Columns copied from each run's metrics.json into runs.csv (besides the task metric).
+COST_COLUMNS = ("trainable_parameters", "total_parameters", "step_time_s", "peak_memory_mb", "train_seconds")
+#: Settings that must agree across strategies for a fair comparison (a difference is warned about).
+BUDGET_KEYS = (("train", "max_steps"), ("train", "epochs"), ("train", "batch_size"),
+               ("train", "gradient_accumulation_steps"))
+
+
+def parse_strategies(text: str | Sequence[str]) -> list[str]:
+    """``"full,lora"`` or ``["full", "lora"]`` -> ``["full", "lora"]`` (order kept, duplicates dropped)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        if item and item not in out:
+            out.append(item)
+    if not out:
+        raise AetnetError("--strategies is empty; name at least one, for example --strategies full,lora")
+    return out
+
+
+def _resolve(task: str, strategy: str, base: str | None, data: str | None, overrides: list[str]):
+    """The run configuration ``finetune`` will use for ``strategy`` (validates keys before any run)."""
+    from aetnet.config import load_recipe_dict, resolve_config
+    from aetnet.recipes_io import find_recipe
+
+    flags: dict[str, Any] = {"task": task, "strategy": strategy}
+    if base:
+        flags["model"] = {"base": base}
+    if data:
+        flags["data"] = {"path": data}
+    recipe_path = find_recipe(None, task, strategy)
+    recipe = load_recipe_dict(recipe_path) if recipe_path else {}
+    return resolve_config(recipe, flags, overrides)
+
+
+def _check_plan(task: str, strategies: list[str], seeds: int, base, data, overrides: list[str]) -> None:
+    """Fail before anything runs: unknown task or strategy, bad keys, prompts that cannot fit."""
+    from aetnet.train.runner import get_strategy, get_task
+
+    if seeds < 1:
+        raise AetnetError(f"--seeds {seeds}: run at least one seed")
+    get_task(task)
+    for name in strategies:
+        get_strategy(name)  # an unknown name raises the registry's error listing the registered ones
+    budgets: dict[str, tuple] = {}
+    for name in strategies:
+        cfg = _resolve(task, name, base, data, overrides)
+        strategy = get_strategy(name)
+        if hasattr(strategy, "check_config"):
+            strategy.check_config(cfg)
+        budgets[name] = tuple(getattr(getattr(cfg, s), k) for s, k in BUDGET_KEYS)
+    if len(set(budgets.values())) > 1:
+        keys = ", ".join(f"{s}.{k}" for s, k in BUDGET_KEYS)
+        logger.warning("strategies train with different budgets (%s): %s; pass key=value overrides to "
+                       "equalise them", keys, budgets)
+
+
+def compare(
+    task: str,
+    strategies: str | Sequence[str],
+    *,
+    seeds: int = 3,
+    data: str | None = None,
+    base: str | None = None,
+    demo: bool = False,
+    output: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Path:
+    """Run every strategy with every seed (skipping finished runs) and write the comparison.
+
+    Args:
+        task: registered task name (``funsd``).
+        strategies: names or a comma-separated string (``full,aet,lora,prompt,head``).
+        seeds: number of seeds; run k uses ``train.seed=k``.
+        data: dataset path or hub id, the same for every run.
+        base: LayoutLMv3 hub id, folder or ``tiny``, the same for every run.
+        demo: use the embedded demo data.
+        output: comparison folder (default ``runs/compare-<task>``).
+        overrides: ``key=value`` strings applied to every run (the seed override comes last).
+
+    Returns:
+        The comparison folder holding ``results.csv``, ``results.md``, ``results.png`` and ``runs.csv``.
+    """
+    from aetnet.train.runner import finetune
+
+    names = parse_strategies(strategies)
+    overrides = list(overrides or [])
+    _check_plan(task, names, seeds, base, data, overrides)
+    out_dir = Path(output) if output else Path("runs") / f"compare-{task}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for seed in range(seeds):
+            run_dir = out_dir / name / f"seed{seed}"
+            if (run_dir / "metrics.json").is_file():
+                logger.info("compare: %s seed %d already finished, skipped", name, seed)
+                continue
+            logger.info("compare: running %s seed %d in %s", name, seed, run_dir)
+            _reset_peak_memory()
+            finetune(task, strategy=name, base=base, data=data, output=run_dir, demo=demo,
+                     resume=run_dir.is_dir(), overrides=overrides + [f"train.seed={seed}"])
+    write_results(out_dir, task, names, seeds)
+    return out_dir
+
+
+def _reset_peak_memory() -> None:
+    """Start each run's GPU peak-memory count afresh (the runs share one process).
+
+    On CPU the runner reports the process's maximum RSS, which cannot be reset: there, the peak
+    memory of a later run is at least that of the runs before it.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def collect_runs(out_dir: Path, strategies: list[str], seeds: int, metric: str):
+    """One row per finished run: strategy, seed, metric, costs and folder (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = []
+    for name in strategies:
+        for seed in range(seeds):
+            run_dir = out_dir / name / f"seed{seed}"
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            row: dict[str, Any] = {"strategy": name, "seed": seed, metric: metrics.get(metric, math.nan)}
+            row.update({c: metrics.get(c, math.nan) for c in COST_COLUMNS})
+            row["run_dir"] = str(run_dir)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(runs, metric: str, strategies: list[str]):
+    """Per strategy: runs, metric mean/std (sample, n-1), parameters, mean step time, max peak memory."""
+    import pandas as pd
+
+    grouped = runs.groupby("strategy", sort=False)
+    table = pd.DataFrame({
+        "runs": grouped.size(),
+        f"{metric}_mean": grouped[metric].mean(),
+        f"{metric}_std": grouped[metric].std(ddof=1),
+        "trainable_parameters": grouped["trainable_parameters"].max(),
+        "total_parameters": grouped["total_parameters"].max(),
+        "step_time_s": grouped["step_time_s"].mean(),
+        "peak_memory_mb": grouped["peak_memory_mb"].max(),
+    }).reindex(strategies)
+    table["trainable_percent"] = 100.0 * table["trainable_parameters"] / table["total_parameters"]
+    table.index.name = "strategy"
+    return table.reset_index()
+
+
+def markdown_table(table, metric: str) -> str:
+    """The summary as a Markdown table (written by hand: pandas' ``to_markdown`` needs tabulate)."""
+    header = ["strategy", "runs", f"{metric} (mean ± std)", "trainable params", "trainable %",
+              "total params", "step time (s)", "peak memory (MB)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in table.to_dict("records"):
+        std = row[f"{metric}_std"]
+        spread = f" ± {std:.4f}" if isinstance(std, float) and not math.isnan(std) else ""
+        cells = [row["strategy"], str(int(row["runs"])), f"{row[f'{metric}_mean']:.4f}{spread}",
+                 f"{int(row['trainable_parameters']):,}", f"{row['trainable_percent']:.3f}",
+                 f"{int(row['total_parameters']):,}", f"{row['step_time_s']:.4f}",
+                 f"{row['peak_memory_mb']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(table, metric: str, path: Path) -> None:
+    """``results.png``: metric per strategy (error bars: 1 std) and metric vs trainable parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = table[f"{metric}_mean"].to_numpy(dtype=float)
+    stds = table[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float)
+    params = table["trainable_parameters"].to_numpy(dtype=float)
+    names = list(table["strategy"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.bar(names, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    left.set_ylabel(metric)
+    left.set_title(f"{metric} per strategy (mean ± std)")
+    right.errorbar(params, means, yerr=stds, fmt="o", capsize=4)
+    for x, y, name in zip(params, means, names):
+        right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5))
+    right.set_xscale("log")
+    right.set_xlabel("trainable parameters (log scale)")
+    right.set_ylabel(metric)
+    right.set_title(f"{metric} vs trainable parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -> None:
+    """Write ``runs.csv``, ``results.csv``, ``results.md`` and ``results.png`` from the runs' metrics."""
+    from aetnet.train.runner import get_task
+
+    metric = get_task(task).metric
+    runs = collect_runs(out_dir, strategies, seeds, metric)
+    table = summarise(runs, metric, strategies)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    table.to_csv(out_dir / "results.csv", index=False)
+    text = (f"# {task}: strategy comparison\n\n{len(strategies)} strategies x {seeds} seeds; {metric} is the "
+            "mean over seeds ± the sample standard deviation; step time is the mean over runs, peak memory "
+            "the maximum.\n\n" + markdown_table(table, metric))
+    (out_dir / "results.md").write_text(text, encoding="utf-8")
+    plot_results(table, metric, out_dir / "results.png")
+    logger.info("compare: wrote %s", out_dir / "results.md")

@@ -1,0 +1,115 @@
+"""``aetnet compare`` on the demo with the tiny base: the result files, their numbers against the
+per-run metrics, resuming without re-running, and early failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from aetnet.compare import compare
+from aetnet.errors import AetnetError
+
+STRATEGIES = ["lora", "prompt"]
+SEEDS = 2
+BUDGET = ["train.max_steps=2", "train.batch_size=2", "train.eval_batch_size=2", "train.save_steps=100",
+          "train.logging_steps=1", "data.max_train_documents=2", "data.max_eval_documents=2",
+          "data.max_length=128", "data.stride=32"]  # short windows: attention cost is quadratic
+
+
+def run_compare(out: Path) -> Path:
+    return compare("funsd", ",".join(STRATEGIES), seeds=SEEDS, base="tiny", demo=True, output=out,
+                   overrides=BUDGET)
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> Path:
+    return run_compare(tmp_path_factory.mktemp("compare") / "out")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run_metrics(out: Path) -> dict[str, list[dict]]:
+    return {s: [json.loads((out / s / f"seed{k}" / "metrics.json").read_text()) for k in range(SEEDS)]
+            for s in STRATEGIES}
+
+
+def test_writes_results_with_one_row_per_strategy(comparison):
+    for name in ("results.csv", "results.md", "results.png", "runs.csv"):
+        assert (comparison / name).is_file(), name
+    assert (comparison / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = read_csv(comparison / "results.csv")
+    assert [r["strategy"] for r in rows] == STRATEGIES
+    assert [int(r["runs"]) for r in rows] == [SEEDS, SEEDS]
+    runs = read_csv(comparison / "runs.csv")
+    expected = [(s, k) for s in STRATEGIES for k in range(SEEDS)]
+    assert [(r["strategy"], int(r["seed"])) for r in runs] == expected
+    # Each run used its own seed (the resolved config is saved beside the run).
+    for s in STRATEGIES:
+        for k in range(SEEDS):
+            assert f"seed: {k}\n" in (comparison / s / f"seed{k}" / "config.yaml").read_text()
+
+
+def test_means_and_stds_match_the_run_metrics(comparison):
+    rows = {r["strategy"]: r for r in read_csv(comparison / "results.csv")}
+    md = (comparison / "results.md").read_text()
+    for strategy, metrics in run_metrics(comparison).items():
+        f1s = [m["f1"] for m in metrics]
+        mean = sum(f1s) / len(f1s)
+        std = (sum((x - mean) ** 2 for x in f1s) / (len(f1s) - 1)) ** 0.5
+        row = rows[strategy]
+        assert float(row["f1_mean"]) == pytest.approx(mean, abs=1e-12)
+        assert float(row["f1_std"]) == pytest.approx(std, abs=1e-12)
+        assert std == pytest.approx(statistics.stdev(f1s), abs=1e-12)
+        assert int(float(row["trainable_parameters"])) == metrics[0]["trainable_parameters"]
+        assert int(float(row["total_parameters"])) == metrics[0]["total_parameters"]
+        step = sum(m["step_time_s"] for m in metrics) / len(metrics)
+        assert float(row["step_time_s"]) == pytest.approx(step, rel=1e-9)
+        assert float(row["peak_memory_mb"]) == max(m["peak_memory_mb"] for m in metrics)
+        trainable = metrics[0]["trainable_parameters"]
+        assert f"| {strategy} | {SEEDS} | {mean:.4f} ± {std:.4f} | {trainable:,} |" in md
+    # LoRA (r=8 on query/value) and 20 prompts train different amounts: the table must show it.
+    assert rows["lora"]["trainable_parameters"] != rows["prompt"]["trainable_parameters"]
+
+
+def test_second_invocation_reruns_nothing_and_resumes_a_missing_run(comparison):
+    files = sorted(comparison.glob("*/seed*/metrics.json"))
+    assert len(files) == len(STRATEGIES) * SEEDS
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    models = {p: p.stat().st_mtime_ns for p in comparison.glob("*/seed*/model/*") if p.is_file()}
+    run_compare(comparison)
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    assert {p: p.stat().st_mtime_ns for p in models} == models
+    # An interrupted run (no metrics.json) is run again, and only that one.
+    lost = comparison / "prompt" / "seed1" / "metrics.json"
+    lost.unlink()
+    run_compare(comparison)
+    assert lost.is_file()
+    kept = [p for p in files if p != lost]
+    assert {p: p.stat().st_mtime_ns for p in kept} == {p: mtimes[p] for p in kept}
+
+
+@pytest.mark.parametrize("names,bad", [("head,bogus", "bogus"), ("head,aet-lora", "aet-lora")])
+def test_unknown_strategy_fails_before_anything_runs(tmp_path, names, bad):
+    out = tmp_path / "cmp"
+    with pytest.raises(AetnetError, match=rf"unknown strategy '{bad}'; choose one of: .*lora.*prompt"):
+        compare("funsd", names, seeds=1, base="tiny", demo=True, output=out, overrides=BUDGET)
+    assert not out.exists()
+
+
+def test_cli_reports_unknown_strategy_and_bad_key(tmp_path, capsys):
+    from aetnet.cli.main import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "funsd", "--strategies", "head,nope", "--demo", "--output", str(out)]) == 2
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
+    argv = ["compare", "funsd", "--strategies", "head", "--demo", "--output", str(out), "train.nosuch=1"]
+    assert main(argv) == 2
+    assert "unknown config key 'train.nosuch'" in capsys.readouterr().err
+    assert not out.exists()
