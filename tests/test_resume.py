@@ -84,3 +84,19 @@ def test_non_finite_loss_names_term_and_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"the pita loss became nan at step 1"):
         trainer.train()
     assert not list((tmp_path / "checkpoints").glob("checkpoint-*"))
+
+
+def test_gradient_accumulation_divides_the_loss(tmp_path):
+    """Batch 1 x 2 accumulation steps gives about the gradient of batch 2 (not twice it)."""
+    from aetnet.train.runner import finetune
+
+    def grad_norm(name, overrides):
+        run = finetune("funsd", base="tiny", demo=True, output=tmp_path / name, overrides=[
+            "train.max_steps=1", "train.logging_steps=1", "train.save_steps=1", "model.dropout=0",
+            "data.max_train_documents=4", "data.max_eval_documents=1", *overrides])
+        state = json.loads((run / "checkpoints" / "checkpoint-1" / "trainer_state.json").read_text())
+        return next(e["grad_norm"] for e in state["log_history"] if "grad_norm" in e)
+
+    together = grad_norm("b2", ["train.batch_size=2"])
+    accumulated = grad_norm("ga2", ["train.batch_size=1", "train.gradient_accumulation_steps=2"])
+    assert 0.75 < accumulated / together < 1.33, (accumulated, together)

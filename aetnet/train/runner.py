@@ -122,6 +122,10 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
     strategy = get_strategy(cfg.strategy)
+    if hasattr(strategy, "check_config"):
+        strategy.check_config(cfg)  # fail before reading and encoding the data
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     paths = BasePaths(*resolve_base(cfg.model.base, cfg.model.image_aligner, cfg.model.text_aligner))
     processor = load_processor(paths.layoutlmv3)
     policy = BadDocuments(cfg.data.on_bad_document)

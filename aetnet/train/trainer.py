@@ -35,6 +35,9 @@ class AetnetTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Our models return a per-batch mean loss and never see ``num_items_in_batch``: the Trainer
+        # must divide by the accumulation steps itself (and not rescale by the process count).
+        self.model_accepts_loss_kwargs = False
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
 
