@@ -125,6 +125,34 @@ def test_decode_spans_matches_brute_force():
         assert (got[example].start_word, got[example].end_word) == best[1:]
 
 
+# ---------------------------------------------------------------------------------- split mapping
+def test_map_splits_prefers_named_eval_then_carves_out_whole_pages():
+    from types import SimpleNamespace as NS
+
+    from aetnet.errors import AetnetError
+    from aetnet.tasks.base import map_splits
+
+    train, dev, test = [NS(id=f"t{i}") for i in range(5)], [NS(id="d0")], [NS(id="x0"), NS(id="x1")]
+    out = map_splits({"train": train, "dev": dev, "test": test}, ("test", "dev"), 0.2, 0, "here")
+    assert out["train"] == train and out["eval"] == test
+    out = map_splits({"train": train, "dev": dev, "test": []}, ("test", "dev"), 0.2, 0, "here")
+    assert out["eval"] == dev
+
+    # One pool of 10 questions on 5 pages (2 each): 40% of the pages -> exactly 2 pages, 4 questions,
+    # never a page on both sides; the same seed gives the same split, another seed may not.
+    pool = [NS(id=f"q{i}", page=f"p{i // 2}") for i in range(10)]
+    a = map_splits({"val_v1": pool}, ("val",), 0.4, 7, "here", group=lambda q: q.page)
+    b = map_splits({"val_v1": pool}, ("val",), 0.4, 7, "here", group=lambda q: q.page)
+    assert [q.id for q in a["eval"]] == [q.id for q in b["eval"]] and len(a["eval"]) == 4
+    assert not {q.page for q in a["eval"]} & {q.page for q in a["train"]}
+    assert len(a["train"]) + len(a["eval"]) == 10
+    seeds = {tuple(q.id for q in map_splits({"train": pool}, ("val",), 0.4, s, "here",
+                                            group=lambda q: q.page)["eval"]) for s in range(6)}
+    assert len(seeds) > 1
+    with pytest.raises(AetnetError, match="none named 'train'"):
+        map_splits({"a": pool, "b": pool}, ("val",), 0.2, 0, "here")
+
+
 # ------------------------------------------------------------------------------------- end to end
 def _finetune(tmp_path, task: str, strategy: str = "full", extra: tuple[str, ...] = ()) -> tuple:
     run_dir = tmp_path / f"{task}-{strategy}"
@@ -210,3 +238,17 @@ def test_inspect_cord_demo_json(capsys):
     assert sum(counts.values()) == stats["train"]["words"]
     assert stats["train"]["entities"] == sum(v for k, v in counts.items() if k.startswith("B-"))
     assert all(k == "O" or k[2:].split(".")[0] in ("menu", "sub_total", "total", "void_menu") for k in counts)
+
+
+@pytest.mark.parametrize("task,metric", [("cord", "f1"), ("rvl-cdip", "accuracy"), ("docvqa", "anls")])
+def test_aet_strategy_trains_every_task(tmp_path, monkeypatch, task, metric):
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
+    run_dir, metrics, _ = _finetune(tmp_path, task, "aet", ("aet.queue_size=8",))
+    assert metric in metrics and np.isfinite(metrics["train_loss"])
+    state = json.loads(next((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert logged, "no training step was logged"
+    # The task loss and every alignment term train, whatever the head (token, sequence, QA).
+    for term in ("task_loss", "ditc_loss", "imc_loss", "glitc_loss", "pita_loss"):
+        assert term in logged[0] and np.isfinite(logged[0][term]), term
+    assert json.loads((run_dir / "model" / "aetnet.json").read_text())["strategy"] == "aet"
