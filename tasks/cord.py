@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aetnet.tasks.base import TokenClassificationTask, map_splits
 from PIL import Image
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Box, Document
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import TokenClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 from PIL import Image
 
+from aetnet.config import RunConfig
 from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
-from aetnet.config import RunConfig
 from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 
 logger = logging.getLogger(__name__)
 

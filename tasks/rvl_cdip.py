@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aetnet.tasks.base import SequenceClassificationTask, map_splits
 from PIL import Image
 
 from aetnet.config import RunConfig
@@ -27,7 +28,6 @@ from aetnet.data.document import Document
 from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import SequenceClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 
