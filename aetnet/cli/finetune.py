@@ -25,6 +25,7 @@ DEMO_OVERRIDES = [
     "train.logging_steps=10",
     "train.save_steps=40",
     "aet.queue_size=16",
+    "train.gradient_accumulation_steps=1",
 ]
 
 
@@ -79,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = Path(run_dir) / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        headline = {k: metrics[k] for k in ("f1", "precision", "recall", "accuracy", "anls") if k in metrics}
+        headline = {k: metrics[k] for k in ("f1", "precision", "recall", "accuracy", "macro_f1", "anls", "exact_match") if k in metrics}
         print(json.dumps({"run_dir": str(run_dir), **headline}, indent=2))
     return 0
