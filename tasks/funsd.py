@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import urllib.request
@@ -219,6 +220,9 @@ def download_funsd(cache: Path) -> Path:
     target = cache / "funsd"
     if (target / "dataset" / "training_data").is_dir():
         return target / "dataset"
+    offline_hint = "FUNSD could not be downloaded (offline?): pass --data PATH to a FUNSD folder, or --demo"
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        raise AetnetError(offline_hint)
     cache.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
@@ -229,9 +233,7 @@ def download_funsd(cache: Path) -> Path:
                 zf.extractall(Path(tmp) / "funsd")
             shutil.move(str(Path(tmp) / "funsd"), target)
     except OSError:
-        raise AetnetError(
-            "FUNSD could not be downloaded (offline?): pass --data PATH to a FUNSD folder, or --demo"
-        ) from None
+        raise AetnetError(offline_hint) from None
     return target / "dataset"
 
 

@@ -84,6 +84,12 @@ def test_inspect_json(shared_data, capsys):
         (["finetune", "funsd", "--demo", "--strategy", "magic"], "unknown strategy 'magic'"),
         (["finetune", "funsd", "--data", "/tmp", "--base", "/nonexistent/base"], "could not load"),
         (["recipes", "show", "funsd/nothing"], "recipe 'funsd/nothing' not found"),
+        # Offline (HF_HUB_OFFLINE=1 in conftest): hub ids fail at once with what to do instead.
+        (["finetune", "funsd", "--demo", "--base", "microsoft/layoutlmv3-base"],
+         "could not load the LayoutLMv3 processor from 'microsoft/layoutlmv3-base'.*--base tiny"),
+        (["finetune", "funsd", "--base", "tiny"], "FUNSD could not be downloaded .*pass --data"),
+        (["finetune", "funsd", "--base", "tiny", "--data", "someone/funsd-copy"],
+         "could not load dataset 'someone/funsd-copy'.*pass --data"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys):
