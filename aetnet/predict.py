@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
-from aetnet.data.document import Document
+from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
+from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
@@ -173,67 +174,6 @@ def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]],
     return [{"type": e["type"], "text": e["text"], "words": e["words"], "box": e["box"]} for e in entities]
 
 
-def encode_question(question: str, doc: Document, tokenizer, max_length: int, stride: int,
-                    box_level: str = "segment") -> list[Window]:
-    """Question + page words -> windows (the question repeated in each; ``word_ids`` set on page
-    tokens only, so question tokens can never be part of an answer)."""
-    from aetnet.data.boxes import document_boxes
-
-    words = doc.words or [""]
-    boxes = document_boxes(doc, box_level) if doc.words else [[0, 0, 0, 0]]
-    enc = tokenizer(question, words, boxes=boxes, truncation="only_second", max_length=max_length,
-                    stride=stride, return_overflowing_tokens=True, padding=False)
-    windows = []
-    for w in range(len(enc["input_ids"])):
-        word_ids = [word if seq == 1 and doc.words else None
-                    for word, seq in zip(enc.word_ids(w), enc.sequence_ids(w))]
-        windows.append(Window(0, list(enc["input_ids"][w]), [list(b) for b in enc["bbox"][w]], word_ids))
-    return windows
-
-
-def best_answer_span(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
-                     end_logits: Sequence[np.ndarray],
-                     max_tokens: int = MAX_ANSWER_TOKENS) -> tuple[int, int, float] | None:
-    """The most probable answer over all windows, as words.
-
-    In each window, start and end logits are soft-maxed over the page tokens and ``<s>`` (position
-    0, where training points windows that do not hold the answer, so such a window keeps its
-    "no answer here" mass instead of inflating a page span); a span of page tokens scores
-    ``p_start * p_end`` and must satisfy start <= end < start + ``max_tokens``.
-
-    Args:
-        windows: QA windows (``word_ids`` None outside the page words).
-        start_logits / end_logits: per window, an array (tokens,).
-
-    Returns:
-        ``(first_word, last_word, score)``, or None when no window holds a page word.
-    """
-    best: tuple[int, int, float] | None = None
-    for window, s_logits, e_logits in zip(windows, start_logits, end_logits):
-        context = np.array([w is not None for w in window.word_ids])
-        n = min(len(context), len(s_logits))
-        context = context[:n]
-        if not context.any():
-            continue
-        normalised = context.copy()
-        normalised[0] = True
-        p_start, p_end = (_masked_softmax(np.asarray(x[:n], dtype=np.float64), normalised)
-                          for x in (s_logits, e_logits))
-        p_start, p_end = p_start * context, p_end * context  # spans only over page tokens
-        scores = np.triu(np.outer(p_start, p_end)) - np.triu(np.outer(p_start, p_end), k=max_tokens)
-        start, end = np.unravel_index(int(scores.argmax()), scores.shape)
-        score = float(scores[start, end])
-        if best is None or score > best[2]:
-            best = (int(window.word_ids[start]), int(window.word_ids[end]), score)
-    return best
-
-
-def _masked_softmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    z = np.where(mask, x, -np.inf)
-    z = np.exp(z - z[mask].max())
-    return z / z.sum()
-
-
 def _softmax_rows(x: np.ndarray) -> np.ndarray:
     z = np.exp(x - x.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
@@ -323,7 +263,8 @@ class Predictor:
             doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes)
         tokenizer = self.processor.tokenizer
         if self.kind == "qa":
-            windows = encode_question(question, doc, tokenizer, self.max_length, self.stride, self.box_level)
+            # The same windows as training (word boxes, question tokens boxed [0,0,0,0]).
+            windows = encode_qa_examples([QAExample("q", question, doc)], tokenizer, self.max_length, self.stride)
         else:
             windows = encode_token_documents([doc], tokenizer, None, self.max_length, self.stride,
                                              self.box_level)
@@ -360,12 +301,12 @@ class Predictor:
         result["entities"] = group_entities([w["text"] for w in words], [w["box"] for w in words], labels)
 
     def _decode_answer(self, result: dict, question: str, windows: list[Window], outputs: list) -> None:
-        span = best_answer_span(windows, [o[0] for o in outputs], [o[1] for o in outputs])
+        (span,) = decode_spans(windows, outputs, 1, MAX_ANSWER_TOKENS)
         result["question"] = question
         if span is None:
             result["answer"] = None
             return
-        first, last, score = span
+        first, last, score = span.start_word, span.end_word, span.score
         picked = result["words"][first:last + 1]
         result["answer"] = {"text": " ".join(w["text"] for w in picked), "score": score,
                             "words": list(range(first, last + 1)), "boxes": [w["box"] for w in picked],

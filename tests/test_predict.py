@@ -14,9 +14,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.cli.main import main
-from aetnet.data.encoding import Window
 from aetnet.errors import AetnetError, DataError
-from aetnet.predict import PDF_DPI, Predictor, best_answer_span, group_entities, line_segments
+from aetnet.predict import PDF_DPI, Predictor, group_entities, line_segments
 from aetnet.train.runner import finetune, load_processor, save_model
 
 DATA = Path("/work/shared/data")
@@ -178,30 +177,6 @@ def test_qa_model_on_a_docvqa_page(qa_model):
     assert answer["boxes"] == [words[i]["box"] for i in answer["words"]]
     with pytest.raises(AetnetError, match="--question"):
         Predictor(qa_model).predict_image(page)
-
-
-def test_best_answer_span_against_a_loop():
-    rng = np.random.default_rng(0)
-    # Window 0: 2 question tokens (no word), then words 0-5; window 1: words 3-9.
-    w0 = Window(0, list(range(10)), [[0] * 4] * 10, [None, None, None, 0, 1, 2, 3, 4, 5, None])
-    w1 = Window(0, list(range(11)), [[0] * 4] * 11, [None, None, None, 3, 4, 5, 6, 7, 8, 9, None])
-    starts = [rng.normal(size=10) * 3, rng.normal(size=11) * 3]
-    ends = [rng.normal(size=10) * 3, rng.normal(size=11) * 3]
-    for max_tokens in (1, 2, 30):
-        best = (None, None, -1.0)
-        for win, s, e in zip((w0, w1), starts, ends):
-            ctx = [i for i, w in enumerate(win.word_ids) if w is not None]
-            norm = [0] + ctx  # <s> keeps its "no answer here" share of the mass
-            ps = {i: np.exp(s[i]) / sum(np.exp(s[j]) for j in norm) for i in ctx}
-            pe = {i: np.exp(e[i]) / sum(np.exp(e[j]) for j in norm) for i in ctx}
-            for a in ctx:
-                for b in ctx:
-                    if a <= b < a + max_tokens and ps[a] * pe[b] > best[2]:
-                        best = (win.word_ids[a], win.word_ids[b], ps[a] * pe[b])
-        got = best_answer_span([w0, w1], starts, ends, max_tokens=max_tokens)
-        assert got[:2] == best[:2] and got[2] == pytest.approx(best[2])
-    empty = Window(0, [0, 1], [[0] * 4] * 2, [None, None])
-    assert best_answer_span([empty], [np.zeros(2)], [np.zeros(2)]) is None
 
 
 def test_group_entities_hand_worked():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -115,12 +116,14 @@ def test_decode_spans_matches_brute_force():
         for w, (s, e) in zip(windows, outputs):
             if w.doc_index != example:
                 continue
-            for i in range(len(w.word_ids)):
-                for j in range(len(w.word_ids)):
-                    if w.word_ids[i] is None or w.word_ids[j] is None or not 0 <= j - i < 3:
-                        continue
-                    if best is None or s[i] + e[j] > best[0]:
-                        best = (s[i] + e[j], w.word_ids[i], w.word_ids[j])
+            page = [i for i, word in enumerate(w.word_ids) if word is not None]
+            norm = [0, *page]  # <s> keeps its "no answer here" share of the mass
+            ps = {i: math.exp(s[i]) / sum(math.exp(s[k]) for k in norm) for i in page}
+            pe = {j: math.exp(e[j]) / sum(math.exp(e[k]) for k in norm) for j in page}
+            for i in page:
+                for j in page:
+                    if 0 <= j - i < 3 and (best is None or ps[i] * pe[j] > best[0]):
+                        best = (ps[i] * pe[j], w.word_ids[i], w.word_ids[j])
         assert got[example].score == pytest.approx(best[0])
         assert (got[example].start_word, got[example].end_word) == best[1:]
 

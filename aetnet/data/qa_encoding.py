@@ -157,10 +157,14 @@ def decode_spans(
     num_examples: int,
     max_answer_tokens: int = 30,
 ) -> list[SpanPrediction | None]:
-    """The best answer span of every example over all of its windows.
+    """The most probable answer span of every example over all of its windows.
 
-    Only page tokens are candidates; a candidate pair needs start <= end and at most
-    ``max_answer_tokens`` tokens. Its score is ``start_logits[i] + end_logits[j]``.
+    In each window the start and end logits are soft-maxed over the page tokens and ``<s>``
+    (position 0, where training points windows that do not hold the answer), so a window the model
+    calls answerless keeps that mass instead of inflating one of its spans, and scores of different
+    windows are comparable. A span of page tokens scores ``p_start * p_end`` and needs
+    ``start <= end < start + max_answer_tokens``. Training evaluation and ``aetnet predict`` both
+    decode with this function.
 
     Args:
         windows: the encoded windows, in the order of ``outputs``.
@@ -169,23 +173,30 @@ def decode_spans(
         max_answer_tokens: the longest span allowed, in tokens.
 
     Returns:
-        Per example, the best span in words, or ``None`` when none of its windows holds a word.
+        Per example, the best span in words (score in (0, 1]), or ``None`` when none of its
+        windows holds a word.
     """
     best: list[SpanPrediction | None] = [None] * num_examples
     for window, (start_logits, end_logits) in zip(windows, outputs):
         positions = np.array([p for p, w in enumerate(window.word_ids) if w is not None], dtype=np.int64)
         if positions.size == 0:
             continue
-        s = np.asarray(start_logits, dtype=np.float64)[positions]
-        e = np.asarray(end_logits, dtype=np.float64)[positions]
-        scores = s[:, None] + e[None, :]
+        normaliser = np.concatenate([[0], positions])
+        p_start, p_end = (_softmax(np.asarray(x, dtype=np.float64)[normaliser])[1:]
+                          for x in (start_logits, end_logits))
+        scores = p_start[:, None] * p_end[None, :]
         gap = positions[None, :] - positions[:, None]  # end token - start token
-        scores[(gap < 0) | (gap >= max_answer_tokens)] = -np.inf
+        scores[(gap < 0) | (gap >= max_answer_tokens)] = -1.0
         i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
         score = float(scores[i, j])
         current = best[window.doc_index]
-        if np.isfinite(score) and (current is None or score > current.score):
+        if score >= 0 and (current is None or score > current.score):
             best[window.doc_index] = SpanPrediction(
                 window.word_ids[positions[i]], window.word_ids[positions[j]], score
             )
     return best
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
