@@ -35,6 +35,7 @@ from PIL import Image
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Box, Document
+from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 
@@ -206,17 +207,24 @@ def _find_image(image_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str]) -> list[Document]:
+def _read_json_file(json_file: Path, image_dir: Path, missing: list[str]) -> Document:
+    try:
+        gt = json.loads(json_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot be read as JSON ({exc}); re-download or remove it", json_file) from None
+    image_path = _find_image(image_dir, json_file.stem)
+    if image_path is None:
+        missing.append(str(json_file))
+    return cord_document(gt, json_file.stem, str(json_file), image_path=image_path)
+
+
+def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[Document]:
     docs = []
     for json_file in sorted(json_dir.glob("*.json")):
-        try:
-            gt = json.loads(json_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot be read as JSON ({exc}); re-download or remove it", json_file) from None
-        image_path = _find_image(image_dir, json_file.stem)
-        if image_path is None:
-            missing.append(str(json_file))
-        docs.append(cord_document(gt, json_file.stem, str(json_file), image_path=image_path))
+        doc = guarded(policy, lambda f=json_file: _read_json_file(f, image_dir, missing), json_dir.parent.name,
+                      json_file.stem, str(json_file))
+        if doc is not None:
+            docs.append(doc)
     if not docs:
         raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
     return docs
@@ -301,7 +309,7 @@ def _load_hub(dataset_id: str) -> Any:
 
 
 def read_cord(
-    path: str | Path, eval_fraction: float = 0.2, seed: int = 42
+    path: str | Path, eval_fraction: float = 0.2, seed: int = 42, policy=None
 ) -> dict[str, list[Document]]:
     """Read CORD into documents per split.
 
@@ -331,13 +339,13 @@ def read_cord(
     splits: dict[str, list[Document]]
     if path.is_dir() and any((path / s / "json").is_dir() for s in _ORIGINAL_SPLITS):
         splits = {
-            s: _read_json_folder(path / s / "json", path / s / "image", missing)
+            s: _read_json_folder(path / s / "json", path / s / "image", missing, policy)
             for s in _ORIGINAL_SPLITS
             if (path / s / "json").is_dir()
         }
     elif path.is_dir() and ((path / "json").is_dir() or path.name == "json"):
         json_dir = path / "json" if (path / "json").is_dir() else path
-        pool = _read_json_folder(json_dir, json_dir.parent / "image", missing)
+        pool = _read_json_folder(json_dir, json_dir.parent / "image", missing, policy)
         splits = carve_out(pool, eval_fraction, seed)
     else:
         raise DataError(
@@ -384,7 +392,7 @@ class CordTask(TokenClassificationTask):
             path = cfg.data.path
         else:
             path = "naver-clova-ix/cord-v2"  # the hub copy (online only); the reader explains offline
-        splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed), EVAL_SPLITS,
+        splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents), EVAL_SPLITS,
                             cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
         for docs in splits.values():
             self.check_labels(docs)

@@ -29,6 +29,7 @@ from aetnet.config import RunConfig
 from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
 from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 
@@ -155,6 +156,7 @@ def read_docvqa(
     ocr: OcrSettings | None = None,
     cache_dir: str | Path | None = None,
     fuzzy_threshold: float = 0.8,
+    policy=None,
 ) -> dict[str, list[QAExample]]:
     """Read an official DocVQA JSON into question/page examples with located answer spans.
 
@@ -166,6 +168,8 @@ def read_docvqa(
         ocr: Tesseract settings; default :class:`OcrSettings` ().
         cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
         fuzzy_threshold: minimal similarity for a fuzzy answer match (see ``locate_answer``).
+        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a broken entry or page is
+            recorded and left out instead of stopping the read.
 
     Returns:
         ``{split: examples}`` with the split named by ``dataset_split`` (else the file stem), in the
@@ -188,7 +192,7 @@ def read_docvqa(
 
     pages: dict[str, Document] = {}
     examples: list[QAExample] = []
-    for i, entry in enumerate(record["data"]):
+    def read_entry(i: int, entry: Any) -> QAExample:
         for field in ("questionId", "question", "image"):
             if not isinstance(entry, dict) or entry.get(field) in (None, ""):
                 raise DataError(f"entry {i} has no '{field}'", json_path, f"data[{i}].{field}")
@@ -201,15 +205,19 @@ def read_docvqa(
             pages[image_rel].meta["docId"] = entry.get("docId")
         doc = pages[image_rel]
         answers = [str(a) for a in answers]
-        examples.append(
-            QAExample(
-                id=str(entry["questionId"]),
-                question=str(entry["question"]),
-                document=doc,
-                answers=answers,
-                answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
-            )
+        return QAExample(
+            id=str(entry["questionId"]),
+            question=str(entry["question"]),
+            document=doc,
+            answers=answers,
+            answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
         )
+
+    for i, entry in enumerate(record["data"]):
+        qid = str(entry.get("questionId", i)) if isinstance(entry, dict) else str(i)
+        example = guarded(policy, lambda i=i, entry=entry: read_entry(i, entry), split, qid, str(json_path))
+        if example is not None:
+            examples.append(example)
     blank = [d.id for d in pages.values() if d.image_path is None]
     if blank:
         logger.warning(
@@ -286,7 +294,7 @@ class DocVqaTask(QuestionAnsweringTask):
                 logger.info("%s has no gold answers (the official test split?); not used for training "
                             "or evaluation", json_file)
                 continue
-            for split, examples in read_docvqa(json_file, ocr=settings).items():
+            for split, examples in read_docvqa(json_file, ocr=settings, policy=self.bad_documents).items():
                 splits.setdefault(split, []).extend(examples)
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
                           group=lambda ex: ex.document.id)

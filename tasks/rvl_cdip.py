@@ -26,6 +26,7 @@ from PIL import Image
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 
@@ -252,7 +253,8 @@ def list_rvl_cdip(
 
 
 def ocr_pages(
-    entries: Sequence[PageEntry], ocr: OcrSettings | None = None, cache_dir: str | Path | None = None
+    entries: Sequence[PageEntry], ocr: OcrSettings | None = None, cache_dir: str | Path | None = None,
+    policy=None, split: str = "",
 ) -> list[Document]:
     """Recognise listed pages (cached) into documents with their class.
 
@@ -262,7 +264,9 @@ def ocr_pages(
         cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
     """
     settings = ocr or OcrSettings()
-    return [_ocr_document(e.doc_id, e.page(), e.label, e.source, settings, cache_dir) for e in entries]
+    docs = (guarded(policy, lambda e=e: _ocr_document(e.doc_id, e.page(), e.label, e.source, settings, cache_dir),
+                    split, e.doc_id, e.source) for e in entries)
+    return [d for d in docs if d is not None]
 
 
 def read_rvl_cdip(
@@ -411,7 +415,7 @@ class RvlCdipTask(SequenceClassificationTask):
         for name, chosen in entries.items():
             if limits[name] is not None:
                 chosen = chosen[: limits[name]]
-            splits[name] = ocr_pages(chosen, settings)
+            splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name)
             logger.info("RVL-CDIP %s: %d pages (OCR lang=%s psm=%d)", name, len(chosen), settings.lang,
                         settings.psm)
         return splits

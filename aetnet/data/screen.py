@@ -46,6 +46,12 @@ class BadDocuments:
             return None
 
 
+def guarded(policy: BadDocuments | None, fn: Callable[[], Any], split: str, doc_id: str | None = None,
+            source: str | None = None):
+    """``fn()`` under ``policy`` (``None``: errors propagate); ``None`` for a skipped document."""
+    return fn() if policy is None else policy.run(fn, split, doc_id, source)
+
+
 def check_document(doc: Document, box_level: str, need_words: bool) -> None:
     """Raise :class:`DataError` for what would break training on ``doc`` later."""
     where = doc.source or doc.id
