@@ -63,7 +63,8 @@ def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, d
 
     Returns:
         The merged model and a copy of ``meta`` whose ``strategy`` is ``full`` (the folder now holds
-        a plain model and loads as one), with ``merged_from`` naming the trained strategy.
+        a plain model and loads as one; the model's ``merged_strategy`` instead when it has one, e.g.
+        ``aet`` for aet-lora), with ``merged_from`` naming the trained strategy.
 
     Raises:
         AetnetError: the model has no adapters to merge.
@@ -74,7 +75,9 @@ def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, d
             f"({type(model).__name__} has no merge_and_unload); export it without --merge-lora"
         )
     merged = model.merge_and_unload()
-    meta = dict(meta, strategy="full", merged_from=meta.get("strategy"), lora_merged=True)
+    # A merged aet-lora model is an AETNet model (aligners included), not a plain LayoutLMv3.
+    strategy = getattr(model, "merged_strategy", "full")
+    meta = dict(meta, strategy=strategy, merged_from=meta.get("strategy"), lora_merged=True)
     return merged, meta
 
 

@@ -211,3 +211,37 @@ def test_aet_export_keeps_aligners_drops_training_parts_and_matches(funsd_run, t
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run(["logits"], {k: v.numpy() for k, v in inputs.items()})
     assert np.abs(onnx_logits - want.numpy()).max() <= 1e-4
+
+
+def test_lora_run_exported_with_merged_lora_matches_and_loads_in_transformers(aetnet_cache, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForTokenClassification
+
+    run = finetune("funsd", strategy="lora", base="tiny", demo=True, output=tmp_path / "lora-run",
+                   overrides=TINY_BUDGET + ["lora.r=4", "lora.alpha=8"])
+    out = tmp_path / "lora-export"
+    assert main(["export", str(run), "--output", str(out), "--merge-lora"]) == 0
+    meta = json.loads((out / "aetnet.json").read_text())
+    assert (meta["strategy"], meta["merged_from"], meta["lora_merged"]) == ("full", "lora", True)
+    assert not (out / "adapter").exists() and not (out / "base").exists()
+    merged = load_file(str(out / "model.safetensors"))
+    assert not any("lora_" in k or "base_layer" in k or "modules_to_save" in k for k in merged)
+    # The merged weight is base + (alpha / r) * B @ A, summed here rank by rank.
+    base = load_file(str(run / "model" / "base" / "model.safetensors"))
+    adapter = load_file(str(run / "model" / "adapter" / "adapter_model.safetensors"))
+    key = "layoutlmv3.encoder.layer.1.attention.self.value"
+    a, b = (adapter[f"base_model.model.{key}.lora_{x}.weight"] for x in "AB")
+    delta = sum(torch.outer(b[:, k], a[k]) for k in range(4))
+    assert delta.abs().max() > 0  # two training steps moved B away from zero
+    torch.testing.assert_close(merged[f"{key}.weight"], base[f"{key}.weight"] + (8 / 4) * delta,
+                               rtol=0, atol=1e-6)
+    reference = load_model(run)
+    inputs = _page_inputs(reference.processor)
+    with torch.no_grad():
+        want = reference.model(**inputs).logits
+        got = aetnet.load(out).model(**inputs).logits
+        hf = AutoModelForTokenClassification.from_pretrained(str(out)).eval()
+        got_hf = hf(**inputs).logits
+    assert type(hf).__name__ == "LayoutLMv3ForTokenClassification"
+    assert (got - want).abs().max().item() <= 1e-4
+    assert (got_hf - want).abs().max().item() <= 1e-4
