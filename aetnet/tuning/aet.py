@@ -9,7 +9,6 @@ saved inference folder back.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ _PHOTOMETRIC_OPS = ("sharpness", "autocontrast", "equalize", "posterize")
 class AETViews:
     """Per-item image views for AET: ``aug_pixel_values`` (I+) and optionally an augmented main image.
 
-    Each call draws from ``numpy.random.default_rng([seed, index, n])`` where ``n`` counts the calls for
-    that item (its epoch), so a run is reproducible while every epoch sees a new view.
+    Each item draws from ``numpy.random.default_rng([seed, index, epoch])``, with ``epoch`` set by
+    :class:`EpochCallback` at the start of every epoch, so a run is reproducible, every epoch sees
+    a new view, and a run resumed from a checkpoint sees exactly the views of the uninterrupted run.
 
     Args:
         size: LayoutLMv3's image side (I+ has the same size as the clean image).
@@ -56,7 +56,7 @@ class AETViews:
         self.main_mean, self.main_std = tuple(main_mean), tuple(main_std)
         self.seed = int(seed)
         self.augment_main = augment_main
-        self._calls: dict[int, int] = defaultdict(int)
+        self.epoch = 0
 
     def __call__(self, image: Image.Image, index: int) -> dict[str, torch.Tensor]:
         """Views of one page.
@@ -64,9 +64,7 @@ class AETViews:
         Returns:
             ``{"aug_pixel_values": (3, S, S)}`` and, with ``augment_main``, ``"pixel_values": (3, S, S)``.
         """
-        count = self._calls[index]
-        self._calls[index] += 1
-        rng = np.random.default_rng([self.seed, int(index), count])
+        rng = np.random.default_rng([self.seed, int(index), self.epoch])
         views = {"aug_pixel_values": to_tensor_normalized(momentum_view(image, self.size, rng), self.size,
                                                           self.vit_mean, self.vit_std)}
         if self.augment_main:
@@ -76,6 +74,16 @@ class AETViews:
                                  ops=_PHOTOMETRIC_OPS)
             views["pixel_values"] = to_tensor_normalized(main, self.size, self.main_mean, self.main_std)
         return views
+
+
+class EpochCallback(TrainerCallback):
+    """Tells :class:`AETViews` which epoch starts (also the epoch a resumed run starts in)."""
+
+    def __init__(self, views: AETViews) -> None:
+        self.views = views
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.views.epoch = int(state.epoch or 0)
 
 
 class MomentumCallback(TrainerCallback):
@@ -128,12 +136,14 @@ class AETStrategy(Strategy):
         size = image_processor.size
         side = int(size) if isinstance(size, int) else int(size["height"])
         vit_mean, vit_std = VIT_NORMS[cfg.aet.vit_norm]
-        return AETViews(side, vit_mean, vit_std, image_processor.image_mean, image_processor.image_std,
-                        seed=cfg.train.seed, augment_main=cfg.aet.augment_main_image)
+        self._views = AETViews(side, vit_mean, vit_std, image_processor.image_mean, image_processor.image_std,
+                               seed=cfg.train.seed, augment_main=cfg.aet.augment_main_image)
+        return self._views
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
-        """The EMA update after every optimizer step."""
-        return [MomentumCallback(model)]
+        """The EMA update after every optimizer step, and the epoch for the views."""
+        views = getattr(self, "_views", None)
+        return [MomentumCallback(model)] + ([EpochCallback(views)] if views is not None else [])
 
     def load(self, path: str | Path, meta: dict[str, Any]) -> AETNetModel:
         """The inference model saved in ``path`` (``aetnet.json`` metadata gives the task kind)."""
