@@ -26,7 +26,7 @@ def find_recipe(recipe: str | Path | None, task: str, strategy: str) -> Path | N
     """
     task_dir = task.replace("-", "_")
     if recipe is None:
-        default = recipes_dir() / task_dir / f"{strategy}.yaml"
+        default = recipes_dir() / task_dir / f"{strategy.replace('-', '_')}.yaml"
         return default if default.is_file() else None
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") and path.is_file():

@@ -95,7 +95,7 @@ def test_second_invocation_reruns_nothing_and_resumes_a_missing_run(comparison):
     assert {p: p.stat().st_mtime_ns for p in kept} == {p: mtimes[p] for p in kept}
 
 
-@pytest.mark.parametrize("names,bad", [("head,bogus", "bogus"), ("head,aet-lora", "aet-lora")])
+@pytest.mark.parametrize("names,bad", [("head,bogus", "bogus"), ("head,aet-loraa", "aet-loraa")])
 def test_unknown_strategy_fails_before_anything_runs(tmp_path, names, bad):
     out = tmp_path / "cmp"
     with pytest.raises(AetnetError, match=rf"unknown strategy '{bad}'; choose one of: .*lora.*prompt"):

@@ -59,3 +59,11 @@ def test_every_shipped_recipe_loads():
     for name in names:
         cfg = resolve_config(load_recipe_dict(recipes_dir() / f"{name}.yaml"))
         assert cfg.task.replace("-", "_") == name.split("/")[0]
+
+
+def test_default_recipe_for_every_strategy_with_a_dash():
+    from aetnet.recipes_io import find_recipe
+
+    path = find_recipe(None, "funsd", "aet-lora")
+    assert path is not None and path.name == "aet_lora.yaml"
+    assert find_recipe(None, "rvl-cdip", "full").parent.name == "rvl_cdip"
