@@ -40,3 +40,22 @@ def tiny_base() -> Path:
     from aetnet.models.tiny import ensure_tiny_base
 
     return ensure_tiny_base()
+
+
+@pytest.fixture(scope="session")
+def aetnet_cache() -> Path:
+    """The session's ``AETNET_CACHE`` folder (tiny base, demos, OCR cache)."""
+    return Path(os.environ["AETNET_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def funsd_run(aetnet_cache, tmp_path_factory) -> Path:
+    """A tiny FUNSD run on the demo, trained once per session and shared by the tests that need a
+    trained model folder (export, predict)."""
+    from aetnet.train.runner import finetune
+
+    run = tmp_path_factory.getbasetemp() / "tiny-funsd-run"
+    if not (run / "model" / "aetnet.json").is_file():
+        finetune("funsd", base="tiny", demo=True, output=run, overrides=[
+            "train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2", "data.max_eval_documents=1"])
+    return run

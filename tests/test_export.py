@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,28 +19,6 @@ from aetnet.train.runner import finetune, load_model
 
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
                "data.max_eval_documents=1"]
-
-
-@pytest.fixture(scope="session")
-def aetnet_cache(tmp_path_factory):
-    """One AETNET_CACHE for the session (tiny base, OCR cache), restored afterwards."""
-    root = tmp_path_factory.getbasetemp() / "aetnet-cache"
-    old = os.environ.get("AETNET_CACHE")
-    os.environ["AETNET_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("AETNET_CACHE", None)
-    else:
-        os.environ["AETNET_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def funsd_run(aetnet_cache, tmp_path_factory) -> Path:
-    """A tiny FUNSD run, trained once per session (shared with test_predict through the base temp)."""
-    run = tmp_path_factory.getbasetemp() / "tiny-funsd-run"
-    if not (run / "model" / "aetnet.json").is_file():
-        finetune("funsd", base="tiny", demo=True, output=run, overrides=TINY_BUDGET)
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -16,37 +16,16 @@ from PIL import Image, ImageDraw, ImageFont
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError, DataError
 from aetnet.predict import PDF_DPI, Predictor, group_entities, line_segments
-from aetnet.train.runner import finetune, load_processor, save_model
+from aetnet.train.runner import load_processor, save_model
 
-DATA = Path("/work/shared/data")
+# The real samples: $AETNET_SHARED_DATA or ../shared/data beside the checkout (see conftest.py).
+DATA = Path(os.environ.get("AETNET_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FUNSD_PAGE = DATA / "funsd/dataset/testing_data/images/82092117.png"
 RVL_PAGE = DATA / "rvl_cdip/images/80035521.tif"
 DOCVQA_PAGE = DATA / "docvqa/documents/ffhx0227_1.png"
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
                "data.max_eval_documents=1"]
 CLASSES = ["letter", "form", "email", "invoice"]
-
-
-@pytest.fixture(scope="session")
-def aetnet_cache(tmp_path_factory):
-    """One AETNET_CACHE for the session (tiny base, OCR cache), restored afterwards."""
-    root = tmp_path_factory.getbasetemp() / "aetnet-cache"
-    old = os.environ.get("AETNET_CACHE")
-    os.environ["AETNET_CACHE"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("AETNET_CACHE", None)
-    else:
-        os.environ["AETNET_CACHE"] = old
-
-
-@pytest.fixture(scope="session")
-def funsd_run(aetnet_cache, tmp_path_factory) -> Path:
-    """A tiny FUNSD run, trained once per session (shared with test_export through the base temp)."""
-    run = tmp_path_factory.getbasetemp() / "tiny-funsd-run"
-    if not (run / "model" / "aetnet.json").is_file():
-        finetune("funsd", base="tiny", demo=True, output=run, overrides=TINY_BUDGET)
-    return run
 
 
 def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
