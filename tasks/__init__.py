@@ -9,7 +9,9 @@ if __name__ != "aetnet.tasks":  # pragma: no cover - guard against a second regi
         "install the package (pip install -e .) and run pytest with --import-mode=importlib"
     )
 
-from aetnet.tasks import funsd  # noqa: E402,F401
-from aetnet.tasks import cord  # noqa: E402,F401
-from aetnet.tasks import rvl_cdip  # noqa: E402,F401
-from aetnet.tasks import docvqa  # noqa: E402,F401
+from aetnet.tasks import (
+    cord,  # noqa: E402,F401
+    docvqa,  # noqa: E402,F401
+    funsd,  # noqa: E402,F401
+    rvl_cdip,  # noqa: E402,F401
+)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aetnet.tasks.base import TokenClassificationTask, map_splits
 from PIL import Image
 
 from aetnet.config import RunConfig
@@ -38,6 +37,7 @@ from aetnet.data.document import Box, Document
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
+from aetnet.tasks.base import TokenClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 

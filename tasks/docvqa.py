@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 from PIL import Image
 
 from aetnet.config import RunConfig
@@ -32,6 +31,7 @@ from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
+from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 
 logger = logging.getLogger(__name__)
 

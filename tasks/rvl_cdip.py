@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aetnet.tasks.base import SequenceClassificationTask, map_splits
 from PIL import Image
 
 from aetnet.config import RunConfig
@@ -29,6 +28,7 @@ from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
+from aetnet.tasks.base import SequenceClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import random
 import re
 from pathlib import Path
 
-import pytest
 import pytesseract
+import pytest
 from PIL import Image, ImageOps
 
 from aetnet.data import demo

@@ -29,7 +29,8 @@ def test_torchrun_two_processes_match_one(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    _run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "aetnet", "finetune", "funsd",
+    _run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+          "-m", "aetnet", "finetune", "funsd",
           "--output", str(tmp_path / "two"), "train.batch_size=2", *COMMON], tmp_path)
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

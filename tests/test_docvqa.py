@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-import pytest
 import pytesseract
+import pytest
 from PIL import Image
 
 from aetnet.errors import DataError

@@ -9,7 +9,13 @@ import pytest
 from aetnet.data.boxes import document_boxes, looks_normalized, normalize_box
 from aetnet.data.document import Document
 from aetnet.errors import AetnetError, DataError
-from aetnet.tasks.funsd import FUNSD_LABELS, find_funsd_root, load_funsd, parse_funsd_annotation, read_funsd_hf
+from aetnet.tasks.funsd import (
+    FUNSD_LABELS,
+    find_funsd_root,
+    load_funsd,
+    parse_funsd_annotation,
+    read_funsd_hf,
+)
 
 
 def _json_counts(folder):

@@ -7,8 +7,8 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import pytesseract
+import pytest
 from PIL import Image, ImageDraw
 
 from aetnet.data import ocr as ocr_mod

@@ -132,9 +132,8 @@ def test_decode_spans_matches_brute_force():
 def test_map_splits_prefers_named_eval_then_carves_out_whole_pages():
     from types import SimpleNamespace as NS
 
-    from aetnet.tasks.base import map_splits
-
     from aetnet.errors import AetnetError
+    from aetnet.tasks.base import map_splits
 
     train, dev, test = [NS(id=f"t{i}") for i in range(5)], [NS(id="d0")], [NS(id="x0"), NS(id="x1")]
     out = map_splits({"train": train, "dev": dev, "test": test}, ("test", "dev"), 0.2, 0, "here")
@@ -195,7 +194,6 @@ def test_rvl_cdip_full_demo(tmp_path, monkeypatch):
     from aetnet.tasks.rvl_cdip import RVL_CDIP_CLASSES
 
     # Tesseract's OpenMP threads only fight each other on a small shared machine (3x slower here).
-    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
     run_dir, metrics, records = _finetune(tmp_path, "rvl-cdip")
     assert {"accuracy", "macro_f1", "confusion_matrix"} <= set(metrics)
     cm = np.array(metrics["confusion_matrix"])
@@ -246,7 +244,6 @@ def test_inspect_cord_demo_json(capsys):
 
 @pytest.mark.parametrize("task,metric", [("cord", "f1"), ("rvl-cdip", "accuracy"), ("docvqa", "anls")])
 def test_aet_strategy_trains_every_task(tmp_path, monkeypatch, task, metric):
-    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
     run_dir, metrics, _ = _finetune(tmp_path, task, "aet", ("aet.queue_size=8",))
     assert metric in metrics and np.isfinite(metrics["train_loss"])
     state = json.loads(next((run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     metrics_path = Path(run_dir) / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        headline = {k: metrics[k] for k in ("f1", "precision", "recall", "accuracy", "macro_f1", "anls", "exact_match") if k in metrics}
+        keys = ("f1", "precision", "recall", "accuracy", "macro_f1", "anls", "exact_match")
+        headline = {k: metrics[k] for k in keys if k in metrics}
         print(json.dumps({"run_dir": str(run_dir), **headline}, indent=2))
     return 0

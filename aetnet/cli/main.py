@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from aetnet.threads import respect_omp_thread_limit
+
+    respect_omp_thread_limit()
     if args.command is None:
         parser.print_help()
         return 1

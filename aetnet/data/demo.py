@@ -135,7 +135,7 @@ def corpus_path() -> Path:
 
 
 # --------------------------------------------------------------------------------------- drawing
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)

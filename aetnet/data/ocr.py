@@ -11,12 +11,14 @@ The cache lives in ``$AETNET_CACHE/ocr`` when the ``AETNET_CACHE`` environment v
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from PIL import Image
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
+_ENV_LOCK = threading.Lock()
 
 #: Bump when the cached record's layout changes, so old files are ignored rather than misread.
 _CACHE_FORMAT = 1
@@ -171,6 +174,26 @@ def _write_cache(path: Path, record: dict[str, Any]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _single_threaded_tesseract():
+    """``OMP_THREAD_LIMIT=1`` for the Tesseract child process only.
+
+    Tesseract's OpenMP threads fight over a page (about 3x slower on 2 cores). The variable must not
+    leak into this process's later children: a PyTorch process started with a limit below its
+    thread count computes wrong convolution gradients (see :mod:`aetnet.threads`). This process's
+    own OpenMP runtime read its environment at start-up and is unaffected. A user's setting wins.
+    """
+    if "OMP_THREAD_LIMIT" in os.environ:
+        yield
+        return
+    with _ENV_LOCK:
+        os.environ["OMP_THREAD_LIMIT"] = "1"
+        try:
+            yield
+        finally:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+
+
 def _run_tesseract(page: Image.Image, settings: OcrSettings) -> tuple[list[str], list[list[float]]]:
     pytesseract = _pytesseract()
     if page.mode not in ("1", "L", "RGB", "RGBA"):
@@ -180,13 +203,11 @@ def _run_tesseract(page: Image.Image, settings: OcrSettings) -> tuple[list[str],
         # Tesseract then lays the page out differently; a format-less copy is always sent as
         # PNG, so the same pixels give the same words whether they came from a path or a PIL image.
         page = page.copy()
-    # Tesseract's OpenMP threads fight over small pages (about 3x slower on 2 cores); one thread
-    # per page is faster, and parallelism belongs to the caller. A user's own setting wins.
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     try:
-        data = pytesseract.image_to_data(
-            page, lang=settings.lang, config=settings.tesseract_config(), output_type=pytesseract.Output.DICT
-        )
+        with _single_threaded_tesseract():
+            data = pytesseract.image_to_data(
+                page, lang=settings.lang, config=settings.tesseract_config(), output_type=pytesseract.Output.DICT
+            )
     except pytesseract.TesseractNotFoundError:
         raise AetnetError(f"the Tesseract OCR binary was not found; {_INSTALL_HINT}") from None
     except pytesseract.TesseractError as exc:

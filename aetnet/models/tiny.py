@@ -20,7 +20,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 #: Sizes of the tiny models: small enough for a CPU test, shaped like the real thing.
 TINY_HIDDEN = 64
 TINY_LAYERS = 2
@@ -136,7 +136,15 @@ def build_tiny_base(out_dir: str | Path, seed: int = 0) -> Path:
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        LayoutLMv3Model(cfg_l).save_pretrained(out_dir / "layoutlmv3")
+        layoutlmv3 = LayoutLMv3Model(cfg_l)
+        # transformers initialises the visual CLS token and position embeddings to zeros; the
+        # visual CLS then enters LayerNorm(eps=1e-6) as a constant vector, whose gradient is scaled
+        # by 1/sqrt(eps) = 1000 and, after clipping, starves every other parameter. Pretrained
+        # checkpoints have trained values there; give the tiny model small random ones (as ViT does).
+        with torch.no_grad():
+            torch.nn.init.trunc_normal_(layoutlmv3.cls_token, std=0.02)
+            torch.nn.init.trunc_normal_(layoutlmv3.pos_embed, std=0.02)
+        layoutlmv3.save_pretrained(out_dir / "layoutlmv3")
         ViTModel(cfg_v, add_pooling_layer=False).save_pretrained(out_dir / "image_aligner")
         RobertaModel(cfg_r, add_pooling_layer=False).save_pretrained(out_dir / "text_aligner")
     finally:

@@ -23,6 +23,7 @@ from aetnet.data.encoding import Collator, WindowDataset
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.errors import AetnetError
 from aetnet.registry import STRATEGIES, TASKS
+from aetnet.threads import respect_omp_thread_limit
 from aetnet.tuning.base import BasePaths, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     from aetnet.models.tiny import resolve_base
     from aetnet.train.trainer import build_trainer
 
+    respect_omp_thread_limit()
     set_seed(cfg.train.seed)
     task = get_task(cfg.task)
     strategy = get_strategy(cfg.strategy)
@@ -141,7 +143,6 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     labels = task.label_list(splits)
     label2id = {label: i for i, label in enumerate(labels)} if labels else None
     train_windows = task.encode(train_ex, processor.tokenizer, label2id, cfg)
-    eval_windows = task.encode(eval_ex, processor.tokenizer, label2id, cfg)
 
     run_dir = Path(cfg.output) if cfg.output else default_run_dir(cfg)
     cfg.output = str(run_dir)
