@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.cli.finetune import DEMO_OVERRIDES
+    from aetnet.cli.finetune import demo_overrides
     from aetnet.compare import compare
     from aetnet.registry import STRATEGIES
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         import aetnet.tuning  # noqa: F401  (registers the built-in strategies)
 
         strategies = STRATEGIES.names()
-    overrides = (list(DEMO_OVERRIDES) if args.demo else []) + list(args.overrides)
+    overrides = (demo_overrides(args.task) if args.demo else []) + list(args.overrides)
     out_dir = compare(
         args.task,
         strategies,
