@@ -117,6 +117,8 @@ class AETConfig:
     """``none`` (w+ differs from w~ by dropout only, as released) or ``mask`` (token masking)."""
     mask_prob: float = 0.15
     alignment_for_classification: bool = True
+    mask_same_document: bool = False
+    """Windows of one long document are not each other's negatives (batch and queue, DITC/IMC/GLITC)."""
 
     def __post_init__(self) -> None:
         _choice("aet.pita_form", self.pita_form, ("cosine", "ce"))

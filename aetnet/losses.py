@@ -63,6 +63,35 @@ def _soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+#: Logit given to keys that are other windows of the query's own document (never a negative).
+_MASKED = -1e9
+
+
+def _same_document(doc_ids: Tensor | None, key_ids: Tensor | None) -> Tensor | None:
+    """(B, B+K) True where a key is ANOTHER window of the query's document (the diagonal stays False).
+
+    Args:
+        doc_ids: (B,) document id of each batch row, or None (no masking).
+        key_ids: (K,) document id of each queue column (-1 for unknown), or None (no queue ids).
+    """
+    if doc_ids is None:
+        return None
+    doc_ids = doc_ids.reshape(-1)
+    keys = doc_ids if key_ids is None else torch.cat([doc_ids, key_ids.to(doc_ids.device)])
+    same = doc_ids[:, None] == keys[None, :]
+    same[:, : doc_ids.shape[0]].fill_diagonal_(False)
+    return same
+
+
+def _mask(logits: Tensor, same: Tensor | None) -> Tensor:
+    if same is None:
+        return logits
+    if same.shape != logits.shape:
+        raise ValueError(f"document ids give a mask of shape {tuple(same.shape)} for logits {tuple(logits.shape)}; "
+                         "pass doc_ids (B,) and queue ids (K,)")
+    return logits.masked_fill(same, _MASKED)
+
+
 def _albef_targets(sim_m: Tensor, alpha: float) -> Tensor:
     """``alpha * softmax(sim_m) + (1 - alpha) * onehot(diag)`` for (B, B+K) momentum logits."""
     onehot = torch.zeros_like(sim_m)
@@ -81,6 +110,8 @@ def ditc_loss(
     text_queue: Tensor,
     temp: float | Tensor,
     alpha: float = 0.4,
+    doc_ids: Tensor | None = None,
+    queue_ids: Tensor | None = None,
 ) -> Tensor:
     """Document-level image-text contrastive loss with ALBEF soft targets.
 
@@ -97,6 +128,9 @@ def ditc_loss(
         text_queue: (D, K) queued momentum text features.
         temp: temperature tau, a float or a 0-d tensor.
         alpha: weight of the soft targets; 0 gives plain hard-target InfoNCE.
+        doc_ids: optional (B,) document ids: keys that are other windows of the query's document
+            (in the batch, or in the queue via ``queue_ids``) are removed from its candidates.
+        queue_ids: optional (K,) document ids of the queue columns (-1 matches nothing).
 
     Returns:
         0-d tensor, the mean of the image-to-text and text-to-image losses.
@@ -115,11 +149,12 @@ def ditc_loss(
 
     text_keys = torch.cat([text_feat_m.t(), text_queue], dim=1)  # (D, B+K)
     image_keys = torch.cat([image_feat_m.t(), image_queue], dim=1)  # (D, B+K)
-    sim_i2t = image_feat @ text_keys / temp
-    sim_t2i = text_feat @ image_keys / temp
+    same = _same_document(doc_ids, queue_ids)
+    sim_i2t = _mask(image_feat @ text_keys / temp, same)
+    sim_t2i = _mask(text_feat @ image_keys / temp, same)
     with torch.no_grad():
-        targets_i2t = _albef_targets(image_feat_m @ text_keys / temp, alpha)
-        targets_t2i = _albef_targets(text_feat_m @ image_keys / temp, alpha)
+        targets_i2t = _albef_targets(_mask(image_feat_m @ text_keys / temp, same), alpha)
+        targets_t2i = _albef_targets(_mask(text_feat_m @ image_keys / temp, same), alpha)
     loss_i2t = _soft_cross_entropy(sim_i2t, targets_i2t)
     loss_t2i = _soft_cross_entropy(sim_t2i, targets_t2i)
     return 0.5 * (loss_i2t + loss_t2i)
@@ -133,6 +168,8 @@ def imc_loss(
     image_queue: Tensor,
     text_queue: Tensor,
     temp: float | Tensor,
+    doc_ids: Tensor | None = None,
+    queue_ids: Tensor | None = None,
 ) -> Tensor:
     """Intra-modal contrastive loss: each modality against an augmented view of itself.
 
@@ -152,6 +189,7 @@ def imc_loss(
         image_queue: (D, K) queued momentum image features.
         text_queue: (D, K) queued momentum text features.
         temp: temperature tau, a float or a 0-d tensor.
+        doc_ids, queue_ids: optional document ids, as in :func:`ditc_loss`.
 
     Returns:
         0-d tensor, the mean of the image and text terms.
@@ -167,8 +205,9 @@ def imc_loss(
             raise ValueError(f"{name} has feature size {q.shape[0]}, expected {image_feat.shape[1]}.")
 
     target = torch.arange(image_feat.shape[0], device=image_feat.device)
-    logits_img = image_feat @ torch.cat([image_feat_pos.t(), image_queue], dim=1) / temp
-    logits_txt = text_feat @ torch.cat([text_feat_pos.t(), text_queue], dim=1) / temp
+    same = _same_document(doc_ids, queue_ids)  # other windows of the same document are no negatives
+    logits_img = _mask(image_feat @ torch.cat([image_feat_pos.t(), image_queue], dim=1) / temp, same)
+    logits_txt = _mask(text_feat @ torch.cat([text_feat_pos.t(), text_queue], dim=1) / temp, same)
     return 0.5 * (F.cross_entropy(logits_img, target) + F.cross_entropy(logits_txt, target))
 
 
@@ -177,6 +216,7 @@ def glitc_loss(
     local_feat_m: Tensor,
     temp: float | Tensor,
     local_mask: Tensor | None = None,
+    doc_ids: Tensor | None = None,
 ) -> Tensor:
     """Global-local contrastive loss for ONE modality (call once per modality and average).
 
@@ -194,6 +234,8 @@ def glitc_loss(
         local_feat_m: (B, N, D) momentum local features (patches or tokens), L2-normalised.
         temp: temperature tau, a float or a 0-d tensor.
         local_mask: (B, N) bool or 0/1; nonzero marks a valid local. None means all valid.
+        doc_ids: optional (B,) document ids; the locals of other windows of the same document are
+            not negatives.
 
     Returns:
         0-d tensor. With B == 1 there are no negatives: returns zero (attached to the graph) and
@@ -226,7 +268,8 @@ def glitc_loss(
 
     sim = (global_feat @ local_feat_m.reshape(B * N, D).t() / temp).view(B, B, N)  # [b, c, j]
     eye = torch.eye(B, dtype=torch.bool, device=sim.device)
-    is_negative = ~eye[:, :, None] & valid[None, :, :]  # (B, B, N)
+    other = ~eye if doc_ids is None else doc_ids.reshape(-1)[:, None] != doc_ids.reshape(-1)[None, :]
+    is_negative = other[:, :, None] & valid[None, :, :]  # (B, B, N)
     neg_lse = sim.masked_fill(~is_negative, float("-inf")).flatten(1).logsumexp(dim=1)  # (B,)
     pos = sim.diagonal(dim1=0, dim2=1).t()  # (B, N): pos[b, i] = sim[b, b, i]
     # -log(e^p / (e^p + e^n)) = logaddexp(p, n) - p; n = -inf (no negatives) gives exactly 0.

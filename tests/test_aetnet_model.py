@@ -245,3 +245,37 @@ def test_finetune_demo_end_to_end_and_evaluate(tmp_path):
     again = evaluate_model(run_dir / "model", None, demo=True)
     for key in ("precision", "recall", "f1"):
         assert again[key] == metrics[key]
+
+
+def test_same_document_masking_in_the_model():
+    """Distinct document ids change nothing; a shared id removes negatives; the queue keeps the ids."""
+    batch = make_batch()
+    plain = make_model(mask_same_document=True).train()(**batch)
+    distinct = make_model(mask_same_document=True).train()(**batch, doc_ids=torch.arange(B))
+    for name in ("ditc", "imc", "glitc"):
+        assert float(distinct[f"{name}_loss"]) == pytest.approx(float(plain[f"{name}_loss"]), rel=1e-6)
+    model = make_model(mask_same_document=True).train()
+    shared = model(**batch, doc_ids=torch.tensor([4, 4] + list(range(B - 2))))
+    assert float(shared["glitc_loss"]) != pytest.approx(float(plain["glitc_loss"]), rel=1e-4)
+    assert model.alignment.image_queue.ids[:B].tolist() == [4, 4] + list(range(B - 2))
+    # The option off: ids are ignored entirely.
+    off = make_model(mask_same_document=False).train()
+    out = off(**batch, doc_ids=torch.tensor([4, 4] + list(range(B - 2))))
+    assert float(out["ditc_loss"]) == pytest.approx(float(plain["ditc_loss"]), rel=1e-6)
+    assert off.alignment.image_queue.ids.eq(-1).all()
+
+
+def test_finetune_with_same_document_masking_on_windowed_pages(tmp_path):
+    from aetnet.train.runner import finetune
+
+    run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "run", overrides=[
+        "train.max_steps=2", "train.batch_size=4", "data.max_length=64", "data.stride=16",
+        "data.max_train_documents=2", "data.max_eval_documents=1", "aet.mask_same_document=true",
+        "aet.queue_size=8"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_windows"] > metrics["train_documents"]  # pages really were split
+    from safetensors.torch import load_file
+
+    state = load_file(run / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    ids = state["alignment.image_queue.ids"].tolist()
+    assert set(ids) <= {-1, 0, 1} and sum(i >= 0 for i in ids) == 8  # 2 steps x 4 windows of docs 0/1

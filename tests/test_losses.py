@@ -462,3 +462,60 @@ def test_pita_argument_errors():
         pita_loss(patch, tokens, bbox, attn, grid=3)
     with pytest.raises(ValueError, match="bbox"):
         pita_loss(patch, tokens, bbox[:, :2], attn, grid=2)
+
+
+# ----------------------------------------------------------------------------- same-document masking
+
+
+def _contrastive_ref_docs(queries, keys_batch, queue, temp, doc, qdoc, alpha=0.0, queries_m=None) -> float:
+    """As _contrastive_ref, but the keys that are other windows of row b's document are dropped
+    from row b's candidate list before anything is computed."""
+    total = 0.0
+    for b in range(queries.shape[0]):
+        keys = [keys_batch[c] for c in range(keys_batch.shape[0]) if c == b or doc[c] != doc[b]]
+        keys += [queue[:, k] for k in range(queue.shape[1]) if qdoc[k] != doc[b]]
+        positive = sum(1 for c in range(b) if doc[c] != doc[b])  # index of key b after dropping
+        logp = _log_softmax([_dot(queries[b], k) / temp for k in keys])
+        onehot = [1.0 if j == positive else 0.0 for j in range(len(keys))]
+        target = onehot
+        if alpha:
+            soft = [math.exp(x) for x in _log_softmax([_dot(queries_m[b], k) / temp for k in keys])]
+            target = [alpha * s + (1 - alpha) * o for s, o in zip(soft, onehot)]
+        total += -sum(t * lp for t, lp in zip(target, logp))
+    return total / queries.shape[0]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4])
+def test_ditc_and_imc_drop_other_windows_of_the_same_document(alpha):
+    (v, w, v_m, w_m), (iq, tq) = _ditc_inputs(B=4, K=5)
+    doc, qdoc = [3, 3, 5, 6], [-1, 5, 3, 9, 6]
+    ids, qids = torch.tensor(doc), torch.tensor(qdoc)
+    got = ditc_loss(v, w, v_m, w_m, iq, tq, 0.07, alpha=alpha, doc_ids=ids, queue_ids=qids)
+    expected = 0.5 * (_contrastive_ref_docs(v, w_m, tq, 0.07, doc, qdoc, alpha, v_m)
+                      + _contrastive_ref_docs(w, v_m, iq, 0.07, doc, qdoc, alpha, w_m))
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    assert got.item() != pytest.approx(ditc_loss(v, w, v_m, w_m, iq, tq, 0.07, alpha=alpha).item(), rel=1e-6)
+    got = imc_loss(v, w, v_m, w_m, iq, tq, 0.07, doc_ids=ids, queue_ids=qids)
+    expected = 0.5 * (_contrastive_ref_docs(v, v_m, iq, 0.07, doc, qdoc)
+                      + _contrastive_ref_docs(w, w_m, tq, 0.07, doc, qdoc))
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    # All ids distinct (and unknown queue ids): identical to no masking.
+    distinct = ditc_loss(v, w, v_m, w_m, iq, tq, 0.07, alpha=alpha, doc_ids=torch.arange(4),
+                         queue_ids=torch.full((5,), -1))
+    assert distinct.item() == pytest.approx(ditc_loss(v, w, v_m, w_m, iq, tq, 0.07, alpha=alpha).item(), rel=1e-12)
+
+
+def test_glitc_ignores_locals_of_other_windows_of_the_same_document():
+    B, N, D = 4, 3, 6
+    g, locs = _normed(B, D, seed=21), _normed(B, N, D, seed=22)
+    doc = [0, 0, 1, 2]
+    got = glitc_loss(g, locs, 0.1, doc_ids=torch.tensor(doc))
+    per_doc = []
+    for b in range(B):
+        negs = [_dot(g[b], locs[c, j]) / 0.1 for c in range(B) if doc[c] != doc[b] for j in range(N)]
+        terms = []
+        for i in range(N):
+            pos = _dot(g[b], locs[b, i]) / 0.1
+            terms.append(-pos + math.log(math.exp(pos) + sum(math.exp(n) for n in negs)))
+        per_doc.append(sum(terms) / N)
+    assert got.item() == pytest.approx(sum(per_doc) / B, rel=1e-9)

@@ -81,15 +81,26 @@ def test_sequential_enqueues_match_list_ring(sizes):
 def test_buffers_round_trip_through_state_dict(tmp_path):
     torch.manual_seed(1)
     q = FeatureQueue(4, 7)
-    q.enqueue(_batch(5, 4, seed=9))
+    q.enqueue(_batch(5, 4, seed=9), ids=torch.arange(10, 15))
     state = q.state_dict()
-    assert set(state) == {"queue", "ptr"}
+    assert set(state) == {"queue", "ptr", "ids"}
     torch.save(state, tmp_path / "q.pt")
     torch.manual_seed(2)
     restored = FeatureQueue(4, 7)
     assert not torch.equal(restored.queue, q.queue)
-    restored.load_state_dict(torch.load(tmp_path / "q.pt"))
+    restored.load_state_dict(torch.load(tmp_path / "q.pt", weights_only=True))
     assert torch.equal(restored.queue, q.queue) and int(restored.ptr) == 5
+    assert restored.ids.tolist() == [10, 11, 12, 13, 14, -1, -1]
+
+
+def test_ids_follow_the_ring():
+    q = FeatureQueue(4, 5)
+    q.enqueue(_batch(3, 4, seed=1), ids=torch.tensor([7, 8, 9]))
+    q.enqueue(_batch(4, 4, seed=2), ids=torch.tensor([1, 2, 3, 4]))
+    # Columns 3, 4, 0, 1 were written by the second batch, column 2 keeps the first batch's id 9.
+    assert q.ids.tolist() == [3, 4, 9, 1, 2]
+    q.enqueue(_batch(1, 4, seed=3))
+    assert q.ids.tolist() == [3, 4, -1, 1, 2]
 
 
 def test_rejects_wrong_shape_and_casts_dtype():

@@ -142,6 +142,8 @@ class WindowDataset(torch.utils.data.Dataset):
         image_processor: the LayoutLMv3 image processor (resize + normalise).
         extra_views: optional callable ``(image, index) -> dict`` adding tensors (for example the
             AET momentum view I+) to each item.
+        doc_ids: add ``doc_ids`` (the window's document index) to each item, for models that keep
+            windows of one document apart (AET's same-document masking).
     """
 
     def __init__(
@@ -150,7 +152,9 @@ class WindowDataset(torch.utils.data.Dataset):
         documents: Sequence[Document],
         image_processor,
         extra_views: Callable[[Any, int], dict[str, torch.Tensor]] | None = None,
+        doc_ids: bool = False,
     ):
+        self.doc_ids = doc_ids
         self.windows = list(windows)
         self.documents = documents
         self.image_processor = image_processor
@@ -176,6 +180,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if window.start_positions is not None:
             item["start_positions"] = torch.tensor(window.start_positions, dtype=torch.long)
             item["end_positions"] = torch.tensor(window.end_positions, dtype=torch.long)
+        if self.doc_ids:
+            item["doc_ids"] = torch.tensor(window.doc_index, dtype=torch.long)
         if self.extra_views is not None:
             item.update(self.extra_views(image, i))
         return item

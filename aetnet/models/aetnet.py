@@ -231,6 +231,7 @@ class AETNetModel(nn.Module):
         start_positions: Tensor | None = None,
         end_positions: Tensor | None = None,
         aug_pixel_values: Tensor | None = None,
+        doc_ids: Tensor | None = None,
         **kw,
     ) -> AETNetOutput:
         """Aligners -> fused LayoutLMv3 -> task loss; in training also the alignment losses.
@@ -243,6 +244,8 @@ class AETNetModel(nn.Module):
             labels: (B, L) token labels or (B,) document labels; None at inference.
             start_positions, end_positions: (B,) answer spans for QA.
             aug_pixel_values: (B, 3, S, S) augmented view I+ in the ViT normalisation (training).
+            doc_ids: (B,) document index of each window; with ``aet.mask_same_document`` other
+                windows of the same document are left out of every loss's negatives (batch and queue).
             **kw: further LayoutLMv3 inputs (e.g. ``token_type_ids``).
 
         Returns:
@@ -267,7 +270,7 @@ class AETNetModel(nn.Module):
             return result
 
         terms = self._alignment_losses(vit_in, image_hidden, text_hidden, input_ids, bbox, attention_mask,
-                                       aug_pixel_values)
+                                       aug_pixel_values, doc_ids if self.aet.mask_same_document else None)
         aet = self.aet
         total = sum(getattr(aet, f"{name}_weight") * value for name, value in terms.items())
         if out.loss is not None:
@@ -287,6 +290,7 @@ class AETNetModel(nn.Module):
         bbox: Tensor,
         attention_mask: Tensor,
         aug_pixel_values: Tensor | None,
+        doc_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """DITC, IMC, GLITC and PITA for one batch, then enqueue the momentum CLS features."""
         global _NO_AUG_WARNED
@@ -322,21 +326,22 @@ class AETNetModel(nn.Module):
             text_locals = align.text_proj_m(text_m[:B, 1:])  # (B, L-1, D)
             image_queue = align.image_queue.queue.clone()
             text_queue = align.text_queue.queue.clone()
+            queue_ids = align.image_queue.ids.clone() if doc_ids is not None else None
 
         terms = {
             "ditc": ditc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue,
-                              temp, aet.alpha),
+                              temp, aet.alpha, doc_ids=doc_ids, queue_ids=queue_ids),
             "imc": imc_loss(image_feat, text_feat, image_feat_pos, text_feat_pos, image_queue, text_queue,
-                            temp),
-            "glitc": 0.5 * (glitc_loss(image_feat, image_locals, temp)
-                            + glitc_loss(text_feat, text_locals, temp, attention_mask[:, 1:])),
+                            temp, doc_ids=doc_ids, queue_ids=queue_ids),
+            "glitc": 0.5 * (glitc_loss(image_feat, image_locals, temp, doc_ids=doc_ids)
+                            + glitc_loss(text_feat, text_locals, temp, attention_mask[:, 1:], doc_ids=doc_ids)),
             "pita": pita_loss(image_hidden[:, 1:], text_hidden, bbox, attention_mask, grid=self.grid,
                               form=aet.pita_form, cell=aet.pita_cell * 14 / self.grid,
                               skip_special=aet.pita_skip_special, mask_empty=aet.pita_mask_empty),
         }
         # After the losses: this batch must not be its own negative. Gathered across ranks inside.
-        align.image_queue.enqueue(image_feat_m)
-        align.text_queue.enqueue(text_feat_m)
+        align.image_queue.enqueue(image_feat_m, doc_ids)
+        align.text_queue.enqueue(text_feat_m, doc_ids)
         return terms
 
     def momentum_pairs(self) -> MomentumPairs:

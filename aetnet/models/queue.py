@@ -76,10 +76,12 @@ class FeatureQueue(nn.Module):
         queue: ``(dim, K)`` buffer, initialised with L2-normalised random columns (torch's RNG, so
             ``torch.manual_seed`` makes it reproducible and equal across ranks).
         ptr: 0-d long buffer, the column the next feature goes into.
+        ids: ``(K,)`` long buffer, the document id of each column (-1: unknown or random).
     """
 
     queue: Tensor
     ptr: Tensor
+    ids: Tensor
 
     def __init__(self, dim: int, size: int) -> None:
         super().__init__()
@@ -90,6 +92,7 @@ class FeatureQueue(nn.Module):
             )
         self.register_buffer("queue", F.normalize(torch.randn(int(dim), int(size)), dim=0))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ids", torch.full((int(size),), -1, dtype=torch.long))
 
     @property
     def size(self) -> int:
@@ -106,7 +109,7 @@ class FeatureQueue(nn.Module):
         return self.queue.detach().t()
 
     @torch.no_grad()
-    def enqueue(self, feats: Tensor) -> None:
+    def enqueue(self, feats: Tensor, ids: Tensor | None = None) -> None:
         """Write ``feats`` (gathered from all ranks when distributed) into the ring.
 
         The result equals writing the rows one by one at ``ptr, ptr+1, ...`` modulo K. When more than K
@@ -115,10 +118,16 @@ class FeatureQueue(nn.Module):
 
         Args:
             feats: ``(B, dim)`` features of this rank's batch; any B >= 0. Cast to the queue's dtype.
+            ids: ``(B,)`` document ids of the rows (for same-document masking), gathered the same
+                way; ``None`` stores -1 (matches no document).
         """
         if feats.dim() != 2 or feats.shape[1] != self.dim:
             raise ValueError(f"enqueue expects features shaped (B, {self.dim}), got {tuple(feats.shape)}")
         feats = gather_features(feats.detach())
+        if ids is None:
+            ids = torch.full((feats.shape[0],), -1, dtype=torch.long, device=self.ids.device)
+        else:
+            ids = gather_features(ids.detach().long())
         n = feats.shape[0]
         if n == 0:
             return
@@ -128,6 +137,7 @@ class FeatureQueue(nn.Module):
         # Tensor arithmetic on ptr avoids a host sync on accelerators.
         index = (self.ptr + skipped + torch.arange(kept.shape[0], device=self.queue.device)) % k
         self.queue[:, index] = kept.to(device=self.queue.device, dtype=self.queue.dtype).t()
+        self.ids[index] = ids[skipped:].to(self.ids.device)
         self.ptr.copy_((self.ptr + n) % k)
 
     def check_capacity(self, num_train_examples: int) -> bool:

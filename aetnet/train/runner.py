@@ -151,7 +151,8 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
 
     model = strategy.build(task, cfg, paths, labels)
     views = strategy.extra_views(cfg, processor)
-    train_ds = WindowDataset(train_windows, task.documents(train_ex), processor.image_processor, views)
+    with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
+    train_ds = WindowDataset(train_windows, task.documents(train_ex), processor.image_processor, views, with_ids)
     trainer = build_trainer(model, cfg, train_ds, processor, strategy.callbacks(model, cfg), run_dir)
     if hasattr(model, "on_train_data"):
         model.on_train_data(len(train_ds))

@@ -104,6 +104,8 @@ class AETStrategy(Strategy):
     """Alignment-enriched tuning: LayoutLMv3 + ViT and RoBERTa aligners + DITC/IMC/GLITC/PITA."""
 
     name = "aet"
+    #: The model can keep windows of one document apart (``aet.mask_same_document``).
+    uses_doc_ids = True
 
     def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None) -> AETNetModel:
         """The AETNet model: fusion from ``paths.layoutlmv3``, aligners from their paths.
