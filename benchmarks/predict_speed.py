@@ -99,7 +99,8 @@ def main() -> None:
         # Warm up once (lazy imports, allocator) so the first measured page is not penalised.
         from aetnet.predict import Predictor
 
-        Predictor(model_dir, ocr_cache=scratch / "warm").predict_file(files[0], question=args.question)
+        warm = Predictor(model_dir, ocr_cache=scratch / "warm")
+        warm.predict_file(files[0], question=args.question if warm.kind == "qa" else None)
         ocr_s = ocr_seconds(files, scratch)
         rows = [measure(model_dir, files, dtype, args.question, scratch) for dtype in ("float32", "bfloat16")]
         params = sum(p.numel() for p in load_model(model_dir).model.parameters())
