@@ -49,6 +49,19 @@ def _check_dims(name: str, tensor: Tensor, ndim: int, layout: str) -> None:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(tensor.shape)}.")
 
 
+def _check_contrastive_inputs(feats: dict[str, Tensor], queues: dict[str, Tensor]) -> None:
+    """Every feature (B, D) with the first one's shape; every queue (D, K) with the same D."""
+    first = next(iter(feats.values()))
+    for name, t in feats.items():
+        _check_dims(name, t, 2, "(B, D)")
+        if t.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(first.shape)}.")
+    for name, q in queues.items():
+        _check_dims(name, q, 2, "(D, K)")
+        if q.shape[0] != first.shape[1]:
+            raise ValueError(f"{name} has feature size {q.shape[0]}, expected {first.shape[1]}.")
+
+
 def _zero(*tensors: Tensor) -> Tensor:
     """A 0-d zero on the tensors' device/dtype, attached to the graph of those that need grad."""
     zero = tensors[0].new_zeros(())
@@ -135,15 +148,8 @@ def ditc_loss(
     Returns:
         0-d tensor, the mean of the image-to-text and text-to-image losses.
     """
-    for name, t in (("image_feat", image_feat), ("text_feat", text_feat),
-                    ("image_feat_m", image_feat_m), ("text_feat_m", text_feat_m)):
-        _check_dims(name, t, 2, "(B, D)")
-        if t.shape != image_feat.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(image_feat.shape)}.")
-    for name, q in (("image_queue", image_queue), ("text_queue", text_queue)):
-        _check_dims(name, q, 2, "(D, K)")
-        if q.shape[0] != image_feat.shape[1]:
-            raise ValueError(f"{name} has feature size {q.shape[0]}, expected {image_feat.shape[1]}.")
+    _check_contrastive_inputs(dict(image_feat=image_feat, text_feat=text_feat, image_feat_m=image_feat_m,
+                                   text_feat_m=text_feat_m), dict(image_queue=image_queue, text_queue=text_queue))
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
 
@@ -194,15 +200,8 @@ def imc_loss(
     Returns:
         0-d tensor, the mean of the image and text terms.
     """
-    for name, t in (("image_feat", image_feat), ("text_feat", text_feat),
-                    ("image_feat_pos", image_feat_pos), ("text_feat_pos", text_feat_pos)):
-        _check_dims(name, t, 2, "(B, D)")
-        if t.shape != image_feat.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(image_feat.shape)}.")
-    for name, q in (("image_queue", image_queue), ("text_queue", text_queue)):
-        _check_dims(name, q, 2, "(D, K)")
-        if q.shape[0] != image_feat.shape[1]:
-            raise ValueError(f"{name} has feature size {q.shape[0]}, expected {image_feat.shape[1]}.")
+    _check_contrastive_inputs(dict(image_feat=image_feat, text_feat=text_feat, image_feat_pos=image_feat_pos,
+                                   text_feat_pos=text_feat_pos), dict(image_queue=image_queue, text_queue=text_queue))
 
     target = torch.arange(image_feat.shape[0], device=image_feat.device)
     same = _same_document(doc_ids, queue_ids)  # other windows of the same document are no negatives

@@ -48,6 +48,21 @@ class Task:
         """Label names, id order."""
         raise NotImplementedError
 
+    def labels_of(self, doc: Document) -> list[str]:
+        """The label strings a document carries (word labels, its class, or none)."""
+        return []
+
+    def check_labels(self, examples: list[Document]) -> None:
+        """Every label must be one of the task's; the error names the document and the valid labels."""
+        known = set(self.label_list() or [])
+        for doc in examples:
+            for label in self.labels_of(doc):
+                if label not in known:
+                    raise AetnetError(
+                        f"{doc.source or doc.id}: unknown label '{label}'; valid labels are "
+                        f"{', '.join(self.label_list())}"
+                    )
+
     def documents(self, examples: list[Any]) -> list[Document]:
         """The pages behind the examples (one per example)."""
         return list(examples)
@@ -80,16 +95,8 @@ class TokenClassificationTask(Task):
     def label_list(self, splits=None) -> list[str]:
         return list(self.labels)
 
-    def check_labels(self, examples: list[Document]) -> None:
-        """Every word label must be known; the error names the document and the valid labels."""
-        known = set(self.labels)
-        for doc in examples:
-            for label in doc.labels or []:
-                if label not in known:
-                    raise AetnetError(
-                        f"{doc.source or doc.id}: unknown label '{label}'; valid labels are "
-                        f"{', '.join(self.labels)}"
-                    )
+    def labels_of(self, doc: Document) -> list[str]:
+        return list(doc.labels or [])
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig) -> list[Window]:
         return encode_token_documents(
@@ -234,15 +241,8 @@ class SequenceClassificationTask(Task):
     def label_list(self, splits=None) -> list[str]:
         return list(self.labels)
 
-    def check_labels(self, examples: list[Document]) -> None:
-        """Every document class must be known; the error names the document and the valid classes."""
-        known = set(self.labels)
-        for doc in examples:
-            if doc.doc_label is not None and doc.doc_label not in known:
-                raise AetnetError(
-                    f"{doc.source or doc.id}: unknown class '{doc.doc_label}'; valid classes are "
-                    f"{', '.join(self.labels)}"
-                )
+    def labels_of(self, doc: Document) -> list[str]:
+        return [] if doc.doc_label is None else [doc.doc_label]
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig) -> list[Window]:
         """One window per page: its first ``max_length`` tokens (the page class needs no more).
