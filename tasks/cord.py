@@ -34,6 +34,7 @@ from PIL import Image
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Box, Document
+from aetnet.data.images import image_size as read_image_size
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
@@ -181,8 +182,7 @@ def cord_document(
     if image is not None:
         image_size = image.size
     elif image_path is not None:
-        with Image.open(image_path) as img:  # reads the header only
-            image_size = img.size
+        image_size = read_image_size(image_path)  # header only
     meta = gt.get("meta") or {}
     return Document(
         id=doc_id,

@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from aetnet.config import RunConfig
 from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
+from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
@@ -114,8 +113,7 @@ def _page_document(
             "image",
         )
     if has_image:
-        with Image.open(image_path) as img:  # header only
-            size = img.size
+        size = image_size(image_path)  # header only
     elif size is None:
         raise DataError(
             f"page image '{image_path}' does not exist and the OCR file gives no width/height; "

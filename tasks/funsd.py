@@ -110,13 +110,9 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
 
 def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int, int]:
     if image_path is not None:
-        from PIL import Image, UnidentifiedImageError
+        from aetnet.data.images import image_size
 
-        try:
-            with Image.open(image_path) as img:
-                return img.size
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"image cannot be read ({exc}); replace or remove it", image_path, "image") from None
+        return image_size(image_path)
     raise DataError(
         "no page image found beside the annotation; put it in images/ with the same file stem",
         source,

@@ -24,6 +24,7 @@ from PIL import Image
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
+from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings, ocr_with
 from aetnet.data.screen import guarded
 from aetnet.errors import AetnetError, DataError
@@ -121,8 +122,7 @@ def _ocr_document(doc_id: str, image: Image.Image | Path, label: int, source: st
                   settings: OcrSettings, cache_dir: str | Path | None) -> Document:
     words, boxes = ocr_with(image, settings, cache_dir=cache_dir)
     if isinstance(image, Path):
-        with Image.open(image) as img:
-            size = img.size
+        size = image_size(image)
         image_path, pil = image, None
     else:
         size, image_path, pil = image.size, None, image

@@ -117,3 +117,38 @@ def test_skip_records_every_bad_document(corpus, tmp_path):
     assert metrics["skipped_documents"] == len(cases)
     good = len(list((ensure_demo("funsd") / "dataset/training_data/annotations").glob("*.json")))
     assert metrics["train_documents"] == good
+
+
+def _bomb_png(path):
+    """A valid PNG header declaring 40000 x 40000 pixels (1.6 G) with almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_everywhere(tmp_path, capsys):
+    from aetnet.data.images import image_size, open_image
+    from aetnet.errors import DataError
+    from aetnet.tasks.funsd import parse_funsd_annotation
+
+    bomb = _bomb_png(tmp_path / "bomb.png")
+    for read in (image_size, open_image):
+        with pytest.raises(DataError, match="too large to be a page"):
+            read(bomb)
+    (tmp_path / "bomb.json").write_text(json.dumps({"form": [_entity(0, [1, 1, 5, 5], "x")]}))
+    with pytest.raises(DataError, match="bomb.png.*too large to be a page"):
+        parse_funsd_annotation(tmp_path / "bomb.json", bomb)
+    from aetnet.data.demo import ensure_demo
+
+    run = ensure_demo("funsd")
+    assert main(["finetune", "funsd", "--base", "tiny", "--data", str(run), "--output", str(tmp_path / "r"),
+                 *BUDGET]) == 0
+    assert main(["predict", str(tmp_path / "r" / "model"), str(bomb)]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aetnet: error:")]
+    assert "bomb.png" in error and "too large to be a page" in error

@@ -13,6 +13,33 @@ MAX_IMAGE_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
+def _bomb(path: Path, exc: Exception) -> DataError:
+    return DataError(
+        f"image is too large to be a page ({exc}); downscale it below {MAX_IMAGE_PIXELS:,} pixels", path, "image"
+    )
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (no decoding).
+
+    Raises:
+        DataError: the file is missing, not an image, or larger than :data:`MAX_IMAGE_PIXELS`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image file does not exist; check the path or the dataset layout", path, "image")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"image cannot be read ({exc}); replace or remove it", path, "image") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _bomb(path, ValueError(f"{width}x{height}"))
+    return width, height
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Open ``path`` as an RGB image, fully decoded.
 
@@ -28,12 +55,7 @@ def open_image(path: str | Path) -> Image.Image:
             img.load()
             return img.convert("RGB")
     except Image.DecompressionBombError as exc:
-        raise DataError(
-            f"image is too large to be a page ({exc}); downscale it below "
-            f"{MAX_IMAGE_PIXELS:,} pixels",
-            path,
-            "image",
-        ) from None
+        raise _bomb(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
             f"image cannot be decoded ({exc}); the file is corrupt, truncated or not an image: "

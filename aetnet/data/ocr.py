@@ -134,6 +134,8 @@ def _decode(image: Image.Image | str | Path) -> Image.Image:
             img.seek(0)  # multi-page TIFFs: the first page is the document page
             img.load()
             return img.copy()
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image is too large to be a page ({exc}); downscale it", image, "image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"image cannot be decoded ({exc}); re-export or remove it", image, "image") from None
 
