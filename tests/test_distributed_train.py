@@ -20,21 +20,36 @@ def _run(cmd, cwd):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.fail("torchrun is not installed beside this Python; install torch in the test environment")
-    _run([sys.executable, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "one"),
-          "train.batch_size=4", *COMMON], tmp_path)
+def _launcher(name: str) -> str:
+    path = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed beside this Python; install aetnet[test] in the test environment")
+    return path
+
+
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-          "-m", "aetnet", "finetune", "funsd",
-          "--output", str(tmp_path / "two"), "train.batch_size=2", *COMMON], tmp_path)
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_match_one(tmp_path, launcher):
+    port = str(_free_port())
+    if launcher == "torchrun":
+        launch = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+    else:
+        # accelerate's --cpu runs ONE process (multi-CPU needs MPI); --multi_gpu is its torch.distributed
+        # launcher and falls back to gloo on a machine without GPUs.
+        launch = [_launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
+    _run([sys.executable, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "one"),
+          "train.batch_size=4", *COMMON], tmp_path)
+    _run([*launch, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
+          *COMMON], tmp_path)
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     # Same global batches in the same order; the losses differ only by per-process averaging.
     assert abs(one["train_loss"] - two["train_loss"]) <= 0.02 * one["train_loss"]
     assert abs(one["f1"] - two["f1"]) <= 0.05
     assert one["train_windows"] == two["train_windows"]
+    assert (one["world_size"], two["world_size"]) == (1, 2)

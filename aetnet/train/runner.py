@@ -191,6 +191,7 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
             "train_documents": len(train_ex),
             "eval_documents": len(eval_ex),
             "train_windows": len(train_windows),
+            "world_size": trainer.args.world_size,
         }
     )
     metrics["skipped_documents"] = len(policy.records)
