@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from aetnet.errors import AetnetError, DataError
 from aetnet.tasks.cord import CORD_CATEGORIES, cord_label_list, read_cord
-
-
-def _cord_dir() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(os.environ.get("AETNET_SHARED_DATA") or default)
-    cord = root / "cord"
-    if not (cord / "json").is_dir():
-        pytest.fail(
-            f"shared CORD sample not found at {cord} (expected json/receipt_*.json); set "
-            "AETNET_SHARED_DATA to the folder holding the real dataset samples"
-        )
-    return cord
 
 
 def _expected(gt: dict) -> tuple[list[str], list[str], list[int]]:
@@ -51,8 +37,8 @@ def test_label_list():
     assert labels[-1] == "I-void_menu.price"
 
 
-def test_real_sample_words_labels_boxes(caplog):
-    cord = _cord_dir()
+def test_real_sample_words_labels_boxes(shared_data, caplog):
+    cord = shared_data / "cord"
     with caplog.at_level(logging.WARNING, logger="aetnet.tasks.cord"):
         splits = read_cord(cord)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -97,8 +83,8 @@ def test_real_sample_words_labels_boxes(caplog):
     ]
 
 
-def test_carve_out_is_deterministic():
-    cord = _cord_dir()
+def test_carve_out_is_deterministic(shared_data):
+    cord = shared_data / "cord"
     a = read_cord(cord, eval_fraction=0.2, seed=42)
     b = read_cord(cord / "json", eval_fraction=0.2, seed=42)  # the json/ folder itself
     ids = lambda s: [d.id for d in s]  # noqa: E731
@@ -112,8 +98,8 @@ def test_carve_out_is_deterministic():
         read_cord(cord, eval_fraction=1.0)
 
 
-def test_original_layout_with_images_and_errors(tmp_path, caplog):
-    cord = _cord_dir()
+def test_original_layout_with_images_and_errors(shared_data, tmp_path, caplog):
+    cord = shared_data / "cord"
     src = sorted((cord / "json").glob("*.json"))
     for split, files in (("train", src[:2]), ("dev", src[2:3]), ("test", src[3:4])):
         (tmp_path / split / "json").mkdir(parents=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pytesseract
@@ -15,25 +14,13 @@ from aetnet.errors import DataError
 from aetnet.tasks.docvqa import docvqa_summary, read_docvqa, read_official_ocr
 
 
-def _docvqa_dir() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(os.environ.get("AETNET_SHARED_DATA") or default)
-    docvqa = root / "docvqa"
-    if not (docvqa / "val_v1.0_sample.json").is_file():
-        pytest.fail(
-            f"shared DocVQA sample not found at {docvqa} (expected val_v1.0_sample.json and documents/); "
-            "set AETNET_SHARED_DATA to the folder holding the real dataset samples"
-        )
-    return docvqa
-
-
 @pytest.fixture(scope="session")
 def ocr_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("docvqa-ocr-cache")
 
 
-def test_real_sample_with_tesseract(ocr_cache, caplog):
-    docvqa = _docvqa_dir()
+def test_real_sample_with_tesseract(shared_data, ocr_cache, caplog):
+    docvqa = shared_data / "docvqa"
     raw = json.loads((docvqa / "val_v1.0_sample.json").read_text())
     with caplog.at_level(logging.INFO, logger="aetnet.tasks.docvqa"):
         splits = read_docvqa(docvqa / "val_v1.0_sample.json", cache_dir=ocr_cache)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -14,17 +13,6 @@ from PIL import Image, ImageDraw
 from aetnet.data import ocr as ocr_mod
 from aetnet.data.ocr import OcrSettings, default_cache_dir, ocr_image
 from aetnet.errors import AetnetError
-
-
-def _shared_data() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(os.environ.get("AETNET_SHARED_DATA") or default)
-    if not (root / "ocr" / "phototest.tif").is_file():
-        pytest.fail(
-            f"shared test data not found at {root} (expected ocr/phototest.tif); set AETNET_SHARED_DATA "
-            "to the folder holding the real dataset samples"
-        )
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +39,8 @@ def counter(monkeypatch) -> CountingOcr:
     return wrapper
 
 
-def test_phototest_words_found_and_cached(ocr_cache, counter):
-    root = _shared_data()
+def test_phototest_words_found_and_cached(shared_data, ocr_cache, counter):
+    root = shared_data
     gt_words = (root / "ocr" / "phototest.txt").read_text().split()
     words, boxes = ocr_image(root / "ocr" / "phototest.tif", cache_dir=ocr_cache)
     assert counter.calls == 1

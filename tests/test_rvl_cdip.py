@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -21,37 +20,25 @@ from aetnet.tasks.rvl_cdip import (
 )
 
 
-def _rvl_dir() -> Path:
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    root = Path(os.environ.get("AETNET_SHARED_DATA") or default)
-    rvl = root / "rvl_cdip"
-    if not (rvl / "labels" / "readme.txt").is_file():
-        pytest.fail(
-            f"shared RVL-CDIP sample not found at {rvl} (expected labels/ and images/); set "
-            "AETNET_SHARED_DATA to the folder holding the real dataset samples"
-        )
-    return rvl
-
-
 @pytest.fixture(scope="session")
 def ocr_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("rvl-ocr-cache")
 
 
 @pytest.fixture(scope="session")
-def memo(ocr_cache):
+def memo(shared_data, ocr_cache):
     """The real sample read once per session (OCR is the slow part)."""
-    return read_rvl_cdip(_rvl_dir(), cache_dir=ocr_cache)
+    return read_rvl_cdip(shared_data / "rvl_cdip", cache_dir=ocr_cache)
 
 
-def test_class_order_matches_official_readme():
-    readme = (_rvl_dir() / "labels" / "readme.txt").read_text()
+def test_class_order_matches_official_readme(shared_data):
+    readme = (shared_data / "rvl_cdip" / "labels" / "readme.txt").read_text()
     listed = dict(re.findall(r"^(\d+) ([a-z ]+?)\s*$", readme, flags=re.M))
     assert [listed[str(i)] for i in range(16)] == list(RVL_CDIP_CLASSES)
 
 
-def test_real_memo_page(memo, ocr_cache):
-    rvl = _rvl_dir()
+def test_real_memo_page(shared_data, memo, ocr_cache):
+    rvl = shared_data / "rvl_cdip"
     assert list(memo) == ["sample"]  # labels/sample.txt; readme.txt is not a label file
     (doc,) = memo["sample"]
     assert doc.id == "images/80035521.tif"
@@ -111,10 +98,10 @@ def test_label_files_image_root_and_bad_line(tmp_path, ocr_cache):
         read_rvl_cdip(tmp_path, image_root=pages, cache_dir=ocr_cache)
 
 
-def test_hugging_face_schema(tmp_path, ocr_cache, memo):
+def test_hugging_face_schema(shared_data, tmp_path, ocr_cache, memo):
     import datasets
 
-    real = Image.open(_rvl_dir() / "images" / "80035521.tif")
+    real = Image.open(shared_data / "rvl_cdip" / "images" / "80035521.tif")
     features = datasets.Features({
         "image": datasets.Image(),
         "label": datasets.ClassLabel(names=list(RVL_CDIP_CLASSES)),
