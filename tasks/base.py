@@ -136,7 +136,7 @@ class TokenClassificationTask(Task):
             windows = self.encode(docs, tokenizer, None, cfg)
             per_doc = Counter(w.doc_index for w in windows)
             tokens = [
-                len(tokenizer(d.words, boxes=[[0, 0, 0, 0]] * len(d.words))["input_ids"]) if d.words else 2
+                _untruncated_tokens(tokenizer, d.words) if d.words else 2
                 for d in docs
             ]
             labels = Counter(label for d in docs for label in (d.labels or []))
@@ -150,6 +150,11 @@ class TokenClassificationTask(Task):
                 "windows": len(windows),
             }
         return out
+
+
+def _untruncated_tokens(tokenizer, words: list[str]) -> int:
+    """Tokens a page needs before windowing (counting more than the model takes is the point here)."""
+    return len(tokenizer(words, boxes=[[0, 0, 0, 0]] * len(words), verbose=False)["input_ids"])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -288,7 +293,7 @@ class SequenceClassificationTask(Task):
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for split, docs in splits.items():
-            tokens = [len(tokenizer(d.words, boxes=[[0, 0, 0, 0]] * len(d.words))["input_ids"]) if d.words else 2
+            tokens = [_untruncated_tokens(tokenizer, d.words) if d.words else 2
                       for d in docs]
             out[split] = {
                 "documents": len(docs),
