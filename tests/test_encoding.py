@@ -7,7 +7,7 @@ import pytest
 
 from aetnet.data.document import Document
 from aetnet.data.encoding import IGNORE_INDEX, Collator, encode_token_documents, merge_token_predictions
-from aetnet.train.runner import load_processor
+from aetnet.data.processor import load_processor
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ TINY_BUDGET = ["train.max_steps=3", "train.batch_size=2", "train.logging_steps=1
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.train.runner import load_processor
+    from aetnet.data.processor import load_processor
 
     return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
 

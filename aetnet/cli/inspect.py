@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from aetnet.config import resolve_config
     from aetnet.models.tiny import resolve_base
-    from aetnet.train.runner import get_task, load_processor
+    from aetnet.data.processor import load_processor
+    from aetnet.train.runner import get_task
 
     cfg = resolve_config({}, {"task": args.task, "data": {"path": args.data}}, args.overrides)
     task = get_task(args.task)

@@ -415,7 +415,7 @@ class AETNetModel(nn.Module):
             folder: the model folder.
             kind: ``token``, ``sequence`` or ``qa`` (selects the LayoutLMv3 head class).
         """
-        from aetnet.tuning.base import head_class
+        from aetnet.models.heads import head_class
 
         folder = Path(folder)
         settings_path = folder / FUSION_FILE

@@ -20,6 +20,7 @@ import torch
 
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
+from aetnet.data.processor import load_processor
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.errors import AetnetError
 from aetnet.registry import STRATEGIES, TASKS
@@ -43,25 +44,6 @@ def get_strategy(name: str):
     import aetnet.tuning  # noqa: F401  (registers the built-in strategies)
 
     return STRATEGIES.get(name)()
-
-
-def load_processor(path: str):
-    """The LayoutLMv3 processor of a base or model folder, with the built-in OCR turned off."""
-    import warnings
-
-    from transformers import LayoutLMv3Processor
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            processor = LayoutLMv3Processor.from_pretrained(path, apply_ocr=False)
-    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
-        raise AetnetError(
-            f"could not load the LayoutLMv3 processor from '{path}' ({str(exc).splitlines()[0][:160]}); "
-            "pass a local folder, `--base tiny` offline, or connect to the Hugging Face hub"
-        ) from None
-    processor.image_processor.apply_ocr = False
-    return processor
 
 
 def default_run_dir(cfg: RunConfig) -> Path:

@@ -122,7 +122,7 @@ class AETStrategy(Strategy):
         image_aligner = build_image_aligner(paths.image_aligner)
         text_aligner = build_text_aligner(paths.text_aligner)
         check_compatible(fusion.config, image_aligner, text_aligner)
-        from aetnet.train.runner import load_processor
+        from aetnet.data.processor import load_processor
 
         # The processor says how LayoutLMv3's pixel_values are normalised (to renormalise for the ViT)
         # and which ids the text view T+ may mask.

@@ -296,7 +296,7 @@ class AETLoraStrategy(AETStrategy):
         text_aligner = build_text_aligner(paths.text_aligner)
         check_compatible(fusion.config, image_aligner, text_aligner)
         spec = resolve_lora_spec(cfg, fusion, image_aligner, text_aligner)
-        from aetnet.train.runner import load_processor
+        from aetnet.data.processor import load_processor
 
         processor = load_processor(paths.layoutlmv3)
         tokenizer, image_processor = processor.tokenizer, processor.image_processor

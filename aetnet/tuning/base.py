@@ -16,16 +16,10 @@ from torch import nn
 
 from aetnet.config import RunConfig
 from aetnet.errors import AetnetError
+from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
 from aetnet.registry import STRATEGIES
 
 logger = logging.getLogger(__name__)
-
-HEAD_CLASSES = {
-    "token": "LayoutLMv3ForTokenClassification",
-    "sequence": "LayoutLMv3ForSequenceClassification",
-    "qa": "LayoutLMv3ForQuestionAnswering",
-}
-
 
 @dataclass
 class BasePaths:
@@ -34,13 +28,6 @@ class BasePaths:
     layoutlmv3: str
     image_aligner: str | None = None
     text_aligner: str | None = None
-
-
-def head_class(kind: str):
-    """The transformers LayoutLMv3 class with the head for a task kind."""
-    import transformers
-
-    return getattr(transformers, HEAD_CLASSES[kind])
 
 
 def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConfig | None = None) -> nn.Module:
