@@ -26,7 +26,8 @@ def test_wheel_file_list(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("aetnet-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("aetnet/tasks/__init__.py", "aetnet/tasks/base.py", "aetnet/tasks/funsd.py",
-                     "aetnet/recipes/funsd/full.yaml", "aetnet/cli/main.py", "aetnet/data/corpus.txt"):
+                     "aetnet/recipes/funsd/full.yaml", "aetnet/cli/main.py", "aetnet/data/corpus.txt",
+                     "aetnet/data/demo/forms.py"):
         assert expected in names, expected
     tops = {n.split("/")[0] for n in names}
     assert "tasks" not in tops and "recipes" not in tops
