@@ -1,0 +1,102 @@
+"""Scoring a model on examples: encode, predict every window, merge windows, the task's metric.
+
+The same code scores the test split after training, the validation split during training (called
+by the Trainer at ``train.eval_steps``) and ``aetnet evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aetnet.config import RunConfig, load_recipe_dict, resolve_config
+from aetnet.data.encoding import Collator, WindowDataset
+from aetnet.train.modelio import get_task, load_model
+
+
+def limit(items: list, n: int | None) -> list:
+    """The first ``n`` items (all when ``n`` is None)."""
+    return items if n is None else items[:n]
+
+
+@torch.no_grad()
+def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int) -> list[Any]:
+    """Run ``model`` over every window; per window, its logits as numpy (QA: (start, end)).
+
+    The model is put in eval mode for the pass and given back in the mode it came in.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         collate_fn=Collator(pad_token_id))
+    outputs: list[Any] = []
+    try:
+        for batch in loader:
+            lengths = batch["attention_mask"].sum(1).tolist()
+            batch = {k: v.to(device) for k, v in batch.items()
+                     if k not in ("labels", "start_positions", "end_positions")}
+            out = model(**batch)
+            if kind == "qa":
+                starts, ends = out["start_logits"].float().cpu().numpy(), out["end_logits"].float().cpu().numpy()
+                outputs.extend((s[:n], e[:n]) for s, e, n in zip(starts, ends, lengths))
+            elif kind == "sequence":
+                outputs.extend(out["logits"].float().cpu().numpy())
+            else:
+                logits = out["logits"].float().cpu().numpy()
+                outputs.extend(row[:n] for row, n in zip(logits, lengths))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def evaluate_examples(model, processor, task, examples, cfg: RunConfig, labels) -> tuple[dict, list]:
+    """Encode ``examples`` (no labels needed in the model), predict, merge windows, score."""
+    label2id = {label: i for i, label in enumerate(labels)} if labels else None
+    windows = task.encode(examples, processor.tokenizer, label2id, cfg)
+    dataset = WindowDataset(windows, task.documents(examples), processor.image_processor)
+    outputs = predict_windows(model, dataset, cfg.train.eval_batch_size, task.kind,
+                              processor.tokenizer.pad_token_id)
+    id2label = dict(enumerate(labels)) if labels else {}
+    metrics, records = task.evaluate(examples, windows, outputs, id2label)
+    metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
+    return metrics, records
+
+
+def write_outputs(folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Write ``metrics.json`` and ``predictions.jsonl`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path | None = None,
+                   demo: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
+    """``aetnet evaluate``: load a model folder and score it on a dataset's evaluation split."""
+    loaded = load_model(model_dir)
+    meta = loaded.meta
+    run_cfg = Path(model_dir).parent / "config.yaml"
+    base: dict[str, Any] = {}
+    if run_cfg.is_file():
+        base = load_recipe_dict(run_cfg)
+        base["output"] = None
+    flags = {"task": meta["task"], "strategy": meta["strategy"],
+             "data": {"box_level": meta["box_level"], "max_length": meta["max_length"], "stride": meta["stride"]}}
+    if data:
+        flags["data"]["path"] = data
+    cfg = resolve_config(base, flags, overrides)
+    task = get_task(meta["task"])
+    splits = task.load(cfg, demo=demo)
+    examples = limit(splits.get("eval", []), cfg.data.max_eval_documents)
+    metrics, records = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"])
+    if output:
+        write_outputs(Path(output), metrics, records)
+        if hasattr(task, "write_extras"):
+            task.write_extras(Path(output), metrics, records)
+    return metrics
