@@ -17,7 +17,7 @@ import numpy as np
 from aetnet.config import RunConfig
 from aetnet.data.boxes import document_boxes
 from aetnet.data.document import Document, QAExample
-from aetnet.data.encoding import Window, encode_token_documents, merge_token_predictions
+from aetnet.data.encoding import Window, encode_token_documents, merge_token_predictions, word_boxes_of
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError
 
@@ -259,12 +259,13 @@ class SequenceClassificationTask(Task):
             label = label2id[doc.doc_label] if label2id is not None and doc.doc_label is not None else None
             if not doc.words:  # a blank page is still classified, from its image alone
                 windows.append(Window(index, [tokenizer.cls_token_id, tokenizer.sep_token_id],
-                                      [[0, 0, 0, 0]] * 2, [None, None], label))
+                                      [[0, 0, 0, 0]] * 2, [None, None], label, word_bbox=[[0, 0, 0, 0]] * 2))
                 continue
             enc = tokenizer(doc.words, boxes=document_boxes(doc, cfg.data.box_level), truncation=True,
                             max_length=cfg.data.max_length, padding=False)
-            windows.append(Window(index, list(enc["input_ids"]), [list(b) for b in enc["bbox"]],
-                                  list(enc.word_ids()), label))
+            word_ids = list(enc.word_ids())
+            windows.append(Window(index, list(enc["input_ids"]), [list(b) for b in enc["bbox"]], word_ids,
+                                  label, word_bbox=word_boxes_of(word_ids, document_boxes(doc, "word"))))
         return windows
 
     def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:

@@ -174,8 +174,9 @@ def read_funsd_hf(dataset_or_path: Any) -> dict[str, list[Document]]:
             image = row["image"].convert("RGB")
             width, height = image.size
             # The hub copy stores boxes already on 0-1000; back to pixels so one code path normalises.
-            boxes = [[b[0] * width / 1000, b[1] * height / 1000, b[2] * width / 1000, b[3] * height / 1000]
-                     for b in row["bboxes"]]
+            # Half a unit in keeps int(1000 * x / width) at the stored value despite float error.
+            boxes = [[(b[0] + 0.5) * width / 1000, (b[1] + 0.5) * height / 1000, (b[2] + 0.5) * width / 1000,
+                      (b[3] + 0.5) * height / 1000] for b in row["bboxes"]]
             docs.append(
                 Document(
                     id=str(row.get("id", row_index)),

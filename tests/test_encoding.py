@@ -95,3 +95,86 @@ def test_collator_pads_every_field():
     assert batch["bbox"][1, 2].tolist() == [0, 0, 0, 0]
     assert batch["labels"].tolist() == [[-100, 1, -100], [-100, -100, -100]]
     assert batch["pixel_values"].shape == (2, 3, 4, 4)
+
+
+def _cut_word_doc() -> Document:
+    """Words of several subwords each (the tiny vocabulary splits "Extraordinarily"), two entities."""
+    words = ["Extraordinarily", "Invoice7", "total", "Extraordinarily"] * 12
+    boxes = [[10 * i, 3 * i, 10 * i + 7, 3 * i + 2] for i in range(len(words))]
+    segments = [0 if i < 20 else 1 for i in range(len(words))]
+    labels = ["B-QUESTION" if i in (0, 20) else "I-QUESTION" for i in range(len(words))]
+    return Document("cut", words, boxes, (997, 301), labels=labels, segment_ids=segments,
+                    segment_boxes={0: [0, 0, 197, 59], 1: [200, 60, 477, 143]})
+
+
+def test_no_continuation_subword_carries_a_label_in_any_window(tokenizer):
+    doc = _cut_word_doc()
+    label2id = {"O": 0, "B-QUESTION": 1, "I-QUESTION": 2}
+    # Independent: the first subword of every word, from tokenising each word alone.
+    first_id = {w: tokenizer([w], boxes=[[0, 0, 0, 0]], add_special_tokens=False)["input_ids"][0] for w in doc.words}
+    cut = 0
+    for max_length, stride in [(16, 0), (17, 3), (23, 5), (30, 11)]:
+        windows = encode_token_documents([doc], tokenizer, label2id, max_length, stride, "word")
+        assert len(windows) > 3
+        for w in windows:
+            starts_mid_word = w.word_ids[1] is not None and tokenizer.convert_ids_to_tokens(w.input_ids[1])[0] != "Ġ"
+            cut += starts_mid_word
+            for pos, (word, label) in enumerate(zip(w.word_ids, w.labels)):
+                if label != IGNORE_INDEX:
+                    assert word is not None and w.input_ids[pos] == first_id[doc.words[word]], (max_length, pos)
+                    assert label == label2id[doc.labels[word]]
+                elif word is not None and pos > 1 and w.word_ids[pos - 1] != word:
+                    raise AssertionError(f"first subword of word {word} at {pos} has no label")
+    assert cut > 0, "some window must begin inside a word for this test to mean anything"
+
+
+def test_windows_match_the_tokenizer_overflow(tokenizer):
+    """ids, boxes and word ids of every window equal the tokenizer's own overflowing windows."""
+    doc = _cut_word_doc()
+    from aetnet.data.boxes import document_boxes
+
+    for max_length, stride in [(16, 0), (23, 5), (512, 128)]:
+        windows = encode_token_documents([doc], tokenizer, None, max_length, stride, "segment")
+        enc = tokenizer(doc.words, boxes=document_boxes(doc, "segment"), truncation=True, max_length=max_length,
+                        stride=stride, return_overflowing_tokens=True)
+        assert len(windows) == len(enc["input_ids"])
+        for k, w in enumerate(windows):
+            assert w.input_ids == enc["input_ids"][k]
+            assert w.bbox == [list(b) for b in enc["bbox"][k]]
+            assert w.word_ids == enc.word_ids(k)
+
+
+def test_word_bbox_is_each_tokens_own_word_box(tokenizer):
+    doc = _cut_word_doc()
+    windows = encode_token_documents([doc], tokenizer, None, 23, 5, "segment")
+    width, height = doc.page_size
+    for w in windows:
+        assert len(w.word_bbox) == len(w.input_ids)
+        for word, box, seg_box in zip(w.word_ids, w.word_bbox, w.bbox):
+            if word is None:
+                assert box == [0, 0, 0, 0]
+                continue
+            x0, y0, x1, y1 = doc.boxes[word]
+            # by hand: truncated, as the reference int(1000 * x / width)
+            assert box == [int(1000 * x0 / width), int(1000 * y0 / height), int(1000 * x1 / width),
+                           int(1000 * y1 / height)]
+            s = doc.segment_boxes[doc.segment_ids[word]]
+            assert seg_box == [int(1000 * s[0] / width), int(1000 * s[1] / height), int(1000 * s[2] / width),
+                               int(1000 * s[3] / height)]
+    assert any(w.bbox != w.word_bbox for w in windows)
+
+
+def test_collator_word_boxes_only_when_asked():
+    import torch
+
+    items = [
+        {"input_ids": torch.tensor([0, 5, 2]), "bbox": torch.ones(3, 4, dtype=torch.long),
+         "word_bbox": torch.tensor([[0, 0, 0, 0], [1, 2, 3, 4], [0, 0, 0, 0]])},
+        {"input_ids": torch.tensor([0, 2]), "bbox": torch.ones(2, 4, dtype=torch.long),
+         "word_bbox": torch.zeros(2, 4, dtype=torch.long)},
+    ]
+    assert "word_bbox" not in Collator(pad_token_id=1)(items)
+    batch = Collator(pad_token_id=1, word_boxes=True)(items)
+    assert batch["word_bbox"].shape == (2, 3, 4) and batch["word_bbox"].dtype == torch.long
+    assert batch["word_bbox"][0, 1].tolist() == [1, 2, 3, 4]
+    assert batch["word_bbox"][1].tolist() == [[0, 0, 0, 0]] * 3

@@ -117,9 +117,10 @@ def test_hf_schema_roundtrip(tmp_path):
     rows = {
         "id": ["0", "1"],
         "tokens": [["Date:", "1998"], ["TO:"]],
-        "bboxes": [[[100, 100, 200, 150], [300, 100, 400, 150]], [[0, 0, 500, 500]]],
+        # 5/201 and 323, 641/200 are values a plain b * size / 1000 round trip truncates to b - 1
+        "bboxes": [[[5, 323, 200, 641], [300, 100, 400, 1000]], [[0, 0, 500, 500]]],
         "ner_tags": [[3, 5], [1]],
-        "image": [Image.new("RGB", (200, 100), "white"), Image.new("RGB", (50, 80), "white")],
+        "image": [Image.new("RGB", (201, 200), "white"), Image.new("RGB", (50, 80), "white")],
     }
     dd = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict(rows, features=features),
@@ -129,7 +130,7 @@ def test_hf_schema_roundtrip(tmp_path):
     splits = load_funsd(str(tmp_path / "hf"))
     doc = splits["train"][0]
     assert doc.words == ["Date:", "1998"] and doc.labels == ["B-QUESTION", "B-ANSWER"]
-    assert document_boxes(doc, "word") == [[100, 100, 200, 150], [300, 100, 400, 150]]
+    assert document_boxes(doc, "word") == [[5, 323, 200, 641], [300, 100, 400, 1000]]
     assert len(splits["eval"]) == 2
     with pytest.raises(AetnetError, match="lacks column"):
         read_funsd_hf(datasets.DatasetDict({"train": datasets.Dataset.from_dict({"tokens": [["a"]]})}))

@@ -71,8 +71,8 @@ def _tesseract_words(image: Image.Image) -> list[str]:
 
 def _norm(box, size):
     w, h = size
-    return [round(1000 * box[0] / w), round(1000 * box[1] / h),
-            round(1000 * box[2] / w), round(1000 * box[3] / h)]
+    return [int(1000 * box[0] / w), int(1000 * box[1] / h),
+            int(1000 * box[2] / w), int(1000 * box[3] / h)]  # truncated, as LayoutLMv3's processor
 
 
 def _softmax(x):

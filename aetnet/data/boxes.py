@@ -24,7 +24,8 @@ def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "",
         index: the word index, for error messages.
 
     Returns:
-        Four integers in ``[0, 1000]``.
+        Four integers in ``[0, 1000]``: ``int(1000 * x / width)`` (truncated, as the LayoutLMv3
+        reference preprocessing does) of the box clipped to the page.
 
     Raises:
         DataError: the box is inverted or lies outside the page by more than the tolerance.
@@ -45,13 +46,13 @@ def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "",
             where,
             "boxes",
         )
-    out = [
-        round(1000 * min(max(x0, 0.0), width) / width),
-        round(1000 * min(max(y0, 0.0), height) / height),
-        round(1000 * min(max(x1, 0.0), width) / width),
-        round(1000 * min(max(y1, 0.0), height) / height),
+    # Truncation, as LayoutLMv3's FUNSD/CORD scripts and its OCR processor do: int(1000 * x / width).
+    return [
+        int(1000 * min(max(x0, 0.0), width) / width),
+        int(1000 * min(max(y0, 0.0), height) / height),
+        int(1000 * min(max(x1, 0.0), width) / width),
+        int(1000 * min(max(y1, 0.0), height) / height),
     ]
-    return out
 
 
 def looks_normalized(boxes: list[list[float]], page_size: tuple[int, int]) -> bool:

@@ -18,6 +18,7 @@ import torch
 
 from aetnet.data.boxes import document_boxes
 from aetnet.data.document import Document
+from aetnet.errors import AetnetError
 
 IGNORE_INDEX = -100
 
@@ -29,10 +30,14 @@ class Window:
     Attributes:
         doc_index: index of the source document (or example) in its split.
         input_ids: token ids including ``<s>``/``</s>``.
-        bbox: one 0-1000 box per token.
+        bbox: one 0-1000 box per token, the boxes LayoutLMv3 sees (segment- or word-level per
+            ``data.box_level``).
         word_ids: the word each token comes from (``None`` for special and question tokens).
         labels: token labels (first subword only, -100 elsewhere), or the document label, or None.
         start_positions / end_positions: answer span in tokens for QA (0 = no answer here).
+        word_bbox: one 0-1000 box per token, the box of the token's own word (normalised like
+            ``bbox``), ``[0, 0, 0, 0]`` for special, question and pad tokens; what PITA locates
+            text with. ``None`` only for windows built by hand.
     """
 
     doc_index: int
@@ -42,6 +47,32 @@ class Window:
     labels: list[int] | int | None = None
     start_positions: int | None = None
     end_positions: int | None = None
+    word_bbox: list[list[int]] | None = None
+
+
+NO_BOX = [0, 0, 0, 0]
+
+
+def word_boxes_of(word_ids: Sequence[int | None], word_boxes: Sequence[list[int]]) -> list[list[int]]:
+    """Per token, the 0-1000 box of its own word (``[0, 0, 0, 0]`` where the word id is ``None``)."""
+    return [list(word_boxes[w]) if w is not None else list(NO_BOX) for w in word_ids]
+
+
+def window_starts(num_tokens: int, room: int, stride: int) -> list[int]:
+    """Where each window starts in a document's content tokens (the tokenizer's overflow rule).
+
+    Windows hold ``room`` content tokens; each next one starts ``room - stride`` tokens later, and
+    the last one is the first that reaches the end.
+
+    Args:
+        num_tokens: content tokens of the document (no special tokens).
+        room: content tokens per window (``max_length`` minus the special tokens).
+        stride: tokens shared by consecutive windows (``0 <= stride < room``).
+    """
+    starts = [0]
+    while starts[-1] + room < num_tokens:
+        starts.append(starts[-1] + room - stride)
+    return starts
 
 
 def encode_token_documents(
@@ -54,8 +85,12 @@ def encode_token_documents(
 ) -> list[Window]:
     """Tokenise token-labelling documents into windows.
 
-    Labels go on the first subword of each word only; every other token gets -100, so the loss and
-    the metric count each word once.
+    Each document is tokenised once, whole; windows are then slices of ``max_length - 2`` content
+    tokens between ``<s>`` and ``</s>``, each sharing ``stride`` tokens with the previous one (the
+    first window is exactly what the tokenizer gives with ``truncation=True``). Labels go on the
+    first subword of each word only, in EVERY window: a word cut by a window boundary carries no
+    label on the continuation subwords that open the next window, so the loss and the metric count
+    each word once per window that holds its start.
 
     Args:
         docs: documents with pixel boxes (and ``labels`` when ``label2id`` is given).
@@ -63,41 +98,57 @@ def encode_token_documents(
         label2id: label string -> id; ``None`` for unlabelled documents (inference).
         max_length: tokens per window including special tokens.
         stride: tokens shared by consecutive windows.
-        box_level: ``segment`` or ``word`` boxes.
+        box_level: ``segment`` or ``word`` boxes for ``bbox``; ``word_bbox`` is always word-level.
+
+    Raises:
+        AetnetError: ``stride`` leaves no room for new tokens in a window.
     """
+    room = max_length - 2
+    if not 0 <= stride < room:
+        raise AetnetError(f"data.stride={stride} must be >= 0 and below data.max_length - 2 = {room}; "
+                          "lower data.stride or raise data.max_length")
     windows: list[Window] = []
     for index, doc in enumerate(docs):
-        boxes = document_boxes(doc, box_level)
-        words = doc.words if doc.words else []
+        if not doc.words:
+            # An empty page still yields one window (<s></s>), so it is evaluated, not lost.
+            windows.append(Window(index, [tokenizer.cls_token_id, tokenizer.sep_token_id],
+                                  [list(NO_BOX)] * 2, [None, None], [IGNORE_INDEX] * 2,
+                                  word_bbox=[list(NO_BOX)] * 2))
+            continue
         word_labels = None
         if label2id is not None and doc.labels is not None:
             word_labels = [label2id[label] for label in doc.labels]
-        if not words:
-            # An empty page still yields one window (<s></s>), so it is evaluated, not lost.
-            windows.append(Window(index, [tokenizer.cls_token_id, tokenizer.sep_token_id],
-                                  [[0, 0, 0, 0]] * 2, [None, None], [IGNORE_INDEX] * 2))
-            continue
-        enc = tokenizer(
-            words,
-            boxes=boxes,
-            word_labels=word_labels,
-            truncation=True,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            padding=False,
-        )
-        for w in range(len(enc["input_ids"])):
-            windows.append(
-                Window(
-                    doc_index=index,
-                    input_ids=list(enc["input_ids"][w]),
-                    bbox=[list(b) for b in enc["bbox"][w]],
-                    word_ids=list(enc.word_ids(w)),
-                    labels=list(enc["labels"][w]) if word_labels is not None else None,
-                )
-            )
+        windows.extend(_document_windows(index, doc, tokenizer, word_labels, room, stride, box_level))
     return windows
+
+
+def _document_windows(index: int, doc: Document, tokenizer, word_labels: list[int] | None, room: int,
+                      stride: int, box_level: str) -> list[Window]:
+    """The windows of one non-empty document (see :func:`encode_token_documents`)."""
+    enc = tokenizer(doc.words, boxes=document_boxes(doc, box_level), add_special_tokens=False,
+                    truncation=False, padding=False, verbose=False)
+    ids, boxes, word_ids = list(enc["input_ids"]), enc["bbox"], enc.word_ids()
+    word_box = document_boxes(doc, "word")
+    first = [w is not None and (p == 0 or word_ids[p - 1] != w) for p, w in enumerate(word_ids)]
+    cls_box = list(getattr(tokenizer, "cls_token_box", NO_BOX))
+    sep_box = list(getattr(tokenizer, "sep_token_box", NO_BOX))
+    out = []
+    for start in window_starts(len(ids), room, stride):
+        span = range(start, min(start + room, len(ids)))
+        window_words = [None] + [word_ids[p] for p in span] + [None]
+        labels = None
+        if word_labels is not None:
+            labels = ([IGNORE_INDEX] + [word_labels[word_ids[p]] if first[p] else IGNORE_INDEX for p in span]
+                      + [IGNORE_INDEX])
+        out.append(Window(
+            doc_index=index,
+            input_ids=[tokenizer.cls_token_id] + [ids[p] for p in span] + [tokenizer.sep_token_id],
+            bbox=[cls_box] + [list(boxes[p]) for p in span] + [sep_box],
+            word_ids=window_words,
+            labels=labels,
+            word_bbox=word_boxes_of(window_words, word_box),
+        ))
+    return out
 
 
 def merge_token_predictions(
@@ -180,6 +231,8 @@ class WindowDataset(torch.utils.data.Dataset):
         if window.start_positions is not None:
             item["start_positions"] = torch.tensor(window.start_positions, dtype=torch.long)
             item["end_positions"] = torch.tensor(window.end_positions, dtype=torch.long)
+        if window.word_bbox is not None:
+            item["word_bbox"] = torch.tensor(window.word_bbox, dtype=torch.long)
         if self.doc_ids:
             item["doc_ids"] = torch.tensor(window.doc_index, dtype=torch.long)
         if self.extra_views is not None:
@@ -189,20 +242,35 @@ class WindowDataset(torch.utils.data.Dataset):
 
 class Collator:
     """Pads a list of items to the longest sequence: ids with the pad id, boxes with zeros,
-    attention with 0 and token labels with -100; stacks everything else."""
+    attention with 0 and token labels with -100; stacks everything else.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    Args:
+        pad_token_id: the tokenizer's pad id.
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+        word_boxes: emit ``word_bbox`` (B, L, 4), each token's own word box (zeros for special and
+            pad tokens), for models that read it (AET's PITA). Off by default: plain LayoutLMv3
+            heads do not accept it, so items' ``word_bbox`` is dropped.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, word_boxes: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.word_boxes = word_boxes
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         length = max(item["input_ids"].shape[0] for item in items)
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             length = (length + m - 1) // m * m
+        if self.word_boxes and any("word_bbox" not in item for item in items):
+            raise AetnetError("Collator(word_boxes=True) got items without 'word_bbox'; build the windows "
+                              "with aetnet's encoders (they fill Window.word_bbox)")
         batch: dict[str, torch.Tensor] = {}
-        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "bbox": 0, "labels": IGNORE_INDEX}
+        pads = {"input_ids": self.pad_token_id, "attention_mask": 0, "bbox": 0, "word_bbox": 0,
+                "labels": IGNORE_INDEX}
         for key in items[0]:
+            if key == "word_bbox" and not self.word_boxes:
+                continue
             values = [item[key] for item in items]
             sequence_key = key in pads and values[0].dim() >= 1 and key != "labels" or (
                 key == "labels" and values[0].dim() == 1

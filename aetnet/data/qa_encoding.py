@@ -55,7 +55,8 @@ def encode_qa_examples(
 ) -> list[Window]:
     """Tokenise question/page pairs into windows with start/end targets.
 
-    Words get their own 0-1000 boxes (word level: DocVQA has no entity segments).
+    Words get their own 0-1000 boxes (word level: DocVQA has no entity segments), so ``word_bbox``
+    equals ``bbox`` (question and special tokens ``[0, 0, 0, 0]`` in both).
 
     Args:
         examples: questions with their page (``answer_span`` may be ``None``).
@@ -111,7 +112,7 @@ def encode_qa_examples(
             start, end = _answer_positions(example.answer_span, word_ids, enc["offset_mapping"][w], doc.words)
             windows.append(
                 Window(doc_index=index, input_ids=list(enc["input_ids"][w]), bbox=boxes, word_ids=word_ids,
-                       start_positions=start, end_positions=end)
+                       start_positions=start, end_positions=end, word_bbox=[list(b) for b in boxes])
             )
     return windows
 
@@ -122,7 +123,7 @@ def _question_only_window(index: int, question: str, tokenizer, max_length: int)
     enc = tokenizer(words, boxes=[[0, 0, 0, 0]] * len(words), truncation=True, max_length=max_length)
     n = len(enc["input_ids"])
     return Window(index, list(enc["input_ids"]), [[0, 0, 0, 0]] * n, [None] * n,
-                  start_positions=NO_ANSWER, end_positions=NO_ANSWER)
+                  start_positions=NO_ANSWER, end_positions=NO_ANSWER, word_bbox=[[0, 0, 0, 0]] * n)
 
 
 def _answer_positions(
