@@ -33,6 +33,7 @@ from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
+from aetnet.pdftext import OCR_MODES, PdfPage, choose_source, read_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -76,22 +77,16 @@ def load_pages(path: str | Path, dpi: int = PDF_DPI) -> list[Image.Image]:
 
 
 def _pdf_pages(path: Path, dpi: int) -> list[Image.Image]:
-    import pypdfium2 as pdfium
+    return [page.image for page in read_pdf(path, dpi, text=False)]
 
-    try:
-        pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as exc:
-        # PDFium also refuses a document whose page tree is empty, hence "or has no pages".
-        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted, not a PDF or "
-                        "has no pages: re-export it", path) from None
-    try:
-        if len(pdf) == 0:
-            raise DataError("PDF has no pages; give a PDF with at least one page", path)
-        return [pdf[i].render(scale=dpi / 72).to_pil().convert("RGB") for i in range(len(pdf))]
-    except pdfium.PdfiumError as exc:
-        raise DataError(f"a page cannot be rendered ({exc}); re-export the PDF", path) from None
-    finally:
-        pdf.close()
+
+def load_document(path: str | Path, text_layer: bool = True, dpi: int = PDF_DPI) -> list[PdfPage]:
+    """Every page of a file as a :class:`~aetnet.pdftext.PdfPage`: PDF pages with their text layer
+    (when ``text_layer``), image pages with none. Raises :class:`DataError` as :func:`load_pages`."""
+    path = Path(path)
+    if text_layer and path.suffix.lower() == ".pdf" and path.is_file():
+        return read_pdf(path, dpi, text=True)
+    return [PdfPage(image, None) for image in load_pages(path, dpi)]
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -116,12 +111,17 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def line_segments(boxes: Sequence[Sequence[float]]) -> tuple[list[int], dict[int, list[float]]]:
+def line_segments(boxes: Sequence[Sequence[float]],
+                  lines: Sequence[int] | None = None) -> tuple[list[int], dict[int, list[float]]]:
     """Group OCR words (in reading order) into line fragments, the segments of segment-level boxes.
 
     Training data such as FUNSD gives every word its entity's box; OCR has no entities, so a run of
     words on one line with word-sized gaps stands in for one (a wide gap, as between a form field's
     name and its value, starts a new segment).
+
+    Args:
+        boxes: pixel word boxes in reading order.
+        lines: optional line number per word (a PDF text layer's lines); a segment never spans two.
 
     Returns:
         ``(segment_ids, segment_boxes)``: one id per word and the pixel box union of each segment.
@@ -135,7 +135,8 @@ def line_segments(boxes: Sequence[Sequence[float]]) -> tuple[list[int], dict[int
             overlap = min(box[3], prev[3]) - max(box[1], prev[1])
             gap = box[0] - prev[2]
             same = (overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1])
-                    and -0.5 * height <= gap <= 0.8 * height)
+                    and -0.5 * height <= gap <= 0.8 * height
+                    and (lines is None or lines[i] == lines[i - 1]))
         else:
             same = False
         seg = ids[-1] if same else len(seg_boxes)
@@ -192,21 +193,26 @@ class Predictor:
         box_level: ``segment`` (OCR line fragments stand in for segments) or ``word``; default the
             training one.
         ocr_cache: OCR cache folder (default ``$AETNET_CACHE/ocr``).
+        ocr: ``auto`` (PDF pages with a usable text layer are read from it, others OCRed),
+            ``always`` (OCR every page) or ``never`` (text layers only; a page without one is an error).
+        backend: ``torch``, ``onnx`` (an export's ``model.onnx``) or ``onnx-int8`` (``model.int8.onnx``).
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
                  batch_size: int = 8, ocr_lang: str | None = None, ocr_psm: int | None = None,
                  max_length: int | None = None, stride: int | None = None, box_level: str | None = None,
-                 ocr_cache: str | Path | None = None):
-        from aetnet.train.runner import load_model
+                 ocr_cache: str | Path | None = None, ocr: str = "auto", backend: str = "torch"):
+        from aetnet.backends import load_backend
 
-        loaded = load_model(model_dir)
-        self.meta, self.processor = loaded.meta, loaded.processor
-        self.kind = self.meta["kind"]
+        if ocr not in OCR_MODES:
+            raise AetnetError(f"--ocr {ocr} is not a mode; use {', '.join(OCR_MODES)}")
+        self.ocr_mode = ocr
         self.dtype = _resolve_dtype(dtype)
-        self.model = loaded.model.to(device=device, dtype=self.dtype).eval()
+        self.backend, self.meta, self.processor = load_backend(model_dir, backend, device, self.dtype)
+        self.model = getattr(self.backend, "model", None)  # the PyTorch model (torch backend only)
+        self.kind = self.meta["kind"]
         self.device = torch.device(device)
-        self.labels = self.meta.get("labels") or _config_labels(self.model)
+        self.labels = self.meta.get("labels") or (_config_labels(self.model) if self.model is not None else None)
         self.batch_size = batch_size
         self.max_length = int(max_length or self.meta.get("max_length", 512))
         self.stride = int(self.meta.get("stride", 128) if stride is None else stride)
@@ -229,38 +235,65 @@ class Predictor:
 
         return ocr_image(image, lang=self.ocr_lang, psm=self.ocr_psm, cache_dir=self.ocr_cache)
 
-    def predict_image(self, image: Image.Image | str | Path, question: str | None = None) -> dict[str, Any]:
-        """OCR and predict one page (a PIL image, or the first page of an image file)."""
-        page = image.convert("RGB") if isinstance(image, Image.Image) else load_pages(image)[0]
-        words, boxes = self.ocr(page)
-        return self.predict_words(page, words, boxes, question)
+    def page_words(self, image: Image.Image, layer=None,
+                   where: str = "page") -> tuple[list[str], list[list[float]], list[int] | None, str]:
+        """Words, pixel boxes, line numbers (text layer only) and source (``text-layer`` or ``ocr``) of
+        a page, by this predictor's ``ocr`` mode; ``layer`` is the page's PDF text layer, if any."""
+        source = choose_source(layer, self.ocr_mode, where)
+        if source == "ocr":
+            words, boxes = self.ocr(image)
+            return words, boxes, None, source
+        return list(layer.words), [list(b) for b in layer.boxes], list(layer.lines), source
+
+    def predict_image(self, image: Image.Image | str | Path, question: str | None = None, layer=None,
+                      where: str = "page") -> dict[str, Any]:
+        """Predict one page (a PIL image, or the first page of a file) from its text layer or OCR."""
+        if not isinstance(image, Image.Image):
+            first = load_document(image, self.ocr_mode != "always")[0]
+            image, layer, where = first.image, first.layer, f"{image} page 1"
+        page = image.convert("RGB")
+        words, boxes, lines, source = self.page_words(page, layer, where)
+        return {**self.predict_words(page, words, boxes, question, lines), "source": source}
+
+    def load(self, path: str | Path) -> list[PdfPage]:
+        """The pages of a file, with their PDF text layers unless ``ocr`` is ``always``."""
+        return load_document(path, text_layer=self.ocr_mode != "always")
 
     def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
         """Predict every page of an image or PDF file; one record per page, ``page`` counting from 1."""
-        return self.predict_pages(path, load_pages(path), question)
+        return self.predict_pages(path, self.load(path), question)
 
-    def predict_pages(self, path: str | Path, pages: Sequence[Image.Image],
+    def predict_pages(self, path: str | Path, pages: Sequence[Image.Image | PdfPage],
                       question: str | None = None) -> list[dict[str, Any]]:
-        """Predict already loaded pages of the file ``path`` (named in each record)."""
-        return [{"file": str(path), "page": number, **self.predict_image(page, question)}
-                for number, page in enumerate(pages, start=1)]
+        """Predict already loaded pages (images or :class:`PdfPage`) of the file ``path``."""
+        pages = [p if isinstance(p, PdfPage) else PdfPage(p, None) for p in pages]
+        return [{"file": str(path), "page": number,
+                 **self.predict_image(p.image, question, p.layer, f"{path} page {number}")}
+                for number, p in enumerate(pages, start=1)]
 
     def predict_words(self, image: Image.Image, words: list[str], boxes: list[list[float]],
-                      question: str | None = None) -> dict[str, Any]:
-        """Predict a page whose words and pixel boxes are known (no OCR).
+                      question: str | None = None, lines: list[int] | None = None) -> dict[str, Any]:
+        """Predict a page whose words and pixel boxes are known (no OCR); ``lines``: optional line
+        number per word (segments never span two lines).
 
         Returns:
             ``{"size", "task", "kind", "windows", "words": [{"text", "box", ...}], ...}`` plus, by
             kind, ``entities`` (token), ``label``/``score``/``probabilities`` (sequence) or
             ``question``/``answer`` (qa).
         """
+        doc, windows = self.encode(image, words, boxes, question, lines)
+        return self.decode(image, doc, windows, self._forward(windows, image), question)
+
+    def encode(self, image: Image.Image, words: list[str], boxes: list[list[float]],
+               question: str | None = None, lines: list[int] | None = None) -> tuple[Document, list[Window]]:
+        """The page as a document and its model windows (as in training)."""
         if self.kind == "qa" and not question:
             raise AetnetError(f"the {self.meta['task']} model answers questions; pass --question \"...\"")
         if question and self.kind != "qa":
             logger.warning("--question is ignored: the %s model is a %s model", self.meta["task"], self.kind)
         doc = Document(id="page", words=words, boxes=boxes, page_size=image.size)
         if self.box_level == "segment" and words:
-            doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes)
+            doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes, lines)
         tokenizer = self.processor.tokenizer
         if self.kind == "qa":
             # The same windows as training (word boxes, question tokens boxed [0,0,0,0]).
@@ -272,7 +305,11 @@ class Predictor:
                 # As in training, a page's class is read from its first window (the first
                 # max_length tokens); the windows after it would only repeat the page's layout.
                 windows = windows[:1]
-        outputs = self._forward(windows, image)
+        return doc, windows
+
+    def decode(self, image: Image.Image, doc: Document, windows: list[Window], outputs: list[Any],
+               question: str | None = None) -> dict[str, Any]:
+        """The page's record from its windows' outputs (see :meth:`predict_words`)."""
         words_out = [{"text": w, "box": [round(v) for v in b]} for w, b in zip(doc.words, doc.boxes)]
         result: dict[str, Any] = {"size": list(image.size), "task": self.meta["task"], "kind": self.kind,
                                   "windows": len(windows), "words": words_out}
@@ -312,30 +349,36 @@ class Predictor:
                             "words": list(range(first, last + 1)), "boxes": [w["box"] for w in picked],
                             "box": _union([w["box"] for w in picked])}
 
-    @torch.no_grad()
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """The page image as the model sees it: (3, H, W) float pixel values."""
+        return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
     def _forward(self, windows: list[Window], image: Image.Image) -> list[Any]:
         """Logits per window (trimmed to its length); QA: ``(start, end)`` per window."""
         # All windows of a page share its image: process it once.
-        pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        pixels = self.pixels(image)
+        return self.forward_windows([(w, pixels) for w in windows])
+
+    def forward_windows(self, items: Sequence[tuple[Window, torch.Tensor]],
+                        batch_size: int | None = None) -> list[Any]:
+        """Outputs of windows (of any pages) with their page pixels, ``batch_size`` per backend call."""
         collate = Collator(self.processor.tokenizer.pad_token_id)
         outputs: list[Any] = []
-        for i in range(0, len(windows), self.batch_size):
-            chunk = windows[i:i + self.batch_size]
+        size = batch_size or self.batch_size
+        for i in range(0, len(items), size):
+            chunk = items[i:i + size]
             batch = collate([{"input_ids": torch.tensor(w.input_ids), "bbox": torch.tensor(w.bbox),
                               "attention_mask": torch.ones(len(w.input_ids), dtype=torch.long),
-                              "pixel_values": pixels} for w in chunk])
-            batch = {k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else v.dtype)
-                     for k, v in batch.items()}
-            out = self.model(**batch)
-            for row, window in enumerate(chunk):
+                              "pixel_values": pixels} for w, pixels in chunk])
+            out = self.backend(batch)
+            for row, (window, _) in enumerate(chunk):
                 n = len(window.input_ids)
                 if self.kind == "qa":
-                    outputs.append((out["start_logits"][row, :n].float().cpu().numpy(),
-                                    out["end_logits"][row, :n].float().cpu().numpy()))
+                    outputs.append((out["start_logits"][row, :n], out["end_logits"][row, :n]))
                 elif self.kind == "sequence":
-                    outputs.append(out["logits"][row].float().cpu().numpy())
+                    outputs.append(out["logits"][row])
                 else:
-                    outputs.append(out["logits"][row, :n].float().cpu().numpy())
+                    outputs.append(out["logits"][row, :n])
         return outputs
 
 
@@ -406,7 +449,7 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
     results: dict[str, list[dict]] = {}
     used: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file"):
-        pages = load_pages(path)
+        pages = predictor.load(path)
         records = results[str(path)] = predictor.predict_pages(path, pages, question)
         if out_dir is None:
             continue
@@ -417,6 +460,6 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
                                               encoding="utf-8")
         if visualize:
             for page, record in zip(pages, records):
-                draw_page(page, record).save(out_dir / f"{stem}-page{record['page']}.png")
+                draw_page(page.image, record).save(out_dir / f"{stem}-page{record['page']}.png")
     return results
 

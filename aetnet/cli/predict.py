@@ -1,4 +1,4 @@
-"""``aetnet predict MODEL FILE_OR_FOLDER...``: OCR and predict pages of images and PDFs."""
+"""``aetnet predict MODEL FILE_OR_FOLDER...``: predict pages of images and PDFs (PDF text layers or OCR)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ EPILOG = """examples:
   aetnet predict exports/rvl scans/ --output preds/            # every PNG/JPEG/TIFF/PDF in scans/
   aetnet predict exports/docvqa letter.pdf --question "What is the date?"
   aetnet predict exports/funsd form.tif --ocr-lang deu --ocr-psm 6
+  aetnet predict exports/funsd born-digital.pdf --ocr never      # PDF text layer only, no Tesseract
+  aetnet predict exports/funsd scans/ --backend onnx-int8        # export with --onnx --quantize first
 """
 
 
@@ -17,7 +19,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="predict on PNG/JPEG/TIFF/PDF pages with a trained or exported model",
-        description="Run Tesseract OCR and the model on every page. With --output, writes OUT/<stem>.json "
+        description="Read every page's words (from a PDF's text layer when it has a usable one, else "
+        "Tesseract OCR; see --ocr) and run the model on them. With --output, writes OUT/<stem>.json "
         "(one record per page) per input and prints a summary; without it, prints the records as JSON.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,6 +33,12 @@ def add_parser(sub) -> None:
     p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
     p.add_argument("--ocr-lang", help="Tesseract language (default: the one used in training)")
     p.add_argument("--ocr-psm", type=int, help="Tesseract page segmentation mode (default: training's)")
+    p.add_argument("--ocr", choices=("auto", "always", "never"), default="auto",
+                   help="auto: PDF text layers where usable, OCR otherwise (default); always: OCR every "
+                   "page; never: text layers only (a scanned page is an error). Each record's 'source' "
+                   "says which was used")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="torch (default), or onnxruntime on an export's model.onnx / model.int8.onnx")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="model precision")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.predict import Predictor, predict_paths
 
     predictor = Predictor(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                          ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm)
+                          ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
     results = predict_paths(predictor, args.inputs, args.output, args.question, args.visualize)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
