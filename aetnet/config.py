@@ -108,6 +108,16 @@ class AETConfig:
     pita_cell: float = 1000 / 14
     pita_skip_special: bool = True
     pita_mask_empty: bool = True
+    pita_rule: str = "inside"
+    """``inside``: a token counts when its whole box lies in one cell (``floor(x0/cell) == floor(x1/cell)``,
+    as released); ``center``: the cell holding the box centre (every text token counts)."""
+    pita_boxes: str = "word"
+    """Boxes PITA maps: ``word`` (each token's own word box, ``word_bbox`` in the batch; the paper locates
+    text with the OCR layout) or ``model`` (the boxes LayoutLMv3 sees, segment-level in the recipes: the
+    released code)."""
+    momentum_image: str = "both"
+    """``both``: the momentum ViT runs on [I; I+] (v~ from I, v+ from I+); ``augmented``: once on I+ only,
+    whose output is both v~ and v+ and gives the GLITC image locals (the released code)."""
     glitc_image_locals: int = 196
     """196: every momentum patch; 9: the released code's 3x3 average pooling."""
     augment_main_image: bool = False
@@ -125,6 +135,9 @@ class AETConfig:
         _choice("aet.vit_norm", self.vit_norm, ("imagenet", "clip"))
         _choice("aet.text_view", self.text_view, ("none", "mask"))
         _choice("aet.glitc_image_locals", self.glitc_image_locals, (196, 9))
+        _choice("aet.pita_rule", self.pita_rule, ("inside", "center"))
+        _choice("aet.pita_boxes", self.pita_boxes, ("word", "model"))
+        _choice("aet.momentum_image", self.momentum_image, ("both", "augmented"))
         if not 0.0 <= self.momentum <= 1.0:
             raise AetnetError(f"aet.momentum={self.momentum} must lie in [0, 1]")
         if self.queue_size < 1:

@@ -221,27 +221,29 @@ def test_glitc_single_document_returns_zero_and_warns_once(caplog, monkeypatch):
 # ----------------------------------------------------------------------------- PITA mapping
 
 
-def _ref_patch(box, grid, cell) -> int | None:
-    """The cell containing the whole box, by exact arithmetic and a search over cells."""
+def _ref_patch(box, grid, cell, rule="inside") -> int | None:
+    """The patch of a box by exact arithmetic and a search over half-open cells [c*cell, (c+1)*cell)
+    (the last cell also holds everything beyond): ``inside`` needs both corners in one cell (the
+    released ``check_bbox``), ``center`` takes the cell of the box centre."""
     x0, y0, x1, y1 = (Fraction(int(c)) for c in box)
     cell = Fraction(cell)
 
-    def axis(lo, hi):
+    def cell_of(v):
         for c in range(grid):
-            left, right = c * cell, (c + 1) * cell
-            last = c == grid - 1
-            if left <= lo and (lo < right or last) and (hi <= right or last):
+            if c * cell <= v < (c + 1) * cell or c == grid - 1:
                 return c
+
+    if rule == "center":
+        return cell_of((y0 + y1) / 2) * grid + cell_of((x0 + x1) / 2)
+    if cell_of(x0) != cell_of(x1) or cell_of(y0) != cell_of(y1):
         return None
-
-    col, row = axis(x0, x1), axis(y0, y1)
-    return None if col is None or row is None else row * grid + col
+    return cell_of(y0) * grid + cell_of(x0)
 
 
-def _mapping(bbox_rows, grid, cell, skip_special=True, attn=None):
+def _mapping(bbox_rows, grid, cell, skip_special=True, attn=None, rule="inside"):
     bbox = torch.tensor([bbox_rows])
     attn = torch.ones(1, len(bbox_rows), dtype=torch.long) if attn is None else torch.tensor([attn])
-    index, used = token_patch_index(bbox, attn, grid=grid, cell=cell, skip_special=skip_special)
+    index, used = token_patch_index(bbox, attn, grid=grid, cell=cell, skip_special=skip_special, rule=rule)
     return [int(i) if u else None for i, u in zip(index[0], used[0])]
 
 
@@ -253,12 +255,28 @@ def test_mapping_grid2_cell500_by_hand():
         [600, 600, 900, 900],  # patch 3
         [400, 100, 600, 200],  # spans cols 0 and 1 -> not used
         [100, 400, 200, 600],  # spans rows 0 and 1 -> not used
-        [0, 0, 500, 500],  # end corner exactly on the cell border -> inside patch 0
-        [500, 500, 1000, 1000],  # start on a border belongs to the next cell -> patch 3
+        [0, 0, 500, 500],  # end corner exactly on the border: floor(500/500) = 1 != 0 -> spans two cells
+        [0, 0, 499, 499],  # one unit less: inside patch 0
+        [500, 500, 1000, 1000],  # start on a border belongs to the next cell; 1000 clamps to cell 1 -> patch 3
         [0, 0, 0, 0],  # special token
     ]
-    assert _mapping(boxes, 2, 500) == [0, 1, 2, 3, None, None, 0, 3, None]
-    assert _mapping(boxes, 2, 500, skip_special=False) == [0, 1, 2, 3, None, None, 0, 3, 0]
+    assert _mapping(boxes, 2, 500) == [0, 1, 2, 3, None, None, None, 0, 3, None]
+    assert _mapping(boxes, 2, 500, skip_special=False) == [0, 1, 2, 3, None, None, None, 0, 3, 0]
+    # centre rule: every token counts, in the cell of its centre ((400+600)/2 = 500 -> col 1).
+    assert _mapping(boxes, 2, 500, rule="center") == [0, 1, 2, 3, 1, 2, 0, 0, 3, None]
+    assert _mapping(boxes, 2, 500, rule="center", skip_special=False)[-1] == 0
+
+
+def test_released_cell_rule_border_box_by_hand():
+    # The released check_bbox: floor(x0/72) == floor(x1/72) and floor(y0/72) == floor(y1/72).
+    boxes = [
+        [0, 0, 72, 10],  # x1 = 72 is the border of cells 0 and 1: floor(72/72) = 1 -> two cells, unused
+        [0, 0, 71, 71],  # floor(71/72) = 0 -> patch 0
+        [72, 144, 143, 215],  # col 1, row 2 -> patch 2*14 + 1 = 29
+        [72, 144, 144, 215],  # x1 = 144 = 2*72: spans cols 1 and 2 -> unused
+        [936, 0, 1000, 71],  # col 13 (936/72 = 13, 1000/72 = 13.9) -> patch 13
+    ]
+    assert _mapping(boxes, 14, 72) == [None, 0, 29, None, 13]
 
 
 def test_mapping_skips_padding_even_when_specials_are_mapped():
@@ -268,19 +286,21 @@ def test_mapping_skips_padding_even_when_specials_are_mapped():
 
 def test_mapping_cell72_and_default_cell():
     # cell=72 (released code): col = floor(x/72); 1000 lies in col 13 (13*72 = 936).
-    boxes72 = [[3 * 72 + 1, 5 * 72, 4 * 72, 5 * 72 + 10], [936, 936, 1000, 1000], [140, 0, 150, 10]]
+    boxes72 = [[3 * 72 + 1, 5 * 72, 4 * 72 - 1, 5 * 72 + 10], [936, 936, 1000, 1000], [140, 0, 150, 10]]
     assert _mapping(boxes72, 14, 72) == [5 * 14 + 3, 195, None]
     # default cell 1000/14: 500 = 7 cells exactly, both as a start and as an end coordinate.
-    boxes = [[500, 0, 571, 70], [429, 0, 500, 10], [429, 0, 501, 10], [0, 929, 71, 1000]]
+    boxes = [[500, 0, 571, 70], [429, 0, 499, 10], [429, 0, 500, 10], [0, 929, 71, 1000]]
     assert _mapping(boxes, 14, 1000 / 14) == [7, 6, None, 13 * 14]
     # Cells where float32 x / cell misses an exact border without the tolerance:
     # 500 / (1000/26) and 900 / (1000/30) are whole numbers (13 and 27).
     assert _mapping([[500, 0, 520, 10]], 26, 1000 / 26) == [13]
-    assert _mapping([[870, 0, 900, 10]], 30, 1000 / 30) == [26]
+    assert _mapping([[870, 0, 900, 10]], 30, 1000 / 30) == [None]
+    assert _mapping([[870, 0, 899, 10]], 30, 1000 / 30) == [26]
 
 
+@pytest.mark.parametrize("rule", ["inside", "center"])
 @pytest.mark.parametrize("grid,cell", [(2, 500), (3, Fraction(1000, 3)), (14, Fraction(1000, 14)), (14, 72)])
-def test_mapping_matches_exact_reference_on_random_boxes(grid, cell):
+def test_mapping_matches_exact_reference_on_random_boxes(grid, cell, rule):
     g = torch.Generator().manual_seed(grid)
     n = 300
     x0 = torch.randint(0, 1001, (n,), generator=g)
@@ -294,10 +314,13 @@ def test_mapping_matches_exact_reference_on_random_boxes(grid, cell):
     snap = torch.randint(0, len(borders), (n,), generator=g)
     x1 = torch.where(torch.arange(n) % 4 == 0, torch.maximum(borders[snap], x0), x1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).tolist()
-    got = _mapping(boxes, grid, float(cell))
-    expected = [_ref_patch(b, grid, cell) for b in boxes]
+    got = _mapping(boxes, grid, float(cell), rule=rule)
+    expected = [_ref_patch(b, grid, cell, rule) for b in boxes]
     assert got == expected
-    assert any(e is None for e in expected) and sum(e is not None for e in expected) > n // 4
+    if rule == "inside":
+        assert any(e is None for e in expected) and sum(e is not None for e in expected) > n // 4
+    else:
+        assert None not in expected
 
 
 # ----------------------------------------------------------------------------- PITA loss
@@ -308,7 +331,7 @@ def _cos(a: list[float], b: list[float]) -> float:
     return 0.0 if na == 0 or nb == 0 else sum(x * y for x, y in zip(a, b)) / (na * nb)
 
 
-def _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special):
+def _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special, rule="inside"):
     """t[b][p] as Python lists (mean of mapped tokens, zeros when none) and non-empty flags."""
     B, L, D = token_feat.shape
     t, filled = [], []
@@ -319,7 +342,7 @@ def _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special):
             box = [int(c) for c in bbox[b, k]]
             if not attn[b][k] or (skip_special and box == [0, 0, 0, 0]):
                 continue
-            p = _ref_patch(box, grid, cell)
+            p = _ref_patch(box, grid, cell, rule)
             if p is None:
                 continue
             counts[p] += 1
@@ -329,8 +352,8 @@ def _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special):
     return t, filled
 
 
-def _pita_cos_ref(patch_feat, token_feat, bbox, attn, grid, cell, skip_special, mask_empty):
-    t, filled = _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special)
+def _pita_cos_ref(patch_feat, token_feat, bbox, attn, grid, cell, skip_special, mask_empty, rule="inside"):
+    t, filled = _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special, rule)
     vals = []
     for b in range(patch_feat.shape[0]):
         for p in range(grid * grid):
@@ -340,8 +363,8 @@ def _pita_cos_ref(patch_feat, token_feat, bbox, attn, grid, cell, skip_special, 
     return -sum(vals) / len(vals) if vals else 0.0
 
 
-def _pita_ce_ref(patch_feat, token_feat, bbox, attn, grid, cell, skip_special, mask_empty):
-    t, filled = _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special)
+def _pita_ce_ref(patch_feat, token_feat, bbox, attn, grid, cell, skip_special, mask_empty, rule="inside"):
+    t, filled = _text_per_patch(token_feat, bbox, attn, grid, cell, skip_special, rule)
     P = grid * grid
     docs = []
     for b in range(patch_feat.shape[0]):
@@ -369,7 +392,7 @@ def _hand_case():
         [[
             [0, 0, 0, 0],  # <s>
             [10, 10, 100, 100],  # patch 0
-            [200, 300, 500, 500],  # patch 0 (end on the border)
+            [200, 300, 499, 499],  # patch 0
             [600, 10, 900, 100],  # patch 1
             [450, 10, 550, 100],  # spans patches 0 and 1: unused
             [0, 0, 0, 0],  # </s>
@@ -427,16 +450,17 @@ def _random_pita(B, L, D, grid, seed, max_width=250):
 @pytest.mark.parametrize("form", ["cosine", "ce"])
 @pytest.mark.parametrize("skip_special", [True, False])
 @pytest.mark.parametrize("mask_empty", [True, False])
-@pytest.mark.parametrize("grid,cell", [(2, 500), (3, Fraction(1000, 3)), (14, 72)])
-def test_pita_matches_loop(form, skip_special, mask_empty, grid, cell):
+@pytest.mark.parametrize("grid,cell,rule", [(2, 500, "inside"), (3, Fraction(1000, 3), "inside"), (14, 72, "inside"),
+                                            (3, Fraction(1000, 3), "center")])
+def test_pita_matches_loop(form, skip_special, mask_empty, grid, cell, rule):
     # Widths up to 0.6 cell: a mix of tokens inside one cell and tokens spanning two.
     patch, tokens, bbox, attn = _random_pita(B=2, L=12, D=3, grid=grid, seed=grid, max_width=int(0.6 * cell))
-    filled = _text_per_patch(tokens, bbox, attn.tolist(), grid, cell, skip_special)[1]
+    filled = _text_per_patch(tokens, bbox, attn.tolist(), grid, cell, skip_special, rule)[1]
     assert 0 < sum(map(sum, filled)) < 2 * grid * grid  # some patches filled, some empty
     ref = _pita_cos_ref if form == "cosine" else _pita_ce_ref
-    expected = ref(patch, tokens, bbox, attn.tolist(), grid, cell, skip_special, mask_empty)
+    expected = ref(patch, tokens, bbox, attn.tolist(), grid, cell, skip_special, mask_empty, rule)
     got = pita_loss(patch, tokens, bbox, attn, grid=grid, form=form, cell=float(cell),
-                    skip_special=skip_special, mask_empty=mask_empty)
+                    skip_special=skip_special, mask_empty=mask_empty, rule=rule)
     assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -519,3 +543,39 @@ def test_glitc_ignores_locals_of_other_windows_of_the_same_document():
             terms.append(-pos + math.log(math.exp(pos) + sum(math.exp(n) for n in negs)))
         per_doc.append(sum(terms) / N)
     assert got.item() == pytest.approx(sum(per_doc) / B, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- no host-device syncs
+
+
+@pytest.mark.parametrize("form", ["cosine", "ce"])
+@pytest.mark.parametrize("mask_empty", [True, False])
+@pytest.mark.parametrize("rule", ["inside", "center"])
+def test_glitc_and_pita_run_on_meta_tensors_so_they_never_read_values_back(form, mask_empty, rule):
+    # Meta tensors have shapes but no values: .item(), bool(tensor) and boolean indexing (whose
+    # output shape depends on the data) raise on them, exactly the operations that would make the
+    # host wait for the device.
+    B, N, D, L, grid = 3, 5, 4, 7, 2
+    meta = dict(device="meta")
+    g, locs = torch.randn(B, D, **meta), torch.randn(B, N, D, **meta)
+    mask = torch.ones(B, N, dtype=torch.bool, **meta)
+    temp = torch.tensor(0.1, **meta)
+    assert glitc_loss(g, locs, temp, mask, doc_ids=torch.zeros(B, dtype=torch.long, **meta)).shape == ()
+    patch, tokens = torch.randn(B, grid * grid, D, **meta), torch.randn(B, L, D, **meta)
+    bbox, attn = torch.zeros(B, L, 4, dtype=torch.long, **meta), torch.ones(B, L, dtype=torch.long, **meta)
+    loss = pita_loss(patch, tokens, bbox, attn, grid=grid, cell=500, form=form, mask_empty=mask_empty, rule=rule)
+    assert loss.shape == ()
+    assert losses.pita_coverage(bbox, attn, grid=grid, cell=500, rule=rule).shape == ()
+
+
+def test_pita_coverage_counts_text_tokens_only():
+    boxes = [[[0, 0, 0, 0], [10, 10, 20, 20], [400, 10, 600, 20], [600, 600, 700, 700], [0, 0, 0, 0],
+              [10, 10, 20, 20]]]
+    attn = [[1, 1, 1, 1, 1, 0]]  # <s>, 3 text tokens, </s>, one padding token
+    bbox, attn = torch.tensor(boxes), torch.tensor(attn)
+    # inside: 2 of the 3 text tokens (the second spans two cells); center: all 3.
+    assert losses.pita_coverage(bbox, attn, grid=2, cell=500).item() == pytest.approx(2 / 3)
+    assert losses.pita_coverage(bbox, attn, grid=2, cell=500, rule="center").item() == pytest.approx(1.0)
+    assert losses.pita_coverage(torch.zeros_like(bbox), attn, grid=2, cell=500).item() == 0.0
+    with pytest.raises(ValueError, match="inside, center"):
+        token_patch_index(bbox, attn, grid=2, cell=500, rule="corner")

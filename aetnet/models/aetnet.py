@@ -20,6 +20,15 @@ Interpretations of the spec made here:
   avg-pool(5, stride 4) on 14x14 and an adaptive 3x3 average pool on any other grid.
 * When a training batch carries no ``aug_pixel_values``, I+ falls back to the clean ViT input (v+ then
   differs from v~ only by dropout); a warning says so once.
+* Momentum passes (spec section 2): the momentum RoBERTa runs once on T when there is no text view
+  (``aet.text_view=none``: w+ is w~, as released) and on [T; T+] with ``text_view=mask``; the momentum
+  ViT runs on [I; I+] (``aet.momentum_image=both``) or, as released, once on I+ only
+  (``momentum_image=augmented``: that output is v~, v+ and the source of the GLITC image locals).
+* GLITC image locals: the momentum patches are projected and L2-normalised first; the released code's
+  9 locals are then average-pooled from those 196 unit vectors (so they are not unit-norm).
+* PITA maps each token by its own word box (``word_bbox``, ``aet.pita_boxes=word``) or by the boxes
+  LayoutLMv3 sees (``pita_boxes=model``, the released code). ``pita_coverage`` (share of text tokens
+  PITA uses) is returned beside the loss terms.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from aetnet.data.augment import (
     renormalize,
 )
 from aetnet.errors import AetnetError
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_loss
+from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_coverage, pita_loss
 from aetnet.models.aligners import ProjectionHead, build_image_aligner, build_text_aligner
 from aetnet.models.fusion import fused_features
 from aetnet.models.momentum import MomentumPairs, make_momentum_copy
@@ -68,6 +77,7 @@ _KINDS = {
     "LayoutLMv3ForQuestionAnswering": "qa",
 }
 _NO_AUG_WARNED = False
+_NO_WORD_BOX_WARNED = False
 
 
 @dataclass
@@ -83,13 +93,15 @@ class AETNetOutput(ModelOutput):
     imc_loss: Tensor | None = None
     glitc_loss: Tensor | None = None
     pita_loss: Tensor | None = None
+    pita_coverage: Tensor | None = None
 
 
 def pool_image_locals(patches: Tensor, grid: int) -> Tensor:
     """The released code's 9 image locals: average-pool the patch grid to 3x3.
 
     Args:
-        patches: (B, grid*grid, H) patch features, row-major.
+        patches: (B, grid*grid, H) patch features, row-major (AETNet pools the projected, L2-normalised
+            momentum patches, as the released code does).
         grid: patches per side.
 
     Returns:
@@ -232,6 +244,7 @@ class AETNetModel(nn.Module):
         end_positions: Tensor | None = None,
         aug_pixel_values: Tensor | None = None,
         doc_ids: Tensor | None = None,
+        word_bbox: Tensor | None = None,
         **kw,
     ) -> AETNetOutput:
         """Aligners -> fused LayoutLMv3 -> task loss; in training also the alignment losses.
@@ -246,6 +259,8 @@ class AETNetModel(nn.Module):
             aug_pixel_values: (B, 3, S, S) augmented view I+ in the ViT normalisation (training).
             doc_ids: (B,) document index of each window; with ``aet.mask_same_document`` other
                 windows of the same document are left out of every loss's negatives (batch and queue).
+            word_bbox: (B, L, 4) each token's own word box, 0-1000 ([0, 0, 0, 0] for special, question
+                and padding tokens): the boxes PITA maps with ``aet.pita_boxes=word``.
             **kw: further LayoutLMv3 inputs (e.g. ``token_type_ids``).
 
         Returns:
@@ -269,7 +284,8 @@ class AETNetModel(nn.Module):
             result.loss = out.loss
             return result
 
-        terms = self._alignment_losses(vit_in, image_hidden, text_hidden, input_ids, bbox, attention_mask,
+        pita_bbox = self._pita_boxes(bbox, word_bbox)
+        terms = self._alignment_losses(vit_in, image_hidden, text_hidden, input_ids, pita_bbox, attention_mask,
                                        aug_pixel_values, doc_ids if self.aet.mask_same_document else None)
         aet = self.aet
         total = sum(getattr(aet, f"{name}_weight") * value for name, value in terms.items())
@@ -278,7 +294,29 @@ class AETNetModel(nn.Module):
         result.loss = total
         for name, value in terms.items():
             setattr(result, f"{name}_loss", value)
+        result.pita_coverage = pita_coverage(pita_bbox, attention_mask, self.grid, self.pita_cell, aet.pita_rule)
         return result
+
+    @property
+    def pita_cell(self) -> float:
+        """``aet.pita_cell`` (given for a 14x14 grid) scaled to this model's patch grid."""
+        return self.aet.pita_cell * 14 / self.grid
+
+    def _pita_boxes(self, bbox: Tensor, word_bbox: Tensor | None) -> Tensor:
+        """The (B, L, 4) boxes PITA maps: the word boxes under ``aet.pita_boxes=word``, else ``bbox``."""
+        global _NO_WORD_BOX_WARNED
+        if self.aet.pita_boxes == "model":
+            return bbox
+        if word_bbox is None:
+            if not _NO_WORD_BOX_WARNED:
+                logger.warning("aet.pita_boxes=word but the batch has no word_bbox (build it with "
+                               "Collator(word_boxes=True)): PITA maps the boxes LayoutLMv3 sees instead")
+                _NO_WORD_BOX_WARNED = True
+            return bbox
+        if word_bbox.shape != bbox.shape:
+            raise AetnetError(f"word_bbox has shape {tuple(word_bbox.shape)} but bbox has {tuple(bbox.shape)}; "
+                              "give one word box per token (Collator(word_boxes=True) does)")
+        return word_bbox
 
     # ------------------------------------------------------------------ training path
     def _alignment_losses(
@@ -287,62 +325,83 @@ class AETNetModel(nn.Module):
         image_hidden: Tensor,
         text_hidden: Tensor,
         input_ids: Tensor,
-        bbox: Tensor,
+        pita_bbox: Tensor,
         attention_mask: Tensor,
         aug_pixel_values: Tensor | None,
         doc_ids: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """DITC, IMC, GLITC and PITA for one batch, then enqueue the momentum CLS features."""
-        global _NO_AUG_WARNED
         align, aet = self.alignment, self.aet
-        B = input_ids.shape[0]
         with torch.no_grad():
             align.temp.clamp_(*TEMP_RANGE)  # keep tau inside the range the losses assume
         temp = align.temp
         image_feat = align.vision_proj(image_hidden[:, 0])  # v (B, D)
         text_feat = align.text_proj(text_hidden[:, 0])  # w (B, D)
-
+        m = self._momentum_features(vit_in, input_ids, attention_mask, aug_pixel_values)
         with torch.no_grad():
-            if aug_pixel_values is None:
-                if not _NO_AUG_WARNED:
-                    logger.warning("training batch has no aug_pixel_values: IMC uses the clean image as I+")
-                    _NO_AUG_WARNED = True
-                aug_pixel_values = vit_in
-            # One momentum ViT pass over [I; I+] and one momentum RoBERTa pass over [T; T+].
-            image_m = align.momentum_image(torch.cat([vit_in, aug_pixel_values.to(vit_in.dtype)]))
-            view_ids = input_ids
-            if aet.text_view == "mask":
-                view_ids = mask_tokens(input_ids, attention_mask, self.special_token_ids,
-                                       self.mask_token_id, aet.mask_prob)
-            text_m = align.momentum_text(torch.cat([input_ids, view_ids]), attention_mask.repeat(2, 1))
-            image_feat_m = align.vision_proj_m(image_m[:B, 0])  # v~
-            image_feat_pos = align.vision_proj_m(image_m[B:, 0])  # v+
-            text_feat_m = align.text_proj_m(text_m[:B, 0])  # w~
-            text_feat_pos = align.text_proj_m(text_m[B:, 0])  # w+
-            patches_m = image_m[:B, 1:]
-            if aet.glitc_image_locals == 9:
-                patches_m = pool_image_locals(patches_m, self.grid)
-            image_locals = align.vision_proj_m(patches_m)  # (B, N, D)
-            text_locals = align.text_proj_m(text_m[:B, 1:])  # (B, L-1, D)
             image_queue = align.image_queue.queue.clone()
             text_queue = align.text_queue.queue.clone()
             queue_ids = align.image_queue.ids.clone() if doc_ids is not None else None
 
         terms = {
-            "ditc": ditc_loss(image_feat, text_feat, image_feat_m, text_feat_m, image_queue, text_queue,
+            "ditc": ditc_loss(image_feat, text_feat, m["image"], m["text"], image_queue, text_queue,
                               temp, aet.alpha, doc_ids=doc_ids, queue_ids=queue_ids),
-            "imc": imc_loss(image_feat, text_feat, image_feat_pos, text_feat_pos, image_queue, text_queue,
+            "imc": imc_loss(image_feat, text_feat, m["image_pos"], m["text_pos"], image_queue, text_queue,
                             temp, doc_ids=doc_ids, queue_ids=queue_ids),
-            "glitc": 0.5 * (glitc_loss(image_feat, image_locals, temp, doc_ids=doc_ids)
-                            + glitc_loss(text_feat, text_locals, temp, attention_mask[:, 1:], doc_ids=doc_ids)),
-            "pita": pita_loss(image_hidden[:, 1:], text_hidden, bbox, attention_mask, grid=self.grid,
-                              form=aet.pita_form, cell=aet.pita_cell * 14 / self.grid,
-                              skip_special=aet.pita_skip_special, mask_empty=aet.pita_mask_empty),
+            "glitc": 0.5 * (glitc_loss(image_feat, m["image_locals"], temp, doc_ids=doc_ids)
+                            + glitc_loss(text_feat, m["text_locals"], temp, attention_mask[:, 1:], doc_ids=doc_ids)),
+            "pita": pita_loss(image_hidden[:, 1:], text_hidden, pita_bbox, attention_mask, grid=self.grid,
+                              form=aet.pita_form, cell=self.pita_cell, skip_special=aet.pita_skip_special,
+                              mask_empty=aet.pita_mask_empty, rule=aet.pita_rule),
         }
         # After the losses: this batch must not be its own negative. Gathered across ranks inside.
-        align.image_queue.enqueue(image_feat_m, doc_ids)
-        align.text_queue.enqueue(text_feat_m, doc_ids)
+        align.image_queue.enqueue(m["image"], doc_ids)
+        align.text_queue.enqueue(m["text"], doc_ids)
         return terms
+
+    @torch.no_grad()
+    def _momentum_features(self, vit_in: Tensor, input_ids: Tensor, attention_mask: Tensor,
+                           aug_pixel_values: Tensor | None) -> dict[str, Tensor]:
+        """Momentum features of one batch: one momentum ViT and one momentum RoBERTa call.
+
+        Returns:
+            ``image``/``text`` (B, D): v~ and w~; ``image_pos``/``text_pos`` (B, D): v+ and w+ (the same
+            tensors as v~/w~ when that view is not computed separately); ``image_locals`` (B, N, D) with
+            N = 196 or 9; ``text_locals`` (B, L-1, D).
+        """
+        global _NO_AUG_WARNED
+        align, aet = self.alignment, self.aet
+        B = input_ids.shape[0]
+        if aug_pixel_values is None:
+            if not _NO_AUG_WARNED:
+                logger.warning("training batch has no aug_pixel_values: IMC uses the clean image as I+")
+                _NO_AUG_WARNED = True
+            aug_pixel_values = vit_in
+        aug = aug_pixel_values.to(vit_in.dtype)
+        if aet.momentum_image == "augmented":  # released: one pass on I+, v~ = v+
+            image_m = align.momentum_image(aug)
+            clean_m, pos_m = image_m, image_m
+        else:
+            image_m = align.momentum_image(torch.cat([vit_in, aug]))
+            clean_m, pos_m = image_m[:B], image_m[B:]
+        if aet.text_view == "mask":
+            view_ids = mask_tokens(input_ids, attention_mask, self.special_token_ids, self.mask_token_id,
+                                   aet.mask_prob)
+            text_m = align.momentum_text(torch.cat([input_ids, view_ids]), attention_mask.repeat(2, 1))
+            text_pos = align.text_proj_m(text_m[B:, 0])
+        else:  # no text view: a second pass over the same tokens would only resample dropout
+            text_m = align.momentum_text(input_ids, attention_mask)
+            text_pos = None
+        image = align.vision_proj_m(clean_m[:, 0])
+        text = align.text_proj_m(text_m[:B, 0])
+        # Project and L2-normalise the momentum patches first; the 9 released locals pool those.
+        image_locals = align.vision_proj_m(clean_m[:, 1:])  # (B, P, D)
+        if aet.glitc_image_locals == 9:
+            image_locals = pool_image_locals(image_locals, self.grid)
+        image_pos = image if pos_m is clean_m else align.vision_proj_m(pos_m[:, 0])
+        return {"image": image, "text": text, "image_pos": image_pos,
+                "text_pos": text if text_pos is None else text_pos,
+                "image_locals": image_locals, "text_locals": align.text_proj_m(text_m[:B, 1:])}
 
     def momentum_pairs(self) -> MomentumPairs:
         """The (online, momentum) module pairs: both aligners and both projection heads."""

@@ -23,7 +23,9 @@ from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
 
-LOSS_TERMS = ("task_loss", "ditc_loss", "imc_loss", "glitc_loss", "pita_loss")
+#: Model outputs logged (averaged over the logging interval); ``pita_coverage`` is the share of text
+#: tokens PITA maps to a patch.
+LOSS_TERMS = ("task_loss", "ditc_loss", "imc_loss", "glitc_loss", "pita_loss", "pita_coverage")
 
 
 class NonFiniteLossError(AetnetError):

@@ -86,6 +86,28 @@ class EpochCallback(TrainerCallback):
         self.views.epoch = int(state.epoch or 0)
 
 
+class PitaCoverageCallback(TrainerCallback):
+    """Warns once when the logged ``pita_coverage`` (share of text tokens PITA uses) is under 5 %.
+
+    Below that PITA aligns almost nothing (e.g. segment boxes that rarely fit in one cell); the
+    warning names the settings that change it.
+    """
+
+    threshold = 0.05
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        coverage = (logs or {}).get("pita_coverage")
+        if self.warned or coverage is None or coverage >= self.threshold:
+            return
+        self.warned = True
+        logger.warning("PITA uses only %.1f%% of the text tokens (pita_coverage %.4f < %.2f): its loss is "
+                       "nearly empty; map word boxes (aet.pita_boxes=word) or use aet.pita_rule=center",
+                       100 * coverage, coverage, self.threshold)
+
+
 class MomentumCallback(TrainerCallback):
     """Updates AETNet's momentum encoders once per optimizer step (never during evaluation)."""
 
@@ -143,9 +165,10 @@ class AETStrategy(Strategy):
         return self._views
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
-        """The EMA update after every optimizer step, and the epoch for the views."""
+        """The EMA update after every optimizer step, the epoch for the views, the PITA coverage check."""
         views = getattr(self, "_views", None)
-        return [MomentumCallback(model)] + ([EpochCallback(views)] if views is not None else [])
+        return ([MomentumCallback(model), PitaCoverageCallback()]
+                + ([EpochCallback(views)] if views is not None else []))
 
     def load(self, path: str | Path, meta: dict[str, Any]) -> AETNetModel:
         """The inference model saved in ``path`` (``aetnet.json`` metadata gives the task kind)."""
