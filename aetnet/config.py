@@ -276,7 +276,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise AetnetError(f"override '{pair}' is not key=value (for example train.learning_rate=3e-5)")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = yaml_problem(exc, "quote it if it is text")
+            raise AetnetError(f"override '{pair}': the value is {problem}") from None
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -285,15 +289,29 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
+YAML_HINT = ("check the indentation there (spaces, not tabs), that each key is followed by ': ', and that "
+             "quotes and brackets are closed")
+
+
+def yaml_problem(exc: Exception, hint: str = YAML_HINT) -> str:
+    """One sentence for a YAML parse error: where it is (line and column, 1-based) and what to check."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(exc, "problem", None) or "a syntax error").split())
+    return f"not valid YAML{where} ({problem}); {hint}"
+
+
 def load_recipe_dict(path: str | Path) -> dict[str, Any]:
     """Read a recipe YAML file into a dict, with a clear error for bad YAML."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
     except FileNotFoundError:
         raise AetnetError(f"{path}: recipe file does not exist; list recipes with `aetnet recipes ls`") from None
+    except UnicodeDecodeError as exc:
+        raise AetnetError(f"{path}: recipe is not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise AetnetError(f"{path}: recipe is not valid YAML ({exc})") from None
+        raise AetnetError(f"{path}: the recipe is {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise AetnetError(f"{path}: a recipe must be a YAML mapping of sections")
     return data

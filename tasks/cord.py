@@ -22,7 +22,6 @@ labels are BIO over the line's category (first word ``B-``, the rest ``I-``), an
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -35,7 +34,8 @@ from PIL import Image
 from aetnet.config import RunConfig
 from aetnet.data.document import Box, Document
 from aetnet.data.images import image_size as read_image_size
-from aetnet.data.screen import guarded
+from aetnet.data.screen import count_given, guarded
+from aetnet.data.validate import expect_image, expect_object, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import TokenClassificationTask, map_splits
@@ -91,24 +91,20 @@ def cord_label_list() -> list[str]:
 
 
 def _quad_box(quad: Any, source: str, where: str) -> Box:
-    try:
-        xs = [float(quad[f"x{k}"]) for k in range(1, 5)]
-        ys = [float(quad[f"y{k}"]) for k in range(1, 5)]
-    except (KeyError, TypeError, ValueError):
-        raise DataError(
-            f"quad {quad!r} is not a dict of numbers x1..x4, y1..y4; fix the annotation",
-            source,
-            where,
-        ) from None
+    """The axis-aligned box ``[x0, y0, x1, y1]`` around a quad ``{x1..x4, y1..y4}`` (pixel corners)."""
+    quad = expect_object(quad, where, source)
+    xs = [require(quad, f"x{k}", "number", where, source) for k in range(1, 5)]
+    ys = [require(quad, f"y{k}", "number", where, source) for k in range(1, 5)]
     return [min(xs), min(ys), max(xs), max(ys)]
 
 
 def _page_size(gt: dict[str, Any], image_size: tuple[int, int] | None, source: str) -> tuple[int, int]:
-    size = (gt.get("meta") or {}).get("image_size") or {}
-    try:
-        return int(size["width"]), int(size["height"])
-    except (KeyError, TypeError, ValueError):
-        pass
+    """``meta.image_size`` (checked when given), else the image's size."""
+    meta = require(gt, "meta", "object", "", source, optional=True, default={})
+    size = require(meta, "image_size", "object", "meta", source, optional=True)
+    if size is not None:
+        return (require(size, "width", "integer", "meta.image_size", source),
+                require(size, "height", "integer", "meta.image_size", source))
     if image_size is not None:
         return image_size
     raise DataError(
@@ -137,34 +133,36 @@ def cord_document(
     Raises:
         DataError: a line has an unknown category, a word a malformed quad, or the page has no size.
     """
-    lines = gt.get("valid_line")
-    if not isinstance(lines, list):
-        raise DataError("no 'valid_line' list; is this a CORD annotation?", source, "valid_line")
+    gt = expect_object(gt, "", source)
+    lines = require(gt, "valid_line", "list", "", source, fix="is this a CORD annotation?")
     words: list[str] = []
     boxes: list[Box] = []
     labels: list[str] = []
     segment_ids: list[int] = []
     skipped = 0
-    for i, line in enumerate(lines):
-        category = line.get("category")
+    for i, raw in enumerate(lines):
+        where = f"valid_line[{i}]"
+        line = expect_object(raw, where, source)
+        category = require(line, "category", "string", where, source)
         if category not in _CATEGORY_SET:
             raise DataError(
                 f"unknown category {category!r}; expected one of: {', '.join(CORD_CATEGORIES)}",
                 source,
-                f"valid_line[{i}].category",
+                f"{where}.category",
             )
-        try:
-            segment = int(line.get("group_id"))
-        except (TypeError, ValueError):
-            segment = -1  # no group: the words keep their own boxes
+        # No group: the words keep their own boxes.
+        segment = require(line, "group_id", "integer", where, source, optional=True, default=-1)
         first = True
-        for j, word in enumerate(line.get("words") or []):
-            text = str(word.get("text") or "").strip()
+        for j, raw_word in enumerate(require(line, "words", "list", where, source)):
+            word = expect_object(raw_word, f"{where}.words[{j}]", source)
+            text = require(word, "text", "text", f"{where}.words[{j}]", source).strip()
+            box = _quad_box(require(word, "quad", "object", f"{where}.words[{j}]", source), source,
+                            f"{where}.words[{j}].quad")
             if not text:
                 skipped += 1  # a box without text cannot be tokenised
                 continue
             words.append(text)
-            boxes.append(_quad_box(word.get("quad"), source, f"valid_line[{i}].words[{j}].quad"))
+            boxes.append(box)
             labels.append(("B-" if first else "I-") + category)
             segment_ids.append(segment)
             first = False
@@ -183,12 +181,13 @@ def cord_document(
         image_size = image.size
     elif image_path is not None:
         image_size = read_image_size(image_path)  # header only
-    meta = gt.get("meta") or {}
+    meta = gt.get("meta") or {}  # checked to be an object by _page_size
+    page_size = _page_size(gt, image_size, source)
     return Document(
         id=doc_id,
         words=words,
         boxes=boxes,
-        page_size=_page_size(gt, image_size, source),
+        page_size=page_size,
         image=image,
         image_path=image_path,
         labels=labels,
@@ -208,10 +207,7 @@ def _find_image(image_dir: Path, stem: str) -> Path | None:
 
 
 def _read_json_file(json_file: Path, image_dir: Path, missing: list[str]) -> Document:
-    try:
-        gt = json.loads(json_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot be read as JSON ({exc}); re-download or remove it", json_file) from None
+    gt = read_json(json_file, "the CORD annotation")
     image_path = _find_image(image_dir, json_file.stem)
     if image_path is None:
         missing.append(str(json_file))
@@ -220,7 +216,9 @@ def _read_json_file(json_file: Path, image_dir: Path, missing: list[str]) -> Doc
 
 def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[Document]:
     docs = []
-    for json_file in sorted(json_dir.glob("*.json")):
+    files = sorted(json_dir.glob("*.json"))
+    count_given(policy, len(files))
+    for json_file in files:
         doc = guarded(policy, lambda f=json_file: _read_json_file(f, image_dir, missing), json_dir.parent.name,
                       json_file.stem, str(json_file))
         if doc is not None:
@@ -254,15 +252,15 @@ def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
 
 
-def _read_hf(dataset: Any, origin: str, eval_fraction: float, seed: int) -> dict[str, list[Document]]:
+def _read_hf(dataset: Any, origin: str, eval_fraction: float, seed: int, policy=None) -> dict[str, list[Document]]:
     import datasets
 
     if isinstance(dataset, datasets.Dataset):
-        return carve_out(_hf_split(dataset, "train", origin), eval_fraction, seed)
-    return {name: _hf_split(split, name, origin) for name, split in dataset.items()}
+        return carve_out(_hf_split(dataset, "train", origin, policy), eval_fraction, seed)
+    return {name: _hf_split(split, name, origin, policy) for name, split in dataset.items()}
 
 
-def _hf_split(split: Any, name: str, origin: str) -> list[Document]:
+def _hf_split(split: Any, name: str, origin: str, policy=None) -> list[Document]:
     import datasets
 
     missing = [c for c in ("image", "ground_truth") if c not in split.column_names]
@@ -276,20 +274,31 @@ def _hf_split(split: Any, name: str, origin: str) -> list[Document]:
     # Undecoded images: pages are opened lazily from their bytes, not held decoded in memory.
     split = split.cast_column("image", datasets.Image(decode=False))
     docs = []
+    count_given(policy, len(split))
     for i, row in enumerate(split):
         source = f"{origin}[{name}][{i}]"
-        try:
-            gt = json.loads(row["ground_truth"])
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise DataError(f"ground_truth is not a JSON string ({exc})", source, "ground_truth") from None
-        image, image_path = None, None
-        stored = row["image"] or {}
-        if stored.get("bytes"):
-            image = Image.open(io.BytesIO(stored["bytes"]))
-        elif stored.get("path") and Path(stored["path"]).is_file():
-            image_path = Path(stored["path"])
-        docs.append(cord_document(gt, f"{name}_{i:05d}", source, image_path=image_path, image=image))
+        doc = guarded(policy, lambda r=row, i=i, s=source: _hf_row(r, f"{name}_{i:05d}", s), name, f"{name}_{i:05d}",
+                      source)
+        if doc is not None:
+            docs.append(doc)
     return docs
+
+
+def _hf_row(row: dict[str, Any], doc_id: str, source: str) -> Document:
+    """One ``naver-clova-ix/cord-v2`` row (``ground_truth`` JSON string, undecoded ``image``) -> a document."""
+    text = require(row, "ground_truth", "string", "", source)
+    try:
+        gt = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix the row",
+                        source, "ground_truth") from None
+    stored = row["image"] or {}
+    image, image_path = None, None
+    if stored.get("bytes"):
+        image = expect_image(stored, "image", source)
+    elif stored.get("path") and Path(stored["path"]).is_file():
+        image_path = Path(stored["path"])
+    return cord_document(gt, doc_id, source, image_path=image_path, image=image)
 
 
 def _load_hub(dataset_id: str) -> Any:
@@ -319,6 +328,8 @@ def read_cord(
             ``naver-clova-ix/cord-v2`` schema, or a hub id such as ``"naver-clova-ix/cord-v2"``.
         eval_fraction: share of documents carved out as ``test`` when the source has one split.
         seed: seed of that carve-out.
+        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a malformed file or row is
+            recorded and left out; ``None`` raises.
 
     Returns:
         ``{split name: documents}``; documents of the original layout are sorted by id.
@@ -329,11 +340,11 @@ def read_cord(
     """
     path = Path(path).expanduser()
     if not path.exists():
-        return _read_hf(_load_hub(str(path)), str(path), eval_fraction, seed)
+        return _read_hf(_load_hub(str(path)), str(path), eval_fraction, seed, policy)
     if path.is_dir() and _is_saved_dataset(path):
         import datasets
 
-        return _read_hf(datasets.load_from_disk(str(path)), str(path), eval_fraction, seed)
+        return _read_hf(datasets.load_from_disk(str(path)), str(path), eval_fraction, seed, policy)
 
     missing: list[str] = []
     splits: dict[str, list[Document]]

@@ -16,7 +16,6 @@ still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logge
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,21 +26,13 @@ from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
 from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings, ocr_with
-from aetnet.data.screen import guarded
+from aetnet.data.screen import count_given, guarded
+from aetnet.data.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import QuestionAnsweringTask, map_splits
 
 logger = logging.getLogger(__name__)
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("file does not exist; check the path", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot be read as JSON ({exc}); re-download it", path) from None
 
 
 def read_official_ocr(ocr_file: Path) -> tuple[list[str], list[Box], tuple[int, int] | None]:
@@ -54,35 +45,31 @@ def read_official_ocr(ocr_file: Path) -> tuple[list[str], list[Box], tuple[int, 
     Raises:
         DataError: the file is not in that format.
     """
-    record = _load_json(ocr_file)
-    results = record.get("recognitionResults") if isinstance(record, dict) else None
-    if not isinstance(results, list):
-        raise DataError("no 'recognitionResults' list; is this a DocVQA OCR file?", ocr_file,
-                        "recognitionResults")
+    record = expect_object(read_json(ocr_file, "the DocVQA OCR file"), "", ocr_file)
+    results = require(record, "recognitionResults", "list", "", ocr_file, fix="is this a DocVQA OCR file?")
     words: list[str] = []
     boxes: list[Box] = []
     size = None
-    for r, result in enumerate(results):
-        if size is None and result.get("width") and result.get("height"):
-            size = (int(round(float(result["width"]))), int(round(float(result["height"]))))
-        for li, line in enumerate(result.get("lines") or []):
-            for wi, word in enumerate(line.get("words") or []):
-                text = str(word.get("text") or "").strip()
+    for r, raw in enumerate(results):
+        where = f"recognitionResults[{r}]"
+        result = expect_object(raw, where, ocr_file)
+        width = require(result, "width", "number", where, ocr_file, optional=True)
+        height = require(result, "height", "number", where, ocr_file, optional=True)
+        if size is None and width and height:
+            size = (int(round(width)), int(round(height)))
+        for li, raw_line in enumerate(require(result, "lines", "list", where, ocr_file, optional=True, default=[])):
+            line_at = f"{where}.lines[{li}]"
+            line = expect_object(raw_line, line_at, ocr_file)
+            for wi, raw_word in enumerate(require(line, "words", "list", line_at, ocr_file, optional=True, default=[])):
+                word_at = f"{line_at}.words[{wi}]"
+                word = expect_object(raw_word, word_at, ocr_file)
+                text = require(word, "text", "text", word_at, ocr_file).strip()
+                poly = expect_box(require(word, "boundingBox", "list", word_at, ocr_file), f"{word_at}.boundingBox",
+                                  ocr_file, size=8)
                 if not text:
                     continue
-                poly = word.get("boundingBox")
-                try:
-                    xs = [float(v) for v in poly[0::2]]
-                    ys = [float(v) for v in poly[1::2]]
-                    if len(poly) != 8:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise DataError(
-                        f"boundingBox {poly!r} is not 8 numbers", ocr_file,
-                        f"recognitionResults[{r}].lines[{li}].words[{wi}].boundingBox",
-                    ) from None
                 words.append(text)
-                boxes.append([min(xs), min(ys), max(xs), max(ys)])
+                boxes.append([min(poly[0::2]), min(poly[1::2]), max(poly[0::2]), max(poly[1::2])])
     return words, boxes, size
 
 
@@ -178,9 +165,8 @@ def read_docvqa(
             found nor taken from an OCR file.
     """
     json_path = Path(json_path).expanduser()
-    record = _load_json(json_path)
-    if not isinstance(record, dict) or not isinstance(record.get("data"), list):
-        raise DataError("no 'data' list; is this a DocVQA v1.0 JSON?", json_path, "data")
+    record = expect_object(read_json(json_path, "the DocVQA question file"), "", json_path)
+    data = require(record, "data", "list", "", json_path, fix="is this a DocVQA v1.0 JSON?")
     split = str(record.get("dataset_split") or json_path.stem)
     image_root = Path(image_root).expanduser() if image_root else json_path.parent
     if ocr_root is None and (json_path.parent / "ocr_results").is_dir():
@@ -188,30 +174,34 @@ def read_docvqa(
     ocr_root = Path(ocr_root).expanduser() if ocr_root is not None else None
     settings = ocr or OcrSettings()
 
+    count_given(policy, len(data))
     pages: dict[str, Document] = {}
     examples: list[QAExample] = []
-    def read_entry(i: int, entry: Any) -> QAExample:
-        for field in ("questionId", "question", "image"):
-            if not isinstance(entry, dict) or entry.get(field) in (None, ""):
-                raise DataError(f"entry {i} has no '{field}'", json_path, f"data[{i}].{field}")
-        answers = entry.get("answers") or []
-        if not isinstance(answers, list):
-            raise DataError("answers must be a list of strings", json_path, f"data[{i}].answers")
-        image_rel = str(entry["image"])
+    def read_entry(i: int, raw: Any) -> QAExample:
+        where = f"data[{i}]"
+        entry = expect_object(raw, where, json_path)
+        qid = require(entry, "questionId", "text", where, json_path)
+        question = require(entry, "question", "string", where, json_path)
+        if not question.strip():
+            raise DataError(f"entry {i} has an empty question; {DEFAULT_FIX}", json_path, f"{where}.question")
+        image_rel = require(entry, "image", "string", where, json_path)
+        if not image_rel.strip():
+            raise DataError(f"entry {i} names no image; {DEFAULT_FIX}", json_path, f"{where}.image")
+        answers = require(entry, "answers", "list", where, json_path, optional=True, default=[])
+        answers = [expect_text(a, f"{where}.answers[{k}]", json_path) for k, a in enumerate(answers)]
         if image_rel not in pages:
             pages[image_rel] = _page_document(image_rel, image_root, ocr_root, settings, cache_dir, json_path)
             pages[image_rel].meta["docId"] = entry.get("docId")
         doc = pages[image_rel]
-        answers = [str(a) for a in answers]
         return QAExample(
-            id=str(entry["questionId"]),
-            question=str(entry["question"]),
+            id=qid,
+            question=question,
             document=doc,
             answers=answers,
             answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
         )
 
-    for i, entry in enumerate(record["data"]):
+    for i, entry in enumerate(data):
         qid = str(entry.get("questionId", i)) if isinstance(entry, dict) else str(i)
         example = guarded(policy, lambda i=i, entry=entry: read_entry(i, entry), split, qid, str(json_path))
         if example is not None:
@@ -252,9 +242,25 @@ def find_question_files(root: Path) -> list[Path]:
 
 
 def _has_answers(json_path: Path) -> bool:
-    record = _load_json(json_path)
+    try:
+        record = read_json(json_path)
+    except DataError:
+        return True  # unreadable: read_docvqa reports it
     data = record.get("data") if isinstance(record, dict) else None
     return isinstance(data, list) and any(isinstance(e, dict) and e.get("answers") for e in data)
+
+
+def _read_file(json_file: Path, settings: OcrSettings, policy) -> dict[str, list[QAExample]]:
+    """:func:`read_docvqa` on one question file; with ``skip``, a file that cannot be read at all (not
+    UTF-8, not JSON, no ``data`` list) is one skipped entry and gives no questions."""
+    try:
+        return read_docvqa(json_file, ocr=settings, policy=policy)
+    except DataError as exc:
+        if policy is None:  # question-level errors were handled inside; this one concerns the whole file
+            raise
+        policy.count(1)
+        policy.handle(exc, json_file.stem, json_file.name, str(json_file))
+        return {}
 
 
 @TASKS.register("docvqa")
@@ -292,7 +298,7 @@ class DocVqaTask(QuestionAnsweringTask):
                 logger.info("%s has no gold answers (the official test split?); not used for training "
                             "or evaluation", json_file)
                 continue
-            for split, examples in read_docvqa(json_file, ocr=settings, policy=self.bad_documents).items():
+            for split, examples in _read_file(json_file, settings, self.bad_documents).items():
                 splits.setdefault(split, []).extend(examples)
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
                           group=lambda ex: ex.document.id)

@@ -7,7 +7,6 @@ and ``images/*.png``; the folder itself or a parent holding ``dataset/``) and th
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,19 @@ from typing import Any
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
+from aetnet.data.screen import count_given, guarded
+from aetnet.data.validate import (
+    DEFAULT_FIX,
+    at,
+    describe,
+    expect_box,
+    expect_image,
+    expect_integer,
+    expect_object,
+    expect_text,
+    read_json,
+    require,
+)
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import TokenClassificationTask
@@ -49,47 +61,55 @@ def find_funsd_root(path: str | Path) -> Path:
 
 
 def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
-    """One FUNSD annotation file -> a :class:`Document` with BIO labels, segments and links."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DataError("file is not UTF-8 text; re-save it as UTF-8 JSON", path) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON at line {exc.lineno} ({exc.msg}); fix or re-export the file", path) from None
-    if not isinstance(data, dict) or "form" not in data:
-        raise DataError("missing the top-level 'form' list of entities", path, "form")
+    """One FUNSD annotation file -> a :class:`Document` with BIO labels, segments and links.
+
+    Every field is checked for presence and type (:mod:`aetnet.data.validate`): a malformed value
+    is a :class:`DataError` naming the file and the field path (``form[3].words[0].box[1]``).
+    """
+    data = read_json(path, "the FUNSD annotation")
+    form = require(expect_object(data, "", path), "form", "list", "", path,
+                   fix="a FUNSD annotation is {\"form\": [entities]}")
     words, boxes, labels, segments = [], [], [], []
     segment_boxes: dict[int, list[float]] = {}
     links: set[tuple[int, int]] = set()
     empty_entities = skipped_words = 0
-    for n, entity in enumerate(data["form"]):
-        for key in ("id", "label", "words"):
-            if key not in entity:
-                raise DataError(f"entity {n} has no '{key}'", path, f"form[{n}].{key}")
-        label = str(entity["label"]).lower()
+    for n, raw in enumerate(form):
+        where = f"form[{n}]"
+        entity = expect_object(raw, where, path)
+        ent_id = require(entity, "id", "integer", where, path)
+        label = require(entity, "label", "string", where, path).lower()
         if label not in ENTITY_TYPES:
             raise DataError(
                 f"entity {n} has unknown label '{entity['label']}'; valid labels are "
                 "question, answer, header, other",
                 path,
-                f"form[{n}].label",
+                f"{where}.label",
             )
-        ent_id = int(entity["id"])
-        if "box" in entity:
-            segment_boxes[ent_id] = [float(v) for v in entity["box"]]
-        for pair in entity.get("linking", []):
-            links.add((int(pair[0]), int(pair[1])))
-        ent_words = [w for w in entity["words"] if str(w.get("text", "")).strip()]
-        skipped_words += len(entity["words"]) - len(ent_words)
-        if not ent_words:
+        ent_words = require(entity, "words", "list", where, path)
+        box = require(entity, "box", "box", where, path, optional=True)
+        if box is not None:
+            segment_boxes[ent_id] = box
+        for k, pair in enumerate(require(entity, "linking", "list", where, path, optional=True, default=[])):
+            field = at(f"{where}.linking", k)
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise DataError(f"expected a pair of entity ids [from, to], got {describe(pair)}; {DEFAULT_FIX}",
+                                path, field)
+            links.add((expect_integer(pair[0], at(field, 0), path), expect_integer(pair[1], at(field, 1), path)))
+        kept = []
+        for i, raw_word in enumerate(ent_words):
+            word = expect_object(raw_word, f"{where}.words[{i}]", path)
+            text = require(word, "text", "text", f"{where}.words[{i}]", path).strip()
+            word_box = require(word, "box", "box", f"{where}.words[{i}]", path)
+            if text:
+                kept.append((text, word_box))
+        skipped_words += len(ent_words) - len(kept)
+        if not kept:
             empty_entities += 1
             continue
         kind = ENTITY_TYPES[label]
-        for i, word in enumerate(ent_words):
-            if "box" not in word:
-                raise DataError(f"a word of entity {n} has no box", path, f"form[{n}].words.box")
-            words.append(str(word["text"]).strip())
-            boxes.append(word["box"])
+        for i, (text, word_box) in enumerate(kept):
+            words.append(text)
+            boxes.append(word_box)
             labels.append("O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}")
             segments.append(ent_id)
     size = _image_size(image_path, boxes, path)
@@ -104,7 +124,7 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
         segment_boxes=segment_boxes,
         links=sorted(links),
         source=str(path),
-        meta={"entities": len(data["form"]), "empty_entities": empty_entities, "skipped_words": skipped_words},
+        meta={"entities": len(form), "empty_entities": empty_entities, "skipped_words": skipped_words},
     )
 
 
@@ -135,7 +155,9 @@ def read_funsd_folder(root: Path, policy=None) -> dict[str, list[Document]]:
             splits[split] = []
             continue
         docs = []
-        for ann in sorted(ann_dir.glob("*.json")):
+        annotations = sorted(ann_dir.glob("*.json"))
+        count_given(policy, len(annotations))
+        for ann in annotations:
             image = next((p for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
                           if (p := root / folder / "images" / (ann.stem + ext)).is_file()), None)
             if policy is None:
@@ -153,9 +175,17 @@ def read_funsd_folder(root: Path, policy=None) -> dict[str, list[Document]]:
     return splits
 
 
-def read_funsd_hf(dataset_or_path: Any) -> dict[str, list[Document]]:
+def read_funsd_hf(dataset_or_path: Any, policy=None) -> dict[str, list[Document]]:
     """Read the ``nielsr/funsd-layoutlmv3`` schema: ``id``, ``tokens``, ``bboxes`` (0-1000),
-    ``ner_tags``, ``image``; from a DatasetDict, a ``save_to_disk`` folder or a hub id."""
+    ``ner_tags``, ``image``; from a DatasetDict, a ``save_to_disk`` folder or a hub id.
+
+    Args:
+        dataset_or_path: the dataset, its folder or its hub id.
+        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a malformed row is recorded
+            and left out; ``None`` raises.
+    """
+    import datasets
+
     ds = _load_hf(dataset_or_path)
     names = FUNSD_LABELS
     splits: dict[str, list[Document]] = {}
@@ -169,30 +199,49 @@ def read_funsd_hf(dataset_or_path: Any) -> dict[str, list[Document]]:
             )
         feature = part.features["ner_tags"].feature
         names = list(getattr(feature, "names", FUNSD_LABELS))
-        docs = []
+        # Undecoded: a page is opened from its bytes when used, and a corrupt one is this row's error.
+        part = part.cast_column("image", datasets.Image(decode=False))
+        docs = splits.setdefault(key, [])
+        count_given(policy, len(part))
         for row_index, row in enumerate(part):
-            image = row["image"].convert("RGB")
-            width, height = image.size
-            # The hub copy stores boxes already on 0-1000; back to pixels so one code path normalises.
-            # Half a unit in keeps int(1000 * x / width) at the stored value despite float error.
-            boxes = [[(b[0] + 0.5) * width / 1000, (b[1] + 0.5) * height / 1000, (b[2] + 0.5) * width / 1000,
-                      (b[3] + 0.5) * height / 1000] for b in row["bboxes"]]
-            docs.append(
-                Document(
-                    id=str(row.get("id", row_index)),
-                    words=row["tokens"],
-                    boxes=boxes,
-                    page_size=(width, height),
-                    image=image,
-                    labels=[names[t] for t in row["ner_tags"]],
-                    source=f"{dataset_or_path}[{split_name}][{row_index}]",
-                    meta={"entities": sum(1 for t in row["ner_tags"] if names[t].startswith("B-"))},
-                )
-            )
-        splits.setdefault(key, []).extend(docs)
+            source = f"{dataset_or_path}[{split_name}][{row_index}]"
+            doc_id = str(row.get("id") if row.get("id") is not None else row_index)
+            doc = guarded(policy, lambda r=row, s=source, d=doc_id, n=names: _hf_document(r, s, d, n), key, doc_id,
+                          source)
+            if doc is not None:
+                docs.append(doc)
     if names != FUNSD_LABELS:
         logger.info("dataset label order %s differs from FUNSD_LABELS; labels are mapped by name", names)
     return splits
+
+
+def _hf_document(row: dict[str, Any], source: str, doc_id: str, names: list[str]) -> Document:
+    """One ``nielsr/funsd-layoutlmv3`` row -> a :class:`Document` (pixel boxes, label names)."""
+    image = expect_image(row["image"], "image", source)
+    width, height = image.size
+    tokens = [expect_text(t, f"tokens[{i}]", source) for i, t in enumerate(require(row, "tokens", "list", "", source))]
+    bboxes = [expect_box(b, f"bboxes[{i}]", source) for i, b in enumerate(require(row, "bboxes", "list", "", source))]
+    tags = []
+    for i, tag in enumerate(require(row, "ner_tags", "list", "", source)):
+        tag = expect_integer(tag, f"ner_tags[{i}]", source)
+        if not 0 <= tag < len(names):
+            raise DataError(f"tag {tag} is not a label id 0-{len(names) - 1} ({', '.join(names)})", source,
+                            f"ner_tags[{i}]")
+        tags.append(tag)
+    # The hub copy stores boxes already on 0-1000; back to pixels so one code path normalises.
+    # Half a unit in keeps int(1000 * x / width) at the stored value despite float error.
+    boxes = [[(b[0] + 0.5) * width / 1000, (b[1] + 0.5) * height / 1000, (b[2] + 0.5) * width / 1000,
+              (b[3] + 0.5) * height / 1000] for b in bboxes]
+    return Document(
+        id=doc_id,
+        words=tokens,
+        boxes=boxes,
+        page_size=(width, height),
+        image=image,
+        labels=[names[t] for t in tags],
+        source=source,
+        meta={"entities": sum(1 for t in tags if names[t].startswith("B-"))},
+    )
 
 
 def _load_hf(source: Any):
@@ -242,11 +291,11 @@ def load_funsd(path: str | None, policy=None) -> dict[str, list[Document]]:
         return read_funsd_folder(find_funsd_root(download_funsd(cache_root() / "datasets")), policy)
     p = Path(path)
     if p.exists() and ((p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file()):
-        return read_funsd_hf(p)
+        return read_funsd_hf(p, policy)
     if p.exists():
         return read_funsd_folder(find_funsd_root(p), policy)
     if "/" in str(path) and not str(path).startswith((".", "/")):
-        return read_funsd_hf(path)
+        return read_funsd_hf(path, policy)
     raise AetnetError(f"{path}: FUNSD folder does not exist; pass --data to a FUNSD release folder")
 
 

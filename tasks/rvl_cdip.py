@@ -26,7 +26,8 @@ from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings, ocr_with
-from aetnet.data.screen import guarded
+from aetnet.data.screen import count_given, guarded
+from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import SequenceClassificationTask, map_splits
@@ -56,34 +57,52 @@ RVL_CDIP_CLASSES: tuple[str, ...] = (
 _OFFICIAL_SPLITS = ("train", "val", "test")
 
 
-def parse_label_file(label_file: Path) -> list[tuple[str, int]]:
-    """``(relative image path, class id)`` per non-blank line of an RVL-CDIP label file.
+def parse_label_file(label_file: Path, policy=None, split: str = "") -> list[tuple[str, int, int]]:
+    """``(relative image path, class id, line number)`` per non-blank line of an RVL-CDIP label file.
+
+    Args:
+        label_file: the file.
+        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a bad line is recorded
+            (file, line number, reason) and the good lines are returned; ``None`` raises.
+        split: the split name recorded with a skipped line.
 
     Raises:
         DataError: a line is not ``path label`` with an integer label in 0-15 (names file and line).
     """
+    try:
+        raw_lines = Path(label_file).read_bytes().splitlines()
+    except OSError as exc:
+        raise DataError(f"label file cannot be read ({exc.strerror}); check the path", label_file) from None
+    numbered = [(number, raw) for number, raw in enumerate(raw_lines, start=1) if raw.strip()]
+    count_given(policy, len(numbered))
     entries = []
-    with open(label_file, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.rsplit(maxsplit=1)  # paths may contain spaces, the label never does
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise DataError(
-                    f"line {number} is {line!r}, expected 'path/to/image.tif <class id 0-15>'",
-                    label_file,
-                    f"line {number}",
-                )
-            label = int(parts[1])
-            if not 0 <= label < len(RVL_CDIP_CLASSES):
-                raise DataError(
-                    f"line {number} has class id {label}, expected 0-{len(RVL_CDIP_CLASSES) - 1}",
-                    label_file,
-                    f"line {number}",
-                )
-            entries.append((parts[0], label))
+    for number, raw in numbered:
+        entry = guarded(policy, lambda n=number, r=raw: _label_line(r, n, label_file), split,
+                        f"{Path(label_file).name}:{number}", str(label_file))
+        if entry is not None:
+            entries.append(entry)
     return entries
+
+
+def _label_line(raw: bytes, number: int, label_file: Path) -> tuple[str, int, int]:
+    """One label line ``path/to/image.tif <class id>`` -> ``(path, class id, line number)``."""
+    where = f"line {number}"
+    try:
+        line = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{where} is not UTF-8 text; re-save the label file as UTF-8", label_file, where) from None
+    parts = line.rsplit(maxsplit=1)  # paths may contain spaces, the label never does
+    if len(parts) != 2:
+        raise DataError(f"{where} is {line!r}, expected 'path/to/image.tif <class id 0-15>'", label_file, where)
+    try:
+        label = expect_integer(parts[1], where, label_file,
+                               fix="each line is 'path/to/image.tif <class id 0-15>'")
+    except DataError:
+        raise DataError(f"{where} is {line!r}, expected 'path/to/image.tif <class id 0-15>'", label_file,
+                        where) from None
+    if not 0 <= label < len(RVL_CDIP_CLASSES):
+        raise DataError(f"{where} has class id {label}, expected 0-{len(RVL_CDIP_CLASSES) - 1}", label_file, where)
+    return parts[0], label, number
 
 
 def _label_files(path: Path) -> tuple[dict[str, Path], Path]:
@@ -104,17 +123,22 @@ def _label_files(path: Path) -> tuple[dict[str, Path], Path]:
     return others, labels_dir
 
 
-def _image_root(entries: list[tuple[str, int]], labels_dir: Path, label_file: Path) -> Path:
-    """The folder the label paths are relative to: ``images/`` beside ``labels/``, else above it."""
+def _image_root(entries: list[tuple[str, int, int]], labels_dir: Path, label_file: Path) -> Path:
+    """The folder the label paths are relative to: ``images/`` beside ``labels/``, else above it.
+
+    The first of the first few listed images that exists decides (one missing image is that line's
+    error, not the whole file's).
+    """
     candidates = [labels_dir.parent / "images", labels_dir.parent, labels_dir]
-    for root in candidates:
-        if entries and (root / entries[0][0]).is_file():
-            return root
-    first = entries[0][0] if entries else "?"
+    for rel, _, _ in entries[:20]:
+        for root in candidates:
+            if (root / rel).is_file():
+                return root
+    first, _, number = entries[0] if entries else ("?", 0, 1)
     raise DataError(
         f"image '{first}' not found under any of {[str(c) for c in candidates]}; pass image_root",
         label_file,
-        "line 1",
+        f"line {number}",
     )
 
 
@@ -170,7 +194,15 @@ class PageEntry:
         raise DataError("row has no image", self.source, "image")
 
 
-def _list_hf(path: Path, splits: Sequence[str] | None) -> dict[str, list[PageEntry]]:
+def _hf_label(label: Any, source: str) -> int:
+    """A row's class id, checked to be an integer in 0-15."""
+    label = expect_integer(label, "label", source)
+    if not 0 <= label < len(RVL_CDIP_CLASSES):
+        raise DataError(f"class id {label} is not in 0-{len(RVL_CDIP_CLASSES) - 1}; {DEFAULT_FIX}", source, "label")
+    return label
+
+
+def _list_hf(path: Path, splits: Sequence[str] | None, policy=None) -> dict[str, list[PageEntry]]:
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
@@ -185,12 +217,16 @@ def _list_hf(path: Path, splits: Sequence[str] | None) -> dict[str, list[PageEnt
                             path, missing[0])
         # Undecoded: listing reads the label column only; a page's bytes are read when it is OCR'd.
         split = split.cast_column("image", datasets.Image(decode=False))
+        labels = split["label"]
+        count_given(policy, len(labels))
         entries = []
-        for i, label in enumerate(split["label"]):
+        for i, label in enumerate(labels):
             source = f"{path}[{name}][{i}]"
-            if not 0 <= int(label) < len(RVL_CDIP_CLASSES):
-                raise DataError(f"class id {label} is not in 0-15", source, "label")
-            entries.append(PageEntry(f"{name}_{i:06d}", int(label), source, dataset=split, row=i))
+            doc_id = f"{name}_{i:06d}"
+            entry = guarded(policy, lambda i=i, label=label, s=source, d=split, k=doc_id: PageEntry(
+                k, _hf_label(label, s), s, dataset=d, row=i), name, doc_id, source)
+            if entry is not None:
+                entries.append(entry)
         out[name] = entries
     return out
 
@@ -208,6 +244,7 @@ def list_rvl_cdip(
     path: str | Path,
     image_root: str | Path | None = None,
     splits: Sequence[str] | None = None,
+    policy=None,
 ) -> dict[str, list[PageEntry]]:
     """Every page of every split with its class, checked to exist, without running any OCR.
 
@@ -218,6 +255,8 @@ def list_rvl_cdip(
         path: as for :func:`read_rvl_cdip`.
         image_root: as for :func:`read_rvl_cdip`.
         splits: list only these splits.
+        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` every bad label line (or
+            row) and every line naming a missing image is recorded and left out; ``None`` raises.
 
     Returns:
         ``{split: entries}`` in label-file (or dataset) order.
@@ -229,27 +268,34 @@ def list_rvl_cdip(
     if not path.exists():
         raise DataError("does not exist; pass the RVL-CDIP folder, its labels/ folder or a label file", path)
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
-        return _list_hf(path, splits)
+        return _list_hf(path, splits, policy)
 
     files, labels_dir = _label_files(path)
     chosen = _select(list(files), splits, labels_dir)
-    parsed = {name: parse_label_file(files[name]) for name in chosen}
+    parsed = {name: parse_label_file(files[name], policy, name) for name in chosen}
     out: dict[str, list[PageEntry]] = {}
     for name, rows in parsed.items():
         if not rows:
-            logger.warning("RVL-CDIP label file %s lists no image; split '%s' is empty", files[name], name)
+            logger.warning("RVL-CDIP label file %s lists no usable image; split '%s' is empty", files[name], name)
             out[name] = []
             continue
         root = Path(image_root).expanduser() if image_root else _image_root(rows, labels_dir, files[name])
-        entries = []
-        for number, (rel, label) in enumerate(rows, start=1):
-            image_path = root / rel
-            if not image_path.is_file():
-                raise DataError(f"image '{image_path}' does not exist; check image_root", files[name],
-                                f"entry {number}")
-            entries.append(PageEntry(rel, label, str(files[name]), image_path=image_path))
-        out[name] = entries
+        label_file, out[name] = files[name], []
+        for rel, label, number in rows:
+            entry = guarded(policy, lambda r=rel, c=label, n=number, d=root, f=label_file: _listed_page(d, r, c, n, f),
+                            name, f"{label_file.name}:{number}", str(label_file))
+            if entry is not None:
+                out[name].append(entry)
     return out
+
+
+def _listed_page(root: Path, rel: str, label: int, number: int, label_file: Path) -> PageEntry:
+    """The entry of one label line, its image checked to exist."""
+    image_path = root / rel
+    if not image_path.is_file():
+        raise DataError(f"image '{image_path}' does not exist; check image_root or the line", label_file,
+                        f"line {number}")
+    return PageEntry(rel, label, str(label_file), image_path=image_path)
 
 
 def ocr_pages(
@@ -407,8 +453,8 @@ class RvlCdipTask(SequenceClassificationTask):
         else:
             raise AetnetError("RVL-CDIP cannot be downloaded automatically; pass --data PATH to a folder "
                               "holding labels/ and images/ (or a save_to_disk folder), or --demo")
-        entries = map_splits(list_rvl_cdip(path), EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed,
-                             f"RVL-CDIP {path}", group=lambda e: e.doc_id)
+        entries = map_splits(list_rvl_cdip(path, policy=self.bad_documents), EVAL_SPLITS, cfg.data.eval_fraction,
+                             cfg.train.seed, f"RVL-CDIP {path}", group=lambda e: e.doc_id)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents}
         splits = {}

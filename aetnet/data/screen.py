@@ -30,6 +30,42 @@ class BadDocuments:
             raise ValueError(f"on_bad_document must be 'error' or 'skip', got {mode!r}")
         self.mode = mode
         self.records: list[dict[str, Any]] = []
+        #: Units (files, rows, label lines, questions) the readers were given, counted by the readers.
+        self.given = 0
+
+    def count(self, n: int) -> None:
+        """Record that a reader was given ``n`` more units (documents, rows, label lines, questions)."""
+        self.given += n
+
+    def summary(self, used: dict[str, int]) -> dict[str, Any]:
+        """The accounting of a run: given = used + skipped + not used, for the log and ``metrics.json``.
+
+        Args:
+            used: documents (or questions) used per split after screening, e.g. ``{"train": 12, "eval": 6}``.
+
+        Returns:
+            ``documents_given``, ``documents_used``, ``documents_skipped`` and ``documents_not_used``
+            (in splits the task does not use, or beyond ``data.max_*_documents``), plus ``message``,
+            the sentence to log.
+        """
+        n_used, n_skipped = sum(used.values()), len(self.records)
+        not_used = self.given - n_used - n_skipped
+        parts = ", ".join(f"{split} {n}" for split, n in used.items())
+        message = f"documents: {self.given} given = {n_used} used ({parts}) + {n_skipped} skipped"
+        if n_skipped:
+            message += " (listed in skipped.jsonl)"
+        if not_used:
+            message += f" + {not_used} not used (splits the task does not use, or beyond data.max_*_documents)"
+        return {"documents_given": self.given, "documents_used": n_used, "documents_skipped": n_skipped,
+                "documents_not_used": not_used, "message": message}
+
+    def write(self, path) -> None:
+        """Write one JSON line per skipped document (split, id, source, reason) to ``path``."""
+        import json
+
+        with open(path, "w", encoding="utf-8") as fh:
+            for record in self.records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def handle(self, error: DataError, split: str, doc_id: str | None = None, source: str | None = None) -> None:
         """Re-raise ``error`` (mode ``error``) or record it (mode ``skip``)."""
@@ -50,6 +86,12 @@ def guarded(policy: BadDocuments | None, fn: Callable[[], Any], split: str, doc_
             source: str | None = None):
     """``fn()`` under ``policy`` (``None``: errors propagate); ``None`` for a skipped document."""
     return fn() if policy is None else policy.run(fn, split, doc_id, source)
+
+
+def count_given(policy: BadDocuments | None, n: int) -> None:
+    """Tell ``policy`` (if any) that a reader was given ``n`` units; see :meth:`BadDocuments.summary`."""
+    if policy is not None:
+        policy.count(n)
 
 
 def check_document(doc: Document, box_level: str, need_words: bool) -> None:

@@ -13,7 +13,6 @@ load back.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -258,6 +257,8 @@ def evaluate_test(ctx: RunContext) -> None:
         }
     )
     metrics["skipped_documents"] = len(ctx.policy.records)
+    accounting = ctx.policy.summary({"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)})
+    metrics.update({key: value for key, value in accounting.items() if key != "message"})
     ctx.metrics = metrics
 
 
@@ -268,10 +269,9 @@ def write_run_outputs(ctx: RunContext) -> None:
     if hasattr(task, "write_extras"):  # task-specific files (RVL-CDIP: the confusion matrix)
         task.write_extras(run_dir, metrics, ctx.records)
     if ctx.policy.records:
-        with open(run_dir / "skipped.jsonl", "w", encoding="utf-8") as fh:
-            for record in ctx.policy.records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        ctx.policy.write(run_dir / "skipped.jsonl")
         logger.warning("%d document(s) skipped as bad input: %s", len(ctx.policy.records), run_dir / "skipped.jsonl")
+    logger.info("%s", ctx.policy.summary({"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)})["message"])
     logger.info("%s %s: %s = %.4f; run folder %s", ctx.cfg.task, ctx.cfg.strategy, task.metric,
                 metrics.get(task.metric, float("nan")), run_dir)
 
