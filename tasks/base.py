@@ -143,6 +143,8 @@ class TokenClassificationTask(Task):
             out[split] = {
                 "documents": len(docs),
                 "words": sum(len(d.words) for d in docs),
+                # words whose text is empty after stripping: dropped by the reader, as the reference does
+                "empty_words_dropped": sum(d.meta.get("skipped_words", 0) for d in docs),
                 "entities": sum(d.meta.get("entities", 0) for d in docs),
                 "label_counts": dict(sorted(labels.items())),
                 "max_tokens_per_document": max(tokens, default=0),

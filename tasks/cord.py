@@ -13,9 +13,12 @@ Three sources are read into :class:`~aetnet.data.document.Document` objects:
   (online only); splits keep the dataset's names (``train``, ``validation``, ``test``).
 
 Each annotation line ``valid_line[i]`` has a ``category`` and ``words`` with a ``quad``
-(``x1..x4``, ``y1..y4`` pixel corners). Words become axis-aligned boxes (min/max of the corners),
-labels are BIO over the line's category (first word ``B-``, the rest ``I-``), and the line's
-``group_id`` is the word's segment id (a segment's box is the union of its words' boxes).
+(``x1..x4``, ``y1..y4`` pixel corners). As in LayoutLMv3's CORD preprocessing, a word's box is
+its quad's top-left ``(x1, y1)`` (clipped at 0) and bottom-right ``(x3, y3)`` corners (swapped
+when inverted), labels are BIO over the line's category (first word ``B-``, the rest ``I-``), and
+each ``valid_line`` is one segment whose box is the union of its words' boxes (one line = one
+entity = one category). The line's ``group_id`` (all lines of one menu item: count, name and
+price) is kept per word in ``meta["group_ids"]``; it is not a box.
 
 :class:`CordTask` (``cord``) trains on ``train`` and evaluates on ``test`` (else ``dev``).
 """
@@ -91,15 +94,19 @@ def cord_label_list() -> list[str]:
 
 
 def _quad_box(quad: Any, source: str, where: str) -> Box:
-    """The axis-aligned box ``[x0, y0, x1, y1]`` around a quad ``{x1..x4, y1..y4}`` (pixel corners)."""
+    """The reference CORD quad -> box: top-left ``(x1, y1)`` clipped at 0 and bottom-right
+    ``(x3, y3)``, each axis swapped when inverted (as LayoutLMv3's CORD script does). All eight
+    corner numbers are checked."""
     quad = expect_object(quad, where, source)
     xs = [require(quad, f"x{k}", "number", where, source) for k in range(1, 5)]
     ys = [require(quad, f"y{k}", "number", where, source) for k in range(1, 5)]
-    return [min(xs), min(ys), max(xs), max(ys)]
+    x0, y0, x1, y1 = max(0.0, float(xs[0])), max(0.0, float(ys[0])), float(xs[2]), float(ys[2])
+    return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
 
 
 def _page_size(gt: dict[str, Any], image_size: tuple[int, int] | None, source: str) -> tuple[int, int]:
-    """``meta.image_size`` (checked when given), else the image's size."""
+    """``meta.image_size`` (checked when given), else the image's size. (The reference script divides
+    by the image's size; the quads are drawn on the annotated size, so where the two differ it wins.)"""
     meta = require(gt, "meta", "object", "", source, optional=True, default={})
     size = require(meta, "image_size", "object", "meta", source, optional=True)
     if size is not None:
@@ -139,6 +146,7 @@ def cord_document(
     boxes: list[Box] = []
     labels: list[str] = []
     segment_ids: list[int] = []
+    group_ids: list[int] = []
     skipped = 0
     for i, raw in enumerate(lines):
         where = f"valid_line[{i}]"
@@ -150,8 +158,8 @@ def cord_document(
                 source,
                 f"{where}.category",
             )
-        # No group: the words keep their own boxes.
-        segment = require(line, "group_id", "integer", where, source, optional=True, default=-1)
+        # The menu item the line belongs to: kept in meta, not a box.
+        group = require(line, "group_id", "integer", where, source, optional=True, default=-1)
         first = True
         for j, raw_word in enumerate(require(line, "words", "list", where, source)):
             word = expect_object(raw_word, f"{where}.words[{j}]", source)
@@ -164,13 +172,12 @@ def cord_document(
             words.append(text)
             boxes.append(box)
             labels.append(("B-" if first else "I-") + category)
-            segment_ids.append(segment)
+            segment_ids.append(i)  # one line = one entity = one segment, as the reference
+            group_ids.append(group)
             first = False
 
-    segment_boxes: dict[int, Box] = {}
+    segment_boxes: dict[int, Box] = {}  # a line's box: the union of its (non-empty) words' boxes
     for seg, box in zip(segment_ids, boxes):
-        if seg < 0:
-            continue
         old = segment_boxes.get(seg)
         segment_boxes[seg] = box[:] if old is None else [
             min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3])
@@ -194,7 +201,8 @@ def cord_document(
         segment_ids=segment_ids,
         segment_boxes=segment_boxes,
         source=source,
-        meta={"skipped_words": skipped, "image_id": meta.get("image_id"), "cord_split": meta.get("split")},
+        meta={"skipped_words": skipped, "image_id": meta.get("image_id"), "cord_split": meta.get("split"),
+              "group_ids": group_ids},
     )
 
 

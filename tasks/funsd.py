@@ -86,9 +86,8 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
                 f"{where}.label",
             )
         ent_words = require(entity, "words", "list", where, path)
-        box = require(entity, "box", "box", where, path, optional=True)
-        if box is not None:
-            segment_boxes[ent_id] = box
+        # Checked, but not the segment box: the reference takes the union of the word boxes.
+        require(entity, "box", "box", where, path, optional=True)
         for k, pair in enumerate(require(entity, "linking", "list", where, path, optional=True, default=[])):
             field = at(f"{where}.linking", k)
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -112,6 +111,9 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
             boxes.append(word_box)
             labels.append("O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}")
             segments.append(ent_id)
+        # The segment box is the union of the entity's (non-empty) word boxes, as LayoutLMv3's FUNSD
+        # script computes it; the annotated entity "box" differs from it on some entities.
+        segment_boxes[ent_id] = _union([word_box for _, word_box in kept])
     size = _image_size(image_path, boxes, path)
     return Document(
         id=path.stem,
@@ -126,6 +128,12 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
         source=str(path),
         meta={"entities": len(form), "empty_entities": empty_entities, "skipped_words": skipped_words},
     )
+
+
+def _union(boxes: list) -> list[float]:
+    """The smallest box holding all ``boxes`` (each ``[x0, y0, x1, y1]``)."""
+    return [float(min(b[0] for b in boxes)), float(min(b[1] for b in boxes)),
+            float(max(b[2] for b in boxes)), float(max(b[3] for b in boxes))]
 
 
 def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int, int]:

@@ -13,19 +13,21 @@ from aetnet.errors import AetnetError, DataError
 from aetnet.tasks.cord import CORD_CATEGORIES, cord_label_list, read_cord
 
 
-def _expected(gt: dict) -> tuple[list[str], list[str], list[int]]:
-    """Words, BIO labels and group ids written out with explicit loops, independently of the reader."""
-    words, labels, groups = [], [], []
-    for line in gt["valid_line"]:
+def _expected(gt: dict) -> tuple[list[str], list[str], list[int], list[int]]:
+    """Words, BIO labels, line indices and group ids written out with explicit loops, independently
+    of the reader."""
+    words, labels, lines, groups = [], [], [], []
+    for index, line in enumerate(gt["valid_line"]):
         n_kept = 0
         for word in line["words"]:
             if word["text"].strip() == "":
                 continue
             words.append(word["text"].strip())
             labels.append(("B-" if n_kept == 0 else "I-") + line["category"])
+            lines.append(index)
             groups.append(line["group_id"])
             n_kept += 1
-    return words, labels, groups
+    return words, labels, lines, groups
 
 
 def test_label_list():
@@ -50,10 +52,11 @@ def test_real_sample_words_labels_boxes(shared_data, caplog):
     seen_categories = set()
     for doc in docs:
         gt = json.loads((cord / "json" / f"{doc.id}.json").read_text())
-        words, labels, groups = _expected(gt)
+        words, labels, lines, groups = _expected(gt)
         assert doc.words == words
         assert doc.labels == labels
-        assert doc.segment_ids == groups
+        assert doc.segment_ids == lines  # one segment per valid_line, as the reference
+        assert doc.meta["group_ids"] == groups
         assert doc.page_size == (gt["meta"]["image_size"]["width"], gt["meta"]["image_size"]["height"])
         assert doc.image_path is None and doc.image is None
         n_empty = sum(1 for line in gt["valid_line"] for w in line["words"] if not w["text"].strip())
@@ -62,16 +65,11 @@ def test_real_sample_words_labels_boxes(shared_data, caplog):
         assert doc.load_image().size == doc.page_size  # blank page of the annotated size
     assert seen_categories <= set(CORD_CATEGORIES)
 
-    # One quad, checked by hand: min/max over its four corners.
+    # One quad, checked by hand: top-left (x1, y1) and bottom-right (x3, y3) corners.
     doc = next(d for d in docs if d.id == "receipt_00000")
     gt = json.loads((cord / "json" / "receipt_00000.json").read_text())
     quad = gt["valid_line"][0]["words"][0]["quad"]
-    assert doc.boxes[0] == [
-        min(quad["x1"], quad["x2"], quad["x3"], quad["x4"]),
-        min(quad["y1"], quad["y2"], quad["y3"], quad["y4"]),
-        max(quad["x1"], quad["x2"], quad["x3"], quad["x4"]),
-        max(quad["y1"], quad["y2"], quad["y3"], quad["y4"]),
-    ]
+    assert doc.boxes[0] == [quad["x1"], quad["y1"], quad["x3"], quad["y3"]]
     # A segment box is the union of its words' boxes.
     seg = doc.segment_ids[0]
     member = [b for b, s in zip(doc.boxes, doc.segment_ids) if s == seg]
@@ -167,9 +165,10 @@ def test_hugging_face_save_to_disk(tmp_path):
     doc = splits["train"][0]
     assert doc.words == ["w0", "w1", "w2"]
     assert doc.labels == ["B-menu.nm", "B-menu.price", "B-menu.nm"]
-    assert doc.boxes[0] == [4.0, 4.0, 14.0, 12.0]  # min/max over the tilted quad
-    assert doc.segment_ids == [0, 0, 1]
-    assert doc.segment_boxes[0] == [4.0, 4.0, 24.0, 12.0]
+    assert doc.boxes[0] == [5.0, 4.0, 14.0, 12.0]  # (x1, y1), (x3, y3) of the tilted quad
+    assert doc.segment_ids == [0, 1, 2]  # one segment per line
+    assert doc.meta["group_ids"] == [0, 0, 1]
+    assert doc.segment_boxes[0] == [5.0, 4.0, 14.0, 12.0]
     assert doc.meta["skipped_words"] == 3
     assert doc.page_size == (48, 32)  # no meta.image_size: the image's size
     assert doc.load_image().size == (48, 32)
@@ -181,3 +180,23 @@ def test_offline_hub_id(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AetnetError, match="offline.*local folder"):
         read_cord("naver-clova-ix/cord-v2-does-not-exist-here")
+
+
+def test_quad_rule_clips_and_swaps_like_the_reference():
+    from aetnet.tasks.cord import cord_document
+
+    def word(text, **q):
+        return {"text": text, "quad": {"x2": 0, "y2": 0, "x4": 0, "y4": 0, **q}}
+
+    gt = {"meta": {"image_size": {"width": 100, "height": 50}}, "valid_line": [
+        {"category": "menu.nm", "group_id": 3, "words": [
+            word("a", x1=-4, y1=-2, x3=10, y3=8),     # clipped at 0
+            word("b", x1=30, y1=20, x3=12, y3=9),     # inverted on both axes: swapped
+            word(" ", x1=90, y1=40, x3=99, y3=49)]},  # empty text: dropped, not in the line box
+        {"category": "menu.price", "group_id": 3, "words": [word("9", x1=50, y1=1, x3=60, y3=9)]},
+    ]}
+    doc = cord_document(gt, "r", "r.json")
+    assert doc.boxes == [[0, 0, 10, 8], [12, 9, 30, 20], [50, 1, 60, 9]]
+    assert doc.segment_ids == [0, 0, 1]
+    assert doc.segment_boxes == {0: [0, 0, 30, 20], 1: [50, 1, 60, 9]}
+    assert doc.meta["skipped_words"] == 1

@@ -73,6 +73,10 @@ def test_inspect_json(shared_data, capsys):
     assert stats["train"]["max_tokens_per_document"] > 128
     assert stats["train"]["documents_needing_windows"] >= 1
     assert stats["train"]["label_counts"]["B-QUESTION"] > 0
+    for split, folder in (("train", "training_data"), ("eval", "testing_data")):
+        empty = sum(1 for f in (shared_data / "funsd" / "dataset" / folder / "annotations").glob("*.json")
+                    for e in json.loads(f.read_text())["form"] for w in e["words"] if not w["text"].strip())
+        assert stats[split]["empty_words_dropped"] == empty > 0
 
 
 @pytest.mark.parametrize(

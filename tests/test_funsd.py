@@ -58,9 +58,13 @@ def test_labels_are_bio_per_entity(shared_data):
         for i, _ in enumerate(kept):
             expected.append("O" if ent["label"] == "other" else ("B-" if i == 0 else "I-") + ent["label"].upper())
     assert doc.labels == expected
-    # Segment boxes are the entity boxes.
-    first = next(e for e in form if e["words"])
-    assert doc.segment_boxes[first["id"]] == [float(v) for v in first["box"]]
+    # Segment boxes: the union of each entity's non-empty word boxes (the reference), not its "box".
+    for ent in form:
+        kept = [w["box"] for w in ent["words"] if w["text"].strip()]
+        if kept:
+            xs0, ys0, xs1, ys1 = zip(*kept)
+            assert doc.segment_boxes[ent["id"]] == [min(xs0), min(ys0), max(xs1), max(ys1)]
+    assert any(doc.segment_boxes[e["id"]] != e["box"] for e in form if e["id"] in doc.segment_boxes)
 
 
 def test_empty_entities_survive(tmp_path):

@@ -1,0 +1,132 @@
+"""aetnet's first window of every real FUNSD and CORD sample equals LayoutLMv3's reference
+preprocessing followed by the LayoutLMv3 tokenizer (truncation=True, max_length=512, labels on
+first subwords): identical token ids, boxes and labels.
+
+The reference is re-implemented here from its description (LayoutLMv3's FUNSD and CORD dataset
+scripts), without calling aetnet's readers or box code:
+
+* words whose text is empty after stripping are dropped;
+* a word box is normalised by truncation, ``int(1000 * x / size)`` with the image's (FUNSD) or the
+  annotated (CORD) page size; a CORD quad gives ``(max(0, x1), max(0, y1), x3, y3)``, each axis
+  swapped when inverted;
+* every word of an entity (FUNSD) or of a ``valid_line`` (CORD) gets the union of that entity's or
+  line's normalised word boxes (segment-level layout);
+* labels are ``B-``/``I-`` over the entity's label (``other`` -> ``O``) or the line's category.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from aetnet.config import resolve_config
+from aetnet.data.encoding import IGNORE_INDEX
+from aetnet.data.processor import load_processor
+from aetnet.tasks.cord import CordTask
+from aetnet.tasks.funsd import FunsdTask
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base):
+    return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
+
+
+def _norm(box, width, height):
+    return [int(1000 * box[0] / width), int(1000 * box[1] / height),
+            int(1000 * box[2] / width), int(1000 * box[3] / height)]
+
+
+def _entity_rows(entities, width, height):
+    """(text, normalised box, label) of each kept word, entities given as (label, words, boxes)."""
+    rows = []
+    for label, texts, boxes in entities:
+        kept = [(t, _norm(b, width, height)) for t, b in zip(texts, boxes) if t.strip() != ""]
+        if not kept:
+            continue
+        union = [min(b[0] for _, b in kept), min(b[1] for _, b in kept),
+                 max(b[2] for _, b in kept), max(b[3] for _, b in kept)]
+        for i, (text, _) in enumerate(kept):
+            tag = "O" if label == "other" else ("B-" if i == 0 else "I-") + label.upper()
+            rows.append((text, union, tag))
+    return rows
+
+
+def reference_funsd(annotation, image):
+    with Image.open(image) as im:
+        width, height = im.size
+    form = json.loads(annotation.read_text(encoding="utf-8"))["form"]
+    return _entity_rows([(e["label"], [w["text"] for w in e["words"]], [w["box"] for w in e["words"]])
+                         for e in form], width, height)
+
+
+def _quad_box(q):
+    x0, y0, x1, y1 = max(0, q["x1"]), max(0, q["y1"]), q["x3"], q["y3"]
+    if y1 < y0:
+        y0, y1 = y1, y0
+    if x1 < x0:
+        x0, x1 = x1, x0
+    return [x0, y0, x1, y1]
+
+
+def reference_cord(annotation):
+    gt = json.loads(annotation.read_text(encoding="utf-8"))
+    size = gt["meta"]["image_size"]
+    lines = [(line["category"], [w["text"] for w in line["words"]], [_quad_box(w["quad"]) for w in line["words"]])
+             for line in gt["valid_line"]]
+    return _entity_rows(lines, size["width"], size["height"])
+
+
+def reference_first_window(rows, tokenizer):
+    """The tokenizer with truncation=True, max_length=512; the label on each word's first subword."""
+    words, boxes, tags = zip(*rows)
+    enc = tokenizer(list(words), boxes=list(boxes), truncation=True, max_length=512)
+    labels, previous = [], None
+    for word in enc.word_ids():
+        labels.append(tags[word] if word is not None and word != previous else None)
+        previous = word
+    return enc["input_ids"], [list(b) for b in enc["bbox"]], labels
+
+
+def _aetnet_first_windows(task, data, tokenizer):
+    cfg = resolve_config({}, {"task": task.name, "data": {"path": str(data)}})
+    splits = task.load(cfg)
+    labels = task.label_list()
+    label2id = {name: i for i, name in enumerate(labels)}
+    out = {}
+    for docs in splits.values():
+        for window in task.encode(docs, tokenizer, label2id, cfg):
+            doc = docs[window.doc_index]
+            if doc.id not in out:
+                out[doc.id] = (window.input_ids, window.bbox,
+                               [None if x == IGNORE_INDEX else labels[x].upper() for x in window.labels])
+    return out
+
+
+def test_funsd_first_windows_equal_the_reference(shared_data, tokenizer):
+    root = shared_data / "funsd" / "dataset"
+    mine = _aetnet_first_windows(FunsdTask(), root, tokenizer)
+    annotations = sorted(root.glob("*/annotations/*.json"))
+    assert len(annotations) == len(mine) == 18
+    tokens = 0
+    for annotation in annotations:
+        image = annotation.parent.parent / "images" / (annotation.stem + ".png")
+        ids, boxes, labels = reference_first_window(reference_funsd(annotation, image), tokenizer)
+        got_ids, got_boxes, got_labels = mine[annotation.stem]
+        assert got_ids == ids, annotation.name
+        assert got_boxes == boxes, annotation.name
+        assert got_labels == labels, annotation.name
+        tokens += len(ids)
+    assert tokens > 18 * 300  # the comparison covers real, long windows
+
+
+def test_cord_first_windows_equal_the_reference(shared_data, tokenizer):
+    root = shared_data / "cord"
+    mine = _aetnet_first_windows(CordTask(), root, tokenizer)
+    annotations = sorted((root / "json").glob("*.json"))
+    assert len(annotations) == len(mine) == 20
+    for annotation in annotations:
+        ids, boxes, labels = reference_first_window(reference_cord(annotation), tokenizer)
+        got_ids, got_boxes, got_labels = mine[annotation.stem]
+        assert (got_ids, got_boxes, got_labels) == (ids, boxes, labels), annotation.name
