@@ -13,5 +13,6 @@ from aetnet.tasks import (
     cord,  # noqa: E402,F401
     docvqa,  # noqa: E402,F401
     funsd,  # noqa: E402,F401
+    funsd_re,  # noqa: E402,F401
     rvl_cdip,  # noqa: E402,F401
 )

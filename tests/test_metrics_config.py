@@ -56,6 +56,7 @@ def test_every_shipped_recipe_loads():
 
     names = list_recipes()
     assert "funsd/full" in names
+    assert {"funsd_re/full", "funsd_re/aet", "funsd_re/lora"} <= set(names)
     for name in names:
         cfg = resolve_config(load_recipe_dict(recipes_dir() / f"{name}.yaml"))
         assert cfg.task.replace("-", "_") == name.split("/")[0]

@@ -30,7 +30,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-DEMO_STEPS = {"funsd": 80, "cord": 200, "rvl-cdip": 300, "docvqa": 300}
+DEMO_STEPS = {"funsd": 80, "funsd-re": 600, "cord": 200, "rvl-cdip": 300, "docvqa": 300}
 
 
 def demo_overrides(task: str) -> list[str]:

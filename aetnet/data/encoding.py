@@ -233,6 +233,8 @@ class WindowDataset(torch.utils.data.Dataset):
             item["end_positions"] = torch.tensor(window.end_positions, dtype=torch.long)
         if window.word_bbox is not None:
             item["word_bbox"] = torch.tensor(window.word_bbox, dtype=torch.long)
+        if hasattr(window, "extra_tensors"):  # e.g. the entities of a relation window
+            item.update(window.extra_tensors())
         if self.doc_ids:
             item["doc_ids"] = torch.tensor(window.doc_index, dtype=torch.long)
         if self.extra_views is not None:
@@ -240,9 +242,14 @@ class WindowDataset(torch.utils.data.Dataset):
         return item
 
 
+#: Per-entity tensors (relation windows) padded over every dimension to the batch's largest.
+ENTITY_PADS = {"entity_positions": 0, "entity_labels": -1, "relation_labels": IGNORE_INDEX}
+
+
 class Collator:
     """Pads a list of items to the longest sequence: ids with the pad id, boxes with zeros,
-    attention with 0 and token labels with -100; stacks everything else.
+    attention with 0 and token labels with -100; entity tensors to the most entities
+    (:data:`ENTITY_PADS`); stacks everything else.
 
     Args:
         pad_token_id: the tokenizer's pad id.
@@ -272,6 +279,13 @@ class Collator:
             if key == "word_bbox" and not self.word_boxes:
                 continue
             values = [item[key] for item in items]
+            if key in ENTITY_PADS:
+                shape = [max(v.shape[d] for v in values) for d in range(values[0].dim())]
+                out = values[0].new_full((len(values), *shape), ENTITY_PADS[key])
+                for row, value in enumerate(values):
+                    out[(row, *(slice(0, s) for s in value.shape))] = value
+                batch[key] = out
+                continue
             sequence_key = key in pads and values[0].dim() >= 1 and key != "labels" or (
                 key == "labels" and values[0].dim() == 1
             )

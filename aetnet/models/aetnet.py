@@ -75,6 +75,7 @@ _KINDS = {
     "LayoutLMv3ForTokenClassification": "token",
     "LayoutLMv3ForSequenceClassification": "sequence",
     "LayoutLMv3ForQuestionAnswering": "qa",
+    "LayoutLMv3ForRelationExtraction": "relation",
 }
 _NO_AUG_WARNED = False
 _NO_WORD_BOX_WARNED = False

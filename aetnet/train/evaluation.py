@@ -38,8 +38,10 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
     try:
         for batch in loader:
             lengths = batch["attention_mask"].sum(1).tolist()
+            if kind == "relation":  # one row per entity of the window, not per token
+                lengths = (batch["entity_labels"] >= 0).sum(1).tolist()
             batch = {k: v.to(device) for k, v in batch.items()
-                     if k not in ("labels", "start_positions", "end_positions")}
+                     if k not in ("labels", "start_positions", "end_positions", "relation_labels")}
             out = model(**batch)
             if kind == "qa":
                 starts, ends = out["start_logits"].float().cpu().numpy(), out["end_logits"].float().cpu().numpy()

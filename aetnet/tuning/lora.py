@@ -37,7 +37,7 @@ from aetnet.tuning.base import Strategy, head_class, load_task_model
 logger = logging.getLogger(__name__)
 
 #: The task head of each LayoutLMv3 class: trained in full, never given adapters.
-HEAD_MODULES = {"token": "classifier", "sequence": "classifier", "qa": "qa_outputs"}
+HEAD_MODULES = {"token": "classifier", "sequence": "classifier", "qa": "qa_outputs", "relation": "classifier"}
 BASE_DIR = "base"
 ADAPTER_DIR = "adapter"
 #: Module types peft's LoRA can wrap (the error for anything else names the offending target).

@@ -145,8 +145,12 @@ class PromptTuningModel(nn.Module):
         labels: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        **entity_inputs: torch.Tensor,
     ):
         """Run the task model with the prompts; outputs align with ``input_ids`` (B, L).
+
+        ``entity_inputs`` (relation models: ``entity_positions``, ``entity_labels``,
+        ``relation_labels``) pass through, with the entity positions moved past the N prompts.
 
         Returns:
             The HF output with ``loss`` (when labels are given) and ``logits`` (B, L, C) for token
@@ -165,6 +169,9 @@ class PromptTuningModel(nn.Module):
             # Position 0 means "no answer in this window" and stays on <s>; real spans move by N.
             kwargs["start_positions"] = torch.where(start_positions > 0, start_positions + n, start_positions)
             kwargs["end_positions"] = torch.where(end_positions > 0, end_positions + n, end_positions)
+        kwargs.update(entity_inputs)
+        if "entity_positions" in kwargs:  # first tokens of entities are never <s>: all move by N
+            kwargs["entity_positions"] = kwargs["entity_positions"] + n
         out = self.model(
             inputs_embeds=inputs_embeds,
             position_ids=ext["position_ids"],

@@ -1,0 +1,275 @@
+"""Entities, candidate pairs and gold links of a page, and relation windows for the pair scorer.
+
+Relation extraction (FUNSD ``linking``) takes the page's entities as given (gold entities, the
+standard protocol) and predicts which (question, answer) pairs are linked.
+
+Protocol (shared by training, evaluation and ``aetnet predict --links``):
+
+* an **entity** is a run of words with one segment id (FUNSD's ``form`` entry); entities without
+  words cannot be represented and never take part in a pair (their links are counted apart);
+* the **candidate rule**: every (head, tail) with head labelled ``QUESTION`` and tail labelled
+  ``ANSWER`` on the same page is a candidate; nothing else is scored;
+* **gold links**: FUNSD lists each link in both of its entities, in either order, so links are read
+  as unordered pairs and normalised to (question, answer); links between other labels (header ->
+  question) are outside the candidate rule and are counted apart, never scored.
+
+A window holds the entities whose first token lies in it; an entity in several (overlapping)
+windows is represented from the one where that token has the most context on both sides, as for
+token predictions (:func:`merge_entity_vectors`), so entities in different windows are still paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from aetnet.data.document import Document
+from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents
+
+#: Entity types in id order (the relation model's label embedding rows).
+ENTITY_LABELS = ["HEADER", "QUESTION", "ANSWER", "OTHER"]
+HEAD_LABEL, TAIL_LABEL = "QUESTION", "ANSWER"
+
+
+@dataclass
+class Entity:
+    """One entity of a page.
+
+    Attributes:
+        id: the segment id (FUNSD entity id).
+        label: one of :data:`ENTITY_LABELS`.
+        first_word: index of its first word in ``Document.words``.
+        num_words: number of words.
+        text: its words joined by spaces.
+        box: pixel box ``[x0, y0, x1, y1]`` (the segment box, else the union of its word boxes).
+    """
+
+    id: int
+    label: str
+    first_word: int
+    num_words: int
+    text: str
+    box: list[float]
+
+
+def entity_label(word_label: str | None) -> str:
+    """Entity type of a word's BIO label: ``B-QUESTION`` -> ``QUESTION``, ``O``/None -> ``OTHER``."""
+    if not word_label or word_label == "O":
+        return "OTHER"
+    kind = word_label.split("-", 1)[-1].upper()
+    return kind if kind in ENTITY_LABELS else "OTHER"
+
+
+def document_entities(doc: Document) -> list[Entity]:
+    """The entities of ``doc``: maximal runs of words sharing a segment id (-1 words stand alone).
+
+    Without ``segment_ids`` (e.g. predicted entities are given another way) every BIO run is one entity.
+    """
+    out: list[Entity] = []
+    labels = doc.labels or ["O"] * len(doc.words)
+    for i, word in enumerate(doc.words):
+        seg = doc.segment_ids[i] if doc.segment_ids is not None else None
+        label = entity_label(labels[i])
+        if seg is not None and seg >= 0:
+            same = bool(out) and out[-1].id == seg and out[-1].first_word + out[-1].num_words == i
+        else:
+            same = bool(out) and seg is None and not labels[i].startswith("B-") and labels[i] != "O" \
+                and out[-1].label == label and out[-1].first_word + out[-1].num_words == i
+        if same:
+            out[-1].num_words += 1
+            out[-1].text += " " + word
+            continue
+        ident = seg if seg is not None and seg >= 0 else -(len(out) + 1)
+        out.append(Entity(int(ident), label, i, 1, word, list(doc.boxes[i])))
+    for ent in out:
+        words = doc.boxes[ent.first_word: ent.first_word + ent.num_words]
+        seg_box = doc.segment_boxes.get(ent.id) if ent.id >= 0 else None
+        ent.box = list(seg_box) if seg_box is not None else [min(b[0] for b in words), min(b[1] for b in words),
+                                                             max(b[2] for b in words), max(b[3] for b in words)]
+    return out
+
+
+def candidate_pairs(entities: Sequence[Entity]) -> list[tuple[int, int]]:
+    """Every (question index, answer index) pair of the page (indices into ``entities``)."""
+    heads = [i for i, e in enumerate(entities) if e.label == HEAD_LABEL]
+    tails = [j for j, e in enumerate(entities) if e.label == TAIL_LABEL]
+    return [(i, j) for i in heads for j in tails]
+
+
+@dataclass
+class GoldLinks:
+    """A page's links after normalisation.
+
+    Attributes:
+        pairs: (question index, answer index) pairs, indices into the entity list, sorted.
+        other: links between entities that are not a question and an answer (e.g. header -> question).
+        unreachable: links to an entity without words (absent from the entity list).
+    """
+
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    other: int = 0
+    unreachable: int = 0
+
+
+def gold_links(doc: Document, entities: Sequence[Entity]) -> GoldLinks:
+    """FUNSD's ``linking`` of ``doc`` as unordered pairs, normalised to (question, answer).
+
+    Args:
+        doc: the page (``doc.links`` holds raw pairs of segment ids, in any order, maybe twice).
+        entities: :func:`document_entities` of ``doc``.
+    """
+    index = {e.id: k for k, e in enumerate(entities) if e.id >= 0}
+    out = GoldLinks()
+    pairs = set()
+    for a, b in {tuple(sorted((int(x), int(y)))) for x, y in doc.links}:
+        if a not in index or b not in index:
+            out.unreachable += 1
+            continue
+        ia, ib = index[a], index[b]
+        kinds = (entities[ia].label, entities[ib].label)
+        if kinds == (HEAD_LABEL, TAIL_LABEL):
+            pairs.add((ia, ib))
+        elif kinds == (TAIL_LABEL, HEAD_LABEL):
+            pairs.add((ib, ia))
+        else:
+            out.other += 1
+    out.pairs = sorted(pairs)
+    return out
+
+
+@dataclass
+class RelationWindow(Window):
+    """A :class:`Window` with the entities whose first token lies in it.
+
+    Attributes:
+        entity_index: per window entity, its index in the page's entity list.
+        entity_positions: per window entity, the token position of its first token.
+        entity_labels: per window entity, its label id in :data:`ENTITY_LABELS`.
+        relation_labels: (E, E) nested lists: 1 linked candidate, 0 unlinked candidate, -100 not a
+            candidate (``None`` when the page has no gold links, at inference).
+    """
+
+    entity_index: list[int] = field(default_factory=list)
+    entity_positions: list[int] = field(default_factory=list)
+    entity_labels: list[int] = field(default_factory=list)
+    relation_labels: list[list[int]] | None = None
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """The entity tensors of this window for :class:`~aetnet.data.encoding.WindowDataset`."""
+        out = {"entity_positions": torch.tensor(self.entity_positions, dtype=torch.long).reshape(-1),
+               "entity_labels": torch.tensor(self.entity_labels, dtype=torch.long).reshape(-1)}
+        if self.relation_labels is not None:
+            n = len(self.entity_positions)
+            out["relation_labels"] = torch.tensor(self.relation_labels, dtype=torch.long).reshape(n, n)
+        return out
+
+
+def encode_relation_documents(
+    docs: Sequence[Document],
+    tokenizer,
+    max_length: int = 512,
+    stride: int = 128,
+    box_level: str = "segment",
+    with_targets: bool = True,
+) -> list[RelationWindow]:
+    """Tokenise pages into windows carrying their entities (and, for training, pair targets).
+
+    Args:
+        docs: pages with ``segment_ids``/``labels`` (entities) and ``links``.
+        tokenizer: a LayoutLMv3 tokenizer.
+        max_length, stride, box_level: as :func:`~aetnet.data.encoding.encode_token_documents`.
+        with_targets: add ``relation_labels`` (candidate pairs inside the window, 1 for gold links).
+    """
+    label_id = {label: i for i, label in enumerate(ENTITY_LABELS)}
+    windows: list[RelationWindow] = []
+    base = encode_token_documents(docs, tokenizer, None, max_length, stride, box_level)
+    cache: dict[int, tuple[list[Entity], set[tuple[int, int]], set[tuple[int, int]]]] = {}
+    for window in base:
+        d = window.doc_index
+        if d not in cache:
+            ents = document_entities(docs[d])
+            cache = {d: (ents, set(candidate_pairs(ents)), set(gold_links(docs[d], ents).pairs))}
+        ents, candidates, gold = cache[d]
+        first_token = _first_tokens(window.word_ids)
+        members = [k for k, e in enumerate(ents) if e.first_word in first_token]
+        rel = None
+        if with_targets:
+            rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX for b in members]
+                   for a in members]
+        windows.append(RelationWindow(
+            **vars(window), entity_index=members,
+            entity_positions=[first_token[ents[k].first_word] for k in members],
+            entity_labels=[label_id[ents[k].label] for k in members], relation_labels=rel))
+    return windows
+
+
+def _first_tokens(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """word index -> position of its first token in the window."""
+    out: dict[int, int] = {}
+    for pos, word in enumerate(word_ids):
+        if word is not None and word not in out:
+            out[word] = pos
+    return out
+
+
+def merge_entity_vectors(
+    windows: Sequence[RelationWindow], outputs: Sequence[np.ndarray], num_entities: Sequence[int]
+) -> list[list[np.ndarray | None]]:
+    """One vector per page entity, from the window where its first token has the most context.
+
+    Args:
+        windows: relation windows, in the order of ``outputs``.
+        outputs: per window, an array (E_window, K) (the model's per-entity output).
+        num_entities: entities per page, indexed by ``doc_index``.
+
+    Returns:
+        Per page, per entity, its vector (``None`` when no window holds its first token).
+    """
+    merged: list[list[np.ndarray | None]] = [[None] * n for n in num_entities]
+    best: list[list[int]] = [[-1] * n for n in num_entities]
+    for window, vectors in zip(windows, outputs):
+        length = len(window.input_ids)
+        for row, (k, pos) in enumerate(zip(window.entity_index, window.entity_positions)):
+            context = min(pos, length - 1 - pos)
+            if context > best[window.doc_index][k]:
+                best[window.doc_index][k] = context
+                merged[window.doc_index][k] = np.asarray(vectors[row])
+    return merged
+
+
+def pair_logits(vectors: Sequence[np.ndarray | None], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Link logit of each (head, tail) pair: head factor . tail factor (see ``RelationHead``).
+
+    Args:
+        vectors: per entity, its (2K,) output (head factor then tail factor), or ``None``.
+        pairs: (head index, tail index) pairs.
+
+    Returns:
+        (len(pairs),) float64 logits; ``-inf`` for a pair with an unrepresented entity.
+    """
+    out = np.full(len(pairs), -np.inf)
+    for n, (h, t) in enumerate(pairs):
+        if vectors[h] is None or vectors[t] is None:
+            continue
+        k = vectors[h].shape[0] // 2
+        out[n] = float(np.dot(vectors[h][:k].astype(np.float64), vectors[t][k:].astype(np.float64)))
+    return out
+
+
+def link_scores(gold: Sequence[set[tuple[int, int]]], pred: Sequence[set[tuple[int, int]]]) -> dict[str, float]:
+    """Micro precision, recall and F1 over links of all pages (a link is a directed (head, tail) pair).
+
+    Args:
+        gold: per page, its gold (question, answer) pairs.
+        pred: per page, its predicted pairs.
+    """
+    tp = sum(len(g & p) for g, p in zip(gold, pred))
+    n_pred, n_gold = sum(len(p) for p in pred), sum(len(g) for g in gold)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true_links": tp, "predicted_links": n_pred,
+            "gold_links": n_gold}
