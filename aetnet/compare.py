@@ -10,7 +10,8 @@ Outputs in ``OUTPUT``:
 
 * ``runs.csv``: one row per run (strategy, seed, the task metric, costs, run folder);
 * ``results.csv``: one row per strategy: runs, metric mean and sample standard deviation (n-1; empty
-  for a single seed), trainable and total parameters, mean step time, peak memory (max over runs;
+  for a single seed), trainable, inference (what an export holds), training-only (AET's momentum
+  copies, projections, temperature, queues) and total parameters, mean step time, peak memory (max over runs;
   GPU peaks are reset before each run, CPU figures are the process's maximum RSS so far);
 * ``results.md``: the same table in Markdown;
 * ``results.png``: the metric per strategy with +-1 std error bars, and the metric against trainable
@@ -31,7 +32,8 @@ from aetnet.errors import AetnetError
 logger = logging.getLogger(__name__)
 
 #: Columns copied from each run's metrics.json into runs.csv (besides the task metric).
-COST_COLUMNS = ("trainable_parameters", "total_parameters", "step_time_s", "peak_memory_mb", "train_seconds")
+COST_COLUMNS = ("trainable_parameters", "inference_parameters", "training_only_parameters", "total_parameters",
+                "step_time_s", "peak_memory_mb", "train_seconds")
 #: Settings that must agree across strategies for a fair comparison (a difference is warned about).
 BUDGET_KEYS = (("train", "max_steps"), ("train", "epochs"), ("train", "batch_size"),
                ("train", "gradient_accumulation_steps"))
@@ -172,6 +174,8 @@ def summarise(runs, metric: str, strategies: list[str]):
         f"{metric}_mean": grouped[metric].mean(),
         f"{metric}_std": grouped[metric].std(ddof=1),
         "trainable_parameters": grouped["trainable_parameters"].max(),
+        "inference_parameters": grouped["inference_parameters"].max(),
+        "training_only_parameters": grouped["training_only_parameters"].max(),
         "total_parameters": grouped["total_parameters"].max(),
         "step_time_s": grouped["step_time_s"].mean(),
         "peak_memory_mb": grouped["peak_memory_mb"].max(),
@@ -181,17 +185,23 @@ def summarise(runs, metric: str, strategies: list[str]):
     return table.reset_index()
 
 
+def _count(value) -> str:
+    """A parameter count with thousands separators; ``-`` for a run written before the figure existed."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
+
+
 def markdown_table(table, metric: str) -> str:
     """The summary as a Markdown table (written by hand: pandas' ``to_markdown`` needs tabulate)."""
     header = ["strategy", "runs", f"{metric} (mean ± std)", "trainable params", "trainable %",
-              "total params", "step time (s)", "peak memory (MB)"]
+              "inference params", "training-only params", "total params", "step time (s)", "peak memory (MB)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table.to_dict("records"):
         std = row[f"{metric}_std"]
         spread = f" ± {std:.4f}" if isinstance(std, float) and not math.isnan(std) else ""
         cells = [row["strategy"], str(int(row["runs"])), f"{row[f'{metric}_mean']:.4f}{spread}",
-                 f"{int(row['trainable_parameters']):,}", f"{row['trainable_percent']:.3f}",
-                 f"{int(row['total_parameters']):,}", f"{row['step_time_s']:.4f}",
+                 _count(row["trainable_parameters"]), f"{row['trainable_percent']:.3f}",
+                 _count(row["inference_parameters"]), _count(row["training_only_parameters"]),
+                 _count(row["total_parameters"]), f"{row['step_time_s']:.4f}",
                  f"{row['peak_memory_mb']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -69,6 +69,9 @@ def test_means_and_stds_match_the_run_metrics(comparison):
         assert std == pytest.approx(statistics.stdev(f1s), abs=1e-12)
         assert int(float(row["trainable_parameters"])) == metrics[0]["trainable_parameters"]
         assert int(float(row["total_parameters"])) == metrics[0]["total_parameters"]
+        # Neither LoRA nor prompt tuning keeps training-only weights: an export holds them all.
+        assert int(float(row["training_only_parameters"])) == 0 == metrics[0]["training_only_parameters"]
+        assert int(float(row["inference_parameters"])) == metrics[0]["total_parameters"]
         step = sum(m["step_time_s"] for m in metrics) / len(metrics)
         assert float(row["step_time_s"]) == pytest.approx(step, rel=1e-9)
         assert float(row["peak_memory_mb"]) == max(m["peak_memory_mb"] for m in metrics)
@@ -113,3 +116,23 @@ def test_cli_reports_unknown_strategy_and_bad_key(tmp_path, capsys):
     assert main(argv) == 2
     assert "unknown config key 'train.nosuch'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_markdown_table_shows_inference_and_training_only_counts_and_dashes_for_old_runs():
+    import pandas as pd
+
+    from aetnet.compare import markdown_table
+
+    table = pd.DataFrame([
+        {"strategy": "aet", "runs": 1, "f1_mean": 0.5, "f1_std": float("nan"), "trainable_parameters": 300,
+         "trainable_percent": 60.0, "inference_parameters": 250, "training_only_parameters": 250,
+         "total_parameters": 500, "step_time_s": 0.1, "peak_memory_mb": 10.0},
+        {"strategy": "old", "runs": 1, "f1_mean": 0.5, "f1_std": float("nan"), "trainable_parameters": 1000,
+         "trainable_percent": 100.0, "inference_parameters": float("nan"),
+         "training_only_parameters": float("nan"), "total_parameters": 1000, "step_time_s": 0.1,
+         "peak_memory_mb": 10.0},
+    ])
+    md = markdown_table(table, "f1")
+    assert "| inference params | training-only params | total params |" in md
+    assert "| aet | 1 | 0.5000 | 300 | 60.000 | 250 | 250 | 500 |" in md
+    assert "| old | 1 | 0.5000 | 1,000 | 100.000 | - | - | 1,000 |" in md

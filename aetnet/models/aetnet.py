@@ -299,6 +299,11 @@ class AETNetModel(nn.Module):
         return result
 
     @property
+    def uses_word_boxes(self) -> bool:
+        """Whether training batches should carry ``word_bbox`` (PITA maps word boxes)."""
+        return self.alignment is not None and self.aet.pita_boxes == "word"
+
+    @property
     def pita_cell(self) -> float:
         """``aet.pita_cell`` (given for a 14x14 grid) scaled to this model's patch grid."""
         return self.aet.pita_cell * 14 / self.grid
@@ -453,6 +458,16 @@ class AETNetModel(nn.Module):
         """Warn when the queue is longer than the training set (most entries would stay random)."""
         if self.alignment is not None:
             self.alignment.image_queue.check_capacity(num_examples)
+
+    def training_only_numel(self) -> tuple[int, int]:
+        """What only training needs, counted once per tensor: the ``alignment`` part's parameters
+        (momentum copies, projections, temperature) and its queue entries (floating buffers,
+        2 x embed_dim x queue_size values); (0, 0) for an inference-only model."""
+        if self.alignment is None:
+            return 0, 0
+        params = {id(p): p.numel() for p in self.alignment.parameters()}
+        buffers = {id(b): b.numel() for b in self.alignment.buffers() if b.is_floating_point()}
+        return sum(params.values()), sum(buffers.values())
 
     # ------------------------------------------------------------------ saving
     def save_inference(self, folder: str | Path) -> None:

@@ -42,7 +42,7 @@ from aetnet.train.modelio import (  # noqa: F401  (re-exported public names)
     load_model,
     save_model,
 )
-from aetnet.tuning.base import BasePaths, count_parameters
+from aetnet.tuning.base import BasePaths, parameter_counts
 
 logger = logging.getLogger(__name__)
 
@@ -241,13 +241,11 @@ def evaluate_test(ctx: RunContext) -> None:
     """Score the kept model once on the evaluation split; add the run's cost figures to the metrics."""
     cfg, trainer = ctx.cfg, ctx.trainer
     metrics, ctx.records = evaluate_examples(ctx.model, ctx.processor, ctx.task, ctx.eval_ex, cfg, ctx.labels)
-    trainable, total = count_parameters(ctx.model)
+    metrics.update(parameter_counts(ctx.model))
     metrics.update(
         {
             "train_loss": ctx.train_loss,
             "train_seconds": round(ctx.train_seconds, 3),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
             "step_time_s": round(ctx.train_seconds / max(1, trainer.state.global_step), 5),
             "peak_memory_mb": _peak_memory_mb(),
             "train_documents": len(ctx.train_ex),

@@ -61,6 +61,18 @@ class AetnetTrainer(Trainer):
             self._term_count += 1
         return (loss, outputs) if return_outputs else loss
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The LR schedule, with a warmup ratio (``warmup_steps`` in (0, 1)) turned into exact steps.
+
+        Epoch schedules (``train.max_steps=-1``) only know their length here; the ratio becomes
+        ``ceil(ratio * num_training_steps)`` steps, without the float noise that makes 0.1 * 300 round
+        up to 31 in transformers' own conversion.
+        """
+        ratio = self.args.warmup_steps
+        if 0 < ratio < 1:
+            self.args.warmup_steps = warmup_steps(ratio, num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
+
     def _get_output_dir(self, trial) -> str:
         staging = getattr(self, "_staging_dir", None)
         return staging if staging else super()._get_output_dir(trial)
@@ -99,10 +111,22 @@ class AetnetTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+def warmup_steps(ratio: float, num_training_steps: int) -> int:
+    """``ceil(ratio * num_training_steps)`` warmup steps (10 % of 300 steps is 30, not 31)."""
+    return math.ceil(round(ratio * num_training_steps, 6))
+
+
 def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
-    """TrainingArguments from the run configuration."""
+    """TrainingArguments from the run configuration.
+
+    ``train.warmup_ratio`` gives exact warmup steps for a step schedule; for an epoch schedule
+    (``max_steps=-1``) the ratio is handed on and converted once the Trainer knows the step count.
+    """
     t = cfg.train
-    warmup = int(t.warmup_ratio * t.max_steps) if t.max_steps > 0 else 0
+    if not 0 <= t.warmup_ratio < 1:
+        raise AetnetError(f"train.warmup_ratio={t.warmup_ratio} must lie in [0, 1) (0.1 warms up over 10 % of "
+                          "the steps)")
+    warmup = warmup_steps(t.warmup_ratio, t.max_steps) if t.max_steps > 0 else t.warmup_ratio
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -143,7 +167,9 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=Collator(processor.tokenizer.pad_token_id),
+        # AET's PITA maps each token's own word box: the batches carry word_bbox for it.
+        data_collator=Collator(processor.tokenizer.pad_token_id,
+                               word_boxes=getattr(model, "uses_word_boxes", False)),
         callbacks=callbacks,
         optimizers=optimizers,
     )

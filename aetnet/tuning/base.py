@@ -90,6 +90,22 @@ class HeadStrategy(Strategy):
         return model
 
 
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """The parameter figures a run records in ``metrics.json``.
+
+    Returns:
+        ``trainable_parameters`` (what the optimizer updates), ``inference_parameters`` (what an
+        export holds: for AET the fusion model and both aligners), ``training_only_parameters``
+        (AET: momentum copies, projection heads, temperature and the queues' entries; 0 otherwise)
+        and ``total_parameters`` = inference + training-only.
+    """
+    trainable, parameters = count_parameters(model)
+    only_params, queue_values = model.training_only_numel() if hasattr(model, "training_only_numel") else (0, 0)
+    return {"trainable_parameters": trainable, "inference_parameters": parameters - only_params,
+            "training_only_parameters": only_params + queue_values,
+            "total_parameters": parameters + queue_values}
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts, each shared tensor counted once."""
     seen: set[int] = set()
