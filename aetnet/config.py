@@ -42,6 +42,9 @@ class DataConfig:
     """Use only the first N training documents (quick experiments)."""
     max_eval_documents: int | None = None
     """Use only the first N evaluation documents."""
+    labels: list[str] | None = None
+    """The label set of the ``token`` and ``classify`` tasks (entity names or BIO tags; class names), in id
+    order; default: discovered from the training split. Other tasks have fixed label sets."""
 
     def __post_init__(self) -> None:
         _choice("data.box_level", self.box_level, ("segment", "word"))
@@ -161,6 +164,10 @@ class PromptSettings:
     num_prompts: int = 20
 
 
+#: Tasks whose label set a user may fix with ``data.labels``.
+OWN_LABEL_TASKS = ("token", "classify")
+
+
 @dataclass
 class RunConfig:
     """Everything one fine-tuning run needs."""
@@ -174,6 +181,11 @@ class RunConfig:
     aet: AETConfig = field(default_factory=AETConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
+
+    def __post_init__(self) -> None:
+        if self.data.labels and self.task not in OWN_LABEL_TASKS:
+            raise AetnetError(f"data.labels applies to the tasks {', '.join(OWN_LABEL_TASKS)}; task '{self.task}' has "
+                              "a fixed label set: remove data.labels")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-safe)."""

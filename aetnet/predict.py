@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
+from aetnet.data.boxes import line_segments  # noqa: F401  (re-exported: part of the predict API)
 from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
@@ -104,45 +105,11 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise DataError(f"folder holds no {', '.join(SUPPORTED_SUFFIXES)} file", path)
             files.extend(found)
-        elif path.is_file():
+        elif path.is_file():  # as given: an image, a PDF or an aetnet pages .jsonl
             files.append(path)
         else:
             raise DataError("file or folder does not exist; check the path", path)
     return files
-
-
-def line_segments(boxes: Sequence[Sequence[float]],
-                  lines: Sequence[int] | None = None) -> tuple[list[int], dict[int, list[float]]]:
-    """Group OCR words (in reading order) into line fragments, the segments of segment-level boxes.
-
-    Training data such as FUNSD gives every word its entity's box; OCR has no entities, so a run of
-    words on one line with word-sized gaps stands in for one (a wide gap, as between a form field's
-    name and its value, starts a new segment).
-
-    Args:
-        boxes: pixel word boxes in reading order.
-        lines: optional line number per word (a PDF text layer's lines); a segment never spans two.
-
-    Returns:
-        ``(segment_ids, segment_boxes)``: one id per word and the pixel box union of each segment.
-    """
-    ids: list[int] = []
-    seg_boxes: dict[int, list[float]] = {}
-    for i, box in enumerate(boxes):
-        if i > 0:
-            prev = boxes[i - 1]
-            height = max(box[3] - box[1], prev[3] - prev[1], 1.0)
-            overlap = min(box[3], prev[3]) - max(box[1], prev[1])
-            gap = box[0] - prev[2]
-            same = (overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1])
-                    and -0.5 * height <= gap <= 0.8 * height
-                    and (lines is None or lines[i] == lines[i - 1]))
-        else:
-            same = False
-        seg = ids[-1] if same else len(seg_boxes)
-        ids.append(seg)
-        seg_boxes[seg] = _union([seg_boxes[seg], box]) if seg in seg_boxes else [float(v) for v in box]
-    return ids, seg_boxes
 
 
 def _union(boxes: Sequence[Sequence[float]]) -> list[float]:
@@ -272,27 +239,33 @@ class Predictor:
                 for number, p in enumerate(pages, start=1)]
 
     def predict_words(self, image: Image.Image, words: list[str], boxes: list[list[float]],
-                      question: str | None = None, lines: list[int] | None = None) -> dict[str, Any]:
+                      question: str | None = None, lines: list[int] | None = None,
+                      segments: list[int] | None = None) -> dict[str, Any]:
         """Predict a page whose words and pixel boxes are known (no OCR); ``lines``: optional line
-        number per word (segments never span two lines).
+        number per word (segments never span two lines); ``segments``: the page's own segment ids
+        (an aetnet pages file), used instead of line fragments.
 
         Returns:
             ``{"size", "task", "kind", "windows", "words": [{"text", "box", ...}], ...}`` plus, by
             kind, ``entities`` (token), ``label``/``score``/``probabilities`` (sequence) or
             ``question``/``answer`` (qa).
         """
-        doc, windows = self.encode(image, words, boxes, question, lines)
+        doc, windows = self.encode(image, words, boxes, question, lines, segments)
         return self.decode(image, doc, windows, self._forward(windows, image), question)
 
-    def encode(self, image: Image.Image, words: list[str], boxes: list[list[float]],
-               question: str | None = None, lines: list[int] | None = None) -> tuple[Document, list[Window]]:
+    def encode(self, image: Image.Image, words: list[str], boxes: list[list[float]], question: str | None = None,
+               lines: list[int] | None = None, segments: list[int] | None = None) -> tuple[Document, list[Window]]:
         """The page as a document and its model windows (as in training)."""
         if self.kind == "qa" and not question:
             raise AetnetError(f"the {self.meta['task']} model answers questions; pass --question \"...\"")
         if question and self.kind != "qa":
             logger.warning("--question is ignored: the %s model is a %s model", self.meta["task"], self.kind)
         doc = Document(id="page", words=words, boxes=boxes, page_size=image.size)
-        if self.box_level == "segment" and words:
+        if self.box_level == "segment" and words and segments is not None:  # the page's own segments
+            from aetnet.data.pages import union_boxes
+
+            doc.segment_ids, doc.segment_boxes = list(segments), union_boxes(doc.boxes, list(segments))
+        elif self.box_level == "segment" and words:
             doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes, lines)
         tokenizer = self.processor.tokenizer
         if self.kind == "qa":
@@ -428,6 +401,26 @@ def draw_page(image: Image.Image, result: dict[str, Any]) -> Image.Image:
     return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
 
 
+def predict_page_file(predictor: Predictor, path: Path,
+                      question: str | None = None) -> tuple[list[dict[str, Any]], list[PdfPage]]:
+    """Predict every page of an aetnet pages file (:mod:`aetnet.data.pages`) with its own words, boxes and
+    segments (pages without words go through the predictor's OCR); targets, if any, are not read."""
+    from aetnet.data.images import open_image
+    from aetnet.data.pages import iter_page_lines, parse_page
+
+    records, images = [], []
+    for number, (where, line) in enumerate(iter_page_lines(path), start=1):
+        if isinstance(line, DataError):
+            raise line
+        doc = parse_page(line, where, path.parent, None, ocr=lambda p: predictor.ocr(open_image(p)))
+        image = doc.load_image()
+        result = predictor.predict_words(image, doc.words, doc.boxes, question, segments=doc.segment_ids)
+        records.append({"file": str(path), "page": number, "id": doc.id,
+                        "image": str(doc.image_path) if doc.image_path else None, **result})
+        images.append(PdfPage(image, None))
+    return records, images
+
+
 def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: str | Path | None = None,
                   question: str | None = None, visualize: bool = False) -> dict[str, list[dict]]:
     """Predict every page of every file (folders expanded), with a progress bar over files.
@@ -449,8 +442,12 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
     results: dict[str, list[dict]] = {}
     used: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file"):
-        pages = predictor.load(path)
-        records = results[str(path)] = predictor.predict_pages(path, pages, question)
+        if path.suffix.lower() == ".jsonl":  # aetnet pages: their words and boxes, no OCR
+            records, pages = predict_page_file(predictor, path, question)
+            results[str(path)] = records
+        else:
+            pages = predictor.load(path)
+            records = results[str(path)] = predictor.predict_pages(path, pages, question)
         if out_dir is None:
             continue
         # Two inputs with one stem (a.png, a.pdf) must not overwrite each other's output.

@@ -14,5 +14,6 @@ from aetnet.tasks import (
     docvqa,  # noqa: E402,F401
     funsd,  # noqa: E402,F401
     funsd_re,  # noqa: E402,F401
+    generic,  # noqa: E402,F401
     rvl_cdip,  # noqa: E402,F401
 )

@@ -12,6 +12,8 @@ EPILOG = """examples:
   aetnet predict exports/funsd form.tif --ocr-lang deu --ocr-psm 6
   aetnet predict exports/funsd born-digital.pdf --ocr never      # PDF text layer only, no Tesseract
   aetnet predict exports/funsd scans/ --backend onnx-int8        # export with --onnx --quantize first
+  aetnet predict exports/invoices pages.jsonl                 # your pages, with their own words and boxes
+  aetnet predict exports/invoices scans/ --format labelstudio --output tasks.json   # pre-annotations
 """
 
 
@@ -29,7 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="PNG, JPEG, TIFF or PDF files, or folders")
     p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
-    p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize)")
+    p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize); with --format "
+                   "labelstudio, the tasks .json file")
+    p.add_argument("--format", choices=("json", "labelstudio"), default="json",
+                   help="json: aetnet records; labelstudio: tasks with predictions to import into Label Studio "
+                   "(token models)")
     p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
     p.add_argument("--ocr-lang", help="Tesseract language (default: the one used in training)")
     p.add_argument("--ocr-psm", type=int, help="Tesseract page segmentation mode (default: training's)")
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                           ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
+    if args.format == "labelstudio":
+        return write_labelstudio(predictor, args)
     results = predict_paths(predictor, args.inputs, args.output, args.question, args.visualize)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
@@ -73,3 +81,44 @@ def summarize(path: str, records: list[dict]) -> str:
             said = f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"
             parts.append(f"p{r['page']}: {said}")
     return f"{path}: {len(records)} page(s); " + "; ".join(parts)
+
+
+def write_labelstudio(predictor, args: argparse.Namespace) -> int:
+    """Predict, then write Label Studio tasks whose ``predictions`` are the model's entities.
+
+    Pages of PDFs and multi-page TIFFs are saved as PNGs in ``<output stem>_images/`` (Label Studio shows
+    images); single images and pages files refer to their own image.
+    """
+    from pathlib import Path
+
+    from aetnet.data.labelstudio import predictions_to_tasks
+    from aetnet.errors import AetnetError
+    from aetnet.predict import load_pages, predict_paths
+
+    if predictor.kind != "token":
+        raise AetnetError(f"--format labelstudio writes token pre-annotations; the model is a {predictor.kind} "
+                          "model: use --format json")
+    if not args.output or Path(args.output).suffix.lower() != ".json" or args.visualize:
+        raise AetnetError("--format labelstudio needs --output TASKS.json (a file, not a folder) and no --visualize")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records, refs = [], []
+    for path, pages in predict_paths(predictor, args.inputs, None, args.question, False).items():
+        rendered = None
+        for record in pages:
+            if record.get("image"):
+                refs.append(record["image"])
+            elif len(pages) == 1 and Path(path).suffix.lower() != ".pdf":
+                refs.append(str(Path(path).resolve()))
+            else:
+                rendered = rendered or load_pages(path)
+                folder = out.parent / f"{out.stem}_images"
+                folder.mkdir(exist_ok=True)
+                image = folder / f"{Path(path).stem}-page{record['page']}.png"
+                rendered[record["page"] - 1].save(image)
+                refs.append(str(image.resolve()))
+            records.append(record)
+    tasks = predictions_to_tasks(records, refs, model_version=Path(args.model).resolve().name)
+    out.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
+    print(f"wrote {len(tasks)} Label Studio task(s) with predictions to {out}")
+    return 0

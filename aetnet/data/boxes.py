@@ -7,6 +7,8 @@ the page and boxes that were already normalised are caught with a message naming
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aetnet.data.document import Document
 from aetnet.errors import DataError
 
@@ -94,3 +96,39 @@ def document_boxes(doc: Document, box_level: str = "segment") -> list[list[int]]
     elif box_level not in ("segment", "word"):
         raise ValueError(f"box_level must be 'segment' or 'word', got {box_level!r}")
     return [normalize_box(b, doc.page_size, where, i) for i, b in enumerate(boxes)]
+
+
+def line_segments(boxes: Sequence[Sequence[float]],
+                  lines: Sequence[int] | None = None) -> tuple[list[int], dict[int, list[float]]]:
+    """Group OCR words (in reading order) into line fragments, the segments of segment-level boxes.
+
+    Training data such as FUNSD gives every word its entity's box; OCR has no entities, so a run of
+    words on one line with word-sized gaps stands in for one (a wide gap, as between a form field's
+    name and its value, starts a new segment).
+
+    Args:
+        boxes: pixel word boxes in reading order.
+        lines: optional line number per word (a PDF text layer's lines); a segment never spans two.
+
+    Returns:
+        ``(segment_ids, segment_boxes)``: one id per word and the pixel box union of each segment.
+    """
+    ids: list[int] = []
+    seg_boxes: dict[int, list[float]] = {}
+    for i, box in enumerate(boxes):
+        if i > 0:
+            prev = boxes[i - 1]
+            height = max(box[3] - box[1], prev[3] - prev[1], 1.0)
+            overlap = min(box[3], prev[3]) - max(box[1], prev[1])
+            gap = box[0] - prev[2]
+            same = (overlap >= 0.5 * min(box[3] - box[1], prev[3] - prev[1])
+                    and -0.5 * height <= gap <= 0.8 * height
+                    and (lines is None or lines[i] == lines[i - 1]))
+        else:
+            same = False
+        seg = ids[-1] if same else len(seg_boxes)
+        ids.append(seg)
+        old = seg_boxes.get(seg)
+        seg_boxes[seg] = ([min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3])]
+                          if old is not None else [float(v) for v in box])
+    return ids, seg_boxes

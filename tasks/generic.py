@@ -1,0 +1,157 @@
+"""Your own documents: ``token``, ``classify`` and ``qa`` tasks with any label set.
+
+Data (``--data``) is one of:
+
+- the aetnet page format (:mod:`aetnet.data.pages`): a ``pages.jsonl`` file, or a folder of
+  ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl``;
+- (``token``) a ``save_to_disk`` dataset with ``words`` (or ``tokens``), ``bboxes`` (0-1000, as the
+  Hugging Face LayoutLMv3 datasets store them), ``ner_tags`` (a ``ClassLabel`` sequence, whose names
+  are the labels) and ``image``.
+
+The label set is discovered from the training split (``O`` first, then ``B-``/``I-`` per entity
+type in name order; classes in name order) unless ``data.labels`` fixes it; it is saved with the
+model. A label of the evaluation split that the training split lacks is an error naming the page.
+Splits come from the files (``test`` is evaluated, else ``validation``) or are carved out of a
+single pool by page (``data.eval_fraction``, ``train.seed``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aetnet.config import RunConfig
+from aetnet.data.document import Document
+from aetnet.data.pages import read_pages
+from aetnet.errors import AetnetError
+from aetnet.registry import TASKS
+from aetnet.tasks.base import (
+    QuestionAnsweringTask,
+    SequenceClassificationTask,
+    TokenClassificationTask,
+    map_splits,
+)
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("test", "validation")
+
+
+def bio_label_list(names: list[str]) -> list[str]:
+    """``data.labels`` or discovered entity names -> the BIO label list (``O``, ``B-X``, ``I-X``, ...)."""
+    if all(n == "O" or n[:2] in ("B-", "I-") for n in names):
+        return ["O", *[n for n in names if n != "O"]] if "O" in names else ["O", *names]
+    types = [n for n in names if n != "O"]
+    return ["O", *[f"{p}-{t}" for t in types for p in ("B", "I")]]
+
+
+def _is_hf_folder(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
+
+
+class _OwnData:
+    """What the three generic tasks share: reading pages, mapping splits, fixing the label set."""
+
+    def _read(self, cfg: RunConfig, demo: bool) -> dict[str, list]:
+        if demo:
+            raise AetnetError(f"task '{self.name}' has no demo; pass --data to your pages (see `aetnet formats "
+                              "show pages`) or run `aetnet finetune funsd --demo`")
+        if not cfg.data.path:
+            raise AetnetError(f"task '{self.name}' needs --data: a pages .jsonl file, a folder of train/validation/"
+                              "test .jsonl files" + (", or a save_to_disk dataset" if self.kind == "token" else ""))
+        from aetnet.data.ocr import OcrSettings, ocr_with
+
+        settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+        return read_pages(cfg.data.path, self.kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+
+    def _map(self, raw: dict[str, list], cfg: RunConfig, group=lambda x: str(x.id)) -> dict[str, list]:
+        if "all" in raw:
+            raw = {"train": raw.pop("all")}
+        return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
+
+    def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str]) -> None:
+        self.labels = self._label_set(cfg.data.labels) if cfg.data.labels else discovered
+        if len(self.labels) < (2 if self.kind == "sequence" else 1):
+            raise AetnetError(f"{cfg.data.path}: the training split has {len(self.labels)} label(s); a "
+                              f"{self.name} task needs at least two (check the pages' targets)")
+        for docs in splits.values():
+            self.check_labels(self.documents(docs))
+
+    def _label_set(self, names: list[str]) -> list[str]:
+        return list(names)
+
+
+@TASKS.register("token")
+class OwnTokenTask(_OwnData, TokenClassificationTask):
+    """Word labelling with your label set (BIO over entity types), seqeval entity F1."""
+
+    name = "token"
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+        path = Path(cfg.data.path) if cfg.data.path else None
+        if path is not None and path.is_dir() and _is_hf_folder(path):
+            splits, names = _read_hf_token(path)
+        else:
+            splits = self._map(self._read(cfg, demo), cfg)
+            names = None
+        train_types = sorted({lb[2:] for d in splits["train"] for lb in (d.labels or []) if lb != "O"})
+        self._fix_labels(splits, cfg, names or bio_label_list(train_types))
+        return splits
+
+    def _label_set(self, names: list[str]) -> list[str]:
+        return bio_label_list(names)
+
+
+@TASKS.register("classify")
+class OwnClassifyTask(_OwnData, SequenceClassificationTask):
+    """Page classification into your classes; accuracy and macro-F1."""
+
+    name = "classify"
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+        splits = self._map(self._read(cfg, demo), cfg)
+        self._fix_labels(splits, cfg, sorted({d.doc_label for d in splits["train"]}))
+        return splits
+
+    def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
+        from sklearn.metrics import f1_score
+
+        out = super().score(gold, pred)
+        out["macro_f1"] = float(f1_score(gold, pred, labels=self.labels, average="macro", zero_division=0)) \
+            if gold else 0.0
+        return out
+
+
+@TASKS.register("qa")
+class OwnQaTask(_OwnData, QuestionAnsweringTask):
+    """Extractive question answering on your pages; ANLS and exact match."""
+
+    name = "qa"
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list]:
+        if cfg.data.labels:
+            raise AetnetError("data.labels does not apply to the qa task (answers are spans); remove it")
+        # All questions about one page stay on one side of a carved split.
+        return self._map(self._read(cfg, demo), cfg, group=lambda ex: str(ex.document.id))
+
+
+def _read_hf_token(path: Path) -> tuple[dict[str, list[Document]], list[str]]:
+    """A ``save_to_disk`` token dataset: the FUNSD Hugging Face reader, with ``words`` accepted for ``tokens``."""
+    import datasets
+
+    from aetnet.tasks.funsd import read_funsd_hf
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.Dataset):
+        ds = datasets.DatasetDict({"train": ds})
+    ds = datasets.DatasetDict({name: (part.rename_column("words", "tokens") if "words" in part.column_names
+                                      and "tokens" not in part.column_names else part)
+                               for name, part in ds.items()})
+    first = next(iter(ds.values()))
+    feature = first.features.get("ner_tags")
+    names = list(getattr(getattr(feature, "feature", None), "names", []) or [])
+    if not names:
+        raise AetnetError(f"{path}: column 'ner_tags' is not a sequence of ClassLabel; store the label names "
+                          "with datasets.Sequence(datasets.ClassLabel(names=[...]))")
+    return read_funsd_hf(ds), names
