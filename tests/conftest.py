@@ -59,3 +59,26 @@ def funsd_run(aetnet_cache, tmp_path_factory) -> Path:
         finetune("funsd", base="tiny", demo=True, output=run, overrides=[
             "train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2", "data.max_eval_documents=1"])
     return run
+
+
+@pytest.fixture(scope="session")
+def funsd_pages(shared_data):
+    """Write the real FUNSD samples as aetnet pages (``train.jsonl``, ``test.jsonl``) into a folder, with
+    plain label names (``QUESTION``, not ``B-QUESTION``) and the FUNSD entities as segments."""
+    import json
+
+    from aetnet.data.pages import document_to_page
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    def write(out: Path) -> Path:
+        splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+        out.mkdir(parents=True, exist_ok=True)
+        for split, name in (("train", "train"), ("eval", "test")):
+            with open(out / f"{name}.jsonl", "w") as fh:
+                for doc in splits[split]:
+                    page = document_to_page(doc, image=str(Path(doc.image_path).resolve()))
+                    page["labels"] = [lb if lb == "O" else lb[2:] for lb in doc.labels]
+                    fh.write(json.dumps(page) + "\n")
+        return out
+
+    return write
