@@ -193,48 +193,81 @@ def carve_out_eval(
     return [x for x in items if group(x) not in held], [x for x in items if group(x) in held]
 
 
+def _by_id(x: Any) -> str:
+    return str(x.id)
+
+
+class Splits(dict):
+    """``{"train": [...], "eval": [...]}`` that also says which split (or carve-out) is evaluated.
+
+    Attributes:
+        eval_split: ``"test"``, ``"validation"``, ``"carved from train (20%)"``, ...; recorded as
+            ``eval_split`` in ``metrics.json``.
+    """
+
+    def __init__(self, *args, eval_split: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_split = eval_split
+
+
 def map_splits(
     splits: dict[str, list[Any]],
     eval_names: Sequence[str],
     eval_fraction: float,
     seed: int,
     where: str,
-    group: Callable[[Any], str] = lambda x: str(x.id),
-) -> dict[str, list[Any]]:
-    """Map a reader's split names onto the runner's ``{"train", "eval"}``.
+    group: Callable[[Any], str] = _by_id,
+) -> Splits:
+    """Map a reader's split names onto the runner's ``{"train", "eval"}``, never evaluating on
+    what is trained on.
 
-    ``train`` is the split named ``train``; ``eval`` is the first non-empty split of ``eval_names``
-    (for example ``("test", "dev")``). Without such a split, or when the dataset has a single split
-    of any name, ``eval`` is carved out of the training pool with :func:`carve_out_eval`. Other
-    splits are not used (logged).
+    A dataset with a single non-empty split, WHATEVER its name (``train``, or an evaluation name
+    such as DocVQA's ``val`` alone or an RVL-CDIP ``test.txt`` alone), is carved with
+    :func:`carve_out_eval`: a deterministic, group-wise share (no document/page on both sides).
+    With several splits, ``train`` is the split named ``train`` and ``eval`` the first non-empty
+    split of ``eval_names`` (for example ``("test", "dev")``), or, without one, a share carved out
+    of ``train``. Other splits are not used (logged).
+
+    Args:
+        splits: reader split name -> items (a :class:`Splits` whose ``eval_split`` is set, as a
+            reader that carved its own evaluation share returns, keeps that description).
+        eval_names: evaluation split names, in order of preference.
+        eval_fraction: share of groups carved out when needed (``data.eval_fraction``).
+        seed: carve-out seed (``train.seed``).
+        where: the dataset, for messages.
+        group: item -> group key (document or page id).
 
     Raises:
         AetnetError: several splits and none named ``train``.
     """
-    names = [n for n in splits if splits[n] is not None]
-    if "train" in splits:
-        train = list(splits["train"])
-    elif len(names) == 1:
-        train = list(splits[names[0]])
-        logger.info("%s: single split '%s' is the training pool", where, names[0])
-    else:
+    names = [n for n in splits if splits[n]]
+    eval_name = next((n for n in eval_names if splits.get(n)), None)
+    if len(names) == 1 or (names and "train" in names and eval_name is None):
+        source = names[0] if len(names) == 1 else "train"
+        train, evaluation = carve_out_eval(list(splits[source]), eval_fraction, seed, group)
+        description = f"carved from {source} ({eval_fraction:.0%})"
+        logger.info("%s: eval = %d carved out of %d in split '%s' by %s (data.eval_fraction=%s, seed %d)",
+                    where, len(evaluation), len(train) + len(evaluation), source,
+                    "document" if group is _by_id else "page/document", eval_fraction, seed)
+        if not evaluation:
+            logger.warning("%s: nothing to evaluate on: split '%s' has %d group(s) and data.eval_fraction=%s; "
+                           "add an evaluation split or more documents", where, source,
+                           len({group(x) for x in train}), eval_fraction)
+    elif "train" in names:
+        train, evaluation = list(splits["train"]), list(splits[eval_name])
+        description = getattr(splits, "eval_split", None) or eval_name
+        logger.info("%s: train = 'train' (%d), eval = '%s' (%d)", where, len(train), eval_name, len(evaluation))
+        unused = [n for n in names if n not in ("train", eval_name)]
+        if unused:
+            logger.info("%s: split(s) %s not used", where, unused)
+    elif names:
         raise AetnetError(
             f"{where}: splits {names} include none named 'train'; name the training split 'train' "
             f"(evaluation is read from {' / '.join(eval_names)})"
         )
-    eval_name = next((n for n in eval_names if splits.get(n)), None)
-    if eval_name is not None:
-        evaluation = list(splits[eval_name])
-        logger.info("%s: train = 'train' (%d), eval = '%s' (%d)", where, len(train), eval_name, len(evaluation))
     else:
-        train, evaluation = carve_out_eval(train, eval_fraction, seed, group)
-        logger.info("%s: no %s split; eval = %d carved out of %d (data.eval_fraction=%s, seed %d)",
-                    where, "/".join(eval_names), len(evaluation), len(train) + len(evaluation),
-                    eval_fraction, seed)
-    unused = [n for n in names if n not in ("train", eval_name) and splits[n]]
-    if unused and "train" in splits:
-        logger.info("%s: split(s) %s not used", where, unused)
-    return {"train": train, "eval": evaluation}
+        train, evaluation, description = [], [], "none"
+    return Splits({"train": train, "eval": evaluation}, eval_split=description)
 
 
 # ---------------------------------------------------------------------------------- classification

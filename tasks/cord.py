@@ -41,7 +41,7 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import expect_image, expect_object, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import TokenClassificationTask, map_splits
+from aetnet.tasks.base import Splits, TokenClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -250,10 +250,10 @@ def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str
         n_eval = min(max(n_eval, 1), len(pool) - 1)
     order = np.random.default_rng(seed).permutation(len(pool))
     eval_idx = set(int(i) for i in order[:n_eval])
-    return {
+    return Splits({
         "train": [d for i, d in enumerate(pool) if i not in eval_idx],
         "test": [d for i, d in enumerate(pool) if i in eval_idx],
-    }
+    }, eval_split=f"carved from the single pool ({eval_fraction:.0%})")
 
 
 def _is_saved_dataset(path: Path) -> bool:

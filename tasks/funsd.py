@@ -33,7 +33,7 @@ from aetnet.data.validate import (
 )
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import TokenClassificationTask
+from aetnet.tasks.base import TokenClassificationTask, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,10 @@ class FunsdTask(TokenClassificationTask):
             path = str(ensure_demo("funsd"))
         else:
             path = cfg.data.path
-        splits = load_funsd(path, self.bad_documents)
+        raw = load_funsd(path, self.bad_documents)
+        # testing_data is the official test split; a release with one split only is carved by form.
+        splits = map_splits({"train": raw.get("train", []), "test": raw.get("eval", [])}, ("test",),
+                            cfg.data.eval_fraction, cfg.train.seed, f"FUNSD {path}")
         for docs in splits.values():
             self.check_labels(docs)
         return splits

@@ -30,7 +30,7 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import SequenceClassificationTask, map_splits
+from aetnet.tasks.base import SequenceClassificationTask, Splits, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -457,7 +457,7 @@ class RvlCdipTask(SequenceClassificationTask):
                              cfg.train.seed, f"RVL-CDIP {path}", group=lambda e: e.doc_id)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents}
-        splits = {}
+        splits = Splits(eval_split=entries.eval_split)
         for name, chosen in entries.items():
             if limits[name] is not None:
                 chosen = chosen[: limits[name]]

@@ -180,6 +180,7 @@ def test_cord_full_demo(tmp_path):
     run_dir, metrics, records = _finetune(tmp_path, "cord")
     for key in ("precision", "recall", "f1", "per_label"):
         assert key in metrics
+    assert metrics["eval_split"] == "test"  # which split was scored is recorded
     meta = json.loads((run_dir / "model" / "aetnet.json").read_text())
     assert meta["kind"] == "token" and len(meta["labels"]) == 61
     config = json.loads((run_dir / "model" / "config.json").read_text())

@@ -119,6 +119,7 @@ class RunContext:
     train_seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
+    eval_split: str = "eval"
 
     @property
     def label2id(self) -> dict[str, int] | None:
@@ -168,6 +169,7 @@ def load_data(ctx: RunContext) -> None:
     ctx.policy = BadDocuments(cfg.data.on_bad_document)
     task.bad_documents = ctx.policy
     splits = task.load(cfg, demo=ctx.demo)
+    ctx.eval_split = getattr(splits, "eval_split", None) or "eval"  # which split (or carve-out) is scored
     ctx.train_ex, ctx.eval_ex = (
         screen_documents(ex, task.documents(ex), split, cfg.data.box_level, task.kind == "token", ctx.policy)
         for split, ex in (("train", limit(splits.get("train", []), cfg.data.max_train_documents)),
@@ -250,6 +252,7 @@ def evaluate_test(ctx: RunContext) -> None:
             "peak_memory_mb": _peak_memory_mb(),
             "train_documents": len(ctx.train_ex),
             "eval_documents": len(ctx.eval_ex),
+            "eval_split": ctx.eval_split,
             "train_windows": len(ctx.train_windows),
             "world_size": trainer.args.world_size,
         }
