@@ -307,6 +307,14 @@ def load_funsd(path: str | None, policy=None) -> dict[str, list[Document]]:
     raise AetnetError(f"{path}: FUNSD folder does not exist; pass --data to a FUNSD release folder")
 
 
+def funsd_splits(raw: dict[str, list[Document]], cfg: RunConfig, where: str):
+    """The reader's ``train``/``eval`` through :func:`~aetnet.tasks.base.map_splits`: testing_data is
+    the official test split; a release with one split only is carved by form (never scored on what
+    trains)."""
+    return map_splits({"train": raw.get("train", []), "test": raw.get("eval", [])}, ("test",),
+                      cfg.data.eval_fraction, cfg.train.seed, where)
+
+
 @TASKS.register("funsd")
 class FunsdTask(TokenClassificationTask):
     """FUNSD entity labelling (question, answer, header), seqeval entity F1."""
@@ -321,10 +329,7 @@ class FunsdTask(TokenClassificationTask):
             path = str(ensure_demo("funsd"))
         else:
             path = cfg.data.path
-        raw = load_funsd(path, self.bad_documents)
-        # testing_data is the official test split; a release with one split only is carved by form.
-        splits = map_splits({"train": raw.get("train", []), "test": raw.get("eval", [])}, ("test",),
-                            cfg.data.eval_fraction, cfg.train.seed, f"FUNSD {path}")
+        splits = funsd_splits(load_funsd(path, self.bad_documents), cfg, f"FUNSD {path}")
         for docs in splits.values():
             self.check_labels(docs)
         return splits

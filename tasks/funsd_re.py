@@ -29,7 +29,7 @@ from aetnet.data.relations import (
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import Task
-from aetnet.tasks.funsd import load_funsd
+from aetnet.tasks.funsd import funsd_splits, load_funsd
 
 
 class RelationTask(Task):
@@ -105,6 +105,7 @@ class FunsdRelationTask(RelationTask):
             splits = load_funsd(str(ensure_demo("funsd-re")), self.bad_documents)
         else:
             splits = load_funsd(cfg.data.path, self.bad_documents)
+        splits = funsd_splits(splits, cfg, f"FUNSD {cfg.data.path or 'demo'}")
         pages = [doc for docs in splits.values() for doc in docs]
         if pages and all(doc.segment_ids is None for doc in pages):
             raise AetnetError(

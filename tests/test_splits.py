@@ -42,11 +42,12 @@ def _link_all(src: Path, dst: Path, pattern: str) -> int:
     return len(files)
 
 
-def test_funsd_with_only_testing_data(shared_data, tmp_path):
+@pytest.mark.parametrize("task", ["funsd", "funsd-re"])
+def test_funsd_with_only_testing_data(shared_data, tmp_path, task):
     src = shared_data / "funsd" / "dataset" / "testing_data"
     n = _link_all(src / "annotations", tmp_path / "testing_data" / "annotations", "*.json")
     _link_all(src / "images", tmp_path / "testing_data" / "images", "*.png")
-    _assert_disjoint(_load("funsd", tmp_path), "test", n)
+    _assert_disjoint(_load(task, tmp_path), "test", n)
 
 
 def test_funsd_release_evaluates_on_its_test_split(shared_data):
