@@ -60,8 +60,11 @@ def find_funsd_root(path: str | Path) -> Path:
     )
 
 
-def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
+def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool = False) -> Document:
     """One FUNSD annotation file -> a :class:`Document` with BIO labels, segments and links.
+
+    ``any_label``: accept any entity label (the ``token`` task on a FUNSD-layout folder of one's own
+    documents): ``other`` is outside (``O``), every other label is an entity type as written.
 
     Every field is checked for presence and type (:mod:`aetnet.data.validate`): a malformed value
     is a :class:`DataError` naming the file and the field path (``form[3].words[0].box[1]``).
@@ -78,7 +81,7 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
         entity = expect_object(raw, where, path)
         ent_id = require(entity, "id", "integer", where, path)
         label = require(entity, "label", "string", where, path).lower()
-        if label not in ENTITY_TYPES:
+        if not any_label and label not in ENTITY_TYPES:
             raise DataError(
                 f"entity {n} has unknown label '{entity['label']}'; valid labels are "
                 "question, answer, header, other",
@@ -105,7 +108,7 @@ def parse_funsd_annotation(path: Path, image_path: Path | None) -> Document:
         if not kept:
             empty_entities += 1
             continue
-        kind = ENTITY_TYPES[label]
+        kind = ENTITY_TYPES[label] if not any_label else (None if label == "other" else entity["label"].strip())
         for i, (text, word_box) in enumerate(kept):
             words.append(text)
             boxes.append(word_box)
@@ -148,7 +151,7 @@ def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int
     )
 
 
-def read_funsd_folder(root: Path, policy=None) -> dict[str, list[Document]]:
+def read_funsd_folder(root: Path, policy=None, any_label: bool = False) -> dict[str, list[Document]]:
     """Read both splits of an original-layout FUNSD folder.
 
     Args:
@@ -169,8 +172,8 @@ def read_funsd_folder(root: Path, policy=None) -> dict[str, list[Document]]:
             image = next((p for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
                           if (p := root / folder / "images" / (ann.stem + ext)).is_file()), None)
             if policy is None:
-                docs.append(parse_funsd_annotation(ann, image))
-            elif (doc := policy.run(lambda a=ann, i=image: parse_funsd_annotation(a, i), split, ann.stem,
+                docs.append(parse_funsd_annotation(ann, image, any_label))
+            elif (doc := policy.run(lambda a=ann, i=image: parse_funsd_annotation(a, i, any_label), split, ann.stem,
                                     str(ann))) is not None:
                 docs.append(doc)
         splits[split] = docs

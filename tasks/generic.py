@@ -4,6 +4,8 @@ Data (``--data``) is one of:
 
 - the aetnet page format (:mod:`aetnet.data.pages`): a ``pages.jsonl`` file, or a folder of
   ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl``;
+- (``token``) a folder in the FUNSD layout (``training_data``/``testing_data`` with ``annotations/*.json``
+  and ``images/``) with any entity labels (``other`` is outside);
 - (``token``) a ``save_to_disk`` dataset with ``words`` (or ``tokens``), ``bboxes`` (0-1000, as the
   Hugging Face LayoutLMv3 datasets store them), ``ner_tags`` (a ``ClassLabel`` sequence, whose names
   are the labels) and ``image``.
@@ -44,6 +46,11 @@ def bio_label_list(names: list[str]) -> list[str]:
         return ["O", *[n for n in names if n != "O"]] if "O" in names else ["O", *names]
     types = [n for n in names if n != "O"]
     return ["O", *[f"{p}-{t}" for t in types for p in ("B", "I")]]
+
+
+def _is_funsd_layout(path: Path) -> bool:
+    return any((p / "training_data").is_dir() or (p / "testing_data").is_dir() for p in (path, path / "dataset")) \
+        or (path / "annotations").is_dir()
 
 
 def _is_hf_folder(path: Path) -> bool:
@@ -92,6 +99,11 @@ class OwnTokenTask(_OwnData, TokenClassificationTask):
         path = Path(cfg.data.path) if cfg.data.path else None
         if path is not None and path.is_dir() and _is_hf_folder(path):
             splits, names = _read_hf_token(path)
+        elif path is not None and path.is_dir() and _is_funsd_layout(path):
+            from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+            raw = read_funsd_folder(find_funsd_root(path), self.bad_documents, any_label=True)
+            splits, names = self._map({"train": raw["train"], "test": raw["eval"]}, cfg), None
         else:
             splits = self._map(self._read(cfg, demo), cfg)
             names = None

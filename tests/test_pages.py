@@ -225,3 +225,33 @@ def test_data_labels_is_refused_for_fixed_label_tasks():
 
     with pytest.raises(AetnetError, match="fixed label set"):
         resolve_config({"task": "funsd", "data": {"labels": ["A"]}})
+
+
+def test_funsd_layout_folder_with_any_label_set(tmp_path, shared_data, tiny_base):
+    """A FUNSD-layout folder of one's own forms, labelled Field/Value instead of question/answer."""
+    src = shared_data / "funsd" / "dataset" / "training_data"
+    names = sorted(p.stem for p in (src / "annotations").glob("*.json"))[:5]
+    for split, stems in (("training_data", names[:3]), ("testing_data", names[3:])):
+        (tmp_path / "forms" / split / "annotations").mkdir(parents=True)
+        (tmp_path / "forms" / split / "images").mkdir()
+        for stem in stems:
+            data = json.loads((src / "annotations" / f"{stem}.json").read_text())
+            for ent in data["form"]:
+                ent["label"] = {"question": "Field", "answer": "Value", "header": "Title"}.get(ent["label"], "other")
+            (tmp_path / "forms" / split / "annotations" / f"{stem}.json").write_text(json.dumps(data))
+            (tmp_path / "forms" / split / "images" / f"{stem}.png").symlink_to(src / "images" / f"{stem}.png")
+    from aetnet.config import resolve_config
+    from aetnet.registry import TASKS
+
+    import aetnet.tasks  # noqa: F401
+
+    task = TASKS.get("token")()
+    splits = task.load(resolve_config({"task": "token", "data": {"path": str(tmp_path / "forms")}}))
+    assert task.label_list() == ["O", "B-Field", "I-Field", "B-Title", "I-Title", "B-Value", "I-Value"]
+    assert [len(splits["train"]), len(splits["eval"])] == [3, 2]
+    # word for word the FUNSD labels, renamed
+    from aetnet.tasks.funsd import parse_funsd_annotation
+
+    original = parse_funsd_annotation(src / "annotations" / f"{names[0]}.json", src / "images" / f"{names[0]}.png")
+    rename = {"QUESTION": "Field", "ANSWER": "Value", "HEADER": "Title"}
+    assert splits["train"][0].labels == [lb if lb == "O" else f"{lb[:2]}{rename[lb[2:]]}" for lb in original.labels]
