@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from aetnet.errors import AetnetError
+from aetnet.export import ONNX_FILE, ONNX_INT8_FILE
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
 META_FILE = "aetnet.json"
-INPUTS = ("input_ids", "bbox", "attention_mask", "pixel_values")
 
 
 def model_folder(path: str | Path) -> Path:

@@ -82,3 +82,44 @@ def funsd_pages(shared_data):
         return out
 
     return write
+
+
+SEQ_CLASSES = ["letter", "form", "email", "invoice"]
+
+
+def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
+    """A sequence / QA model folder built straight from the tiny base (no task needed)."""
+    import torch
+    import transformers
+
+    from aetnet.data.processor import load_processor
+    from aetnet.models.tiny import ensure_tiny_base
+    from aetnet.train.runner import save_model
+
+    base = ensure_tiny_base() / "layoutlmv3"
+    torch.manual_seed(0)
+    if kind == "sequence":
+        model = transformers.LayoutLMv3ForSequenceClassification.from_pretrained(
+            str(base), num_labels=len(SEQ_CLASSES), id2label=dict(enumerate(SEQ_CLASSES)),
+            label2id={c: i for i, c in enumerate(SEQ_CLASSES)})
+    else:
+        model = transformers.LayoutLMv3ForQuestionAnswering.from_pretrained(str(base))
+    save_model(model, load_processor(str(base)), folder, {
+        "kind": kind, "strategy": "full", "box_level": "word", "stride": 32, "base": "tiny",
+        "ocr": {"engine": "tesseract", "lang": "eng", "psm": 3}, **meta})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def seq_model(aetnet_cache, tmp_path_factory) -> Path:
+    """An untrained RVL-CDIP-style page classifier (classes SEQ_CLASSES, 128-token windows)."""
+    return _model_folder("sequence", tmp_path_factory.mktemp("seq") / "model",
+                         {"task": "rvl-cdip", "labels": SEQ_CLASSES, "max_length": 128})
+
+
+@pytest.fixture(scope="session")
+def qa_model(aetnet_cache, tmp_path_factory) -> Path:
+    """An untrained DocVQA-style QA model; 128-token windows, so a DocVQA page needs several and the
+    answer search spans windows."""
+    return _model_folder("qa", tmp_path_factory.mktemp("qa") / "model",
+                         {"task": "docvqa", "labels": None, "max_length": 128})

@@ -16,7 +16,6 @@ from PIL import Image, ImageDraw, ImageFont
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError, DataError
 from aetnet.predict import PDF_DPI, Predictor, group_entities, line_segments
-from aetnet.train.runner import load_processor, save_model
 
 # The real samples: $AETNET_SHARED_DATA or ../shared/data beside the checkout (see conftest.py).
 DATA = Path(os.environ.get("AETNET_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -25,40 +24,7 @@ RVL_PAGE = DATA / "rvl_cdip/images/80035521.tif"
 DOCVQA_PAGE = DATA / "docvqa/documents/ffhx0227_1.png"
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
                "data.max_eval_documents=1"]
-CLASSES = ["letter", "form", "email", "invoice"]
-
-
-def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
-    """A sequence / QA model folder built straight from the tiny base (no task needed)."""
-    import transformers
-
-    from aetnet.models.tiny import ensure_tiny_base
-
-    base = ensure_tiny_base() / "layoutlmv3"
-    torch.manual_seed(0)
-    if kind == "sequence":
-        model = transformers.LayoutLMv3ForSequenceClassification.from_pretrained(
-            str(base), num_labels=len(CLASSES), id2label=dict(enumerate(CLASSES)),
-            label2id={c: i for i, c in enumerate(CLASSES)})
-    else:
-        model = transformers.LayoutLMv3ForQuestionAnswering.from_pretrained(str(base))
-    save_model(model, load_processor(str(base)), folder, {
-        "kind": kind, "strategy": "full", "box_level": "word", "stride": 32, "base": "tiny",
-        "ocr": {"engine": "tesseract", "lang": "eng", "psm": 3}, **meta})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def seq_model(aetnet_cache, tmp_path_factory) -> Path:
-    return _model_folder("sequence", tmp_path_factory.mktemp("seq") / "model",
-                         {"task": "rvl-cdip", "labels": CLASSES, "max_length": 128})
-
-
-@pytest.fixture(scope="module")
-def qa_model(aetnet_cache, tmp_path_factory) -> Path:
-    # 128-token windows: the DocVQA page needs several, so the answer search spans windows.
-    return _model_folder("qa", tmp_path_factory.mktemp("qa") / "model",
-                         {"task": "docvqa", "labels": None, "max_length": 128})
+CLASSES = ["letter", "form", "email", "invoice"]  # the seq_model fixture's classes (conftest.py)
 
 
 def _tesseract_words(image: Image.Image) -> list[str]:

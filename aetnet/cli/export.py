@@ -9,6 +9,7 @@ EPILOG = """examples:
   aetnet export runs/funsd-full --output exports/funsd
   aetnet export runs/funsd-lora --output exports/funsd-merged --merge-lora
   aetnet export runs/funsd-full --output exports/funsd --onnx      # needs `pip install aetnet[onnx]`
+  aetnet export runs/funsd-full --output exports/funsd --onnx --quantize   # + model.int8.onnx
 """
 
 
@@ -27,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--output", required=True, help="export folder (new, empty or an earlier export)")
     p.add_argument("--merge-lora", action="store_true", help="fold LoRA adapters into the weights")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx, checked against PyTorch")
+    p.add_argument("--quantize", action="store_true",
+                   help="with --onnx: also write model.int8.onnx (dynamic int8; run it with --backend onnx-int8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.set_defaults(func=run)
 
@@ -35,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.export import export_model
 
     out = export_model(args.run_dir, args.output, merge_lora=args.merge_lora, onnx=args.onnx,
-                       opset=args.opset)
+                       opset=args.opset, quantize=args.quantize)
     print(f"exported to {out}")
     return 0
