@@ -12,6 +12,12 @@ EPILOG = """examples:
   aetnet inspect funsd --data ~/data/FUNSD --json
   aetnet inspect funsd --demo
   aetnet inspect cord --data ~/data/CORD --on-bad-document skip --skipped skipped.jsonl
+  aetnet inspect cord --data ~/data/CORD --base microsoft/layoutlmv3-base --windows windows.jsonl
+
+--windows FILE writes exactly what the model is fed, one JSON line per window in document order:
+{"split", "doc", "window", "input_ids", "tokens", "bbox", "word_bbox", ...} plus "labels" (one label
+name or null per token) for token tasks, "label" for classification, "answer" (token span, or null
+when the window does not hold it) for question answering.
 
 Every document is read and checked as finetune would (fields, boxes, images): a bad one stops the
 command with exit status 2 and one line naming the file, the field and the fix; with
@@ -36,6 +42,8 @@ def add_parser(sub) -> None:
                    help="stop at the first bad document (default) or skip it and go on, as finetune does")
     p.add_argument("--skipped", metavar="FILE", default=None,
                    help="write the skipped documents (split, id, source, reason) to FILE as JSON lines")
+    p.add_argument("--windows", metavar="FILE.jsonl", default=None,
+                   help="write every window (ids, tokens, boxes, labels) as JSON lines, in document order")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (data.max_length=...)")
     p.set_defaults(func=run)
 
@@ -65,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     logger.info("%s", policy.summary({split: len(examples) for split, examples in splits.items()})["message"])
     if args.skipped:
         policy.write(args.skipped)
+    if args.windows:
+        count = write_windows(task, splits, tokenizer, cfg, args.windows)
+        logger.info("%d windows written to %s", count, args.windows)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -73,3 +84,50 @@ def run(args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"  {key}: {value}")
     return 0
+
+
+def write_windows(task, splits: dict, tokenizer, cfg, path: str) -> int:
+    """Write every window of every split to ``path`` as JSON lines, in document order.
+
+    Args:
+        task: the task (encodes the examples exactly as finetune does).
+        splits: split name -> examples.
+        tokenizer: the base's tokenizer.
+        cfg: the run configuration (``data.max_length``, ``data.stride``, ``data.box_level``).
+        path: the output file.
+
+    Returns:
+        The number of windows written.
+    """
+    labels = task.label_list(splits)
+    label2id = {name: i for i, name in enumerate(labels)} if labels else None
+    count = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for split, examples in splits.items():
+            windows = task.encode(examples, tokenizer, label2id, cfg)
+            seen: dict[int, int] = {}
+            for window in windows:
+                index = seen[window.doc_index] = seen.get(window.doc_index, -1) + 1
+                out.write(json.dumps(_window_record(split, examples[window.doc_index], index, window, tokenizer,
+                                                    labels)) + "\n")
+                count += 1
+    return count
+
+
+def _window_record(split: str, example, index: int, window, tokenizer, labels) -> dict:
+    """One window as plain JSON types."""
+    record = {"split": split, "doc": str(example.id), "window": index, "input_ids": list(window.input_ids),
+              "tokens": tokenizer.convert_ids_to_tokens(list(window.input_ids)),
+              "bbox": [list(b) for b in window.bbox], "word_ids": list(window.word_ids),
+              "word_bbox": [list(b) for b in window.word_bbox] if window.word_bbox is not None else None}
+    if hasattr(example, "document"):  # QA: the question's page
+        record["page"] = str(example.document.id)
+    if isinstance(window.labels, list):
+        record["labels"] = [None if x < 0 else labels[x] for x in window.labels]
+    elif isinstance(window.labels, int):
+        record["label"] = labels[window.labels]
+    if window.start_positions is not None:
+        start, end = window.start_positions, window.end_positions
+        record["answer"] = None if start == 0 else {
+            "start": start, "end": end, "text": tokenizer.decode(window.input_ids[start:end + 1]).strip()}
+    return record
