@@ -38,16 +38,25 @@ class DataConfig:
     """Tesseract page-segmentation mode."""
     eval_fraction: float = 0.2
     """Share of a single-split dataset held out for evaluation (deterministic)."""
+    val_fraction: float = 0.1
+    """Share of the training documents held out as the validation split when the run evaluates during
+    training and the dataset has no ``validation``/``val``/``dev`` split (document-grouped, deterministic)."""
+    select_on: str = "validation"
+    """Split scored during training (``train.eval_strategy``) to pick the best checkpoint and stop early:
+    ``validation``, or ``test`` (the reference LayoutLMv3 scripts' practice; only when asked for)."""
     max_train_documents: int | None = None
     """Use only the first N training documents (quick experiments)."""
     max_eval_documents: int | None = None
-    """Use only the first N evaluation documents."""
+    """Use only the first N evaluation documents (test and validation)."""
     labels: list[str] | None = None
     """The label set of the ``token`` and ``classify`` tasks (entity names or BIO tags; class names), in id
     order; default: discovered from the training split. Other tasks have fixed label sets."""
 
     def __post_init__(self) -> None:
         _choice("data.box_level", self.box_level, ("segment", "word"))
+        _choice("data.select_on", self.select_on, ("validation", "test"))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise AetnetError(f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
         _choice("data.on_bad_document", self.on_bad_document, ("error", "skip"))
         if self.stride < 0 or self.stride >= self.max_length:
             raise AetnetError(
@@ -86,11 +95,47 @@ class TrainConfig:
     seed: int = 42
     bf16: bool = False
     logging_steps: int = 10
+    eval_strategy: str | None = None
+    """Validation during training: ``steps`` (every ``eval_steps``), ``epoch`` or ``no``; unset means
+    ``steps`` when ``eval_steps`` is given, else ``no``. The test split is scored once, at the end."""
     eval_steps: int | None = None
-    """Evaluate every N steps; ``None`` evaluates once at the end."""
+    """Evaluate on the validation split every N optimizer steps (``eval_strategy=steps``; default
+    ``logging_steps``)."""
+    keep: str = "last"
+    """Model kept at the end (saved in ``model/`` and scored on test): ``last``, or ``best`` by the task's
+    metric on the validation split (needs validation; then a checkpoint is saved at every evaluation)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations in a row without a better validation metric (needs validation)."""
     save_steps: int = 500
+    """Checkpoint every N steps (with ``keep=best``: at every evaluation instead)."""
     save_total_limit: int = 2
     num_workers: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    """Trackers that receive the logs: ``none``, or any of the Trainer's (``tensorboard``, ``wandb``,
+    ``mlflow``, ...; comma-separated on the command line). TensorBoard writes into ``RUN/tensorboard``."""
+
+    def __post_init__(self) -> None:
+        if self.eval_strategy is None:
+            self.eval_strategy = "steps" if self.eval_steps is not None else "no"
+        _choice("train.eval_strategy", self.eval_strategy, ("steps", "epoch", "no"))
+        _choice("train.keep", self.keep, ("last", "best"))
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            self.eval_steps = self.logging_steps
+        if self.eval_steps is not None and self.eval_strategy != "steps":
+            raise AetnetError(f"train.eval_steps={self.eval_steps} needs train.eval_strategy=steps "
+                              f"(it is {self.eval_strategy}); drop eval_steps or set eval_strategy=steps")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise AetnetError(f"train.eval_steps={self.eval_steps} must be a positive number of steps")
+        needs = [name for name, on in (("keep=best", self.keep == "best"),
+                                       ("early_stopping_patience", self.early_stopping_patience is not None)) if on]
+        if needs and self.eval_strategy == "no":
+            raise AetnetError(f"train.{needs[0]} needs validation during training: set train.eval_steps=N "
+                              "(or train.eval_strategy=epoch)")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise AetnetError(f"train.early_stopping_patience={self.early_stopping_patience} must be >= 1")
+        self.report_to = [name.strip() for name in self.report_to if name.strip()] or ["none"]
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise AetnetError(f"train.report_to={','.join(self.report_to)}: 'none' cannot be combined with trackers")
 
 
 @dataclass

@@ -210,6 +210,15 @@ class Splits(dict):
         self.eval_split = eval_split
 
 
+#: Split names read as the dataset's own validation split (used for selection during training).
+VALIDATION_NAMES = ("validation", "val", "dev")
+
+
+def reads_validation(cfg: RunConfig) -> bool:
+    """Whether the run scores the dataset's own validation split (readers may skip loading it otherwise)."""
+    return cfg.train.eval_strategy != "no" and cfg.data.select_on == "validation"
+
+
 def map_splits(
     splits: dict[str, list[Any]],
     eval_names: Sequence[str],
@@ -226,7 +235,8 @@ def map_splits(
     :func:`carve_out_eval`: a deterministic, group-wise share (no document/page on both sides).
     With several splits, ``train`` is the split named ``train`` and ``eval`` the first non-empty
     split of ``eval_names`` (for example ``("test", "dev")``), or, without one, a share carved out
-    of ``train``. Other splits are not used (logged).
+    of ``train``; then the first other split named in :data:`VALIDATION_NAMES` is returned as
+    ``validation`` (scored during training when the run validates). Other splits are not used (logged).
 
     Args:
         splits: reader split name -> items (a :class:`Splits` whose ``eval_split`` is set, as a
@@ -242,6 +252,7 @@ def map_splits(
     """
     names = [n for n in splits if splits[n]]
     eval_name = next((n for n in eval_names if splits.get(n)), None)
+    validation = None
     if len(names) == 1 or (names and "train" in names and eval_name is None):
         source = names[0] if len(names) == 1 else "train"
         train, evaluation = carve_out_eval(list(splits[source]), eval_fraction, seed, group)
@@ -257,7 +268,10 @@ def map_splits(
         train, evaluation = list(splits["train"]), list(splits[eval_name])
         description = getattr(splits, "eval_split", None) or eval_name
         logger.info("%s: train = 'train' (%d), eval = '%s' (%d)", where, len(train), eval_name, len(evaluation))
-        unused = [n for n in names if n not in ("train", eval_name)]
+        val_name = next((n for n in VALIDATION_NAMES if n != eval_name and splits.get(n)), None)
+        if val_name is not None:
+            validation = list(splits[val_name])
+        unused = [n for n in names if n not in ("train", eval_name, val_name)]
         if unused:
             logger.info("%s: split(s) %s not used", where, unused)
     elif names:
@@ -267,7 +281,10 @@ def map_splits(
         )
     else:
         train, evaluation, description = [], [], "none"
-    return Splits({"train": train, "eval": evaluation}, eval_split=description)
+    out = Splits({"train": train, "eval": evaluation}, eval_split=description)
+    if validation is not None:
+        out["validation"] = validation
+    return out
 
 
 # ---------------------------------------------------------------------------------- classification

@@ -30,7 +30,7 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import SequenceClassificationTask, Splits, map_splits
+from aetnet.tasks.base import SequenceClassificationTask, Splits, map_splits, reads_validation
 
 logger = logging.getLogger(__name__)
 
@@ -456,9 +456,12 @@ class RvlCdipTask(SequenceClassificationTask):
         entries = map_splits(list_rvl_cdip(path, policy=self.bad_documents), EVAL_SPLITS, cfg.data.eval_fraction,
                              cfg.train.seed, f"RVL-CDIP {path}", group=lambda e: e.doc_id)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
-        limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents}
+        limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents,
+                  "validation": cfg.data.max_eval_documents}
         splits = Splits(eval_split=entries.eval_split)
         for name, chosen in entries.items():
+            if name == "validation" and not reads_validation(cfg):
+                continue  # no OCR for pages the run does not score
             if limits[name] is not None:
                 chosen = chosen[: limits[name]]
             splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name)

@@ -56,17 +56,44 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
     return outputs
 
 
+class EvalSet:
+    """Examples encoded once for repeated scoring (the validation split is scored at every evaluation).
+
+    Args:
+        task: the run's task.
+        processor: the LayoutLMv3 processor.
+        examples: the examples to score.
+        cfg: the run configuration (windows, eval batch size).
+        labels: label names in id order (``None`` for QA).
+    """
+
+    def __init__(self, task, processor, examples: list, cfg: RunConfig, labels: list[str] | None):
+        self.task, self.processor, self.examples, self.cfg, self.labels = task, processor, examples, cfg, labels
+        label2id = {label: i for i, label in enumerate(labels)} if labels else None
+        self.windows = task.encode(examples, processor.tokenizer, label2id, cfg)
+        self.dataset = WindowDataset(self.windows, task.documents(examples), processor.image_processor)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def score(self, model) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(metrics, one prediction record per example) of ``model`` on these examples."""
+        outputs = predict_windows(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
+                                  self.processor.tokenizer.pad_token_id)
+        id2label = dict(enumerate(self.labels)) if self.labels else {}
+        metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
+        metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
+        return metrics, records
+
+    def __call__(self, model) -> dict[str, float]:
+        """The numeric metrics of ``model`` (what the Trainer logs at an evaluation)."""
+        metrics, _ = self.score(model)
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def evaluate_examples(model, processor, task, examples, cfg: RunConfig, labels) -> tuple[dict, list]:
     """Encode ``examples`` (no labels needed in the model), predict, merge windows, score."""
-    label2id = {label: i for i, label in enumerate(labels)} if labels else None
-    windows = task.encode(examples, processor.tokenizer, label2id, cfg)
-    dataset = WindowDataset(windows, task.documents(examples), processor.image_processor)
-    outputs = predict_windows(model, dataset, cfg.train.eval_batch_size, task.kind,
-                              processor.tokenizer.pad_token_id)
-    id2label = dict(enumerate(labels)) if labels else {}
-    metrics, records = task.evaluate(examples, windows, outputs, id2label)
-    metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
-    return metrics, records
+    return EvalSet(task, processor, examples, cfg, labels).score(model)
 
 
 def write_outputs(folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:

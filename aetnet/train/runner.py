@@ -6,6 +6,7 @@ model -> evaluate on the test split -> write the outputs. Each stage is a small 
 fills a :class:`RunContext`.
 
 The run folder holds the resolved ``config.yaml``, ``metrics.json``, ``predictions.jsonl``,
+``log.jsonl`` (every Trainer log: losses, learning rate, validation metrics), ``curves.png``,
 ``checkpoints/`` (Trainer checkpoints, for ``--resume``) and ``model/`` (``save_pretrained``
 safetensors weights, processor and ``aetnet.json``), which :func:`load_model` and ``aetnet evaluate``
 load back.
@@ -27,7 +28,9 @@ from aetnet.data.processor import load_processor  # noqa: F401  (re-exported: ol
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.errors import AetnetError
 from aetnet.threads import respect_omp_thread_limit
+from aetnet.train.curves import CURVES_FILE
 from aetnet.train.evaluation import (  # noqa: F401  (re-exported public names)
+    EvalSet,
     evaluate_examples,
     evaluate_model,
     limit,
@@ -42,6 +45,8 @@ from aetnet.train.modelio import (  # noqa: F401  (re-exported public names)
     load_model,
     save_model,
 )
+from aetnet.train.tracking import LOG_FILE, write_log_file
+from aetnet.train.validation import split_validation
 from aetnet.tuning.base import BasePaths, parameter_counts
 
 logger = logging.getLogger(__name__)
@@ -110,6 +115,8 @@ class RunContext:
     labels: list[str] | None = None
     train_ex: list = field(default_factory=list)
     eval_ex: list = field(default_factory=list)
+    val_ex: list = field(default_factory=list)
+    selection_split: str | None = None
     run_dir: Path | None = None
     train_windows: list = field(default_factory=list)
     train_ds: WindowDataset | None = None
@@ -164,17 +171,25 @@ def resolve_components(ctx: RunContext) -> None:
 
 
 def load_data(ctx: RunContext) -> None:
-    """Read the task's splits, screen bad documents, and fix the label set."""
+    """Read the task's splits, set the validation split apart, screen bad documents, fix the label set."""
     cfg, task = ctx.cfg, ctx.task
     ctx.policy = BadDocuments(cfg.data.on_bad_document)
     task.bad_documents = ctx.policy
     splits = task.load(cfg, demo=ctx.demo)
     ctx.eval_split = getattr(splits, "eval_split", None) or "eval"  # which split (or carve-out) is scored
-    ctx.train_ex, ctx.eval_ex = (
-        screen_documents(ex, task.documents(ex), split, cfg.data.box_level, task.kind == "token", ctx.policy)
-        for split, ex in (("train", limit(splits.get("train", []), cfg.data.max_train_documents)),
-                          ("eval", limit(splits.get("eval", []), cfg.data.max_eval_documents)))
-    )
+    train, validation, ctx.selection_split = split_validation(cfg, task, splits)
+
+    def screened(split: str, examples: list, n: int | None) -> list:
+        return screen_documents(limit(examples, n), task.documents(limit(examples, n)), split, cfg.data.box_level,
+                                task.kind == "token", ctx.policy)
+
+    ctx.train_ex = screened("train", train, cfg.data.max_train_documents)
+    ctx.eval_ex = screened("eval", splits.get("eval", []), cfg.data.max_eval_documents)
+    selecting_on_test = ctx.selection_split is not None and cfg.data.select_on == "test"
+    ctx.val_ex = ctx.eval_ex if selecting_on_test else screened("validation", validation, cfg.data.max_eval_documents)
+    if ctx.selection_split and not ctx.val_ex:
+        raise AetnetError(f"train.eval_strategy={cfg.train.eval_strategy}: the validation split "
+                          f"({ctx.selection_split}) is empty; raise data.val_fraction or set train.eval_strategy=no")
     if not ctx.train_ex:
         raise AetnetError(f"no training documents found for {cfg.task} in {cfg.data.path or 'the demo'}")
     ctx.labels = task.label_list(splits)
@@ -209,8 +224,9 @@ def train_model(ctx: RunContext) -> None:
     from aetnet.train.trainer import build_trainer
 
     cfg, model = ctx.cfg, ctx.model
+    validator = EvalSet(ctx.task, ctx.processor, ctx.val_ex, cfg, ctx.labels) if ctx.selection_split else None
     ctx.trainer = build_trainer(model, cfg, ctx.train_ds, ctx.processor, ctx.strategy.callbacks(model, cfg),
-                                ctx.run_dir)
+                                ctx.run_dir, validator=validator, metric=ctx.task.metric)
     if hasattr(model, "on_train_data"):
         model.on_train_data(len(ctx.train_ds))
     checkpoint = _last_checkpoint(ctx.run_dir / "checkpoints") if ctx.resume else None
@@ -258,21 +274,53 @@ def evaluate_test(ctx: RunContext) -> None:
         }
     )
     metrics["skipped_documents"] = len(ctx.policy.records)
-    accounting = ctx.policy.summary({"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)})
+    accounting = ctx.policy.summary(used_counts(ctx))
     metrics.update({key: value for key, value in accounting.items() if key != "message"})
+    metrics.update(selection_metrics(ctx))
     ctx.metrics = metrics
 
 
+def used_counts(ctx: RunContext) -> dict[str, int]:
+    """Documents used per split (validation counted apart unless it is the test split itself)."""
+    used = {"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)}
+    if ctx.val_ex and ctx.cfg.data.select_on != "test":
+        used["validation"] = len(ctx.val_ex)
+    return used
+
+
+def selection_metrics(ctx: RunContext) -> dict[str, Any]:
+    """Which split selected the kept model, the validation-selected step and its score, early stop."""
+    cfg, state = ctx.cfg, ctx.trainer.state
+    best_step = state.best_global_step or None
+    stopped = bool(cfg.train.early_stopping_patience) and state.global_step < state.max_steps
+    return {
+        "selection_split": ctx.selection_split,
+        "validation_documents": len(ctx.val_ex),
+        "keep": cfg.train.keep,
+        "trained_steps": state.global_step,
+        "kept_step": best_step if cfg.train.keep == "best" and best_step else state.global_step,
+        "best_step": best_step,
+        f"best_validation_{ctx.task.metric}": state.best_metric,
+        "stopped_early": stopped,
+    }
+
+
 def write_run_outputs(ctx: RunContext) -> None:
-    """``metrics.json``, ``predictions.jsonl``, the task's extra files and ``skipped.jsonl``."""
+    """``metrics.json``, ``predictions.jsonl``, ``log.jsonl``, ``curves.png``, the task's extra files and
+    ``skipped.jsonl``."""
+    from aetnet.train.curves import plot_curves
+
     run_dir, task, metrics = ctx.run_dir, ctx.task, ctx.metrics
     write_outputs(run_dir, metrics, ctx.records)
+    write_log_file(run_dir / LOG_FILE, ctx.trainer.state.log_history)
+    plot_curves(ctx.trainer.state.log_history, run_dir / CURVES_FILE, task.metric,
+                title=f"{ctx.cfg.task} {ctx.cfg.strategy}")
     if hasattr(task, "write_extras"):  # task-specific files (RVL-CDIP: the confusion matrix)
         task.write_extras(run_dir, metrics, ctx.records)
     if ctx.policy.records:
         ctx.policy.write(run_dir / "skipped.jsonl")
         logger.warning("%d document(s) skipped as bad input: %s", len(ctx.policy.records), run_dir / "skipped.jsonl")
-    logger.info("%s", ctx.policy.summary({"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)})["message"])
+    logger.info("%s", ctx.policy.summary(used_counts(ctx))["message"])
     logger.info("%s %s: %s = %.4f; run folder %s", ctx.cfg.task, ctx.cfg.strategy, task.metric,
                 metrics.get(task.metric, float("nan")), run_dir)
 

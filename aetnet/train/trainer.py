@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 from aetnet.config import RunConfig
 from aetnet.data.encoding import Collator
 from aetnet.errors import AetnetError
+from aetnet.train.tracking import model_log_values
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,17 @@ class NonFiniteLossError(AetnetError):
 
 
 class AetnetTrainer(Trainer):
-    """Trainer that logs each loss term and stops clearly on a non-finite loss."""
+    """Trainer that logs each loss term, stops clearly on a non-finite loss and validates with the task's
+    own metric.
 
-    def __init__(self, *args, **kwargs):
+    Args:
+        validator: model -> {metric: value} on the validation split (an
+            :class:`aetnet.train.evaluation.EvalSet`); used by :meth:`evaluate`.
+    """
+
+    def __init__(self, *args, validator=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.validator = validator
         # Our models return a per-batch mean loss and never see ``num_items_in_batch``: the Trainer
         # must divide by the accumulation steps itself (and not rescale by the process count).
         self.model_accepts_loss_kwargs = False
@@ -72,6 +81,29 @@ class AetnetTrainer(Trainer):
         if 0 < ratio < 1:
             self.args.warmup_steps = warmup_steps(ratio, num_training_steps)
         return super().create_scheduler(num_training_steps, optimizer)
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Score the model with the task's metric on the validation split (windows merged per document).
+
+        Free of side effects on training: the model goes back to its mode, no EMA step or enqueue
+        happens (the alignment losses run only in training mode), no augmentation is applied, and the
+        random number generators are restored, so a run with evaluations trains exactly like one without.
+        """
+        if self.validator is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        start = time.perf_counter()
+        rng = torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            scores = self.validator(self.model)
+        finally:
+            torch.random.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def _get_output_dir(self, trial) -> str:
         staging = getattr(self, "_staging_dir", None)
@@ -98,9 +130,20 @@ class AetnetTrainer(Trainer):
             if os.path.exists(dst):
                 shutil.rmtree(dst)
             os.replace(src, dst)
+            self._point_best_checkpoint(final, dst)
             rotate_checkpoints(output_dir=final, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
+
+    def _point_best_checkpoint(self, final: str, saved: str) -> None:
+        """The Trainer located the best checkpoint inside the staging folder: point it at the final one
+        (in the state and in the saved ``trainer_state.json``, which ``--resume`` reads back)."""
+        if not self.state.best_global_step:
+            return
+        best = os.path.join(final, f"checkpoint-{self.state.best_global_step}")
+        if os.path.isdir(best):
+            self.state.best_model_checkpoint = best
+            self.state.save_to_json(os.path.join(saved, "trainer_state.json"))
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._term_count and "loss" in logs:
@@ -108,6 +151,8 @@ class AetnetTrainer(Trainer):
                 logs[name] = round(total / self._term_count, 6)
             self._term_sums.clear()
             self._term_count = 0
+        if "loss" in logs:
+            logs.update(model_log_values(self.model))
         super().log(logs, *args, **kwargs)
 
 
@@ -116,16 +161,26 @@ def warmup_steps(ratio: float, num_training_steps: int) -> int:
     return math.ceil(round(ratio * num_training_steps, 6))
 
 
-def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
+def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None) -> TrainingArguments:
     """TrainingArguments from the run configuration.
 
     ``train.warmup_ratio`` gives exact warmup steps for a step schedule; for an epoch schedule
     (``max_steps=-1``) the ratio is handed on and converted once the Trainer knows the step count.
+
+    Args:
+        cfg: the run configuration.
+        run_dir: the run folder (checkpoints go to ``run_dir/checkpoints``).
+        metric: the task's headline metric (higher is better), which selects the best checkpoint and
+            drives early stopping when the run validates during training.
     """
     t = cfg.train
     if not 0 <= t.warmup_ratio < 1:
         raise AetnetError(f"train.warmup_ratio={t.warmup_ratio} must lie in [0, 1) (0.1 warms up over 10 % of "
                           "the steps)")
+    validating = t.eval_strategy != "no"
+    if validating and metric is None:
+        raise AetnetError("validation during training needs the task's metric (training_arguments(metric=...))")
+    keep_best = t.keep == "best"
     warmup = warmup_steps(t.warmup_ratio, t.max_steps) if t.max_steps > 0 else t.warmup_ratio
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
@@ -141,11 +196,16 @@ def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
         seed=t.seed,
         bf16=t.bf16,
         logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
+        save_strategy=t.eval_strategy if keep_best else "steps",
+        save_steps=t.eval_steps if keep_best and t.eval_strategy == "steps" else t.save_steps,
         save_total_limit=t.save_total_limit,
-        eval_strategy="no",
-        report_to="none",
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        metric_for_best_model=f"eval_{metric}" if validating else None,
+        greater_is_better=True if validating else None,
+        load_best_model_at_end=keep_best,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives --resume
+        report_to="none" if t.report_to == ["none"] else list(t.report_to),
         remove_unused_columns=False,
         dataloader_num_workers=t.num_workers,
         use_cpu=not torch.cuda.is_available(),
@@ -156,20 +216,41 @@ def training_arguments(cfg: RunConfig, run_dir: Path) -> TrainingArguments:
     )
 
 
-def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, run_dir: Path) -> AetnetTrainer:
-    """An :class:`AetnetTrainer` for the run (optimizer from the model's param groups when it has them)."""
-    args = training_arguments(cfg, run_dir)
+def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, run_dir: Path,
+                  validator=None, metric: str | None = None) -> AetnetTrainer:
+    """An :class:`AetnetTrainer` for the run (optimizer from the model's param groups when it has them).
+
+    Args:
+        validator: the validation :class:`~aetnet.train.evaluation.EvalSet` (needed when
+            ``train.eval_strategy`` is not ``no``).
+        metric: the task's headline metric, for best-checkpoint selection and early stopping.
+    """
+    from transformers import EarlyStoppingCallback
+
+    from aetnet.train.tracking import TENSORBOARD_DIR, LogFileCallback, check_trackers, point_tensorboard
+
+    check_trackers(cfg.train.report_to)
+    if cfg.train.eval_strategy != "no" and validator is None:
+        raise AetnetError(f"train.eval_strategy={cfg.train.eval_strategy} needs a validation split")
+    args = training_arguments(cfg, run_dir, metric)
+    callbacks = [*callbacks, LogFileCallback(run_dir)]
+    if cfg.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
     optimizers = (None, None)
     if hasattr(model, "optimizer_param_groups"):
         groups = model.optimizer_param_groups(cfg.train.weight_decay)
         optimizers = (torch.optim.AdamW(groups, lr=cfg.train.learning_rate), None)
-    return AetnetTrainer(
+    trainer = AetnetTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
+        eval_dataset=validator.dataset if validator is not None else None,
         # AET's PITA maps each token's own word box: the batches carry word_bbox for it.
         data_collator=Collator(processor.tokenizer.pad_token_id,
                                word_boxes=getattr(model, "uses_word_boxes", False)),
         callbacks=callbacks,
         optimizers=optimizers,
+        validator=validator,
     )
+    point_tensorboard(trainer, run_dir / TENSORBOARD_DIR)
+    return trainer
