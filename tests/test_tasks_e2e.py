@@ -188,7 +188,7 @@ def test_cord_full_demo(tmp_path):
     for rec in records:
         assert len(rec["words"]) == len(rec["gold"]) == len(rec["pred"])
         assert set(rec["pred"]) <= set(meta["labels"])
-    _evaluate_again(run_dir, tmp_path / "ev", ("precision", "recall", "f1"))
+    _evaluate_again(run_dir, tmp_path / "ev", ("precision", "recall", "f1", "eval_split"))
 
 
 def test_rvl_cdip_full_demo(tmp_path, monkeypatch):

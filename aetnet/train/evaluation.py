@@ -124,6 +124,7 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
     splits = task.load(cfg, demo=demo)
     examples = limit(splits.get("eval", []), cfg.data.max_eval_documents)
     metrics, records = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"])
+    metrics["eval_split"] = getattr(splits, "eval_split", None) or "eval"  # which split (or carve-out) was scored
     if output:
         write_outputs(Path(output), metrics, records)
         if hasattr(task, "write_extras"):
