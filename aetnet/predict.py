@@ -258,6 +258,9 @@ class Predictor:
         """The page as a document and its model windows (as in training)."""
         if self.kind == "qa" and not question:
             raise AetnetError(f"the {self.meta['task']} model answers questions; pass --question \"...\"")
+        if self.kind == "relation":
+            raise AetnetError(f"the {self.meta['task']} model links entities found by a token model: run "
+                              "`aetnet predict --entities TOKEN_MODEL --links RELATION_MODEL FILES`")
         if question and self.kind != "qa":
             logger.warning("--question is ignored: the %s model is a %s model", self.meta["task"], self.kind)
         doc = Document(id="page", words=words, boxes=boxes, page_size=image.size)
@@ -342,7 +345,9 @@ class Predictor:
             chunk = items[i:i + size]
             batch = collate([{"input_ids": torch.tensor(w.input_ids), "bbox": torch.tensor(w.bbox),
                               "attention_mask": torch.ones(len(w.input_ids), dtype=torch.long),
-                              "pixel_values": pixels} for w, pixels in chunk])
+                              "pixel_values": pixels,
+                              **(w.extra_tensors() if hasattr(w, "extra_tensors") else {})}  # relation entities
+                             for w, pixels in chunk])
             out = self.backend(batch)
             for row, (window, _) in enumerate(chunk):
                 n = len(window.input_ids)
@@ -350,6 +355,8 @@ class Predictor:
                     outputs.append((out["start_logits"][row, :n], out["end_logits"][row, :n]))
                 elif self.kind == "sequence":
                     outputs.append(out["logits"][row])
+                elif self.kind == "relation":  # one row per entity (see aetnet.pairs)
+                    outputs.append(out["logits"][row, :len(window.entity_index)])
                 else:
                     outputs.append(out["logits"][row, :n])
         return outputs
@@ -398,6 +405,12 @@ def draw_page(image: Image.Image, result: dict[str, Any]) -> Image.Image:
     else:
         draw.rectangle([0, 0, canvas.size[0], 14], fill=(255, 255, 255, 220))
         draw.text((2, 2), f"{result['label']} ({result['score']:.2f})", fill=(230, 25, 75, 255))
+    for pair in result.get("pairs", []):  # key-value links (aetnet.pairs): key's right edge -> value
+        k, v = pair["key_box"], pair["value_box"]
+        start, end = (k[2], (k[1] + k[3]) / 2), (v[0], (v[1] + v[3]) / 2)
+        draw.line([start, end], fill=(230, 25, 75, 255), width=2 * width)
+        draw.ellipse([end[0] - 2 * width, end[1] - 2 * width, end[0] + 2 * width, end[1] + 2 * width],
+                     fill=(230, 25, 75, 255))
     return Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
 
 

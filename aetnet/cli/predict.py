@@ -14,6 +14,7 @@ EPILOG = """examples:
   aetnet predict exports/funsd scans/ --backend onnx-int8        # export with --onnx --quantize first
   aetnet predict exports/invoices pages.jsonl                 # your pages, with their own words and boxes
   aetnet predict exports/invoices scans/ --format labelstudio --output tasks.json   # pre-annotations
+  aetnet predict --entities exports/funsd --links exports/funsd-re form.png --output kv/ --visualize
 """
 
 
@@ -27,9 +28,15 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model, a run folder or an export)")
+    p.add_argument("model", nargs="?", help="model folder (RUN/model, a run folder or an export); omit it "
+                   "with --entities/--links")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="PNG, JPEG, TIFF or PDF files, or folders")
+    p.add_argument("--entities", metavar="TOKEN_MODEL",
+                   help="key-value pairs: token model finding the entities (e.g. a funsd model); needs --links")
+    p.add_argument("--links", metavar="RELATION_MODEL",
+                   help="key-value pairs: relation model linking questions to answers (a funsd-re model); each "
+                   "page record gets 'pairs': [{key, value, key_box, value_box, score}]")
     p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
     p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize); with --format "
                    "labelstudio, the tasks .json file")
@@ -52,13 +59,28 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aetnet.errors import AetnetError
     from aetnet.predict import Predictor, predict_paths
 
-    predictor = Predictor(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                          ocr_lang=args.ocr_lang, ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
+    options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
+                   ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
+    inputs = list(args.inputs)
+    if args.entities or args.links:
+        if not (args.entities and args.links):
+            raise AetnetError("key-value pairs need both --entities TOKEN_MODEL and --links RELATION_MODEL")
+        from aetnet.pairs import PairPredictor
+
+        inputs = ([args.model] if args.model else []) + inputs  # no MODEL positional: all are inputs
+        predictor = PairPredictor(args.entities, args.links, **options)
+    else:
+        if args.model is None:
+            raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
+        predictor = Predictor(args.model, **options)
     if args.format == "labelstudio":
+        if args.entities:
+            raise AetnetError("--format labelstudio writes entity pre-annotations; drop --entities/--links")
         return write_labelstudio(predictor, args)
-    results = predict_paths(predictor, args.inputs, args.output, args.question, args.visualize)
+    results = predict_paths(predictor, inputs, args.output, args.question, args.visualize)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
@@ -73,7 +95,8 @@ def summarize(path: str, records: list[dict]) -> str:
     parts = []
     for r in records:
         if r["kind"] == "token":
-            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities")
+            pairs = f", {len(r['pairs'])} key-value pairs" if "pairs" in r else ""
+            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities{pairs}")
         elif r["kind"] == "sequence":
             parts.append(f"p{r['page']}: {r['label']} ({r['score']:.2f})")
         else:

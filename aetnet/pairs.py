@@ -1,0 +1,148 @@
+"""Key-value pairs from pages: a token model finds the entities, a relation model links them.
+
+``aetnet predict --entities TOKEN_MODEL --links RELATION_MODEL FILES`` runs :class:`PairPredictor`:
+the token model (e.g. ``funsd``) labels the words and groups them into entities, the relation model
+(e.g. ``funsd-re``) scores every (question, answer) pair of those entities with the protocol of
+:mod:`aetnet.data.relations`, and each linked pair (logit > 0) becomes::
+
+    {"key": "Date:", "value": "9/3/92", "key_box": [x0, y0, x1, y1], "value_box": [...], "score": 0.97}
+
+in the page record's ``pairs`` (pixel boxes, score = link probability). A page without questions
+or answers gives ``pairs: []``.
+
+Example::
+
+    from aetnet.pairs import PairPredictor
+    pages = PairPredictor("exports/funsd", "exports/funsd-re").predict_file("form.png")
+    print(pages[0]["pairs"])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from aetnet.data.document import Document
+from aetnet.data.relations import (
+    Entity,
+    candidate_pairs,
+    document_entities,
+    encode_relation_documents,
+    merge_entity_vectors,
+    pair_logits,
+)
+from aetnet.errors import AetnetError
+from aetnet.pdftext import PdfPage
+from aetnet.predict import Predictor, line_segments
+
+logger = logging.getLogger(__name__)
+
+
+def entity_document(words: list[str], boxes: list[list[float]], entities: Sequence[dict],
+                    size: tuple[int, int]) -> Document:
+    """A page whose entities are given as in a token record (``[{"type", "words", "box"}]``).
+
+    Entity words get ``B-/I-<type>`` labels and one segment (the entity's box); every other word
+    gets ``O`` and the OCR line fragment it lies in (:func:`aetnet.predict.line_segments`).
+
+    Args:
+        words, boxes: the page's words and pixel boxes, in reading order.
+        entities: the entities, their ``words`` indices contiguous.
+        size: page ``(width, height)``.
+    """
+    labels = ["O"] * len(words)
+    lines, line_boxes = line_segments(boxes) if words else ([], {})
+    offset = len(entities)
+    segments = [offset + s for s in lines]
+    segment_boxes = {offset + s: b for s, b in line_boxes.items()}
+    for k, ent in enumerate(entities):
+        kind = str(ent["type"]).upper()
+        for n, i in enumerate(ent["words"]):
+            labels[i] = f"{'B' if n == 0 else 'I'}-{kind}"
+            segments[i] = k
+        segment_boxes[k] = [float(v) for v in ent["box"]]
+    return Document(id="page", words=words, boxes=boxes, page_size=size, labels=labels, segment_ids=segments,
+                    segment_boxes=segment_boxes)
+
+
+class PairPredictor:
+    """Entities from a token model, links from a relation model, on the same pages.
+
+    Args:
+        entities: token-model folder (a run's ``model/``, a run folder or an export).
+        links: relation-model folder (task kind ``relation``, e.g. ``funsd-re``).
+        **options: :class:`~aetnet.predict.Predictor` options shared by both (``device``, ``dtype``,
+            ``batch_size``, ``ocr``, ``backend``, ...); OCR settings are the token model's.
+    """
+
+    def __init__(self, entities: str | Path, links: str | Path, **options: Any) -> None:
+        self.entities = Predictor(entities, **options)
+        self.links = Predictor(links, **options)
+        if self.entities.kind != "token":
+            raise AetnetError(f"--entities {entities}: a {self.entities.meta['task']} model is a "
+                              f"{self.entities.kind} model; give a token model (e.g. funsd)")
+        if self.links.kind != "relation":
+            raise AetnetError(f"--links {links}: a {self.links.meta['task']} model is a {self.links.kind} "
+                              "model; give a relation model (e.g. funsd-re)")
+
+    def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
+        """Words and boxes of a page by the token model's OCR settings."""
+        return self.entities.ocr(image)
+
+    def predict_words(self, image: Image.Image, words: list[str], boxes: list[list[float]],
+                      question: str | None = None, lines: list[int] | None = None,
+                      segments: list[int] | None = None) -> dict[str, Any]:
+        """A page whose words are known (an aetnet pages file): the token record plus ``pairs``."""
+        record = self.entities.predict_words(image, words, boxes, question, lines, segments)
+        record["pairs"] = self.link(image.convert("RGB"), record)
+        record["links_task"] = self.links.meta["task"]
+        return record
+
+    def load(self, path: str | Path) -> list[PdfPage]:
+        """The pages of a file (as :meth:`Predictor.load`)."""
+        return self.entities.load(path)
+
+    def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
+        """Every page of a file: the token record plus ``pairs``."""
+        return self.predict_pages(path, self.load(path), question)
+
+    def predict_pages(self, path: str | Path, pages: Sequence[Image.Image | PdfPage],
+                      question: str | None = None) -> list[dict[str, Any]]:
+        """Token records of the pages (see :meth:`Predictor.predict_pages`) with their ``pairs``."""
+        pages = [p if isinstance(p, PdfPage) else PdfPage(p, None) for p in pages]
+        records = self.entities.predict_pages(path, pages, question)
+        for page, record in zip(pages, records):
+            record["pairs"] = self.link(page.image.convert("RGB"), record)
+            record["links_task"] = self.links.meta["task"]
+        return records
+
+    def score_pairs(self, image: Image.Image, record: dict[str, Any]) -> list[tuple[Entity, Entity, float]]:
+        """Every candidate (question, answer) pair of a page's token record with its link logit."""
+        words = [w["text"] for w in record["words"]]
+        boxes = [[float(v) for v in w["box"]] for w in record["words"]]
+        doc = entity_document(words, boxes, record["entities"], image.size)
+        ents = document_entities(doc)
+        pairs = candidate_pairs(ents)
+        if not pairs:
+            return []
+        windows = encode_relation_documents([doc], self.links.processor.tokenizer, self.links.max_length,
+                                            self.links.stride, self.links.box_level, with_targets=False)
+        pixels = self.links.pixels(image)
+        outputs = self.links.forward_windows([(w, pixels) for w in windows])
+        vectors = merge_entity_vectors(windows, outputs, [len(ents)])[0]
+        return [(ents[h], ents[t], float(x)) for (h, t), x in zip(pairs, pair_logits(vectors, pairs))]
+
+    def link(self, image: Image.Image, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The linked (question, answer) pairs (logit > 0) of a page's token record.
+
+        Returns:
+            ``[{"key", "value", "key_box", "value_box", "score"}]`` in reading order of the keys.
+        """
+        return [{"key": h.text, "value": t.text, "key_box": [round(v) for v in h.box],
+                 "value_box": [round(v) for v in t.box], "score": round(float(1.0 / (1.0 + np.exp(-x))), 6)}
+                for h, t, x in self.score_pairs(image, record) if x > 0]

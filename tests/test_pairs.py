@@ -1,0 +1,110 @@
+"""Key-value pairs: ``aetnet predict --entities TOKEN --links RELATION`` and :class:`PairPredictor`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from aetnet.cli.main import main
+from aetnet.data.relations import document_entities
+from aetnet.errors import AetnetError
+from aetnet.pairs import PairPredictor, entity_document
+from aetnet.train.runner import finetune
+
+
+@pytest.fixture(scope="module")
+def re_run(aetnet_cache, tmp_path_factory):
+    run = tmp_path_factory.mktemp("re") / "run"
+    return finetune("funsd-re", base="tiny", demo=True, output=run, overrides=[
+        "train.max_steps=8", "train.batch_size=4", "train.learning_rate=1e-3", "data.max_train_documents=8",
+        "data.max_eval_documents=6"])
+
+
+def _gold_record(doc):
+    """A token record whose entities are the page's gold entities (every label, OTHER included)."""
+    ents = document_entities(doc)
+    entities = [{"type": e.label, "words": list(range(e.first_word, e.first_word + e.num_words)), "box": e.box}
+                for e in ents]
+    return {"words": [{"text": w, "box": b} for w, b in zip(doc.words, doc.boxes)], "entities": entities}
+
+
+def test_link_on_gold_entities_equals_the_evaluation(re_run, funsd_run):
+    from aetnet.config import RunConfig
+    from aetnet.data.demo import ensure_demo
+    from aetnet.data.encoding import WindowDataset
+    from aetnet.data.relations import candidate_pairs, merge_entity_vectors, pair_logits
+    from aetnet.tasks.funsd import load_funsd
+    from aetnet.train.evaluation import predict_windows
+    from aetnet.train.runner import get_task, load_model
+
+    pages = load_funsd(str(ensure_demo("funsd-re")))["eval"][:6]
+    records = [json.loads(line) for line in (re_run / "predictions.jsonl").read_text().splitlines()]
+    # the evaluation's own path: every candidate's logit, page by page
+    loaded, task, cfg = load_model(re_run), get_task("funsd-re"), RunConfig(task="funsd-re")
+    cfg.data.box_level, cfg.data.max_length = loaded.meta["box_level"], loaded.meta["max_length"]
+    windows = task.encode(pages, loaded.processor.tokenizer, None, cfg)
+    outputs = predict_windows(loaded.model, WindowDataset(windows, pages, loaded.processor.image_processor), 4,
+                              "relation", loaded.processor.tokenizer.pad_token_id)
+    entities = [document_entities(d) for d in pages]
+    merged = merge_entity_vectors(windows, outputs, [len(e) for e in entities])
+    predictor = PairPredictor(funsd_run, re_run)
+    for doc, ents, vectors, record in zip(pages, entities, merged, records):
+        assert record["id"] == doc.id
+        pairs = candidate_pairs(ents)
+        want = [(ents[h].text, ents[t].text, x) for (h, t), x in zip(pairs, pair_logits(vectors, pairs))]
+        got = predictor.score_pairs(doc.load_image(), _gold_record(doc))
+        assert len(got) == len(want) > 0
+        assert [(h.text, t.text) for h, t, _ in got] == [w[:2] for w in want]
+        assert [x for _, _, x in got] == pytest.approx([w[2] for w in want], abs=1e-4)
+        linked = predictor.link(doc.load_image(), _gold_record(doc))
+        assert [(p["key"], p["value"]) for p in linked] == [(p["key"], p["value"]) for p in record["pred"]]
+        for p in linked:
+            assert 0.5 < p["score"] <= 1.0 and len(p["key_box"]) == 4 and len(p["value_box"]) == 4
+
+
+def test_entity_document_hand_worked():
+    words = ["Name:", "John", "Smith", "page", "1"]
+    boxes = [[10, 10, 50, 20], [60, 10, 90, 20], [95, 10, 130, 20], [10, 100, 40, 110], [45, 100, 50, 110]]
+    entities = [{"type": "QUESTION", "words": [0], "box": [10, 10, 50, 20]},
+                {"type": "ANSWER", "words": [1, 2], "box": [60, 10, 130, 20]}]
+    doc = entity_document(words, boxes, entities, (200, 200))
+    assert doc.labels == ["B-QUESTION", "B-ANSWER", "I-ANSWER", "O", "O"]
+    ents = document_entities(doc)
+    assert [(e.label, e.text) for e in ents] == [("QUESTION", "Name:"), ("ANSWER", "John Smith"), ("OTHER", "page 1")]
+    assert ents[1].box == [60, 10, 130, 20]
+
+
+def test_page_without_questions_gives_no_pairs(re_run, funsd_run):
+    predictor = PairPredictor(funsd_run, re_run)
+    record = {"words": [{"text": "Total", "box": [10, 10, 50, 20]}],
+              "entities": [{"type": "ANSWER", "words": [0], "box": [10, 10, 50, 20]}]}
+    assert predictor.link(Image.new("RGB", (200, 200), "white"), record) == []
+    assert predictor.link(Image.new("RGB", (200, 200), "white"), {"words": [], "entities": []}) == []
+
+
+def test_models_of_the_wrong_kind_fail_clearly(re_run, funsd_run):
+    with pytest.raises(AetnetError, match="relation model"):
+        PairPredictor(funsd_run, funsd_run)
+    with pytest.raises(AetnetError, match="token model"):
+        PairPredictor(re_run, re_run)
+
+
+def test_cli_pairs_with_visualize(re_run, funsd_run, tmp_path):
+    from aetnet.data.demo import ensure_demo
+
+    page = sorted((ensure_demo("funsd-re") / "dataset" / "testing_data" / "images").glob("*.png"))[0]
+    out = tmp_path / "out"
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(re_run), str(page), "--output", str(out),
+                 "--visualize"]) == 0
+    (record,) = json.loads((out / f"{page.stem}.json").read_text())
+    assert isinstance(record["pairs"], list) and record["links_task"] == "funsd-re"
+    keys = {e["text"] for e in record["entities"] if e["type"] == "QUESTION"}
+    values = {e["text"] for e in record["entities"] if e["type"] == "ANSWER"}
+    for pair in record["pairs"]:
+        assert pair["key"] in keys and pair["value"] in values and set(pair) == {
+            "key", "value", "key_box", "value_box", "score"}
+    assert Image.open(out / f"{page.stem}-page1.png").size == Image.open(page).size
+    assert main(["predict", str(re_run), str(page)]) == 2  # a relation model alone: one clear error
+    assert main(["predict", "--links", str(re_run), str(page)]) == 2
