@@ -54,8 +54,12 @@ NO_BOX = [0, 0, 0, 0]
 
 
 def word_boxes_of(word_ids: Sequence[int | None], word_boxes: Sequence[list[int]]) -> list[list[int]]:
-    """Per token, the 0-1000 box of its own word (``[0, 0, 0, 0]`` where the word id is ``None``)."""
-    return [list(word_boxes[w]) if w is not None else list(NO_BOX) for w in word_ids]
+    """Per token, the 0-1000 box of its own word (``[0, 0, 0, 0]`` where the word id is ``None``).
+
+    The tokens of one word share that word's box list (one pointer per token, not a new list):
+    treat the result as read-only.
+    """
+    return [word_boxes[w] if w is not None else NO_BOX for w in word_ids]
 
 
 def window_starts(num_tokens: int, room: int, stride: int) -> list[int]:

@@ -112,7 +112,7 @@ def encode_qa_examples(
             start, end = _answer_positions(example.answer_span, word_ids, enc["offset_mapping"][w], doc.words)
             windows.append(
                 Window(doc_index=index, input_ids=list(enc["input_ids"][w]), bbox=boxes, word_ids=word_ids,
-                       start_positions=start, end_positions=end, word_bbox=[list(b) for b in boxes])
+                       start_positions=start, end_positions=end, word_bbox=boxes)
             )
     return windows
 
