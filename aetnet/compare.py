@@ -6,6 +6,11 @@ when there is one, with the comparison's ``key=value`` overrides applied to ever
 folder already holds ``metrics.json`` is finished and is not run again; a folder without it is
 resumed from its last checkpoint, so an interrupted comparison picks up where it stopped.
 
+With ``devices`` (``--devices 0,1,2,3``) the runs form a queue served by one worker process per
+device (``CUDA_VISIBLE_DEVICES`` set to it; on CPU each "device" is simply one more process): the
+same runs, the same folders and the same table as the sequential comparison, in less wall time. Each
+run's output goes to ``OUTPUT/logs/<strategy>-seed<k>.log``.
+
 Outputs in ``OUTPUT``:
 
 * ``runs.csv``: one row per run (strategy, seed, the task metric, costs, run folder);
@@ -14,8 +19,13 @@ Outputs in ``OUTPUT``:
   copies, projections, temperature, queues) and total parameters, mean step time, peak memory (max over runs;
   GPU peaks are reset before each run, CPU figures are the process's maximum RSS so far);
 * ``results.md``: the same table in Markdown;
-* ``results.png``: the metric per strategy with +-1 std error bars, and the metric against trainable
-  parameters (log scale).
+* ``results.png``: the metric per strategy (mean, +-1 std error bars and every seed as a dot), and the
+  metric against trainable parameters (log scale);
+* ``validation.png``: the validation curve of every run (runs that validate during training,
+  ``train.eval_steps``), with the validation-selected step marked.
+
+The tables also give, per run and mean per strategy, the validation-selected step (``best_step``) and
+the best validation metric (``best_validation_<metric>``) when the runs validate.
 """
 
 from __future__ import annotations
@@ -23,6 +33,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import queue
+import subprocess
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +113,7 @@ def compare(
     demo: bool = False,
     output: str | Path | None = None,
     overrides: list[str] | None = None,
+    devices: str | Sequence[str] | None = None,
 ) -> Path:
     """Run every strategy with every seed (skipping finished runs) and write the comparison.
 
@@ -110,6 +126,8 @@ def compare(
         demo: use the embedded demo data.
         output: comparison folder (default ``runs/compare-<task>``).
         overrides: ``key=value`` strings applied to every run (the seed override comes last).
+        devices: run in parallel, one worker process per device (``"0,1"`` or ``["0", "1"]``: GPU
+            indices; on CPU, process slots); ``None`` runs one after the other in this process.
 
     Returns:
         The comparison folder holding ``results.csv``, ``results.md``, ``results.png`` and ``runs.csv``.
@@ -121,18 +139,84 @@ def compare(
     _check_plan(task, names, seeds, base, data, overrides)
     out_dir = Path(output) if output else Path("runs") / f"compare-{task}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    pending = []
     for name in names:
         for seed in range(seeds):
             run_dir = out_dir / name / f"seed{seed}"
             if (run_dir / "metrics.json").is_file():
                 logger.info("compare: %s seed %d already finished, skipped", name, seed)
                 continue
-            logger.info("compare: running %s seed %d in %s", name, seed, run_dir)
+            pending.append({"task": task, "strategy": name, "base": base, "data": data, "output": str(run_dir),
+                            "demo": demo, "resume": run_dir.is_dir(), "overrides": overrides + [f"train.seed={seed}"]})
+    device_list = parse_devices(devices) if devices is not None else None
+    if device_list:
+        run_on_devices(pending, device_list, out_dir / "logs")
+    else:
+        for job in pending:
+            logger.info("compare: running %s seed %s in %s", job["strategy"], job["overrides"][-1], job["output"])
             _reset_peak_memory()
-            finetune(task, strategy=name, base=base, data=data, output=run_dir, demo=demo,
-                     resume=run_dir.is_dir(), overrides=overrides + [f"train.seed={seed}"])
+            finetune(job.pop("task"), **job)
     write_results(out_dir, task, names, seeds)
     return out_dir
+
+
+def parse_devices(devices: str | Sequence[str]) -> list[str]:
+    """``"0,1"`` or ``["0", "1"]`` -> ``["0", "1"]`` (at least one, no duplicates)."""
+    items = devices.split(",") if isinstance(devices, str) else [str(d) for d in devices]
+    out = [d.strip() for d in items if d.strip()]
+    if not out or len(set(out)) != len(out):
+        raise AetnetError(f"--devices {devices!r}: give distinct device ids, for example --devices 0,1,2,3")
+    return out
+
+
+def run_on_devices(jobs: list[dict[str, Any]], devices: list[str], log_dir: Path) -> None:
+    """Run ``jobs`` (``finetune`` keyword arguments) as a queue served by one process per device.
+
+    Raises:
+        AetnetError: after every job has run, naming each failed run and its log file.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    failures: list[str] = []
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+
+    def worker(device: str) -> None:
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            log = log_dir / f"{job['strategy']}-{Path(job['output']).name}.log"
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+            logger.info("compare: device %s runs %s %s (log %s)", device, job["strategy"], Path(job["output"]).name,
+                        log)
+            with open(log, "w", encoding="utf-8") as fh:
+                code = subprocess.call([sys.executable, "-c", _WORKER, json.dumps(job)], env=env, stdout=fh,
+                                       stderr=subprocess.STDOUT)
+            if code != 0:
+                failures.append(f"{job['output']} (exit {code}; see {log})")
+
+    pool = [threading.Thread(target=worker, args=(d,), daemon=True) for d in devices]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    if failures:
+        raise AetnetError(f"{len(failures)} comparison run(s) failed: {'; '.join(failures)}; rerun the same "
+                          "command to resume them")
+
+
+#: What a device worker process runs: one ``finetune`` call from JSON keyword arguments.
+_WORKER = (
+    "import json, logging, sys\n"
+    "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+    "from aetnet.train.runner import finetune\n"
+    "job = json.loads(sys.argv[1])\n"
+    "finetune(job.pop('task'), **job)\n"
+)
 
 
 def _reset_peak_memory() -> None:
@@ -159,13 +243,17 @@ def collect_runs(out_dir: Path, strategies: list[str], seeds: int, metric: str):
             metrics = json.loads((run_dir / "metrics.json").read_text())
             row: dict[str, Any] = {"strategy": name, "seed": seed, metric: metrics.get(metric, math.nan)}
             row.update({c: metrics.get(c, math.nan) for c in COST_COLUMNS})
+            for key in ("best_step", f"best_validation_{metric}"):  # None/absent: the run did not validate
+                value = metrics.get(key)
+                row[key] = math.nan if value is None else value
             row["run_dir"] = str(run_dir)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summarise(runs, metric: str, strategies: list[str]):
-    """Per strategy: runs, metric mean/std (sample, n-1), parameters, mean step time, max peak memory."""
+    """Per strategy: runs, metric mean/std (sample, n-1), parameters, mean step time, max peak memory, and
+    the mean validation-selected step and best validation metric (NaN when the runs did not validate)."""
     import pandas as pd
 
     grouped = runs.groupby("strategy", sort=False)
@@ -179,6 +267,8 @@ def summarise(runs, metric: str, strategies: list[str]):
         "total_parameters": grouped["total_parameters"].max(),
         "step_time_s": grouped["step_time_s"].mean(),
         "peak_memory_mb": grouped["peak_memory_mb"].max(),
+        "best_step_mean": grouped["best_step"].mean(),
+        f"best_validation_{metric}_mean": grouped[f"best_validation_{metric}"].mean(),
     }).reindex(strategies)
     table["trainable_percent"] = 100.0 * table["trainable_parameters"] / table["total_parameters"]
     table.index.name = "strategy"
@@ -190,10 +280,16 @@ def _count(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{int(value):,}"
 
 
+def _number(value, spec: str) -> str:
+    """A mean formatted with ``spec``; ``-`` when missing (runs without validation)."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
 def markdown_table(table, metric: str) -> str:
     """The summary as a Markdown table (written by hand: pandas' ``to_markdown`` needs tabulate)."""
     header = ["strategy", "runs", f"{metric} (mean ± std)", "trainable params", "trainable %",
-              "inference params", "training-only params", "total params", "step time (s)", "peak memory (MB)"]
+              "inference params", "training-only params", "total params", "step time (s)", "peak memory (MB)",
+              "val-selected step", f"best val {metric}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in table.to_dict("records"):
         std = row[f"{metric}_std"]
@@ -202,13 +298,15 @@ def markdown_table(table, metric: str) -> str:
                  _count(row["trainable_parameters"]), f"{row['trainable_percent']:.3f}",
                  _count(row["inference_parameters"]), _count(row["training_only_parameters"]),
                  _count(row["total_parameters"]), f"{row['step_time_s']:.4f}",
-                 f"{row['peak_memory_mb']:.1f}"]
+                 f"{row['peak_memory_mb']:.1f}", _number(row.get("best_step_mean"), ".1f"),
+                 _number(row.get(f"best_validation_{metric}_mean"), ".4f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot_results(table, metric: str, path: Path) -> None:
-    """``results.png``: metric per strategy (error bars: 1 std) and metric vs trainable parameters."""
+def plot_results(table, metric: str, path: Path, runs=None) -> None:
+    """``results.png``: metric per strategy (mean, error bars: 1 std, dots: the seeds of ``runs``) and
+    metric vs trainable parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,6 +318,12 @@ def plot_results(table, metric: str, path: Path) -> None:
     names = list(table["strategy"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.bar(names, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    if runs is not None:
+        for i, name in enumerate(names):
+            values = runs.loc[runs["strategy"] == name, metric].to_numpy(dtype=float)
+            left.scatter([i] * len(values), values, color="black", s=14, zorder=3,
+                         label="seeds" if i == 0 else None)
+        left.legend(fontsize=8)
     left.set_ylabel(metric)
     left.set_title(f"{metric} per strategy (mean ± std)")
     right.errorbar(params, means, yerr=stds, fmt="o", capsize=4)
@@ -234,8 +338,46 @@ def plot_results(table, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_validation_curves(runs, metric: str, path: Path) -> None:
+    """``validation.png``: ``eval_<metric>`` against step for every run (one colour per strategy, one line
+    per seed), the validation-selected step of each run circled; a note when no run validated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aetnet.train.curves import series
+    from aetnet.train.tracking import LOG_FILE, read_log_file
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    strategies = list(dict.fromkeys(runs["strategy"]))
+    drawn = 0
+    for row in runs.to_dict("records"):
+        steps, values = series(read_log_file(Path(row["run_dir"]) / LOG_FILE), f"eval_{metric}")
+        if not steps:
+            continue
+        colour = colours[strategies.index(row["strategy"]) % len(colours)]
+        ax.plot(steps, values, color=colour, alpha=0.8, marker=".",
+                label=row["strategy"] if row["seed"] == 0 else None)
+        if not math.isnan(row["best_step"]) and int(row["best_step"]) in steps:
+            at = steps.index(int(row["best_step"]))
+            ax.scatter([steps[at]], [values[at]], s=80, facecolors="none", edgecolors=colour)
+        drawn += 1
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no run validated during training\n(pass train.eval_steps=N)", ha="center",
+                va="center", transform=ax.transAxes)
+    ax.set(xlabel="step", ylabel=f"validation {metric}", title=f"validation {metric} of every run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -> None:
-    """Write ``runs.csv``, ``results.csv``, ``results.md`` and ``results.png`` from the runs' metrics."""
+    """Write ``runs.csv``, ``results.csv``, ``results.md``, ``results.png`` and ``validation.png`` from the
+    runs' metrics and logs."""
     from aetnet.train.runner import get_task
 
     metric = get_task(task).metric
@@ -247,5 +389,6 @@ def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -
             "mean over seeds ± the sample standard deviation; step time is the mean over runs, peak memory "
             "the maximum.\n\n" + markdown_table(table, metric))
     (out_dir / "results.md").write_text(text, encoding="utf-8")
-    plot_results(table, metric, out_dir / "results.png")
+    plot_results(table, metric, out_dir / "results.png", runs)
+    plot_validation_curves(runs, metric, out_dir / "validation.png")
     logger.info("compare: wrote %s", out_dir / "results.md")

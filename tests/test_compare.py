@@ -136,3 +136,39 @@ def test_markdown_table_shows_inference_and_training_only_counts_and_dashes_for_
     assert "| inference params | training-only params | total params |" in md
     assert "| aet | 1 | 0.5000 | 300 | 60.000 | 250 | 250 | 500 |" in md
     assert "| old | 1 | 0.5000 | 1,000 | 100.000 | - | - | 1,000 |" in md
+
+
+def test_devices_run_in_parallel_processes_and_give_the_sequential_table(tmp_path, monkeypatch):
+    """--devices 0,1 (two CPU processes) runs the same queue of runs as the sequential comparison: same
+    metrics, validation-selected steps and best validation scores; the validation curves figure."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # same arithmetic in the workers
+    budget = [*BUDGET, "train.eval_steps=1", "train.keep=best", "data.val_fraction=0.3"]
+    kwargs = dict(seeds=2, base="tiny", demo=True, overrides=budget)
+    sequential = compare("funsd", "full", output=tmp_path / "seq", **kwargs)
+    parallel = compare("funsd", "full", output=tmp_path / "par", devices="0,1", **kwargs)
+    assert sorted(p.name for p in (parallel / "logs").iterdir()) == ["full-seed0.log", "full-seed1.log"]
+    columns = ["strategy", "seed", "f1", "best_step", "best_validation_f1", "trainable_parameters",
+               "inference_parameters"]
+    seq_rows, par_rows = read_csv(sequential / "runs.csv"), read_csv(parallel / "runs.csv")
+    assert [{c: r[c] for c in columns} for r in seq_rows] == [{c: r[c] for c in columns} for r in par_rows]
+    assert all(r["best_step"] in ("1.0", "2.0", "1", "2") for r in par_rows)
+    seq_table, par_table = read_csv(sequential / "results.csv"), read_csv(parallel / "results.csv")
+    for key in ("f1_mean", "f1_std", "best_step_mean", "best_validation_f1_mean"):
+        assert seq_table[0][key] == par_table[0][key], key
+    md = (parallel / "results.md").read_text()
+    assert "val-selected step" in md and "best val f1" in md
+    best = [json.loads((parallel / "full" / f"seed{k}" / "metrics.json").read_text())["best_validation_f1"]
+            for k in range(2)]
+    assert float(par_table[0]["best_validation_f1_mean"]) == pytest.approx(statistics.mean(best))
+    assert (parallel / "validation.png").stat().st_size > 5_000
+
+
+def test_bad_devices_are_refused():
+    from aetnet.compare import parse_devices
+
+    assert parse_devices("0, 1") == ["0", "1"]
+    for bad in ("", "0,0"):
+        with pytest.raises(AetnetError, match="--devices"):
+            parse_devices(bad)

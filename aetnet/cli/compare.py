@@ -10,10 +10,13 @@ EPILOG = """examples:
   aetnet compare funsd --strategies full,aet,lora,prompt,head --seeds 3 \\
       --base microsoft/layoutlmv3-base --data ~/data/FUNSD --output runs/compare-funsd
   aetnet compare funsd --strategies full,lora --demo train.max_steps=20   # key=value applies to every run
+  aetnet compare funsd --strategies full,aet,lora --seeds 4 --devices 0,1,2,3 \
+      --base microsoft/layoutlmv3-base --data ~/data/FUNSD train.eval_steps=100 train.keep=best
 
 Runs go to OUTPUT/<strategy>/seed<k> (train.seed=k). Finished runs (metrics.json present) are
-skipped, so the same command resumes an interrupted comparison. Writes results.csv, results.md,
-results.png and runs.csv into OUTPUT.
+skipped, so the same command resumes an interrupted comparison. --devices runs them as a queue,
+one process per device (logs in OUTPUT/logs). Writes results.csv, results.md, results.png,
+validation.png and runs.csv into OUTPUT.
 """
 
 
@@ -35,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--base", help="LayoutLMv3 hub id or folder, or 'tiny' (the default with --demo)")
     p.add_argument("--demo", action="store_true", help="embedded demo data, tiny base, short schedule")
     p.add_argument("--output", help="comparison folder (default runs/compare-<task>)")
+    p.add_argument("--devices", help="run in parallel, one process per device: GPU ids such as 0,1,2,3 "
+                   "(on CPU, the number of ids is the number of processes)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(func=run)
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         demo=args.demo,
         output=args.output,
         overrides=overrides,
+        devices=args.devices,
     )
     print(json.dumps({"output": str(out_dir), "results": str(out_dir / "results.md")}, indent=2))
     print((out_dir / "results.md").read_text(encoding="utf-8"))
