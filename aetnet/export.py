@@ -42,6 +42,8 @@ ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 ONNX_TOLERANCE = 1e-4
 ONNX_INPUTS = ("input_ids", "bbox", "attention_mask", "pixel_values")
+#: Extra inputs of relation models (funsd-re): (batch, entities) first-token positions and label ids.
+ENTITY_INPUTS = ("entity_positions", "entity_labels")
 INSTALL_ONNX = "pip install aetnet[onnx]"
 #: Names of tensors only training needs (AET momentum copies, queues, contrastive projections and
 #: temperature, all under the AET model's ``alignment`` part).
@@ -54,6 +56,7 @@ BASE_LICENCE = (
 )
 DATA_LICENCES = {
     "funsd": "FUNSD (Jaume et al., 2019): non-commercial research and educational use only.",
+    "funsd-re": "FUNSD (Jaume et al., 2019): non-commercial research and educational use only.",
     "cord": "CORD (Park et al., 2019): CC BY 4.0 (attribution required).",
     "rvl-cdip": "RVL-CDIP (Harley et al., 2015): research use, under the terms of the IIT-CDIP / Legacy "
                 "Tobacco Document Library collections it is drawn from.",
@@ -154,7 +157,7 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
     if onnx:
         reloaded = load_model(output)
         diff = export_onnx(reloaded.model, reloaded.processor, meta["kind"], output / ONNX_FILE, opset)
-        meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(ONNX_INPUTS),
+        meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(onnx_inputs(meta["kind"])),
                         "outputs": list(_output_names(meta["kind"])), "max_abs_diff": diff}
         if quantize:
             int8_diff = quantize_onnx(output / ONNX_FILE, output / ONNX_INT8_FILE, reloaded.model,
@@ -211,9 +214,13 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "or `aetnet predict THIS_FOLDER scan.pdf --output predictions/`.",
     ]
     if meta.get("strategy") in ("full", "head"):
-        lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_FOLDER')`.")
+        lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_FOLDER')`."
+                     if kind != "relation" else "The weights load with "
+                     "`aetnet.models.relation.LayoutLMv3ForRelationExtraction.from_pretrained('THIS_FOLDER')`; "
+                     "key-value pairs: `aetnet predict --entities TOKEN_MODEL --links THIS_FOLDER scan.pdf`.")
     if "onnx" in meta:
-        lines.append(f"`{ONNX_FILE}` takes {', '.join(ONNX_INPUTS)} (dynamic batch and sequence axes) and "
+        lines.append(f"`{ONNX_FILE}` takes {', '.join(onnx_inputs(kind))} (dynamic batch, sequence and entity "
+                     f"axes) and "
                      f"returns {', '.join(meta['onnx']['outputs'])}; max |ONNX - PyTorch| = "
                      f"{meta['onnx']['max_abs_diff']:.2e}.")
         if "int8" in meta["onnx"]:
@@ -246,6 +253,11 @@ def _output_names(kind: str) -> tuple[str, ...]:
     return ("start_logits", "end_logits") if kind == "qa" else ("logits",)
 
 
+def onnx_inputs(kind: str) -> tuple[str, ...]:
+    """Input names of the ONNX graph of a ``kind`` model (relation models add :data:`ENTITY_INPUTS`)."""
+    return ONNX_INPUTS + ENTITY_INPUTS if kind == "relation" else ONNX_INPUTS
+
+
 class LogitsModule(nn.Module):
     """Any aetnet inference model as ``(input_ids, bbox, attention_mask, pixel_values) -> logits``
     (QA: ``(start_logits, end_logits)``), the signature the ONNX graph gets."""
@@ -255,17 +267,22 @@ class LogitsModule(nn.Module):
         self.model, self.kind = model, kind
 
     def forward(self, input_ids: torch.Tensor, bbox: torch.Tensor, attention_mask: torch.Tensor,
-                pixel_values: torch.Tensor):
+                pixel_values: torch.Tensor, *entities: torch.Tensor):
         """(batch, seq) ids, (batch, seq, 4) boxes, (batch, seq) mask, (batch, 3, H, W) pixels ->
-        (batch, seq, labels) token logits, (batch, labels) class logits, or two (batch, seq) QA logits."""
+        (batch, seq, labels) token logits, (batch, labels) class logits, or two (batch, seq) QA logits;
+        relation models also take (batch, entities) ``entity_positions`` and ``entity_labels`` and
+        return (batch, entities, 2K) per-entity factors."""
+        extra = dict(zip(ENTITY_INPUTS, entities))
         out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask,
-                         pixel_values=pixel_values)
+                         pixel_values=pixel_values, **extra)
         return tuple(out[name] for name in _output_names(self.kind)) if self.kind == "qa" else out["logits"]
 
 
-def sample_inputs(processor, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def sample_inputs(processor, batch: int, length: int, seed: int = 0, entities: int = 0) -> dict[str, torch.Tensor]:
     """Random but valid model inputs: ids in the vocabulary, ordered 0-1000 boxes, the image size of
-    the processor; the last row is padded to show that masking survives the export."""
+    the processor; the last row is padded to show that masking survives the export. With
+    ``entities``, also (batch, entities) entity positions and label ids (the last row's last entity
+    is padding, label -1)."""
     g = torch.Generator().manual_seed(seed)
     tok = processor.tokenizer
     ids = torch.randint(5, len(tok), (batch, length), generator=g)
@@ -278,7 +295,12 @@ def sample_inputs(processor, batch: int, length: int, seed: int = 0) -> dict[str
         ids[-1, length // 2:] = tok.pad_token_id
     size = processor.image_processor.size
     pixels = torch.randn(batch, 3, size["height"], size["width"], generator=g)
-    return {"input_ids": ids, "bbox": bbox, "attention_mask": mask, "pixel_values": pixels}
+    out = {"input_ids": ids, "bbox": bbox, "attention_mask": mask, "pixel_values": pixels}
+    if entities:
+        out["entity_positions"] = torch.randint(1, max(2, length // 2), (batch, entities), generator=g)
+        out["entity_labels"] = torch.randint(0, 4, (batch, entities), generator=g)
+        out["entity_labels"][-1, -1] = -1
+    return out
 
 
 def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset: int = 17) -> float:
@@ -295,22 +317,26 @@ def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset:
     """
     ort = _require_onnx()
     wrapper = LogitsModule(model.float().eval(), kind).eval()
-    names = _output_names(kind)
+    names, inputs = _output_names(kind), onnx_inputs(kind)
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS[:3]}
     axes["pixel_values"] = {0: "batch"}
+    axes.update({name: {0: "batch", 1: "entities"} for name in inputs[len(ONNX_INPUTS):]})
     for name in names:
         axes[name] = {0: "batch"} if kind == "sequence" else {0: "batch", 1: "sequence"}
-    trace = sample_inputs(processor, 2, 16, seed=0)
+        if kind == "relation":
+            axes[name] = {0: "batch", 1: "entities"}
+    relation = kind == "relation"
+    trace = sample_inputs(processor, 2, 16, seed=0, entities=3 if relation else 0)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
-        torch.onnx.export(wrapper, tuple(trace[k] for k in ONNX_INPUTS), str(path),
-                          input_names=list(ONNX_INPUTS), output_names=list(names), dynamic_axes=axes,
+        torch.onnx.export(wrapper, tuple(trace[k] for k in inputs), str(path),
+                          input_names=list(inputs), output_names=list(names), dynamic_axes=axes,
                           opset_version=opset, dynamo=False)
-    check = sample_inputs(processor, 3, 29, seed=1)
+    check = sample_inputs(processor, 3, 29, seed=1, entities=5 if relation else 0)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(list(names), {k: check[k].numpy() for k in ONNX_INPUTS})
+    got = session.run(list(names), {k: check[k].numpy() for k in inputs})
     with torch.no_grad():
-        want = wrapper(*(check[k] for k in ONNX_INPUTS))
+        want = wrapper(*(check[k] for k in inputs))
     want = want if isinstance(want, tuple) else (want,)
     diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     if not diff <= ONNX_TOLERANCE:
@@ -339,12 +365,13 @@ def quantize_onnx(source: str | Path, target: str | Path, model: nn.Module, proc
                          weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-    check = sample_inputs(processor, 3, 29, seed=1)
+    inputs = onnx_inputs(kind)
+    check = sample_inputs(processor, 3, 29, seed=1, entities=5 if kind == "relation" else 0)
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     names = _output_names(kind)
-    got = session.run(list(names), {k: check[k].numpy() for k in ONNX_INPUTS})
+    got = session.run(list(names), {k: check[k].numpy() for k in inputs})
     with torch.no_grad():
-        want = LogitsModule(model.float().eval(), kind)(*(check[k] for k in ONNX_INPUTS))
+        want = LogitsModule(model.float().eval(), kind)(*(check[k] for k in inputs))
     want = want if isinstance(want, tuple) else (want,)
     diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     logger.info("int8 ONNX graph %s: max abs diff to PyTorch %.2e", target, diff)

@@ -108,3 +108,24 @@ def test_cli_pairs_with_visualize(re_run, funsd_run, tmp_path):
     assert Image.open(out / f"{page.stem}-page1.png").size == Image.open(page).size
     assert main(["predict", str(re_run), str(page)]) == 2  # a relation model alone: one clear error
     assert main(["predict", "--links", str(re_run), str(page)]) == 2
+
+
+def test_onnx_export_gives_the_same_pair_scores(re_run, funsd_run, tmp_path):
+    from aetnet.data.demo import ensure_demo
+    from aetnet.export import export_model
+    from aetnet.tasks.funsd import load_funsd
+
+    exported = {}
+    for name, run in (("token", funsd_run), ("links", re_run)):
+        exported[name] = tmp_path / name
+        export_model(run, exported[name], onnx=True)
+    meta = json.loads((exported["links"] / "aetnet.json").read_text())
+    assert meta["kind"] == "relation" and meta["onnx"]["max_abs_diff"] <= 1e-4
+    doc = load_funsd(str(ensure_demo("funsd-re")))["eval"][0]
+    record = _gold_record(doc)
+    torch_scores = PairPredictor(funsd_run, re_run).score_pairs(doc.load_image(), record)
+    onnx_scores = PairPredictor(exported["token"], exported["links"], backend="onnx").score_pairs(
+        doc.load_image(), record)
+    assert len(onnx_scores) == len(torch_scores) > 0
+    assert [(h.id, t.id) for h, t, _ in onnx_scores] == [(h.id, t.id) for h, t, _ in torch_scores]
+    assert [x for _, _, x in onnx_scores] == pytest.approx([x for _, _, x in torch_scores], abs=1e-3)

@@ -42,3 +42,19 @@ def test_real_funsd_sample(aetnet_cache, shared_data, tmp_path):
     data = str(shared_data / "funsd")
     run = finetune("funsd-re", base="tiny", data=data, output=tmp_path / "run", overrides=BUDGET)
     _check_run(run, {"data": data})
+
+
+def test_compare_on_funsd_re(aetnet_cache, tmp_path):
+    import pandas as pd
+
+    from aetnet.cli.main import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "funsd-re", "--strategies", "full,head", "--seeds", "1", "--base", "tiny", "--demo",
+                 "--output", str(out), *BUDGET]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["strategy"]) == ["full", "head"]
+    for _, row in runs.iterrows():  # each row carries its run's own F1
+        metrics = json.loads((out / row["strategy"] / "seed0" / "metrics.json").read_text())
+        assert row["f1"] == pytest.approx(metrics["f1"])
+    assert (out / "results.csv").is_file()
