@@ -76,6 +76,11 @@ class ModelConfig:
     """RoBERTa weights for the text aligner (AET strategies)."""
     dropout: float | None = None
     """Override the hidden and attention dropout of the base model (0 for exact reproducibility checks)."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel of LayoutLMv3 and both aligners: ``sdpa`` (fused, no host sync) or ``eager`` (reference)."""
+
+    def __post_init__(self) -> None:
+        _choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
 
 
 @dataclass
@@ -93,7 +98,14 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     lr_scheduler: str = "linear"
     seed: int = 42
-    bf16: bool = False
+    bf16: bool | None = None
+    """bfloat16 mixed precision; ``None`` (default): on for GPUs that support it, fp32 on CPU."""
+    tf32: bool | None = None
+    """TF32 matmuls and convolutions; ``None`` (default): on for Ampere and newer GPUs, off elsewhere."""
+    compile: bool = False
+    """``torch.compile`` the transformer encoders of LayoutLMv3 and the aligners (first steps compile)."""
+    compile_backend: str = "inductor"
+    """``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces, for checks)."""
     logging_steps: int = 10
     eval_strategy: str | None = None
     """Validation during training: ``steps`` (every ``eval_steps``), ``epoch`` or ``no``; unset means

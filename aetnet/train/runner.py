@@ -271,6 +271,7 @@ def evaluate_test(ctx: RunContext) -> None:
             "eval_split": ctx.eval_split,
             "train_windows": len(ctx.train_windows),
             "world_size": trainer.args.world_size,
+            **getattr(trainer, "efficiency", {}),  # train_precision, tf32, attn_implementation, compile
         }
     )
     metrics["skipped_documents"] = len(ctx.policy.records)

@@ -2,7 +2,8 @@
 
 The Trainer does the loop, distributed data parallelism, mixed precision, accumulation, checkpoints
 and resuming. This module only adds what it lacks: logging every loss term the model returns
-(``task_loss``, ``ditc_loss``, ...), a clear stop on non-finite losses, and the run's arguments.
+(``task_loss``, ``ditc_loss``, ...) without a host-device sync outside logging steps, a clear stop
+on non-finite losses, and the run's arguments (lean DDP, fused AdamW, non-blocking batch copies).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import math
 import os
 import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -21,6 +22,7 @@ from transformers import Trainer, TrainingArguments
 from aetnet.config import RunConfig
 from aetnet.data.encoding import Collator
 from aetnet.errors import AetnetError
+from aetnet.train.efficiency import prepare_model, resolve_bf16
 from aetnet.train.tracking import model_log_values
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,13 @@ class AetnetTrainer(Trainer):
     """Trainer that logs each loss term, stops clearly on a non-finite loss and validates with the task's
     own metric.
 
+    The loss terms stay on the device between logging steps: every micro-batch adds them to
+    running sums and marks, per term, the first step whose value was not finite, all with tensor
+    arithmetic. They are read back (one transfer) only when the Trainer logs or saves a checkpoint,
+    so a training step never waits for the GPU. A non-finite term then raises
+    :class:`NonFiniteLossError` naming the term and the step where it first went bad; a checkpoint is
+    never written after that step, so the last checkpoint in the run folder is a good one.
+
     Args:
         validator: model -> {metric: value} on the validation split (an
             :class:`aetnet.train.evaluation.EvalSet`); used by :meth:`evaluate`.
@@ -49,26 +58,68 @@ class AetnetTrainer(Trainer):
         # Our models return a per-batch mean loss and never see ``num_items_in_batch``: the Trainer
         # must divide by the accumulation steps itself (and not rescale by the process count).
         self.model_accepts_loss_kwargs = False
-        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._first_bad: dict[str, torch.Tensor] = {}
         self._term_count = 0
+        #: What the run's efficiency settings resolved to (``metrics.json``); set by :func:`build_trainer`.
+        self.efficiency: dict[str, Any] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         loss = outputs["loss"]
         if model.training:
             terms = {k: outputs[k] for k in LOSS_TERMS if k in outputs and outputs[k] is not None}
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            values.setdefault("task_loss", float(loss.detach()))
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"the {name.replace('_loss', '')} loss became {value} at step "
-                        f"{self.state.global_step + 1}; lower the learning rate or check the inputs "
-                        "(the last checkpoint in the run folder is intact)"
-                    )
-                self._term_sums[name] += value
-            self._term_count += 1
+            terms.setdefault("task_loss", loss)
+            self._accumulate_terms(terms)
         return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _accumulate_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add each 0-d term to its running sum on the device; remember the first non-finite step."""
+        step = self.state.global_step + 1
+        for name, value in terms.items():
+            value = value.detach().float()
+            if name not in self._term_sums:
+                self._term_sums[name] = torch.zeros((), device=value.device)
+                self._first_bad[name] = torch.full((), -1, dtype=torch.long, device=value.device)
+            self._term_sums[name] += value
+            first = self._first_bad[name]
+            first.masked_fill_(~torch.isfinite(value) & (first < 0), step)
+        self._term_count += 1
+
+    def _read_terms(self, reset: bool = True) -> dict[str, float]:
+        """Read the running term means back (one device-to-host transfer), check them, and reset.
+
+        Args:
+            reset: start new sums (logging); ``False`` only checks (before a checkpoint).
+
+        Raises:
+            NonFiniteLossError: a term was NaN or infinite at some step since the last read.
+        """
+        if not self._term_count:
+            return {}
+        names = list(self._term_sums)
+        sums = torch.stack([self._term_sums[n] for n in names])
+        firsts = torch.stack([self._first_bad[n] for n in names]).to(sums.dtype)
+        values = torch.cat([sums, firsts]).tolist()  # the only host sync: at logging or saving steps
+        means = {n: total / self._term_count for n, total in zip(names, values[: len(names)])}
+        firsts = dict(zip(names, values[len(names):]))
+        # Only the losses stop the run (a diagnostic such as pita_coverage is logged as it is).
+        bad = [n for n in names if n.endswith("_loss") and (firsts[n] >= 0 or not math.isfinite(means[n]))]
+        if bad:  # name the term that went bad first
+            name = min(bad, key=lambda n: firsts[n] if firsts[n] >= 0 else math.inf)
+            first = firsts[name]
+            when = f"at step {int(first)}" if first >= 0 else f"by step {self.state.global_step}"
+            raise NonFiniteLossError(
+                f"the {name.replace('_loss', '')} loss became {means[name]} {when} (found at step "
+                f"{self.state.global_step}); lower the learning rate or check the inputs (the last "
+                "checkpoint in the run folder is intact)"
+            )
+        if reset:
+            self._term_sums.clear()
+            self._first_bad.clear()
+            self._term_count = 0
+        return means
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The LR schedule, with a warmup ratio (``warmup_steps`` in (0, 1)) turned into exact steps.
@@ -81,6 +132,7 @@ class AetnetTrainer(Trainer):
         if 0 < ratio < 1:
             self.args.warmup_steps = warmup_steps(ratio, num_training_steps)
         return super().create_scheduler(num_training_steps, optimizer)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Score the model with the task's metric on the validation split (windows merged per document).
 
@@ -114,7 +166,10 @@ class AetnetTrainer(Trainer):
 
         A run killed while saving leaves at most a partial ``.partial/`` folder; every
         ``checkpoint-N`` in the run folder is complete, so ``--resume`` always finds a loadable one.
+        The loss terms since the last logging step are checked first: no checkpoint is written after
+        a non-finite loss.
         """
+        self._read_terms(reset=False)
         final = super()._get_output_dir(trial)
         self._staging_dir = os.path.join(final, ".partial")
         try:
@@ -146,13 +201,12 @@ class AetnetTrainer(Trainer):
             self.state.save_to_json(os.path.join(saved, "trainer_state.json"))
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if self._term_count and "loss" in logs:
-            for name, total in self._term_sums.items():
-                logs[name] = round(total / self._term_count, 6)
-            self._term_sums.clear()
-            self._term_count = 0
-        if "loss" in logs:
-            logs.update(model_log_values(self.model))
+        if "loss" in logs or "train_loss" in logs:  # a logging step, or the end of training
+            means = self._read_terms()
+            if "loss" in logs:
+                for name, mean in means.items():
+                    logs[name] = round(mean, 6)
+                logs.update(model_log_values(self.model))
         super().log(logs, *args, **kwargs)
 
 
@@ -194,7 +248,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
         warmup_steps=warmup,
         lr_scheduler_type=t.lr_scheduler,
         seed=t.seed,
-        bf16=t.bf16,
+        bf16=resolve_bf16(t.bf16),
         logging_steps=t.logging_steps,
         save_strategy=t.eval_strategy if keep_best else "steps",
         save_steps=t.eval_steps if keep_best and t.eval_strategy == "steps" else t.save_steps,
@@ -209,9 +263,18 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
         remove_unused_columns=False,
         dataloader_num_workers=t.num_workers,
         use_cpu=not torch.cuda.is_available(),
-        # LayoutLMv3 keeps relative-position bias weights its forward never uses (and strategies freeze
-        # parts of the model): DDP must look for unused parameters.
-        ddp_find_unused_parameters=True,
+        # Every trainable parameter gets a gradient at every step (the gradient-less relative-position
+        # tables are frozen by prepare_model), so DDP need not walk the graph for unused ones; and the
+        # feature queues (buffers) are kept equal on every rank by the all-gather in enqueue, so they
+        # need no broadcast at every forward (128 MiB per forward with a 65,536 queue).
+        ddp_find_unused_parameters=False,
+        ddp_broadcast_buffers=False,
+        # HF's NaN filter reads the loss back at every step and silently replaces a NaN; the trainer's own
+        # check reads the loss terms only at logging and saving steps and stops on a NaN.
+        logging_nan_inf_filter=False,
+        # Batches (the AET views included) go to the GPU from pinned memory without blocking the host.
+        accelerator_config={"non_blocking": True},
+        optim="adamw_torch_fused",
         disable_tqdm=False,
     )
 
@@ -224,6 +287,10 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
         validator: the validation :class:`~aetnet.train.evaluation.EvalSet` (needed when
             ``train.eval_strategy`` is not ``no``).
         metric: the task's headline metric, for best-checkpoint selection and early stopping.
+
+    Applies the run's efficiency settings to ``model`` first (:func:`aetnet.train.efficiency.prepare_model`);
+    the trainer's ``efficiency`` attribute records them. AdamW is the fused kernel (one launch per step,
+    no host read of its step counters) on CUDA and CPU alike.
     """
     from transformers import EarlyStoppingCallback
 
@@ -232,6 +299,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     check_trackers(cfg.train.report_to)
     if cfg.train.eval_strategy != "no" and validator is None:
         raise AetnetError(f"train.eval_strategy={cfg.train.eval_strategy} needs a validation split")
+    efficiency = prepare_model(model, cfg)
     args = training_arguments(cfg, run_dir, metric)
     callbacks = [*callbacks, LogFileCallback(run_dir)]
     if cfg.train.early_stopping_patience is not None:
@@ -239,7 +307,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     optimizers = (None, None)
     if hasattr(model, "optimizer_param_groups"):
         groups = model.optimizer_param_groups(cfg.train.weight_decay)
-        optimizers = (torch.optim.AdamW(groups, lr=cfg.train.learning_rate), None)
+        optimizers = (torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=True), None)
     trainer = AetnetTrainer(
         model=model,
         args=args,
@@ -253,4 +321,5 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
         validator=validator,
     )
     point_tensorboard(trainer, run_dir / TENSORBOARD_DIR)
+    trainer.efficiency = efficiency
     return trainer

@@ -1,0 +1,129 @@
+"""Which attention kernel every transformer of a model runs, and which of its tables may train.
+
+``model.attn_implementation`` chooses, for the fusion LayoutLMv3 and both aligners (ViT, RoBERTa)
+and their momentum copies alike:
+
+* ``sdpa`` (default): ``torch.nn.functional.scaled_dot_product_attention``, which transformers
+  supports for all three (for LayoutLMv3 its 1-D/2-D relative position biases are passed as the
+  additive mask). Exact up to floating-point rounding: a test checks the logits against ``eager``.
+  aetnet registers it under its own name (:data:`SYNC_FREE_SDPA`) with one change to the stock
+  mask: transformers checks ``padding_mask.all()`` on every forward to drop an all-ones mask,
+  a host-device synchronisation that stalls the GPU queue three times per AET step. The sync-free
+  variant always passes the (boolean) mask; the attention itself is transformers' own SDPA code.
+* ``eager``: transformers' reference matmul-softmax-matmul path (slower, more memory, and the stock
+  mask code with its host sync); for comparisons and debugging.
+
+FlexAttention and flash-attention are not offered: flash kernels take no additive bias, so they
+cannot run LayoutLMv3's position biases, and FlexAttention needs ``torch.compile`` per shape.
+
+:func:`freeze_gradless_tables` freezes LayoutLMv3's relative-position bias tables, which
+transformers reads under ``torch.no_grad`` (they never receive a gradient), so that DDP can run with
+``find_unused_parameters=False`` for every strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from aetnet.errors import AetnetError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ATTN_CHOICES", "SYNC_FREE_SDPA", "attention_of", "freeze_gradless_tables", "set_attention"]
+
+#: What ``model.attn_implementation`` accepts.
+ATTN_CHOICES = ("sdpa", "eager")
+#: The name transformers knows aetnet's synchronisation-free SDPA by.
+SYNC_FREE_SDPA = "aetnet_sdpa"
+_REGISTERED = False
+_REL_POS_TABLES = ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias")
+
+
+def _sync_free_sdpa_mask(*args, **kwargs):
+    """transformers' SDPA mask, never dropped for an all-ones padding mask (no ``.all()`` host sync)."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_bidirectional_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+def _register() -> None:
+    """Register :data:`SYNC_FREE_SDPA` with transformers' attention and mask interfaces (once)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(SYNC_FREE_SDPA, sdpa_attention_forward)
+    AttentionMaskInterface.register(SYNC_FREE_SDPA, _sync_free_sdpa_mask)
+    _REGISTERED = True
+
+
+def _pretrained_models(model: nn.Module) -> list[nn.Module]:
+    from transformers import PreTrainedModel
+
+    return [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+
+
+def set_attention(model: nn.Module, implementation: str) -> int:
+    """Make every transformers model inside ``model`` run ``implementation``.
+
+    Works through wrappers (AETNet, peft, prompt tuning): each ``PreTrainedModel`` found among the
+    submodules (fusion, aligners, momentum copies) gets the implementation in its config, which its
+    attention layers read at every forward. Nothing is saved: ``config.json`` never stores it.
+
+    Args:
+        model: any module holding transformers models.
+        implementation: one of :data:`ATTN_CHOICES`.
+
+    Returns:
+        How many transformers models (distinct configs) were set.
+
+    Raises:
+        AetnetError: an unknown implementation.
+    """
+    if implementation not in ATTN_CHOICES:
+        raise AetnetError(
+            f"model.attn_implementation={implementation!r} is not valid; choose one of: {', '.join(ATTN_CHOICES)}"
+        )
+    name = implementation
+    if implementation == "sdpa":
+        _register()
+        name = SYNC_FREE_SDPA
+    configs = {id(m.config): m.config for m in _pretrained_models(model)}  # a head and its backbone share one
+    for config in configs.values():
+        config._attn_implementation = name
+    logger.info("attention: %s in %d transformers model(s)", implementation, len(configs))
+    return len(configs)
+
+
+def attention_of(model: nn.Module) -> str:
+    """The attention implementation the transformers models in ``model`` run (``sdpa``, ``eager``,
+    or several names joined by ``+`` when they differ)."""
+    names = sorted({str(m.config._attn_implementation) for m in _pretrained_models(model)})
+    return "+".join("sdpa" if n == SYNC_FREE_SDPA else n for n in names)
+
+
+def freeze_gradless_tables(model: nn.Module) -> int:
+    """Freeze LayoutLMv3's relative-position bias tables wherever ``model`` holds them.
+
+    transformers looks them up under ``torch.no_grad`` (fixed tables it never trains), so they never
+    receive a gradient; left trainable, DDP with ``find_unused_parameters=False`` stops at the second
+    step waiting for their gradients. Freezing changes nothing else: the optimizer skips a parameter
+    without gradient either way.
+
+    Returns:
+        How many tables were frozen.
+    """
+    frozen = 0
+    for module in model.modules():
+        for name in _REL_POS_TABLES:
+            table = getattr(module, name, None)
+            if isinstance(table, nn.Module) and any(p.requires_grad for p in table.parameters()):
+                table.requires_grad_(False)
+                frozen += 1
+    return frozen
