@@ -51,13 +51,14 @@ class RelationTask(Task):
         entities = [document_entities(doc) for doc in examples]
         merged = merge_entity_vectors(windows, outputs, [len(e) for e in entities])
         gold_sets, pred_sets, records = [], [], []
-        other = unreachable = n_candidates = 0
+        other = unreachable = n_candidates = unscored = 0
         for doc, ents, vectors in zip(examples, entities, merged):
             gold = gold_links(doc, ents)
             other, unreachable = other + gold.other, unreachable + gold.unreachable
             pairs = candidate_pairs(ents)
             n_candidates += len(pairs)
             logits = pair_logits(vectors, pairs)
+            unscored += int(np.isinf(logits).sum())  # an entity no window represented (never expected)
             predicted = [(p, float(x)) for p, x in zip(pairs, logits) if x > 0]
             gold_sets.append(set(gold.pairs))
             pred_sets.append({p for p, _ in predicted})
@@ -71,7 +72,9 @@ class RelationTask(Task):
             })
         metrics: dict[str, Any] = link_scores(gold_sets, pred_sets)
         metrics.update({"candidate_pairs": n_candidates, "other_links": other, "unreachable_links": unreachable,
-                        "pages": len(examples)})
+                        "unscored_pairs": unscored, "pages": len(examples),
+                        "pages_needing_windows": sum(1 for n in Counter(w.doc_index for w in windows).values()
+                                                     if n > 1)})
         return metrics, records
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:

@@ -58,3 +58,15 @@ def test_compare_on_funsd_re(aetnet_cache, tmp_path):
         metrics = json.loads((out / row["strategy"] / "seed0" / "metrics.json").read_text())
         assert row["f1"] == pytest.approx(metrics["f1"])
     assert (out / "results.csv").is_file()
+
+
+def test_long_pages_pair_entities_across_windows(aetnet_cache, shared_data, tmp_path):
+    """Real FUNSD pages cut into 64-token windows: every candidate pair is still scored."""
+    data = str(shared_data / "funsd")
+    run = finetune("funsd-re", base="tiny", data=data, output=tmp_path / "run", overrides=BUDGET)
+    whole = json.loads((run / "metrics.json").read_text())
+    cut = evaluate_model(run / "model", data, overrides=["data.max_eval_documents=3", "data.max_length=64",
+                                                         "data.stride=16"])
+    assert cut["pages_needing_windows"] == 3 and whole["pages_needing_windows"] < 3
+    assert cut["candidate_pairs"] == whole["candidate_pairs"] > 0
+    assert cut["gold_links"] == whole["gold_links"] and cut["unscored_pairs"] == 0
