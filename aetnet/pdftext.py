@@ -41,6 +41,10 @@ MAX_BAD_CHAR_FRACTION = 0.1
 WORD_GAP = 0.33
 
 
+class TooManyPages(DataError):
+    """A document with more pages than a limit allows (the service answers 413)."""
+
+
 @dataclass
 class TextLayer:
     """The text layer of one page.
@@ -167,17 +171,26 @@ def read_text_layer(page, size: tuple[int, int]) -> TextLayer:
     return layer
 
 
-def read_pdf(path: str | Path, dpi: int, text: bool = True) -> list[PdfPage]:
+def read_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str | None = None,
+             max_pages: int | None = None) -> list[PdfPage]:
     """Every page of a PDF rendered at ``dpi``, with its text layer when ``text``.
 
+    Args:
+        source: a PDF file, or its bytes (an upload; nothing is written to disk).
+        dpi: rendering resolution.
+        text: read each page's text layer.
+        name: how errors name the document (default: the path).
+        max_pages: refuse documents with more pages (before rendering any).
+
     Raises:
-        DataError: the file cannot be opened as a PDF, has no page or a page cannot be rendered.
+        DataError: the file cannot be opened as a PDF, has no page or a page cannot be rendered;
+            :class:`TooManyPages` past ``max_pages``.
     """
     import pypdfium2 as pdfium
 
-    path = Path(path)
+    path = name or (Path(source) if not isinstance(source, bytes) else "upload")
     try:
-        pdf = pdfium.PdfDocument(str(path))
+        pdf = pdfium.PdfDocument(source if isinstance(source, bytes) else str(source))
     except pdfium.PdfiumError as exc:
         # PDFium also refuses a document whose page tree is empty, hence "or has no pages".
         raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted, not a PDF or "
@@ -185,6 +198,8 @@ def read_pdf(path: str | Path, dpi: int, text: bool = True) -> list[PdfPage]:
     try:
         if len(pdf) == 0:
             raise DataError("PDF has no pages; give a PDF with at least one page", path)
+        if max_pages is not None and len(pdf) > max_pages:
+            raise TooManyPages(f"{len(pdf)} pages, more than the limit of {max_pages}; split the PDF", path)
         pages = []
         for i in range(len(pdf)):
             page = pdf[i]

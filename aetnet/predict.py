@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
-from aetnet.pdftext import OCR_MODES, PdfPage, choose_source, read_pdf
+from aetnet.pdftext import OCR_MODES, PdfPage, TooManyPages, choose_source, read_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +66,30 @@ def load_pages(path: str | Path, dpi: int = PDF_DPI) -> list[Image.Image]:
         return _pdf_pages(path, dpi)
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"unsupported file type '{suffix}'; give {', '.join(SUPPORTED_SUFFIXES)} files", path)
+    return image_pages(path, path)
+
+
+def image_pages(source: str | Path | IO[bytes], name: str | Path,
+                max_pages: int | None = None) -> list[Image.Image]:
+    """Every frame of an image (a path or an open binary file, e.g. an upload) as an RGB image.
+
+    Raises:
+        DataError: the image is corrupt or too large (named ``name``); :class:`TooManyPages` when it
+            has more than ``max_pages`` frames.
+    """
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            frames = getattr(img, "n_frames", 1)
+            if max_pages is not None and frames > max_pages:
+                raise TooManyPages(f"{frames} pages, more than the limit of {max_pages}; split the file", name)
             pages = [frame.convert("RGB") for frame in ImageSequence.Iterator(img)]
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image is too large to be a page ({exc}); downscale it", path, "image") from None
+        raise DataError(f"image is too large to be a page ({exc}); downscale it", name, "image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"image cannot be decoded ({exc}); the file is corrupt or not an image: "
-                        "re-export or remove it", path, "image") from None
+                        "re-export or remove it", name, "image") from None
     return pages
 
 

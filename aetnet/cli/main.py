@@ -13,7 +13,8 @@ import sys
 
 from aetnet.errors import AetnetError
 
-SUBCOMMANDS = ("finetune", "evaluate", "inspect", "recipes", "export", "predict", "compare", "convert", "formats")
+SUBCOMMANDS = ("finetune", "evaluate", "inspect", "recipes", "export", "predict", "compare", "convert", "formats",
+               "serve")
 
 EPILOG = """examples:
   aetnet finetune funsd --demo                       # offline, tiny model, ~1 minute on CPU

@@ -1,0 +1,248 @@
+"""The prediction service: an HTTP API (FastAPI + uvicorn, ``pip install aetnet[serve]``) over a model.
+
+- ``POST /predict``: a multipart upload (field ``file``: PNG, JPEG, TIFF or PDF; optional field
+  ``question`` for QA models; query ``visualize=true`` adds each page drawn as a PNG data URL) ->
+  the page records of ``aetnet predict`` (one per page, with ``source``: ``text-layer`` or ``ocr``).
+- ``GET /health``: model, settings, requests in flight and batching counters.
+- ``GET /``: a web page to drop a document on and see the drawn prediction next to the JSON.
+- ``GET /docs``: the OpenAPI documentation.
+
+Concurrent requests are read, OCRed and encoded in parallel threads; their pages meet in a
+:class:`Batcher`, which runs the windows of every page waiting (up to ``batch_windows``) in one model
+call. At most ``max_queue`` requests are admitted at once (503 beyond), uploads are limited in bytes
+and pages (413), a file that is not a readable PNG/JPEG/TIFF/PDF gets one 4xx naming what is wrong.
+Uploads are decoded from memory: nothing is written to disk.
+
+Example::
+
+    from aetnet.predict import Predictor
+    from aetnet.serve import ServeSettings, create_app
+    app = create_app(Predictor("exports/funsd"), ServeSettings(max_queue=16))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aetnet.errors import AetnetError, DataError
+from aetnet.pdftext import PdfPage, read_pdf
+
+logger = logging.getLogger(__name__)
+
+INSTALL_SERVE = "pip install aetnet[serve]"
+CONFIG_ENV = "AETNET_SERVE_CONFIG"
+MAGIC = {b"%PDF-": "pdf", b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"II*\x00": "tiff",
+         b"MM\x00*": "tiff"}
+
+
+@dataclass
+class ServeSettings:
+    """Limits and batching of the service.
+
+    Attributes:
+        max_upload_mb: largest upload accepted (413 beyond).
+        max_pages: most pages per document (413 beyond).
+        max_queue: requests admitted at once, being decoded, OCRed, waiting or predicted (503 beyond).
+        batch_windows: most windows in one model call (pages of several requests share a call).
+        batch_wait_ms: how long the first waiting page waits for others to join its call.
+        threads: threads decoding, OCRing and encoding requests in parallel.
+    """
+
+    max_upload_mb: float = 20.0
+    max_pages: int = 20
+    max_queue: int = 32
+    batch_windows: int = 32
+    batch_wait_ms: float = 10.0
+    threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class UnsupportedUpload(DataError):
+    """An upload that is not a PNG, JPEG, TIFF or PDF file (415)."""
+
+
+def sniff(data: bytes) -> str | None:
+    """The type of an upload from its first bytes: ``pdf``, ``png``, ``jpeg``, ``tiff`` or ``None``."""
+    head = data[:1024].lstrip(b"\x00\t\r\n ")  # some PDF writers put whitespace before %PDF-
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
+
+
+def decode_upload(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: int) -> list[PdfPage]:
+    """The pages of an uploaded file, from memory.
+
+    Raises:
+        UnsupportedUpload: not a PNG/JPEG/TIFF/PDF; DataError: corrupt; TooManyPages: past ``max_pages``.
+    """
+    from aetnet.predict import image_pages
+
+    kind = sniff(data)
+    if not data:
+        raise UnsupportedUpload("the upload is empty; send a PNG, JPEG, TIFF or PDF file", name)
+    if kind is None:
+        raise UnsupportedUpload(f"not a PNG, JPEG, TIFF or PDF file (it starts with {data[:8]!r}); "
+                                "send one of those", name)
+    if kind == "pdf":
+        return read_pdf(data, dpi, text=text_layer, name=name, max_pages=max_pages)
+    return [PdfPage(image, None) for image in image_pages(io.BytesIO(data), name, max_pages)]
+
+
+@dataclass
+class _Job:
+    items: list  # (window, pixels) of one page
+    future: asyncio.Future
+
+
+class Batcher:
+    """Runs the windows of pages from concurrent requests together: one model call per batch.
+
+    Args:
+        predictor: a :class:`~aetnet.predict.Predictor`; its model runs in one dedicated thread.
+        max_windows: most windows in one call (a page with more runs alone).
+        wait_s: how long the first waiting page waits for others.
+    """
+
+    def __init__(self, predictor, max_windows: int, wait_s: float):
+        self.predictor, self.max_windows, self.wait_s = predictor, max_windows, wait_s
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="aetnet-model")
+        self.stats = {"model_calls": 0, "pages": 0, "windows": 0, "largest_call_pages": 0, "calls_by_pages": {}}
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.model_thread.shutdown(wait=False)
+
+    async def submit(self, items: list) -> list[Any]:
+        """The outputs of one page's windows (``(window, pixels)`` items), once its batch has run."""
+        job = _Job(items, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _gather(self) -> list[_Job]:
+        jobs = [await self.queue.get()]
+        size = len(jobs[0].items)
+        deadline = time.monotonic() + self.wait_s
+        while size < self.max_windows:
+            try:
+                job = self.queue.get_nowait() if self.queue.qsize() else await asyncio.wait_for(
+                    self.queue.get(), max(0.0, deadline - time.monotonic()))
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            if size + len(job.items) > self.max_windows:
+                self.queue.put_nowait(job)  # runs first in the next call
+                break
+            jobs.append(job)
+            size += len(job.items)
+        return jobs
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._gather()
+            items = [item for job in jobs for item in job.items]
+            try:
+                outputs = await loop.run_in_executor(self.model_thread, self.predictor.forward_windows, items,
+                                                     max(len(items), 1))
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self._count(jobs, items)
+            start = 0
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_result(outputs[start:start + len(job.items)])
+                start += len(job.items)
+
+    def _count(self, jobs: list[_Job], items: list) -> None:
+        s = self.stats
+        s["model_calls"] += 1
+        s["pages"] += len(jobs)
+        s["windows"] += len(items)
+        s["largest_call_pages"] = max(s["largest_call_pages"], len(jobs))
+        s["calls_by_pages"][str(len(jobs))] = s["calls_by_pages"].get(str(len(jobs)), 0) + 1
+
+
+class Service:
+    """Request handling independent of HTTP: decode, words, windows, batched forward, records."""
+
+    def __init__(self, predictor, settings: ServeSettings):
+        self.predictor, self.settings = predictor, settings
+        self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="aetnet-prep")
+        self.encode_lock = threading.Lock()  # a fast tokenizer must not be called from two threads
+        self.batcher = Batcher(predictor, settings.batch_windows, settings.batch_wait_ms / 1000)
+        self.in_flight = 0
+
+    def _prepare(self, page: PdfPage, question: str | None, where: str):
+        p = self.predictor
+        words, boxes, lines, source = p.page_words(page.image, page.layer, where)
+        with self.encode_lock:
+            doc, windows = p.encode(page.image, words, boxes, question, lines)
+            pixels = p.pixels(page.image)
+        return doc, windows, pixels, source
+
+    async def predict(self, data: bytes, name: str, question: str | None, visualize: bool) -> list[dict]:
+        """The page records of an upload (as ``aetnet predict`` writes them)."""
+        from aetnet.predict import PDF_DPI
+
+        loop = asyncio.get_running_loop()
+        p, limit = self.predictor, self.settings.max_pages
+        pages = await loop.run_in_executor(self.pool, decode_upload, data, name, p.ocr_mode != "always",
+                                           limit, PDF_DPI)
+        prepared = await asyncio.gather(*(loop.run_in_executor(self.pool, self._prepare, page, question,
+                                                               f"{name} page {n}")
+                                          for n, page in enumerate(pages, start=1)))
+        outputs = await asyncio.gather(*(self.batcher.submit([(w, pixels) for w in windows])
+                                         for _, windows, pixels, _ in prepared))
+        records = []
+        for n, (page, (doc, windows, _, source), out) in enumerate(zip(pages, prepared, outputs), start=1):
+            record = {"file": name, "page": n, **p.decode(page.image, doc, windows, out, question),
+                      "source": source}
+            if visualize:
+                record["image"] = await loop.run_in_executor(self.pool, _data_url, page.image, record)
+            records.append(record)
+        return records
+
+    def health(self) -> dict[str, Any]:
+        p = self.predictor
+        return {"status": "ok", "task": p.meta.get("task"), "kind": p.kind, "labels": p.labels,
+                "backend": p.backend.name, "ocr": p.ocr_mode, "in_flight": self.in_flight,
+                "waiting_pages": self.batcher.queue.qsize(), "pid": os.getpid(),
+                "settings": asdict(self.settings), "batching": self.batcher.stats}
+
+
+def _data_url(image, record: dict) -> str:
+    from aetnet.predict import draw_page
+
+    buffer = io.BytesIO()
+    draw_page(image, record).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def require_fastapi():
+    """Import FastAPI, or one clear error on how to install the service's extra."""
+    try:
+        import fastapi
+        import python_multipart  # noqa: F401  (uploads)
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise AetnetError(f"aetnet serve needs FastAPI, uvicorn and python-multipart ({exc.name} is "
+                          f"missing); install them with `{INSTALL_SERVE}`") from None
+    return fastapi

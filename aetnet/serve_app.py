@@ -1,0 +1,151 @@
+"""The HTTP side of the prediction service (FastAPI): routes, status codes and the server runner.
+
+Status codes of ``POST /predict``: 200 with the page records; 400 for a corrupt file, a missing
+``file`` field, a QA model without ``question`` or ``--ocr never`` on a page without text layer;
+413 for an upload over the byte or page limit; 415 for a file that is not PNG/JPEG/TIFF/PDF;
+503 (with ``Retry-After``) when ``max_queue`` requests are already being served. Every error body is
+``{"detail": "<one sentence naming the file and what is wrong>"}``.
+"""
+
+
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+from aetnet.errors import AetnetError, DataError
+from aetnet.pdftext import TooManyPages
+from aetnet.serve import CONFIG_ENV, ServeSettings, Service, UnsupportedUpload, require_fastapi
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_SCHEMA = {
+    "required": True,
+    "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "a PNG, JPEG, TIFF or PDF file"},
+            "question": {"type": "string", "description": "the question (question-answering models only)"},
+        }}}},
+}
+#: Room for the multipart envelope (boundaries, headers, the question) above the file's own bytes.
+ENVELOPE_BYTES = 64 * 1024
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def create_app(predictor, settings: ServeSettings | None = None):
+    """The FastAPI application serving ``predictor`` (a :class:`~aetnet.predict.Predictor`)."""
+    fastapi = require_fastapi()
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from aetnet.serve_page import PAGE
+
+    settings = settings or ServeSettings()
+    service = Service(predictor, settings)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.batcher.start()
+        yield
+        await service.batcher.stop()
+        service.pool.shutdown(wait=False)
+
+    app = fastapi.FastAPI(
+        title="aetnet prediction service", lifespan=lifespan,
+        description=f"{predictor.meta.get('task')} model ({predictor.kind}); upload a page to /predict.")
+    app.state.service = service
+
+    @app.get("/health", summary="Model, settings, load and batching counters")
+    async def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/", response_class=HTMLResponse, summary="A web page to try the model")
+    async def page() -> str:
+        return PAGE
+
+    @app.post("/predict", summary="Predict every page of an uploaded document", openapi_extra={
+        "requestBody": UPLOAD_SCHEMA, "responses": {
+            "400": {"description": "corrupt file, missing field or question"},
+            "413": {"description": "upload over the byte or page limit"},
+            "415": {"description": "not a PNG, JPEG, TIFF or PDF file"},
+            "503": {"description": "too many requests in progress; retry later"}}})
+    async def predict(request: fastapi.Request, visualize: bool = False):
+        if service.in_flight >= settings.max_queue:
+            return _error(503, f"the server is busy ({service.in_flight} requests in progress, the limit "
+                               f"is {settings.max_queue}); retry later", {"Retry-After": "1"})
+        service.in_flight += 1
+        try:
+            return await _predict(request, service, settings, visualize, JSONResponse)
+        finally:
+            service.in_flight -= 1
+
+    return app
+
+
+async def _predict(request, service: Service, settings: ServeSettings, visualize: bool, response_class):
+    limit = settings.max_upload_bytes
+    too_big = (f"the upload is larger than the limit of {settings.max_upload_mb:g} MB; send a smaller file "
+               "or start the server with a larger --max-upload-mb")
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + ENVELOPE_BYTES:
+        return _error(413, too_big)
+    try:
+        async with request.form(max_files=1, max_fields=4) as form:
+            upload, question = form.get("file"), form.get("question") or None
+            if upload is None or isinstance(upload, str):
+                return _error(400, "send the document as the multipart form field 'file' "
+                                   "(curl -F file=@page.png http://HOST:PORT/predict)")
+            name = upload.filename or "upload"
+            data = await upload.read(limit + 1)
+    except Exception as exc:  # noqa: BLE001 - a malformed multipart body
+        if isinstance(exc, AetnetError):
+            raise
+        return _error(400, f"the request body is not a readable multipart form ({exc}); send the file as "
+                           "the form field 'file'")
+    if len(data) > limit:
+        return _error(413, f"{name}: {too_big}")
+    try:
+        records = await service.predict(data, name, question, visualize)
+    except TooManyPages as exc:
+        return _error(413, str(exc))
+    except UnsupportedUpload as exc:
+        return _error(415, str(exc))
+    except (DataError, AetnetError) as exc:
+        return _error(400, str(exc))
+    return response_class(records)
+
+
+def app_from_env():
+    """The application described by ``$AETNET_SERVE_CONFIG`` (how ``--workers N`` processes start)."""
+    from aetnet.predict import Predictor
+
+    config = json.loads(os.environ[CONFIG_ENV])
+    return create_app(Predictor(config["model"], **config["predictor"]), ServeSettings(**config["settings"]))
+
+
+def run_server(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               settings: ServeSettings | None = None, **predictor_options) -> None:
+    """Serve ``model`` until interrupted; ``workers`` processes each load the model (and batch on
+    their own); ``predictor_options`` go to :class:`~aetnet.predict.Predictor`."""
+    require_fastapi()
+    import uvicorn
+
+    from aetnet.predict import Predictor
+
+    settings = settings or ServeSettings()
+    if workers > 1:
+        os.environ[CONFIG_ENV] = json.dumps({"model": str(model), "predictor": predictor_options,
+                                             "settings": asdict(settings)})
+        Predictor(model, **predictor_options)  # fail here, once, on a bad model or option
+        uvicorn.run("aetnet.serve_app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="info")
+        return
+    app = create_app(Predictor(model, **predictor_options), settings)
+    uvicorn.run(app, host=host, port=port, log_level="info")
