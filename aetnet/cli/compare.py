@@ -10,7 +10,7 @@ EPILOG = """examples:
   aetnet compare funsd --strategies full,aet,lora,prompt,head --seeds 3 \\
       --base microsoft/layoutlmv3-base --data ~/data/FUNSD --output runs/compare-funsd
   aetnet compare funsd --strategies full,lora --demo train.max_steps=20   # key=value applies to every run
-  aetnet compare funsd --strategies full,aet,lora --seeds 4 --devices 0,1,2,3 \
+  aetnet compare funsd --strategies full,aet,lora --seeds 4 --devices 0,1,2,3 \\
       --base microsoft/layoutlmv3-base --data ~/data/FUNSD train.eval_steps=100 train.keep=best
 
 Runs go to OUTPUT/<strategy>/seed<k> (train.seed=k). Finished runs (metrics.json present) are
