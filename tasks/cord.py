@@ -163,10 +163,11 @@ def cord_document(
         first = True
         for j, raw_word in enumerate(require(line, "words", "list", where, source)):
             word = expect_object(raw_word, f"{where}.words[{j}]", source)
-            text = require(word, "text", "text", f"{where}.words[{j}]", source).strip()
+            # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
+            text = require(word, "text", "text", f"{where}.words[{j}]", source)
             box = _quad_box(require(word, "quad", "object", f"{where}.words[{j}]", source), source,
                             f"{where}.words[{j}].quad")
-            if not text:
+            if not text.strip():
                 skipped += 1  # a box without text cannot be tokenised
                 continue
             words.append(text)

@@ -100,9 +100,10 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
         kept = []
         for i, raw_word in enumerate(ent_words):
             word = expect_object(raw_word, f"{where}.words[{i}]", path)
-            text = require(word, "text", "text", f"{where}.words[{i}]", path).strip()
+            # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
+            text = require(word, "text", "text", f"{where}.words[{i}]", path)
             word_box = require(word, "box", "box", f"{where}.words[{i}]", path)
-            if text:
+            if text.strip():
                 kept.append((text, word_box))
         skipped_words += len(ent_words) - len(kept)
         if not kept:

@@ -22,7 +22,7 @@ def _expected(gt: dict) -> tuple[list[str], list[str], list[int], list[int]]:
         for word in line["words"]:
             if word["text"].strip() == "":
                 continue
-            words.append(word["text"].strip())
+            words.append(word["text"])  # as annotated: the reference tokenises it unstripped
             labels.append(("B-" if n_kept == 0 else "I-") + line["category"])
             lines.append(index)
             groups.append(line["group_id"])

@@ -130,3 +130,26 @@ def test_cord_first_windows_equal_the_reference(shared_data, tokenizer):
         ids, boxes, labels = reference_first_window(reference_cord(annotation), tokenizer)
         got_ids, got_boxes, got_labels = mine[annotation.stem]
         assert (got_ids, got_boxes, got_labels) == (ids, boxes, labels), annotation.name
+
+
+def test_unstripped_words_tokenise_as_the_reference(tmp_path, tokenizer):
+    """Words with surrounding whitespace (none in the samples) are kept as annotated, like the reference."""
+    form = {"form": [
+        {"id": 0, "label": "question", "box": [10, 10, 90, 30], "linking": [[0, 1]],
+         "words": [{"text": "Date: ", "box": [10, 10, 50, 30]}, {"text": " ", "box": [52, 10, 55, 30]},
+                   {"text": "of\tbirth  ", "box": [56, 10, 90, 30]}]},
+        {"id": 1, "label": "answer", "box": [100, 10, 160, 30], "linking": [[0, 1]],
+         "words": [{"text": " 12/10/98", "box": [100, 10, 160, 31]}]},
+        {"id": 2, "label": "other", "box": [0, 0, 0, 0], "linking": [], "words": [{"text": "", "box": [0, 0, 1, 1]}]},
+    ]}
+    folder = tmp_path / "testing_data"
+    (folder / "annotations").mkdir(parents=True)
+    (folder / "images").mkdir()
+    (folder / "annotations" / "f.json").write_text(json.dumps(form))
+    Image.new("RGB", (203, 97), "white").save(folder / "images" / "f.png")
+    (folder.parent / "training_data" / "annotations").mkdir(parents=True)  # an empty train split
+    mine = _aetnet_first_windows(FunsdTask(), tmp_path, tokenizer)
+    ids, boxes, labels = reference_first_window(
+        reference_funsd(folder / "annotations" / "f.json", folder / "images" / "f.png"), tokenizer)
+    assert tokenizer.convert_ids_to_tokens(ids).count("\u0120") >= 2  # the trailing spaces' own subwords
+    assert mine["f"] == (ids, boxes, labels)
