@@ -36,6 +36,8 @@ class DataConfig:
     """Tesseract language, for tasks whose data has no words."""
     ocr_psm: int = 3
     """Tesseract page-segmentation mode."""
+    ocr_workers: int = 0
+    """Processes recognising pages not yet in the OCR cache (``0``: every available core; ``1``: the run's own)."""
     eval_fraction: float = 0.2
     """Share of a single-split dataset held out for evaluation (deterministic)."""
     val_fraction: float = 0.1

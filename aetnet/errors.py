@@ -8,8 +8,20 @@ prints these without a traceback and exits with status 2.
 from __future__ import annotations
 
 
+def _restore(cls: type, args: tuple, state: dict) -> Exception:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class AetnetError(Exception):
     """An error caused by user input, with a message fit to print as is."""
+
+    def __reduce__(self):
+        # Errors cross process boundaries (OCR pool, DataLoader workers): rebuild them with their
+        # exact message and fields, whatever a subclass's constructor takes.
+        return _restore, (type(self), self.args, dict(self.__dict__))
 
 
 class DataError(AetnetError, ValueError):

@@ -48,6 +48,16 @@ class Task:
         """Label names, id order."""
         raise NotImplementedError
 
+    def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
+        """``(page id, page)`` for every page of the dataset whose words come from Tesseract, in
+        listing order, for ``aetnet ocr`` (pages are file paths or dataset rows, never pixels).
+
+        Raises:
+            AetnetError: the task's data ships its own words (nothing to recognise).
+        """
+        raise AetnetError(f"task '{self.name}' reads its words from its annotations; it needs no OCR "
+                          "(aetnet ocr serves rvl-cdip and docvqa)")
+
     def labels_of(self, doc: Document) -> list[str]:
         """The label strings a document carries (word labels, its class, or none)."""
         return []

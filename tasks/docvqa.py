@@ -26,6 +26,7 @@ from aetnet.data.answers import locate_answer
 from aetnet.data.document import Box, Document, QAExample
 from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.data.ocr_pool import ocr_many
 from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
 from aetnet.errors import AetnetError, DataError
@@ -134,6 +135,20 @@ def docvqa_summary(examples: Sequence[QAExample]) -> dict[str, int]:
     }
 
 
+def tesseract_pages(data: list, image_root: Path, ocr_root: Path | None) -> list[Path]:
+    """The distinct page images of a question list that have no official OCR file (first-seen order)."""
+    seen: dict[str, Path] = {}
+    for entry in data:
+        rel = entry.get("image") if isinstance(entry, dict) else None
+        if not rel or str(rel) in seen:
+            continue
+        path = image_root / str(rel)
+        has_ocr = ocr_root is not None and (ocr_root / f"{Path(str(rel)).stem}.json").is_file()
+        if not has_ocr and path.is_file():
+            seen[str(rel)] = path
+    return list(seen.values())
+
+
 def read_docvqa(
     json_path: str | Path,
     image_root: str | Path | None = None,
@@ -142,6 +157,7 @@ def read_docvqa(
     cache_dir: str | Path | None = None,
     fuzzy_threshold: float = 0.8,
     policy=None,
+    workers: int | None = 1,
 ) -> dict[str, list[QAExample]]:
     """Read an official DocVQA JSON into question/page examples with located answer spans.
 
@@ -155,6 +171,8 @@ def read_docvqa(
         fuzzy_threshold: minimal similarity for a fuzzy answer match (see ``locate_answer``).
         policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a broken entry or page is
             recorded and left out instead of stopping the read.
+        workers: OCR processes for pages that need Tesseract and are not cached yet (``None``/``0``:
+            every core; ``1``: this process).
 
     Returns:
         ``{split: examples}`` with the split named by ``dataset_split`` (else the file stem), in the
@@ -174,6 +192,10 @@ def read_docvqa(
     ocr_root = Path(ocr_root).expanduser() if ocr_root is not None else None
     settings = ocr or OcrSettings()
 
+    if workers != 1:
+        # Fill the OCR cache in parallel first; the reading below then finds every page cached
+        # (a bad page fails again there, in question order, under the policy).
+        ocr_many(tesseract_pages(data, image_root, ocr_root), settings, cache_dir, workers, desc=f"OCR {split}")
     count_given(policy, len(data))
     pages: dict[str, Document] = {}
     examples: list[QAExample] = []
@@ -250,11 +272,11 @@ def _has_answers(json_path: Path) -> bool:
     return isinstance(data, list) and any(isinstance(e, dict) and e.get("answers") for e in data)
 
 
-def _read_file(json_file: Path, settings: OcrSettings, policy) -> dict[str, list[QAExample]]:
+def _read_file(json_file: Path, settings: OcrSettings, policy, workers: int | None = 1) -> dict[str, list[QAExample]]:
     """:func:`read_docvqa` on one question file; with ``skip``, a file that cannot be read at all (not
     UTF-8, not JSON, no ``data`` list) is one skipped entry and gives no questions."""
     try:
-        return read_docvqa(json_file, ocr=settings, policy=policy)
+        return read_docvqa(json_file, ocr=settings, policy=policy, workers=workers)
     except DataError as exc:
         if policy is None:  # question-level errors were handled inside; this one concerns the whole file
             raise
@@ -278,7 +300,7 @@ class DocVqaTask(QuestionAnsweringTask):
 
     name = "docvqa"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[QAExample]]:
+    def _files(self, cfg: RunConfig, demo: bool) -> tuple[Path, list[Path]]:
         if demo:
             from aetnet.data.demo import ensure_demo
 
@@ -290,7 +312,21 @@ class DocVqaTask(QuestionAnsweringTask):
                               "--data PATH to the DocVQA folder or a question JSON, or --demo")
         if not path.exists():
             raise DataError("does not exist; pass the DocVQA folder or a question JSON", path)
-        files = [path] if path.is_file() else find_question_files(path)
+        return path, [path] if path.is_file() else find_question_files(path)
+
+    def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
+        """The pages of every question file that have no official OCR file (each page once)."""
+        pages: dict[str, Path] = {}
+        for json_file in self._files(cfg, demo)[1]:
+            record = expect_object(read_json(json_file, "the DocVQA question file"), "", json_file)
+            data = require(record, "data", "list", "", json_file, fix="is this a DocVQA v1.0 JSON?")
+            ocr_root = json_file.parent / "ocr_results"
+            for page in tesseract_pages(data, json_file.parent, ocr_root if ocr_root.is_dir() else None):
+                pages.setdefault(str(page), page)
+        return [(name, page) for name, page in pages.items()]
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[QAExample]]:
+        path, files = self._files(cfg, demo)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         splits: dict[str, list[QAExample]] = {}
         for json_file in files:
@@ -298,7 +334,8 @@ class DocVqaTask(QuestionAnsweringTask):
                 logger.info("%s has no gold answers (the official test split?); not used for training "
                             "or evaluation", json_file)
                 continue
-            for split, examples in _read_file(json_file, settings, self.bad_documents).items():
+            read = _read_file(json_file, settings, self.bad_documents, cfg.data.ocr_workers)
+            for split, examples in read.items():
                 splits.setdefault(split, []).extend(examples)
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
                           group=lambda ex: ex.document.id)

@@ -13,19 +13,18 @@ image; it reports accuracy, macro-F1 and a confusion matrix (CSV and PNG in the 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.images import image_size
-from aetnet.data.ocr import OcrSettings, ocr_with
+from aetnet.data.ocr import OcrSettings
+from aetnet.data.ocr_pool import PageOcr, ocr_many
+from aetnet.data.page_refs import DatasetRow
 from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
@@ -142,27 +141,6 @@ def _image_root(entries: list[tuple[str, int, int]], labels_dir: Path, label_fil
     )
 
 
-def _ocr_document(doc_id: str, image: Image.Image | Path, label: int, source: str,
-                  settings: OcrSettings, cache_dir: str | Path | None) -> Document:
-    words, boxes = ocr_with(image, settings, cache_dir=cache_dir)
-    if isinstance(image, Path):
-        size = image_size(image)
-        image_path, pil = image, None
-    else:
-        size, image_path, pil = image.size, None, image
-    return Document(
-        id=doc_id,
-        words=words,
-        boxes=boxes,
-        page_size=size,
-        image=pil,
-        image_path=image_path,
-        doc_label=RVL_CDIP_CLASSES[label],
-        source=source,
-        meta={"label_id": label, "ocr": settings.as_dict()},
-    )
-
-
 @dataclass
 class PageEntry:
     """One listed page, before OCR: where its pixels are and its class.
@@ -172,26 +150,41 @@ class PageEntry:
         label: the official class id (0-15).
         source: the label file or dataset row, named in errors.
         image_path: the page file (label files).
-        dataset / row: the undecoded Hugging Face split and row index (``save_to_disk`` folders).
+        image_ref: the undecoded Hugging Face row (``save_to_disk`` folders).
     """
 
     doc_id: str
     label: int
     source: str
     image_path: Path | None = None
-    dataset: Any = None
-    row: int = -1
+    image_ref: DatasetRow | None = None
 
-    def page(self) -> Image.Image | Path:
-        """The page to recognise: the file path, or the row's image opened from its bytes."""
+    def page(self) -> Path | DatasetRow:
+        """The page to recognise: the file, or the dataset row (read when needed, never kept decoded)."""
         if self.image_path is not None:
             return self.image_path
-        stored = self.dataset[self.row]["image"] or {}
-        if stored.get("bytes"):
-            return Image.open(io.BytesIO(stored["bytes"]))
-        if stored.get("path"):
-            return Path(stored["path"])
-        raise DataError("row has no image", self.source, "image")
+        if self.image_ref is None:
+            raise DataError("page has neither a file nor a dataset row", self.source, "image")
+        return self.image_ref
+
+
+def _page_document(entry: PageEntry, ocr: PageOcr | DataError, settings: OcrSettings) -> Document:
+    """The document of a recognised page (its words, class and a reference to its pixels)."""
+    if isinstance(ocr, DataError):
+        raise ocr
+    page = entry.page()
+    size = image_size(page) if isinstance(page, Path) else page.size()
+    return Document(
+        id=entry.doc_id,
+        words=ocr.words,
+        boxes=ocr.boxes,
+        page_size=size,
+        image_path=entry.image_path,
+        image_ref=entry.image_ref,
+        doc_label=RVL_CDIP_CLASSES[entry.label],
+        source=entry.source,
+        meta={"label_id": entry.label, "ocr": settings.as_dict()},
+    )
 
 
 def _hf_label(label: Any, source: str) -> int:
@@ -206,7 +199,8 @@ def _list_hf(path: Path, splits: Sequence[str] | None, policy=None) -> dict[str,
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.Dataset):
+    single = isinstance(loaded, datasets.Dataset)
+    if single:
         loaded = {"train": loaded}
     out: dict[str, list[PageEntry]] = {}
     for name in _select(list(loaded), splits, path):
@@ -215,16 +209,16 @@ def _list_hf(path: Path, splits: Sequence[str] | None, policy=None) -> dict[str,
         if missing:
             raise DataError(f"split '{name}' lacks column(s) {missing} of the aharley/rvl_cdip schema",
                             path, missing[0])
-        # Undecoded: listing reads the label column only; a page's bytes are read when it is OCR'd.
-        split = split.cast_column("image", datasets.Image(decode=False))
+        # Listing reads the label column only; a page's bytes are read when it is OCR'd or batched.
         labels = split["label"]
         count_given(policy, len(labels))
         entries = []
         for i, label in enumerate(labels):
             source = f"{path}[{name}][{i}]"
             doc_id = f"{name}_{i:06d}"
-            entry = guarded(policy, lambda i=i, label=label, s=source, d=split, k=doc_id: PageEntry(
-                k, _hf_label(label, s), s, dataset=d, row=i), name, doc_id, source)
+            ref = DatasetRow(str(path), None if single else name, i)
+            entry = guarded(policy, lambda label=label, s=source, k=doc_id, r=ref: PageEntry(
+                k, _hf_label(label, s), s, image_ref=r), name, doc_id, source)
             if entry is not None:
                 entries.append(entry)
         out[name] = entries
@@ -300,18 +294,24 @@ def _listed_page(root: Path, rel: str, label: int, number: int, label_file: Path
 
 def ocr_pages(
     entries: Sequence[PageEntry], ocr: OcrSettings | None = None, cache_dir: str | Path | None = None,
-    policy=None, split: str = "",
+    policy=None, split: str = "", workers: int | None = 1,
 ) -> list[Document]:
-    """Recognise listed pages (cached) into documents with their class.
+    """Recognise listed pages (cached, ``workers`` processes) into documents with their class.
+
+    Bad pages are handed to ``policy`` in listing order, whatever the number of workers.
 
     Args:
         entries: pages from :func:`list_rvl_cdip`.
         ocr: Tesseract settings; default :class:`OcrSettings` ().
         cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        policy: the ``--on-bad-document`` policy (``None``: errors propagate).
+        split: the split name, for skipped-document records.
+        workers: OCR processes (``None``/``0``: every core; ``1``: this process).
     """
     settings = ocr or OcrSettings()
-    docs = (guarded(policy, lambda e=e: _ocr_document(e.doc_id, e.page(), e.label, e.source, settings, cache_dir),
-                    split, e.doc_id, e.source) for e in entries)
+    results = ocr_many([e.page() for e in entries], settings, cache_dir, workers, desc=f"OCR {split}".strip())
+    docs = (guarded(policy, lambda e=e, r=r: _page_document(e, r, settings), split, e.doc_id, e.source)
+            for e, r in zip(entries, results))
     return [d for d in docs if d is not None]
 
 
@@ -321,6 +321,7 @@ def read_rvl_cdip(
     ocr: OcrSettings | None = None,
     cache_dir: str | Path | None = None,
     splits: Sequence[str] | None = None,
+    workers: int | None = 1,
 ) -> dict[str, list[Document]]:
     """Read RVL-CDIP pages with their class and their OCR words.
 
@@ -332,6 +333,7 @@ def read_rvl_cdip(
         ocr: Tesseract settings; default :class:`OcrSettings` ().
         cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
         splits: read only these splits (e.g. ``["test"]``).
+        workers: OCR processes for pages not yet cached (``None``/``0``: every core).
 
     Returns:
         ``{split: documents}``, each with ``doc_label`` (a class name of :data:`RVL_CDIP_CLASSES`)
@@ -343,7 +345,7 @@ def read_rvl_cdip(
     """
     out: dict[str, list[Document]] = {}
     for name, entries in list_rvl_cdip(path, image_root, splits).items():
-        out[name] = ocr_pages(entries, ocr, cache_dir)
+        out[name] = ocr_pages(entries, ocr, cache_dir, workers=workers)
         logger.info("RVL-CDIP %s: %d pages read from %s", name, len(entries), path)
     return out
 
@@ -443,16 +445,23 @@ class RvlCdipTask(SequenceClassificationTask):
     name = "rvl-cdip"
     labels = list(RVL_CDIP_CLASSES)
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def _path(self, cfg: RunConfig, demo: bool) -> str:
         if demo:
             from aetnet.data.demo import ensure_demo
 
-            path = str(ensure_demo("rvl-cdip"))
-        elif cfg.data.path:
-            path = cfg.data.path
-        else:
-            raise AetnetError("RVL-CDIP cannot be downloaded automatically; pass --data PATH to a folder "
-                              "holding labels/ and images/ (or a save_to_disk folder), or --demo")
+            return str(ensure_demo("rvl-cdip"))
+        if cfg.data.path:
+            return cfg.data.path
+        raise AetnetError("RVL-CDIP cannot be downloaded automatically; pass --data PATH to a folder "
+                          "holding labels/ and images/ (or a save_to_disk folder), or --demo")
+
+    def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
+        """Every listed page of every split (RVL-CDIP ships no words)."""
+        listed = list_rvl_cdip(self._path(cfg, demo), policy=self.bad_documents)
+        return [(f"{split}/{e.doc_id}", e.page()) for split, entries in listed.items() for e in entries]
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+        path = self._path(cfg, demo)
         entries = map_splits(list_rvl_cdip(path, policy=self.bad_documents), EVAL_SPLITS, cfg.data.eval_fraction,
                              cfg.train.seed, f"RVL-CDIP {path}", group=lambda e: e.doc_id)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
@@ -464,7 +473,8 @@ class RvlCdipTask(SequenceClassificationTask):
                 continue  # no OCR for pages the run does not score
             if limits[name] is not None:
                 chosen = chosen[: limits[name]]
-            splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name)
+            splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name,
+                                     workers=cfg.data.ocr_workers)
             logger.info("RVL-CDIP %s: %d pages (OCR lang=%s psm=%d)", name, len(chosen), settings.lang,
                         settings.psm)
         return splits

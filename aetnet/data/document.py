@@ -29,8 +29,10 @@ class Document:
         boxes: one pixel box ``[x0, y0, x1, y1]`` per word on the page image.
         page_size: ``(width, height)`` of the page in pixels.
         image: the page image, when already loaded.
-        image_path: where to load the page image from; ``None`` with ``image=None`` means a blank
-            page of ``page_size`` (text and layout only).
+        image_path: where to load the page image from; ``None`` with ``image=None`` and
+            ``image_ref=None`` means a blank page of ``page_size`` (text and layout only).
+        image_ref: a lazy reference with ``load() -> PIL.Image`` (a
+            :class:`~aetnet.data.page_refs.DatasetRow`): pixels stay on disk until a batch needs them.
         labels: one label string per word (``"B-QUESTION"``, ``"O"``, ...), for token tasks.
         segment_ids: one entity/segment id per word (-1 for none), for segment-level boxes.
         segment_boxes: pixel box of each segment id.
@@ -46,6 +48,7 @@ class Document:
     page_size: tuple[int, int]
     image: Image.Image | None = None
     image_path: str | Path | None = None
+    image_ref: Any = None
     labels: list[str] | None = None
     segment_ids: list[int] | None = None
     segment_boxes: dict[int, Box] = field(default_factory=dict)
@@ -106,9 +109,11 @@ class Document:
         return len(self.words)
 
     def load_image(self) -> Image.Image:
-        """The page as an RGB image: the loaded image, the file, or a blank page of ``page_size``."""
+        """The page as an RGB image: the loaded image, the file, the dataset row, or a blank page."""
         if self.image is not None:
             return self.image.convert("RGB")
+        if self.image_ref is not None:
+            return self.image_ref.load()
         if self.image_path is None:
             return Image.new("RGB", self.page_size, "white")
         from aetnet.data.images import open_image

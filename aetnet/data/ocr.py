@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -23,8 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from aetnet.data.page_refs import DatasetRow
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
@@ -112,8 +114,20 @@ def _check_languages(lang: str, installed: frozenset[str]) -> None:
         )
 
 
-def _content(image: Image.Image | str | Path) -> bytes:
-    """The bytes that identify a page's content, for the cache key."""
+PageSource = Image.Image | str | Path | bytes | DatasetRow
+"""A page to recognise: a PIL image, an image file, its encoded bytes, or a dataset row."""
+
+
+def _content(image: PageSource) -> bytes:
+    """The bytes that identify a page's content, for the cache key.
+
+    A file, its encoded bytes and a dataset row holding those bytes give the same key: the key is
+    the encoded file, never pixels decoded from it (no decoding on a cache hit).
+    """
+    if isinstance(image, DatasetRow):
+        image = image.read()
+    if isinstance(image, bytes):
+        return image
     if isinstance(image, Image.Image):
         # Raw pixels plus mode and size identify the page exactly and, unlike an encoded PNG,
         # do not depend on the zlib/Pillow version that would encode it.
@@ -125,19 +139,22 @@ def _content(image: Image.Image | str | Path) -> bytes:
     return path.read_bytes()
 
 
-def _decode(image: Image.Image | str | Path) -> Image.Image:
-    """The page to recognise; decoded only on a cache miss."""
+def _decode(image: PageSource, content: bytes) -> Image.Image:
+    """The page to recognise; decoded only on a cache miss (``content``: its bytes from :func:`_content`)."""
     if isinstance(image, Image.Image):
         return image
+    name = image if isinstance(image, (str, Path, DatasetRow)) else "<image bytes>"
     try:
-        with Image.open(image) as img:
+        with Image.open(io.BytesIO(content)) as img:
             img.seek(0)  # multi-page TIFFs: the first page is the document page
             img.load()
             return img.copy()
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image is too large to be a page ({exc}); downscale it", image, "image") from None
+        raise DataError(f"image is too large to be a page ({exc}); downscale it", name, "image") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"image cannot be decoded ({exc}); re-export or remove it", image, "image") from None
+        # Pillow names the in-memory buffer in this message; the file is named by the error instead.
+        reason = "not an image format Pillow recognises" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise DataError(f"image cannot be decoded ({reason}); re-export or remove it", name, "image") from None
 
 
 def _cache_key(content: bytes, settings: OcrSettings, version: str) -> str:
@@ -228,7 +245,7 @@ def _run_tesseract(page: Image.Image, settings: OcrSettings) -> tuple[list[str],
 
 
 def ocr_image(
-    image: Image.Image | str | Path,
+    image: PageSource,
     lang: str = "eng",
     psm: int = 3,
     oem: int | None = None,
@@ -237,7 +254,8 @@ def ocr_image(
     """Recognise the words of a page and their pixel boxes, using the on-disk cache.
 
     Args:
-        image: a PIL image, or the path of an image file (PNG, JPEG, TIFF: first page).
+        image: a PIL image, the path of an image file (PNG, JPEG, TIFF: first page), its encoded
+            bytes, or a :class:`~aetnet.data.page_refs.DatasetRow`.
         lang: Tesseract language(s), e.g. ``"eng"`` or ``"eng+deu"``.
         psm: Tesseract page segmentation mode.
         oem: Tesseract OCR engine mode, ``None`` for its default.
@@ -252,6 +270,18 @@ def ocr_image(
         DataError: the image file is missing or cannot be decoded.
     """
     settings = OcrSettings(lang=lang, psm=int(psm), oem=None if oem is None else int(oem))
+    words, boxes, _ = recognise(image, settings, cache_dir)
+    return words, boxes
+
+
+def recognise(
+    image: PageSource, settings: OcrSettings, cache_dir: str | Path | None = None
+) -> tuple[list[str], list[list[float]], bool]:
+    """:func:`ocr_image` that also says whether the cache answered.
+
+    Returns:
+        ``(words, boxes, cached)``; ``cached`` is ``False`` when Tesseract ran for this call.
+    """
     pytesseract = _pytesseract()
     version, installed = _tesseract_facts(str(pytesseract.pytesseract.tesseract_cmd))
     _check_languages(settings.lang, installed)
@@ -261,19 +291,19 @@ def ocr_image(
     cache_file = cache_root / key[:2] / f"{key}.json"
     cached = _read_cache(cache_file)
     if cached is not None:
-        return cached
-    page = _decode(image)
+        return cached[0], cached[1], True
+    page = _decode(image, content)
     words, boxes = _run_tesseract(page, settings)
     _write_cache(
         cache_file,
         {"words": words, "boxes": boxes, "settings": settings.as_dict(), "tesseract": version,
          "size": list(page.size), "format": _CACHE_FORMAT},
     )
-    return words, boxes
+    return words, boxes, False
 
 
 def ocr_with(
-    image: Image.Image | str | Path, settings: OcrSettings | None = None, cache_dir: str | Path | None = None
+    image: PageSource, settings: OcrSettings | None = None, cache_dir: str | Path | None = None
 ) -> tuple[list[str], list[list[float]]]:
     """:func:`ocr_image` with an :class:`OcrSettings` (default settings when ``None``)."""
     settings = settings or OcrSettings()

@@ -29,6 +29,7 @@ from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.errors import AetnetError
 from aetnet.threads import respect_omp_thread_limit
 from aetnet.train.curves import CURVES_FILE
+from aetnet.train.distributed import local_main_first
 from aetnet.train.evaluation import (  # noqa: F401  (re-exported public names)
     EvalSet,
     evaluate_examples,
@@ -137,8 +138,9 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     """Train and evaluate according to ``cfg``; returns the run folder."""
     ctx = RunContext(cfg, demo=demo, resume=resume)
     resolve_components(ctx)
-    load_data(ctx)
-    encode_training(ctx)
+    with local_main_first("data preparation"):  # OCR and caches once per node; the other ranks read them
+        load_data(ctx)
+        encode_training(ctx)
     prepare_run_dir(ctx)
     build_model(ctx)
     train_model(ctx)
