@@ -68,7 +68,8 @@ def batch(b: int, length: int, device):
         "labels": torch.randint(0, 7, (b, length), generator=g),
     }
     data["input_ids"][:, 0], data["input_ids"][:, -1] = 0, 2
-    aug = {"aug_pixel_values": torch.randn(b, 3, 224, 224, generator=g)}
+    # AET-only inputs: the augmented view I+ and the word boxes PITA maps (here the same boxes).
+    aug = {"aug_pixel_values": torch.randn(b, 3, 224, 224, generator=g), "word_bbox": bbox.clone()}
     return {k: v.to(device) for k, v in data.items()}, {k: v.to(device) for k, v in aug.items()}
 
 
@@ -112,24 +113,17 @@ def term_times(aet: AETNetModel, data, aug, repeats: int, device) -> dict[str, f
     a = aet.alignment
     with torch.no_grad():
         vit_in = aet.vit_pixels(data["pixel_values"])
-        b = vit_in.shape[0]
     image_hidden = aet.image_aligner(pixel_values=vit_in).last_hidden_state.detach().requires_grad_()
     text_hidden = aet.text_aligner(input_ids=data["input_ids"],
                                    attention_mask=data["attention_mask"]).last_hidden_state.detach().requires_grad_()
-    with torch.no_grad():
-        image_m = a.momentum_image(torch.cat([vit_in, aug["aug_pixel_values"]]))
-        text_m = a.momentum_text(torch.cat([data["input_ids"]] * 2), data["attention_mask"].repeat(2, 1))
-        feats = dict(
-            v_m=a.vision_proj_m(image_m[:b, 0]), v_p=a.vision_proj_m(image_m[b:, 0]),
-            w_m=a.text_proj_m(text_m[:b, 0]), w_p=a.text_proj_m(text_m[b:, 0]),
-            img_loc=a.vision_proj_m(image_m[:b, 1:]), txt_loc=a.text_proj_m(text_m[:b, 1:]),
-        )
+    # The model's own momentum passes (ViT over [I; I+], RoBERTa once over T without a text view).
+    m = aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], aug["aug_pixel_values"])
+    feats = dict(v_m=m["image"], v_p=m["image_pos"], w_m=m["text"], w_p=m["text_pos"],
+                 img_loc=m["image_locals"], txt_loc=m["text_locals"])
     iq, tq, temp = a.image_queue.queue, a.text_queue.queue, a.temp
 
     def momentum():
-        with torch.no_grad():
-            a.momentum_image(torch.cat([vit_in, aug["aug_pixel_values"]]))
-            a.momentum_text(torch.cat([data["input_ids"]] * 2), data["attention_mask"].repeat(2, 1))
+        aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], aug["aug_pixel_values"])
 
     def run(fn):
         def go():
