@@ -30,6 +30,7 @@ from PIL import Image
 from aetnet.data.document import Document
 from aetnet.data.relations import (
     Entity,
+    RelationSchema,
     candidate_pairs,
     document_entities,
     encode_relation_documents,
@@ -61,7 +62,7 @@ def entity_document(words: list[str], boxes: list[list[float]], entities: Sequen
     segments = [offset + s for s in lines]
     segment_boxes = {offset + s: b for s, b in line_boxes.items()}
     for k, ent in enumerate(entities):
-        kind = str(ent["type"]).upper()
+        kind = str(ent["type"])
         for n, i in enumerate(ent["words"]):
             labels[i] = f"{'B' if n == 0 else 'I'}-{kind}"
             segments[i] = k
@@ -89,6 +90,7 @@ class PairPredictor:
         if self.links.kind != "relation":
             raise AetnetError(f"--links {links}: a {self.links.meta['task']} model is a {self.links.kind} "
                               "model; give a relation model (e.g. funsd-re)")
+        self.schema = RelationSchema.from_meta(self.links.meta.get("relations"))
 
     def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
         """Words and boxes of a page by the token model's OCR settings."""
@@ -126,12 +128,13 @@ class PairPredictor:
         words = [w["text"] for w in record["words"]]
         boxes = [[float(v) for v in w["box"]] for w in record["words"]]
         doc = entity_document(words, boxes, record["entities"], image.size)
-        ents = document_entities(doc)
-        pairs = candidate_pairs(ents)
+        ents = document_entities(doc, self.schema.labels)
+        pairs = candidate_pairs(ents, self.schema)
         if not pairs:
             return []
         windows = encode_relation_documents([doc], self.links.processor.tokenizer, self.links.max_length,
-                                            self.links.stride, self.links.box_level, with_targets=False)
+                                            self.links.stride, self.links.box_level, with_targets=False,
+                                            schema=self.schema)
         pixels = self.links.pixels(image)
         outputs = self.links.forward_windows([(w, pixels) for w in windows])
         vectors = merge_entity_vectors(windows, outputs, [len(ents)])[0]

@@ -15,5 +15,6 @@ from aetnet.tasks import (
     funsd,  # noqa: E402,F401
     funsd_re,  # noqa: E402,F401
     generic,  # noqa: E402,F401
+    own_re,  # noqa: E402,F401
     rvl_cdip,  # noqa: E402,F401
 )

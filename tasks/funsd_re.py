@@ -17,7 +17,8 @@ import numpy as np
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.relations import (
-    ENTITY_LABELS,
+    FUNSD_SCHEMA,
+    RelationSchema,
     candidate_pairs,
     document_entities,
     encode_relation_documents,
@@ -37,25 +38,31 @@ class RelationTask(Task):
 
     kind = "relation"
     metric = "f1"
+    #: Entity types and candidate rule (FUNSD's: question -> answer, unordered links).
+    schema: RelationSchema = FUNSD_SCHEMA
 
     def label_list(self, splits=None) -> list[str]:
         """The entity types (the head's label embedding rows), not link classes."""
-        return list(ENTITY_LABELS)
+        return list(self.schema.labels)
+
+    def relation_meta(self) -> dict:
+        """The schema, saved in the model's ``aetnet.json`` (``relations``) for ``predict --links``."""
+        return self.schema.to_meta()
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig):
         return encode_relation_documents(examples, tokenizer, cfg.data.max_length, cfg.data.stride,
-                                         cfg.data.box_level, with_targets=label2id is not None)
+                                         cfg.data.box_level, with_targets=label2id is not None, schema=self.schema)
 
     def evaluate(self, examples: list[Document], windows, outputs, id2label):
         """Page-level pairing: entity vectors merged over windows, every candidate pair scored."""
-        entities = [document_entities(doc) for doc in examples]
+        entities = [document_entities(doc, self.schema.labels) for doc in examples]
         merged = merge_entity_vectors(windows, outputs, [len(e) for e in entities])
         gold_sets, pred_sets, records = [], [], []
         other = unreachable = n_candidates = unscored = 0
         for doc, ents, vectors in zip(examples, entities, merged):
-            gold = gold_links(doc, ents)
+            gold = gold_links(doc, ents, self.schema)
             other, unreachable = other + gold.other, unreachable + gold.unreachable
-            pairs = candidate_pairs(ents)
+            pairs = candidate_pairs(ents, self.schema)
             n_candidates += len(pairs)
             logits = pair_logits(vectors, pairs)
             unscored += int(np.isinf(logits).sum())  # an entity no window represented (never expected)
@@ -83,9 +90,9 @@ class RelationTask(Task):
             windows = self.encode(docs, tokenizer, None, cfg)
             counts: Counter = Counter()
             for doc in docs:
-                ents = document_entities(doc)
-                gold = gold_links(doc, ents)
-                counts.update(entities=len(ents), candidate_pairs=len(candidate_pairs(ents)),
+                ents = document_entities(doc, self.schema.labels)
+                gold = gold_links(doc, ents, self.schema)
+                counts.update(entities=len(ents), candidate_pairs=len(candidate_pairs(ents, self.schema)),
                               gold_links=len(gold.pairs), other_links=gold.other,
                               unreachable_links=gold.unreachable)
             out[split] = {"documents": len(docs), **dict(counts), "windows": len(windows),

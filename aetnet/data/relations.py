@@ -29,9 +29,40 @@ import torch
 from aetnet.data.document import Document
 from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents
 
-#: Entity types in id order (the relation model's label embedding rows).
+#: FUNSD's entity types in id order (the relation model's label embedding rows).
 ENTITY_LABELS = ["HEADER", "QUESTION", "ANSWER", "OTHER"]
 HEAD_LABEL, TAIL_LABEL = "QUESTION", "ANSWER"
+#: The type of words outside every labelled entity (and of unknown types).
+OUTSIDE = "OTHER"
+
+
+@dataclass(frozen=True)
+class RelationSchema:
+    """Which entity types exist and which typed pairs are candidates.
+
+    Attributes:
+        labels: entity types in id order (``OTHER`` among them, for words outside any labelled entity).
+        rule: (head type, tail type) pairs whose entities form candidate pairs.
+        ordered: links are given as ``[from, to]`` (own pages) rather than unordered (FUNSD).
+    """
+
+    labels: tuple[str, ...] = tuple(ENTITY_LABELS)
+    rule: tuple[tuple[str, str], ...] = ((HEAD_LABEL, TAIL_LABEL),)
+    ordered: bool = False
+
+    def to_meta(self) -> dict:
+        """JSON form saved with the model (``aetnet.json`` key ``relations``)."""
+        return {"labels": list(self.labels), "rule": [list(r) for r in self.rule], "ordered": self.ordered}
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> RelationSchema:
+        """The schema of a model's ``aetnet.json`` (FUNSD's when the key is absent)."""
+        if not meta:
+            return FUNSD_SCHEMA
+        return cls(tuple(meta["labels"]), tuple(tuple(r) for r in meta["rule"]), bool(meta["ordered"]))
+
+
+FUNSD_SCHEMA = RelationSchema()
 
 
 @dataclass
@@ -55,28 +86,30 @@ class Entity:
     box: list[float]
 
 
-def entity_label(word_label: str | None) -> str:
-    """Entity type of a word's BIO label: ``B-QUESTION`` -> ``QUESTION``, ``O``/None -> ``OTHER``."""
+def entity_label(word_label: str | None, labels: Sequence[str] = ENTITY_LABELS) -> str:
+    """Entity type of a word's label: ``B-QUESTION``/``QUESTION`` -> ``QUESTION``; ``O``, None or a type
+    outside ``labels`` -> ``OTHER``."""
     if not word_label or word_label == "O":
-        return "OTHER"
-    kind = word_label.split("-", 1)[-1].upper()
-    return kind if kind in ENTITY_LABELS else "OTHER"
+        return OUTSIDE
+    kind = word_label[2:] if word_label[:2] in ("B-", "I-") else word_label
+    return kind if kind in labels else OUTSIDE
 
 
-def document_entities(doc: Document) -> list[Entity]:
+def document_entities(doc: Document, labels: Sequence[str] = ENTITY_LABELS) -> list[Entity]:
     """The entities of ``doc``: maximal runs of words sharing a segment id (-1 words stand alone).
 
     Without ``segment_ids`` (e.g. predicted entities are given another way) every BIO run is one entity.
+    ``labels`` are the known entity types (others read as ``OTHER``).
     """
     out: list[Entity] = []
-    labels = doc.labels or ["O"] * len(doc.words)
+    word_labels = doc.labels or ["O"] * len(doc.words)
     for i, word in enumerate(doc.words):
         seg = doc.segment_ids[i] if doc.segment_ids is not None else None
-        label = entity_label(labels[i])
+        label = entity_label(word_labels[i], labels)
         if seg is not None and seg >= 0:
             same = bool(out) and out[-1].id == seg and out[-1].first_word + out[-1].num_words == i
         else:
-            same = bool(out) and seg is None and not labels[i].startswith("B-") and labels[i] != "O" \
+            same = bool(out) and seg is None and not word_labels[i].startswith("B-") and word_labels[i] != "O" \
                 and out[-1].label == label and out[-1].first_word + out[-1].num_words == i
         if same:
             out[-1].num_words += 1
@@ -92,11 +125,12 @@ def document_entities(doc: Document) -> list[Entity]:
     return out
 
 
-def candidate_pairs(entities: Sequence[Entity]) -> list[tuple[int, int]]:
-    """Every (question index, answer index) pair of the page (indices into ``entities``)."""
-    heads = [i for i, e in enumerate(entities) if e.label == HEAD_LABEL]
-    tails = [j for j, e in enumerate(entities) if e.label == TAIL_LABEL]
-    return [(i, j) for i in heads for j in tails]
+def candidate_pairs(entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA) -> list[tuple[int, int]]:
+    """Every (head index, tail index) pair of the page whose types the rule names (FUNSD: question,
+    answer); indices into ``entities``, heads in reading order, then tails."""
+    rule = set(schema.rule)
+    return [(i, j) for i, a in enumerate(entities) for j, b in enumerate(entities)
+            if i != j and (a.label, b.label) in rule]
 
 
 @dataclass
@@ -114,25 +148,32 @@ class GoldLinks:
     unreachable: int = 0
 
 
-def gold_links(doc: Document, entities: Sequence[Entity]) -> GoldLinks:
-    """FUNSD's ``linking`` of ``doc`` as unordered pairs, normalised to (question, answer).
+def gold_links(doc: Document, entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA) -> GoldLinks:
+    """The page's links as (head, tail) entity indices.
+
+    FUNSD (``schema.ordered`` false) lists a link in both its entities, in either order: links are
+    read as unordered pairs and normalised to the direction the rule names (question -> answer).
+    Ordered links (own pages) count only in their given direction.
 
     Args:
-        doc: the page (``doc.links`` holds raw pairs of segment ids, in any order, maybe twice).
+        doc: the page (``doc.links`` holds raw pairs of segment ids, maybe twice).
         entities: :func:`document_entities` of ``doc``.
+        schema: the candidate rule.
     """
     index = {e.id: k for k, e in enumerate(entities) if e.id >= 0}
+    rule = set(schema.rule)
     out = GoldLinks()
     pairs = set()
-    for a, b in {tuple(sorted((int(x), int(y)))) for x, y in doc.links}:
+    raw = {(int(x), int(y)) for x, y in doc.links} if schema.ordered else \
+        {tuple(sorted((int(x), int(y)))) for x, y in doc.links}
+    for a, b in raw:
         if a not in index or b not in index:
             out.unreachable += 1
             continue
         ia, ib = index[a], index[b]
-        kinds = (entities[ia].label, entities[ib].label)
-        if kinds == (HEAD_LABEL, TAIL_LABEL):
+        if ia != ib and (entities[ia].label, entities[ib].label) in rule:
             pairs.add((ia, ib))
-        elif kinds == (TAIL_LABEL, HEAD_LABEL):
+        elif ia != ib and not schema.ordered and (entities[ib].label, entities[ia].label) in rule:
             pairs.add((ib, ia))
         else:
             out.other += 1
@@ -174,6 +215,7 @@ def encode_relation_documents(
     stride: int = 128,
     box_level: str = "segment",
     with_targets: bool = True,
+    schema: RelationSchema = FUNSD_SCHEMA,
 ) -> list[RelationWindow]:
     """Tokenise pages into windows carrying their entities (and, for training, pair targets).
 
@@ -182,16 +224,17 @@ def encode_relation_documents(
         tokenizer: a LayoutLMv3 tokenizer.
         max_length, stride, box_level: as :func:`~aetnet.data.encoding.encode_token_documents`.
         with_targets: add ``relation_labels`` (candidate pairs inside the window, 1 for gold links).
+        schema: entity types and candidate rule.
     """
-    label_id = {label: i for i, label in enumerate(ENTITY_LABELS)}
+    label_id = {label: i for i, label in enumerate(schema.labels)}
     windows: list[RelationWindow] = []
     base = encode_token_documents(docs, tokenizer, None, max_length, stride, box_level)
     cache: dict[int, tuple[list[Entity], set[tuple[int, int]], set[tuple[int, int]]]] = {}
     for window in base:
         d = window.doc_index
         if d not in cache:
-            ents = document_entities(docs[d])
-            cache = {d: (ents, set(candidate_pairs(ents)), set(gold_links(docs[d], ents).pairs))}
+            ents = document_entities(docs[d], schema.labels)
+            cache = {d: (ents, set(candidate_pairs(ents, schema)), set(gold_links(docs[d], ents, schema).pairs))}
         ents, candidates, gold = cache[d]
         first_token = _first_tokens(window.word_ids)
         members = [k for k, e in enumerate(ents) if e.first_word in first_token]

@@ -254,6 +254,8 @@ def save_run_model(ctx: RunContext) -> None:
         "ocr": {"engine": "tesseract", "lang": cfg.data.ocr_lang, "psm": cfg.data.ocr_psm},
         "base": cfg.model.base,
     }
+    if hasattr(ctx.task, "relation_meta"):  # relation tasks: entity types and candidate rule
+        meta["relations"] = ctx.task.relation_meta()
     save_model(ctx.model, ctx.processor, ctx.run_dir / "model", meta)
 
 

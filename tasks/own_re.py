@@ -1,0 +1,64 @@
+"""``re``: relation extraction (key -> value links) on your own pages.
+
+Pages use the aetnet page format (:mod:`aetnet.data.pages`) with entity targets (``labels`` with
+``segments``, or ``entities``) and ``links``: ``[from entity, to entity]`` pairs of segment / entity
+ids, read in their given direction. The entity types are discovered from the training split; the
+candidate rule is every (head type, tail type) combination that some training link has (for
+``[[KEY, VALUE]]`` links: every KEY entity with every VALUE entity of a page). Types, rule and
+direction are saved with the model (``aetnet.json`` key ``relations``), so ``predict --links`` applies
+the same rule. Metric: link precision / recall / F1, as for ``funsd-re``.
+"""
+
+from __future__ import annotations
+
+from aetnet.config import RunConfig
+from aetnet.data.document import Document
+from aetnet.data.relations import OUTSIDE, RelationSchema, document_entities
+from aetnet.errors import AetnetError
+from aetnet.registry import TASKS
+from aetnet.tasks.funsd_re import RelationTask
+from aetnet.tasks.generic import _OwnData
+
+
+def discover_schema(train: list[Document]) -> RelationSchema:
+    """Entity types and the candidate rule of a training split (see the module docstring).
+
+    Raises:
+        AetnetError: no page of the split has a link between two entities with words.
+    """
+    types = sorted({lb[2:] if lb[:2] in ("B-", "I-") else lb for d in train for lb in (d.labels or [])}
+                   - {"O", OUTSIDE})
+    labels = (*types, OUTSIDE)
+    rule = set()
+    for doc in train:
+        ents = {e.id: e for e in document_entities(doc, labels) if e.id >= 0}
+        for a, b in doc.links:
+            if a in ents and b in ents and a != b:
+                rule.add((ents[a].label, ents[b].label))
+    if not rule:
+        raise AetnetError("task re: no training page links two entities (give 'links': [[from, to], ...] "
+                          "between entity/segment ids of words; see `aetnet formats show pages`)")
+    return RelationSchema(labels, tuple(sorted(rule)), ordered=True)
+
+
+@TASKS.register("re")
+class OwnRelationTask(_OwnData, RelationTask):
+    """Key -> value links between the entities of your pages."""
+
+    name = "re"
+
+    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+        if demo:
+            raise AetnetError("task 're' has no demo; pass --data to your pages, or run "
+                              "`aetnet finetune funsd-re --demo`")
+        if not cfg.data.path:
+            raise AetnetError("task 're' needs --data: a pages .jsonl file or a folder of train/validation/test "
+                              ".jsonl files whose pages carry entities and 'links'")
+        from aetnet.data.ocr import OcrSettings, ocr_with
+        from aetnet.data.pages import read_pages
+
+        settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+        raw = read_pages(cfg.data.path, "token", self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+        splits = self._map(raw, cfg)
+        self.schema = discover_schema(splits["train"])
+        return splits
