@@ -54,7 +54,7 @@ def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path):
     run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "run",
                    overrides=["train.max_steps=1", "train.save_steps=1", "train.batch_size=2",
                               "data.max_train_documents=2", "data.max_eval_documents=1", "data.max_length=128",
-                              "data.stride=32", "aet.queue_size=4"])
+                              "data.stride=32", "aet.queue_size=4", "train.logging_steps=1"])
     metrics = json.loads((run / "metrics.json").read_text())
     inference, only = metrics["inference_parameters"], metrics["training_only_parameters"]
     assert inference + only == metrics["total_parameters"]
@@ -62,6 +62,9 @@ def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path):
     # Training-only = every alignment.* tensor of the trainer checkpoint (momentum copies, projections,
     # temperature, queue entries; the queue's integer document ids and pointer are not values).
     last = next((run / "checkpoints").glob("checkpoint-*"))
+    # The share of text tokens PITA used is logged with the loss terms.
+    logged = json.loads((last / "trainer_state.json").read_text())["log_history"][0]
+    assert 0.0 <= logged["pita_coverage"] <= 1.0 and "pita_loss" in logged
     with safe_open(str(last / "model.safetensors"), "pt") as fh:
         tensors = [fh.get_tensor(k) for k in fh.keys() if k.startswith("alignment.")]
     alignment = sum(t.numel() for t in tensors if t.is_floating_point())
@@ -75,3 +78,18 @@ def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path):
         with safe_open(str(file), "pt") as fh:
             exported += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
     assert exported == inference
+
+
+def test_pita_coverage_warning_is_given_once_and_only_under_five_percent(caplog):
+    import logging
+
+    from aetnet.tuning.aet import PitaCoverageCallback
+
+    callback = PitaCoverageCallback()
+    with caplog.at_level(logging.WARNING, logger="aetnet.tuning.aet"):
+        callback.on_log(None, None, None, logs={"loss": 1.0})  # a log without the figure
+        callback.on_log(None, None, None, logs={"pita_coverage": 0.05})
+        assert not caplog.records
+        callback.on_log(None, None, None, logs={"pita_coverage": 0.017})
+        callback.on_log(None, None, None, logs={"pita_coverage": 0.0})
+    assert len(caplog.records) == 1 and "1.7%" in caplog.records[0].getMessage()
