@@ -135,6 +135,7 @@ def test_windows_carry_entities_and_targets(tokenizer):
                     want = int((ents[ka].id, ents[kb].id) in {(0, 1), (2, 3)})
                 assert w.relation_labels[a][b] == want
     assert seen == set(range(len(ents)))
+    assert all(len(w.word_bbox) == len(w.input_ids) for w in windows)  # AET's PITA reads word boxes
     # the first question and its answer never share a window: the cross-window case is real
     q, a = next(k for k, e in enumerate(ents) if e.id == 0), next(k for k, e in enumerate(ents) if e.id == 1)
     assert not any(q in w.entity_index and a in w.entity_index for w in windows)
@@ -224,3 +225,18 @@ def test_relation_loss_is_bce_over_candidates():
     assert relation_loss(logits, targets).item() == pytest.approx(want, rel=1e-6)
     empty = relation_loss(logits.requires_grad_(), torch.full_like(targets, -100))
     assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_demo_forms_link_every_question_to_its_answer(aetnet_cache):
+    from aetnet.data.demo import ensure_demo
+    from aetnet.tasks.funsd import load_funsd
+
+    splits = load_funsd(str(ensure_demo("funsd-re")))
+    assert (len(splits["train"]), len(splits["eval"])) == (120, 24)
+    for doc in splits["train"][:20] + splits["eval"]:
+        ents = document_entities(doc)
+        gold = gold_links(doc, ents)
+        questions = [k for k, e in enumerate(ents) if e.label == "QUESTION"]
+        # each question has exactly one answer (an unfilled answer has no words: unreachable)
+        assert len(gold.pairs) + gold.unreachable == len(questions) > 0
+        assert sorted(h for h, _ in gold.pairs) == sorted(set(h for h, _ in gold.pairs))

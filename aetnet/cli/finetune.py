@@ -11,6 +11,7 @@ EPILOG = """examples:
   aetnet finetune funsd --base microsoft/layoutlmv3-base --data ~/data/FUNSD --output runs/funsd-full
   aetnet finetune funsd --strategy aet --base microsoft/layoutlmv3-base --data ~/data/FUNSD
   aetnet finetune funsd --demo train.max_steps=20 train.learning_rate=1e-4
+  aetnet finetune funsd-re --demo                             # question -> answer links (key-value pairs)
   aetnet finetune funsd --output runs/funsd-full --resume      # continue an interrupted run
   aetnet finetune funsd --data ~/data/FUNSD train.eval_steps=100 train.keep=best \\
       train.early_stopping_patience=5 train.report_to=tensorboard   # validate, keep the best, watch it
