@@ -13,6 +13,7 @@ EPILOG = """examples:
   aetnet inspect funsd --demo
   aetnet inspect cord --data ~/data/CORD --on-bad-document skip --skipped skipped.jsonl
   aetnet inspect cord --data ~/data/CORD --base microsoft/layoutlmv3-base --windows windows.jsonl
+  aetnet inspect rvl-cdip --data ~/data/rvl-cdip --check     # read and check only, no token counts
 
 --windows FILE writes exactly what the model is fed, one JSON line per window in document order:
 {"split", "doc", "window", "input_ids", "tokens", "bbox", "word_bbox", ...} plus "labels" (one label
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--on-bad-document", choices=("error", "skip"), default=None,
                    help="stop at the first bad document (default) or skip it and go on, as finetune does")
+    p.add_argument("--check", action="store_true",
+                   help="only read and check every document (no tokenizer, no token counts): print how many "
+                        "documents were given, used and skipped")
     p.add_argument("--skipped", metavar="FILE", default=None,
                    help="write the skipped documents (split, id, source, reason) to FILE as JSON lines")
     p.add_argument("--windows", metavar="FILE.jsonl", default=None,
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         data["on_bad_document"] = args.on_bad_document
     cfg = resolve_config({}, {"task": args.task, "data": data}, args.overrides)
     task = get_task(args.task)
-    base = resolve_base(args.base or "tiny")[0]
-    tokenizer = load_processor(base).tokenizer
+    needs_tokens = not args.check or args.windows
+    tokenizer = load_processor(resolve_base(args.base or "tiny")[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
     task.bad_documents = policy
     splits = {
@@ -69,13 +73,17 @@ def run(args: argparse.Namespace) -> int:
                                 policy)
         for split, examples in task.load(cfg, demo=args.demo).items()
     }
-    stats = task.statistics(splits, tokenizer, cfg)
-    logger.info("%s", policy.summary({split: len(examples) for split, examples in splits.items()})["message"])
+    summary = policy.summary({split: len(examples) for split, examples in splits.items()})
+    logger.info("%s", summary.pop("message"))
     if args.skipped:
         policy.write(args.skipped)
     if args.windows:
         count = write_windows(task, splits, tokenizer, cfg, args.windows)
         logger.info("%d windows written to %s", count, args.windows)
+    if args.check:
+        stats = {"documents": summary, "splits": {split: len(examples) for split, examples in splits.items()}}
+    else:
+        stats = task.statistics(splits, tokenizer, cfg)
     if args.json:
         print(json.dumps(stats, indent=2))
     else:

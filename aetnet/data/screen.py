@@ -102,6 +102,8 @@ def check_document(doc: Document, box_level: str, need_words: bool) -> None:
             f"document '{doc.id}' has no words; remove it or pass --on-bad-document skip", where, "words"
         )
     document_boxes(doc, box_level)
+    if box_level != "word":  # the word boxes are used too (windows carry each token's word box)
+        document_boxes(doc, "word")
     if doc.image is None and doc.image_ref is not None:
         doc.image_ref.size()  # the row holds a readable image header (pixels stay on disk)
     if doc.image is None and doc.image_path is not None:

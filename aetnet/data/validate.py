@@ -118,6 +118,9 @@ def expect_text(value: Any, field: str, source: Any, fix: str | None = None) -> 
 
 def expect_box(value: Any, field: str, source: Any, size: int = 4, fix: str | None = None) -> list[float]:
     """``size`` numbers (``[x0, y0, x1, y1]`` by default), each checked with :func:`expect_number`."""
+    if isinstance(value, (list, tuple)) and len(value) == size and all(
+            type(v) in (int, float) and math.isfinite(v) for v in value):
+        return [float(v) for v in value]  # the common case, checked without building field names
     shape = "[x0, y0, x1, y1]" if size == 4 else f"{size} numbers"
     if not isinstance(value, (list, tuple)) or len(value) != size:
         raise _fail(f"a list of {size} numbers {shape}", value, field, source, fix)
