@@ -264,12 +264,16 @@ def find_question_files(root: Path) -> list[Path]:
 
 
 def _has_answers(json_path: Path) -> bool:
+    """False only for a well-formed question file without any gold answer (the official test split);
+    a malformed file is read, so that :func:`read_docvqa` reports it instead of it being left out."""
     try:
         record = read_json(json_path)
     except DataError:
-        return True  # unreadable: read_docvqa reports it
+        return True
     data = record.get("data") if isinstance(record, dict) else None
-    return isinstance(data, list) and any(isinstance(e, dict) and e.get("answers") for e in data)
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        return True
+    return any(e.get("answers") for e in data)
 
 
 def _read_file(json_file: Path, settings: OcrSettings, policy, workers: int | None = 1) -> dict[str, list[QAExample]]:

@@ -53,17 +53,18 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import aetnet.tasks  # noqa: F401  (registers the built-in tasks; the trainer stack is not needed here)
     from aetnet.config import resolve_config
     from aetnet.data.processor import load_processor
     from aetnet.data.screen import BadDocuments, screen_documents
     from aetnet.models.tiny import resolve_base
-    from aetnet.train.runner import get_task
+    from aetnet.registry import TASKS
 
     data = {"path": args.data}
     if args.on_bad_document:
         data["on_bad_document"] = args.on_bad_document
     cfg = resolve_config({}, {"task": args.task, "data": data}, args.overrides)
-    task = get_task(args.task)
+    task = TASKS.get(args.task)()
     needs_tokens = not args.check or args.windows
     tokenizer = load_processor(resolve_base(args.base or "tiny")[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
