@@ -215,3 +215,63 @@ def test_tensorboard_log_jsonl_and_curves_of_an_aet_run(tmp_path):
 
     png = (run / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+_SHARD_DEFS = """
+import torch
+
+
+class Scorer(torch.nn.Module):
+    # logits that depend on each token id and its position (so any reordering shows)
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(3, dtype=torch.float32))
+
+    def forward(self, input_ids, attention_mask, bbox):
+        position = torch.arange(input_ids.shape[1]).unsqueeze(0)
+        return {"logits": (input_ids * 10 + position).unsqueeze(-1).float() * self.w}
+
+
+lengths = [3, 5, 2, 4, 6, 1, 3]  # 7 windows over 2 processes: uneven shares
+windows = [{"input_ids": torch.arange(1, n + 1) + i, "attention_mask": torch.ones(n, dtype=torch.long),
+            "bbox": torch.zeros(n, 4, dtype=torch.long)} for i, n in enumerate(lengths)]
+"""
+
+_SHARD_MAIN = """
+import sys
+import torch.distributed as dist
+from aetnet.train.evaluation import predict_sharded
+
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+outputs = predict_sharded(Scorer(), windows, 2, "token", 0)
+torch.save([torch.as_tensor(o) for o in outputs], f"{out}/rank{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_validation_is_shared_among_processes_and_gathered_in_order(tmp_path):
+    """Two gloo processes each predict their share of the windows; both get every window's output, in
+    order, equal to one process predicting them all."""
+    import socket
+    import subprocess
+    import sys
+
+    from aetnet.train.evaluation import predict_windows
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARD_DEFS + _SHARD_MAIN, str(rank), "2", str(port),
+                               str(tmp_path)], stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    defs: dict = {}
+    exec(_SHARD_DEFS, defs)
+    expected = predict_windows(defs["Scorer"](), defs["windows"], 2, "token", 0)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert len(got) == len(expected) == 7
+        for a, b in zip(got, expected):
+            assert torch.equal(a, torch.as_tensor(b))

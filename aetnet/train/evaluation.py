@@ -56,6 +56,29 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
     return outputs
 
 
+def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int) -> list[Any]:
+    """:func:`predict_windows` shared by the processes of a distributed run.
+
+    Rank ``r`` of ``W`` predicts windows ``r, r + W, ...``; the outputs are gathered to every rank in
+    window order, so each window is predicted once and every rank scores the same metrics. Outside a
+    distributed run it is :func:`predict_windows`. Every rank must call it (it holds a collective).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return predict_windows(model, dataset, batch_size, kind, pad_token_id)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = predict_windows(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), batch_size,
+                           kind, pad_token_id) if rank < len(dataset) else []
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, mine)
+    outputs: list[Any] = [None] * len(dataset)
+    for r, part in enumerate(parts):
+        for j, out in enumerate(part):
+            outputs[r + j * world] = out
+    return outputs
+
+
 class EvalSet:
     """Examples encoded once for repeated scoring (the validation split is scored at every evaluation).
 
@@ -65,10 +88,15 @@ class EvalSet:
         examples: the examples to score.
         cfg: the run configuration (windows, eval batch size).
         labels: label names in id order (``None`` for QA).
+        distributed: in a distributed run, share the windows among the processes
+            (:func:`predict_sharded`; every process must score together). The validation during training
+            does; the final test scoring runs on the main process alone.
     """
 
-    def __init__(self, task, processor, examples: list, cfg: RunConfig, labels: list[str] | None):
+    def __init__(self, task, processor, examples: list, cfg: RunConfig, labels: list[str] | None,
+                 distributed: bool = False):
         self.task, self.processor, self.examples, self.cfg, self.labels = task, processor, examples, cfg, labels
+        self.distributed = distributed
         label2id = {label: i for i, label in enumerate(labels)} if labels else None
         self.windows = task.encode(examples, processor.tokenizer, label2id, cfg)
         self.dataset = WindowDataset(self.windows, task.documents(examples), processor.image_processor)
@@ -78,8 +106,9 @@ class EvalSet:
 
     def score(self, model) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(metrics, one prediction record per example) of ``model`` on these examples."""
-        outputs = predict_windows(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
-                                  self.processor.tokenizer.pad_token_id)
+        predict = predict_sharded if self.distributed else predict_windows
+        outputs = predict(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
+                          self.processor.tokenizer.pad_token_id)
         id2label = dict(enumerate(self.labels)) if self.labels else {}
         metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
         metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}

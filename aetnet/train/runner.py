@@ -226,7 +226,8 @@ def train_model(ctx: RunContext) -> None:
     from aetnet.train.trainer import build_trainer
 
     cfg, model = ctx.cfg, ctx.model
-    validator = EvalSet(ctx.task, ctx.processor, ctx.val_ex, cfg, ctx.labels) if ctx.selection_split else None
+    validator = (EvalSet(ctx.task, ctx.processor, ctx.val_ex, cfg, ctx.labels, distributed=True)
+                 if ctx.selection_split else None)
     ctx.trainer = build_trainer(model, cfg, ctx.train_ds, ctx.processor, ctx.strategy.callbacks(model, cfg),
                                 ctx.run_dir, validator=validator, metric=ctx.task.metric)
     if hasattr(model, "on_train_data"):
