@@ -118,9 +118,12 @@ def test_onnx_export_gives_the_same_pair_scores(re_run, funsd_run, tmp_path):
     exported = {}
     for name, run in (("token", funsd_run), ("links", re_run)):
         exported[name] = tmp_path / name
-        export_model(run, exported[name], onnx=True)
+        export_model(run, exported[name], onnx=True, quantize=name == "links")
     meta = json.loads((exported["links"] / "aetnet.json").read_text())
     assert meta["kind"] == "relation" and meta["onnx"]["max_abs_diff"] <= 1e-4
+    assert meta["onnx"]["inputs"][-2:] == ["entity_positions", "entity_labels"]
+    assert (exported["links"] / "model.int8.onnx").is_file() and "int8" in meta["onnx"]
+    assert meta["relations"]["rule"] == [["QUESTION", "ANSWER"]]
     doc = load_funsd(str(ensure_demo("funsd-re")))["eval"][0]
     record = _gold_record(doc)
     torch_scores = PairPredictor(funsd_run, re_run).score_pairs(doc.load_image(), record)
