@@ -1,28 +1,37 @@
-"""Cost of an AET training step against full fine-tuning, measured in one run.
+"""Cost of an AET training step against full fine-tuning: time, throughput, TFLOP/s, MFU, memory.
 
-Builds base-shaped models (hidden 768, 12 heads, 224x224 images, 512 tokens; random weights, so
-nothing is downloaded) with ``--layers`` layers in each of LayoutLMv3, the ViT and RoBERTa, and on
-the same batch times training steps of
+Builds base-shaped models (hidden 768, 12 heads, 12 layers in LayoutLMv3, the ViT and RoBERTa,
+224x224 images, 512 tokens; random weights, so nothing is downloaded) and on the same batch times
+training steps of
 
-* full fine-tuning: ``LayoutLMv3ForTokenClassification`` forward + backward + AdamW step;
+* full fine-tuning: ``LayoutLMv3ForTokenClassification`` forward + backward + fused AdamW step;
 * AET: :class:`aetnet.models.aetnet.AETNetModel` forward (aligners, fused LayoutLMv3, momentum
-  encoders, the four losses) + backward + AdamW step + the fused EMA update.
+  encoders, the four losses) + backward + fused AdamW step + the fused EMA update;
 
-It prints the step times and their ratio next to the ratio of forward+backward FLOPs counted with
-``torch.utils.flop_counter`` (the target: measured ratio within 1.10x of the FLOP ratio, i.e. no
-wasted passes), each loss term's share of the AET step, and the peak memory of each (CUDA only).
+each eager and again with ``torch.compile`` of the encoders (as ``train.compile`` does), in bf16
+autocast on GPUs that support it (fp32 on CPU), with the run's attention default (SDPA) and TF32
+default. For each it prints the step time, tokens per second (text + image tokens), the achieved
+TFLOP/s (forward + backward FLOPs counted once with ``torch.utils.flop_counter`` on the eager-attention
+model, where every attention matmul is visible) and the model FLOPs utilisation (MFU) against the
+device's dense bf16 peak from the table printed at the top, and the peak memory (CUDA). It also
+prints the AET/full time ratio next to the FLOP ratio (target: time ratio <= FLOP ratio).
 
-    python benchmarks/aet_step_cost.py                 # CPU, 2 layers
-    python benchmarks/aet_step_cost.py --layers 12     # GPU, real depth
+    python benchmarks/aet_step_cost.py --tiny                 # CPU, small shapes, about a minute
+    python benchmarks/aet_step_cost.py --batch 16             # GPU, base shapes, bf16
+    python benchmarks/aet_step_cost.py --batch 16 --no-compile --terms
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import transformers
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     LayoutLMv3Config,
@@ -36,51 +45,102 @@ from transformers import (
 from aetnet.config import AETConfig
 from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_loss
 from aetnet.models.aetnet import AETNetModel
+from aetnet.models.attention import freeze_gradless_tables, set_attention
+from aetnet.train.efficiency import apply_tf32, compile_encoders, resolve_bf16, resolve_tf32
 
 VOCAB = 50265
+#: Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets; matched
+#: against the CUDA device name, first hit wins (so "H100 PCIe" is listed before "H100").
+DENSE_BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
 
 
-def build(layers: int, queue: int):
-    common = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=layers)
+@dataclass
+class Shapes:
+    """Model and batch shapes of one benchmark."""
+
+    hidden: int
+    heads: int
+    intermediate: int
+    layers: int
+    image: int
+    patch: int
+    length: int
+    batch: int
+    vocab: int = VOCAB
+
+    @property
+    def tokens_per_item(self) -> int:
+        """Text tokens + image tokens (visual CLS + patches) LayoutLMv3 reads per window."""
+        return self.length + 1 + (self.image // self.patch) ** 2
+
+
+def dense_bf16_peak(device: torch.device) -> tuple[str, float | None]:
+    """(device name, dense bf16 peak TFLOP/s or None when unknown / CPU)."""
+    if device.type != "cuda":
+        return f"CPU ({torch.get_num_threads()} threads)", None
+    name = torch.cuda.get_device_name(device)
+    return name, next((peak for key, peak in DENSE_BF16_PEAK_TFLOPS if key in name), None)
+
+
+def build(s: Shapes, queue: int) -> tuple[LayoutLMv3ForTokenClassification, AETNetModel]:
+    common = dict(hidden_size=s.hidden, num_attention_heads=s.heads, intermediate_size=s.intermediate,
+                  num_hidden_layers=s.layers)
+    # LayoutLMv3's 2-D layout embedding concatenates 4 coordinate and 2 shape embeddings (128 each for base).
+    coordinate = s.hidden // 6
     fusion = LayoutLMv3ForTokenClassification(
-        LayoutLMv3Config(vocab_size=VOCAB, max_position_embeddings=514, input_size=224, patch_size=16,
-                         num_labels=7, **common)
+        LayoutLMv3Config(vocab_size=s.vocab, max_position_embeddings=514, input_size=s.image, patch_size=s.patch,
+                         num_labels=7, coordinate_size=coordinate, shape_size=(s.hidden - 4 * coordinate) // 2,
+                         **common)
     )
-    vit = ViTModel(ViTConfig(image_size=224, patch_size=16, layer_norm_eps=1e-6, **common), add_pooling_layer=False)
-    roberta = RobertaModel(RobertaConfig(vocab_size=VOCAB, max_position_embeddings=514, type_vocab_size=1,
+    vit = ViTModel(ViTConfig(image_size=s.image, patch_size=s.patch, layer_norm_eps=1e-6, **common),
+                   add_pooling_layer=False)
+    roberta = RobertaModel(RobertaConfig(vocab_size=s.vocab, max_position_embeddings=514, type_vocab_size=1,
                                          pad_token_id=1, **common), add_pooling_layer=False)
     aet = AETNetModel(copy.deepcopy(fusion), vit, roberta, AETConfig(queue_size=queue))
+    freeze_gradless_tables(fusion)
     return fusion, aet
 
 
-def batch(b: int, length: int, device):
+def make_batch(s: Shapes, device: torch.device) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(0)
+    b, length = s.batch, s.length
     xy = torch.randint(0, 900, (b, length, 2), generator=g)
     wh = torch.randint(5, 60, (b, length, 2), generator=g)
     bbox = torch.cat([xy, (xy + wh).clamp(max=1000)], dim=-1)
     bbox[:, 0] = 0
     bbox[:, -1] = 0
     data = {
-        "input_ids": torch.randint(3, VOCAB, (b, length), generator=g),
+        "input_ids": torch.randint(3, s.vocab, (b, length), generator=g),
         "bbox": bbox,
         "attention_mask": torch.ones(b, length, dtype=torch.long),
-        "pixel_values": torch.randn(b, 3, 224, 224, generator=g),
+        "pixel_values": torch.randn(b, 3, s.image, s.image, generator=g),
         "labels": torch.randint(0, 7, (b, length), generator=g),
     }
     data["input_ids"][:, 0], data["input_ids"][:, -1] = 0, 2
-    # AET-only inputs: the augmented view I+ and the word boxes PITA maps (here the same boxes).
-    aug = {"aug_pixel_values": torch.randn(b, 3, 224, 224, generator=g), "word_bbox": bbox.clone()}
-    return {k: v.to(device) for k, v in data.items()}, {k: v.to(device) for k, v in aug.items()}
+    extra = {"aug_pixel_values": torch.randn(b, 3, s.image, s.image, generator=g), "word_bbox": bbox.clone()}
+    return ({k: v.to(device) for k, v in data.items()}, {k: v.to(device) for k, v in extra.items()})
 
 
-def sync(device):
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def step_fn(model, data, optimizer, is_aet):
+def step_fn(model, data, optimizer, is_aet: bool, bf16: bool, device: torch.device):
     def step():
-        out = model(**data)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(**data)
         out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,8 +150,8 @@ def step_fn(model, data, optimizer, is_aet):
     return step
 
 
-def time_steps(step, steps: int, device) -> float:
-    for _ in range(2):
+def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
         step()
     sync(device)
     start = time.perf_counter()
@@ -101,15 +161,42 @@ def time_steps(step, steps: int, device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def flops(model, data) -> int:
+def count_flops(model, data, bf16: bool, device: torch.device) -> int:
+    """Forward + backward FLOPs of one step, with eager attention so every matmul is counted."""
+    set_attention(model, "eager")
     with FlopCounterMode(display=False) as counter:
-        model(**data)["loss"].backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(**data)
+        out["loss"].backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
-def term_times(aet: AETNetModel, data, aug, repeats: int, device) -> dict[str, float]:
-    """Forward+backward time of each loss term on the features of one real AET forward."""
+def peak_memory(step, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    sync(device)
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def measure(model, data, is_aet, args, device, bf16, compiled: bool) -> dict:
+    """Time one configuration of one model (it is trained in place; pass a fresh copy)."""
+    model.to(device).train()
+    set_attention(model, args.attn)
+    if compiled:
+        compile_encoders(model, args.compile_backend)
+    params = model.optimizer_param_groups(0.01) if is_aet else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    step = step_fn(model, data, optimizer, is_aet, bf16, device)
+    seconds = time_steps(step, args.steps, args.warmup + (args.compile_warmup if compiled else 0), device)
+    return {"seconds": seconds, "memory": peak_memory(step, device)}
+
+
+def term_times(aet: AETNetModel, data, extra, repeats: int, device) -> dict[str, float]:
+    """Forward+backward time of each loss term on the features of one real AET forward (fp32)."""
     a = aet.alignment
     with torch.no_grad():
         vit_in = aet.vit_pixels(data["pixel_values"])
@@ -117,13 +204,13 @@ def term_times(aet: AETNetModel, data, aug, repeats: int, device) -> dict[str, f
     text_hidden = aet.text_aligner(input_ids=data["input_ids"],
                                    attention_mask=data["attention_mask"]).last_hidden_state.detach().requires_grad_()
     # The model's own momentum passes (ViT over [I; I+], RoBERTa once over T without a text view).
-    m = aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], aug["aug_pixel_values"])
+    m = aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
     feats = dict(v_m=m["image"], v_p=m["image_pos"], w_m=m["text"], w_p=m["text_pos"],
                  img_loc=m["image_locals"], txt_loc=m["text_locals"])
     iq, tq, temp = a.image_queue.queue, a.text_queue.queue, a.temp
 
     def momentum():
-        aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], aug["aug_pixel_values"])
+        aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
 
     def run(fn):
         def go():
@@ -138,62 +225,102 @@ def term_times(aet: AETNetModel, data, aug, repeats: int, device) -> dict[str, f
         "imc": run(lambda v, w: imc_loss(v, w, feats["v_p"], feats["w_p"], iq, tq, temp)),
         "glitc": run(lambda v, w: 0.5 * (glitc_loss(v, feats["img_loc"], temp)
                                          + glitc_loss(w, feats["txt_loc"], temp, data["attention_mask"][:, 1:]))),
-        "pita": run(lambda v, w: pita_loss(image_hidden[:, 1:], text_hidden, data["bbox"], data["attention_mask"])
-                    + 0 * v.sum()),
+        "pita": run(lambda v, w: pita_loss(image_hidden[:, 1:], text_hidden, data["bbox"], data["attention_mask"],
+                                           grid=aet.grid) + 0 * v.sum()),
     }
-    return {name: time_steps(fn, repeats, device) for name, fn in fns.items()}
+    return {name: time_steps(fn, repeats, 1, device) for name, fn in fns.items()}
 
 
-def peak_memory(step, device) -> str:
-    if device.type != "cuda":
-        return "n/a (CPU)"
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    sync(device)
-    return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true",
+                        help="small shapes (hidden 64, 1 layer, 64x64 images, 64 tokens, batch 2): a quick CPU check")
+    parser.add_argument("--layers", type=int, help="layers per model (default 12; 1 with --tiny)")
+    parser.add_argument("--batch", type=int, help="windows per step (default 16; 2 with --tiny)")
+    parser.add_argument("--length", type=int, help="text tokens per window (default 512; 64 with --tiny)")
+    parser.add_argument("--steps", type=int, help="timed steps per configuration (default 10; 3 with --tiny)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before timing (default 3; 1 with --tiny)")
+    parser.add_argument("--compile-warmup", type=int,
+                        help="extra untimed steps for compiled models (default 3; 1 with --tiny)")
+    parser.add_argument("--queue", type=int, default=4096)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 on GPUs that support it, fp32 on CPU (as train.bf16 unset)")
+    parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="attention kernel to time")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
+    parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--terms", action="store_true", help="also time each loss term (fp32, eager)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=None, help="layers per model (default 12 on GPU, 2 on CPU)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--queue", type=int, default=4096)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = parse_args()
     device = torch.device(args.device)
-    layers = args.layers or (12 if device.type == "cuda" else 2)
+    tiny = args.tiny
+    shapes = Shapes(hidden=64 if tiny else 768, heads=2 if tiny else 12, intermediate=128 if tiny else 3072,
+                    layers=args.layers or (1 if tiny else 12), image=64 if tiny else 224, patch=16,
+                    length=args.length or (64 if tiny else 512), batch=args.batch or (2 if tiny else 16),
+                    vocab=1000 if tiny else VOCAB)
+    args.steps = args.steps or (3 if tiny else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if tiny else 3)
+    args.compile_warmup = args.compile_warmup if args.compile_warmup is not None else (1 if tiny else 3)
+    bf16 = resolve_bf16(None) if args.precision == "auto" else args.precision == "bf16"
+    tf32 = resolve_tf32(None) if device.type == "cuda" else False
+    apply_tf32(tf32)
+    name, peak = dense_bf16_peak(device)
+    print(f"date {time.strftime('%Y-%m-%d')}; commit {_commit()}; device {name}; torch {torch.__version__}; "
+          f"transformers {transformers.__version__}")
+    print(f"shapes: {shapes.layers} layers x hidden {shapes.hidden} per model, batch {shapes.batch} x "
+          f"({shapes.length} text + {shapes.tokens_per_item - shapes.length} image tokens); queue {args.queue}; "
+          f"{'bf16 autocast' if bf16 else 'fp32'}; TF32 {'on' if tf32 else 'off'}; attention {args.attn}; "
+          "fused AdamW")
+    print("dense bf16 peaks (TFLOP/s): " + ", ".join(f"{k} {v:g}" for k, v in DENSE_BF16_PEAK_TFLOPS))
+    print(f"peak used for MFU: {f'{peak:g} TFLOP/s' if peak else 'none (CPU or unknown device)'}")
+
     torch.manual_seed(0)
-    full, aet = build(layers, args.queue)
-    full.to(device).train()
-    aet.to(device).train()
-    data, aug = batch(args.batch, args.length, device)
-    aet_data = {**data, **aug}
-
-    opt_full = torch.optim.AdamW([p for p in full.parameters() if p.requires_grad], lr=1e-5)
-    opt_aet = torch.optim.AdamW(aet.optimizer_param_groups(0.01), lr=1e-5)
-    full_step, aet_step = step_fn(full, data, opt_full, False), step_fn(aet, aet_data, opt_aet, True)
-
-    f_full, f_aet = flops(full, data), flops(aet, aet_data)
-    t_full = time_steps(full_step, args.steps, device)
-    t_aet = time_steps(aet_step, args.steps, device)
-    m_full, m_aet = peak_memory(full_step, device), peak_memory(aet_step, device)
-    shares = term_times(aet, data, aug, args.steps, device)
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; layers per model: {layers}; batch {args.batch} x {args.length} tokens; "
-          f"queue {args.queue}; torch {torch.__version__}")
-    print(f"{'':28s}{'step (ms)':>12s}{'fwd+bwd GFLOP':>16s}{'peak memory':>16s}")
-    print(f"{'full fine-tuning':28s}{t_full * 1e3:12.1f}{f_full / 1e9:16.1f}{m_full:>16s}")
-    print(f"{'AET':28s}{t_aet * 1e3:12.1f}{f_aet / 1e9:16.1f}{m_aet:>16s}")
-    time_ratio, flop_ratio = t_aet / t_full, f_aet / f_full
-    print(f"AET / full: time {time_ratio:.3f}x, FLOPs {flop_ratio:.3f}x, "
-          f"time ratio / FLOP ratio = {time_ratio / flop_ratio:.3f} (target <= 1.10)")
-    print("share of the AET step:")
-    for term, seconds in shares.items():
-        print(f"  {term:28s}{seconds * 1e3:10.2f} ms  {100 * seconds / t_aet:6.2f} %")
+    full, aet = build(shapes, args.queue)
+    data, extra = make_batch(shapes, device)
+    aet_data = {**data, **extra}
+    flops = {"full": count_flops(full.to(device).train(), data, bf16, device),
+             "AET": count_flops(aet.to(device).train(), aet_data, bf16, device)}
+    tokens = shapes.batch * shapes.tokens_per_item
+    rows = []
+    for compiled in (False, True) if not args.no_compile else (False,):
+        for label, model, batch, is_aet in (("full", full, data, False), ("AET", aet, aet_data, True)):
+            result = measure(copy.deepcopy(model), batch, is_aet, args, device, bf16, compiled)
+            rows.append((label, compiled, result))
+    print(f"{'':14s}{'compile':>9s}{'step (ms)':>11s}{'tokens/s':>11s}{'GFLOP/step':>12s}{'TFLOP/s':>10s}"
+          f"{'MFU':>8s}{'peak mem':>10s}")
+    times = {}
+    for label, compiled, r in rows:
+        seconds = r["seconds"]
+        times[(label, compiled)] = seconds
+        achieved = flops[label] / seconds / 1e12
+        mfu = f"{100 * achieved / peak:6.1f}%" if peak else "   n/a"
+        mem = f"{r['memory']:.2f} GiB" if r["memory"] is not None else "n/a"
+        print(f"{label:14s}{'yes' if compiled else 'no':>9s}{seconds * 1e3:11.1f}{tokens / seconds:11.0f}"
+              f"{flops[label] / 1e9:12.3f}{achieved:10.4f}{mfu:>8s}{mem:>10s}")
+    flop_ratio = flops["AET"] / flops["full"]
+    for compiled in sorted({c for _, c, _ in rows}):
+        ratio = times[("AET", compiled)] / times[("full", compiled)]
+        print(f"AET / full ({'compiled' if compiled else 'eager'}): time {ratio:.3f}x, FLOPs {flop_ratio:.3f}x "
+              f"(target: time ratio <= FLOP ratio) -> {'met' if ratio <= flop_ratio else 'NOT met'}")
+    if args.terms:
+        aet_fp32 = copy.deepcopy(aet).to(device).train()
+        set_attention(aet_fp32, args.attn)
+        shares = term_times(aet_fp32, data, extra, args.steps, device)
+        print("loss terms, forward+backward each (fp32):")
+        for term, seconds in shares.items():
+            print(f"  {term:28s}{seconds * 1e3:10.2f} ms")
 
 
 if __name__ == "__main__":
