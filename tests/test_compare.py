@@ -172,3 +172,11 @@ def test_bad_devices_are_refused():
     for bad in ("", "0,0"):
         with pytest.raises(AetnetError, match="--devices"):
             parse_devices(bad)
+
+
+def test_a_failed_parallel_run_is_named_with_its_log(tmp_path):
+    failed = r"1 comparison run\(s\) failed: .*full/seed0 \(exit \d+; see .*full-seed0.log"
+    with pytest.raises(AetnetError, match=failed):
+        compare("funsd", "full", seeds=1, base="tiny", data=str(tmp_path / "missing"), output=tmp_path / "out",
+                devices="0", overrides=BUDGET)
+    assert "missing" in (tmp_path / "out" / "logs" / "full-seed0.log").read_text()

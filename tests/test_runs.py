@@ -126,6 +126,15 @@ def test_validation_at_eval_steps_on_the_carved_split(tmp_path):
     assert metrics["best_validation_f1"] == pytest.approx(best["eval_f1"])
 
 
+def test_validation_every_epoch(tmp_path):
+    run = finetune("funsd", base="tiny", demo=True, output=tmp_path / "r", overrides=[
+        *SMALL, "data.max_train_documents=4", "train.max_steps=4", "train.eval_strategy=epoch", "train.keep=best"])
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["epoch"]) for e in log if "eval_f1" in e] == [(2, 1.0), (4, 2.0)]  # 4 pages, batch 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_step"] in (2, 4) and metrics["kept_step"] == metrics["best_step"]
+
+
 def test_keep_best_keeps_the_step_with_the_highest_validation_metric(tmp_path, monkeypatch):
     _scripted_validation(monkeypatch, [0.2, 0.7, 0.4])
     run = finetune("funsd", base="tiny", demo=True, output=tmp_path / "r", overrides=[
