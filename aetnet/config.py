@@ -78,6 +78,10 @@ class ModelConfig:
     """RoBERTa weights for the text aligner (AET strategies)."""
     dropout: float | None = None
     """Override the hidden and attention dropout of the base model (0 for exact reproducibility checks)."""
+    train_relative_position_bias: bool = False
+    """Fine-tune LayoutLMv3's relative-position bias tables as the original LayoutLMv3 and AET code did
+    (transformers 5.x reads them under no_grad, so by default they keep their pre-trained values); only
+    for strategies that train the backbone (full, aet)."""
     attn_implementation: str = "sdpa"
     """Attention kernel of LayoutLMv3 and both aligners: ``sdpa`` (fused, no host sync) or ``eager`` (reference)."""
 

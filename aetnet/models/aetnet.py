@@ -61,6 +61,7 @@ from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_coverage, pita_l
 from aetnet.models.aligners import ProjectionHead, build_image_aligner, build_text_aligner
 from aetnet.models.fusion import fused_features
 from aetnet.models.momentum import MomentumPairs, make_momentum_copy
+from aetnet.models.relpos import trains_relative_position_biases
 from aetnet.models.queue import FeatureQueue
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def _freeze_gradless_biases(fusion: nn.Module) -> None:
     parameter without gradient).
     """
     encoder = getattr(getattr(fusion, "layoutlmv3", None), "encoder", None)
+    if trains_relative_position_biases(encoder):  # model.train_relative_position_bias: they get gradients
+        return
     for name in ("rel_pos_bias", "rel_pos_x_bias", "rel_pos_y_bias"):
         table = getattr(encoder, name, None)
         if isinstance(table, nn.Module):

@@ -28,6 +28,7 @@ import logging
 from torch import nn
 
 from aetnet.errors import AetnetError
+from aetnet.models.relpos import trains_relative_position_biases
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,16 @@ def freeze_gradless_tables(model: nn.Module) -> int:
     transformers looks them up under ``torch.no_grad`` (fixed tables it never trains), so they never
     receive a gradient; left trainable, DDP with ``find_unused_parameters=False`` stops at the second
     step waiting for their gradients. Freezing changes nothing else: the optimizer skips a parameter
-    without gradient either way.
+    without gradient either way. Encoders given a differentiable lookup by
+    :func:`aetnet.models.relpos.train_relative_position_biases` are left alone.
 
     Returns:
         How many tables were frozen.
     """
     frozen = 0
     for module in model.modules():
+        if trains_relative_position_biases(module):  # model.train_relative_position_bias: they get gradients
+            continue
         for name in _REL_POS_TABLES:
             table = getattr(module, name, None)
             if isinstance(table, nn.Module) and any(p.requires_grad for p in table.parameters()):

@@ -219,6 +219,10 @@ def encode_training(ctx: RunContext) -> None:
 def build_model(ctx: RunContext) -> None:
     """The strategy builds the model for the task and its labels."""
     ctx.model = ctx.strategy.build(ctx.task, ctx.cfg, ctx.paths, ctx.labels)
+    if ctx.cfg.model.train_relative_position_bias:
+        from aetnet.models.relpos import check_tables_train
+
+        check_tables_train(ctx.model, ctx.cfg.strategy)
 
 
 def train_model(ctx: RunContext) -> None:

@@ -44,12 +44,17 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
         kwargs["hidden_dropout_prob"] = cfg.model.dropout
         kwargs["attention_probs_dropout_prob"] = cfg.model.dropout
     try:
-        return cls.from_pretrained(path, **kwargs)
+        model = cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
         raise AetnetError(
             f"could not load LayoutLMv3 weights '{path}' ({str(exc).splitlines()[0][:160]}); pass a local "
             "folder, `--base tiny` offline, or connect to the Hugging Face hub"
         ) from None
+    if cfg is not None and cfg.model.train_relative_position_bias:
+        from aetnet.models.relpos import train_relative_position_biases
+
+        train_relative_position_biases(model)
+    return model
 
 
 class Strategy:
