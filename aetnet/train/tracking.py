@@ -63,9 +63,14 @@ def check_trackers(names: list[str]) -> None:
 
 
 def point_tensorboard(trainer, folder: Path) -> None:
-    """Send the TensorBoard events of ``trainer`` to ``folder`` (default: inside the checkpoints)."""
+    """Send the TensorBoard events of ``trainer`` to ``folder`` (the Trainer's default is inside the
+    checkpoints), unless ``$TENSORBOARD_LOGGING_DIR`` names another folder."""
+    import os
+
     from transformers.integrations import TensorBoardCallback
 
+    if os.environ.get("TENSORBOARD_LOGGING_DIR"):
+        return
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TensorBoardCallback) and callback.tb_writer is None:
             callback.logging_dir = str(folder)
