@@ -23,8 +23,6 @@ from PIL import Image
 
 from aetnet.predict import Predictor
 
-pytest.importorskip("fastapi", reason="the serve extra (pip install aetnet[serve]) is part of the test extra")
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -278,3 +276,14 @@ def test_pages_of_concurrent_requests_share_one_model_call_and_a_full_queue_answ
         assert status == 200
         same_records(records, want[f.name], f.name)  # batched with another page: same result
     assert stats["calls_by_pages"] == {"1": 1, "2": 1} and stats["largest_call_pages"] == 2
+
+
+def test_missing_serve_extra_is_one_clear_error(funsd_run, monkeypatch, capsys):
+    from aetnet.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # makes `import fastapi` raise ImportError
+    assert main(["serve", str(funsd_run), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "pip install aetnet[serve]" in err and "Traceback" not in err
+    assert main(["serve", str(funsd_run), "--max-queue", "0"]) == 2
+    assert "--max-queue must be at least 1" in capsys.readouterr().err
