@@ -3,7 +3,9 @@
 The Trainer does the loop, distributed data parallelism, mixed precision, accumulation, checkpoints
 and resuming. This module only adds what it lacks: logging every loss term the model returns
 (``task_loss``, ``ditc_loss``, ...) without a host-device sync outside logging steps, a clear stop
-on non-finite losses, and the run's arguments (lean DDP, fused AdamW, non-blocking batch copies).
+on non-finite losses, validation with the task's own metric (windows merged per document) for the
+best checkpoint and early stopping, and the run's arguments (lean DDP, fused AdamW, non-blocking
+batch copies, trackers).
 """
 
 from __future__ import annotations
