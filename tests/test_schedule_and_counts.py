@@ -48,10 +48,11 @@ def test_learning_rate_rises_during_warmup_for_step_and_epoch_schedules(tmp_path
     assert lrs[0] < lrs[1] <= lrs[warm - 1] < lrs[warm] == pytest.approx(LR)
 
 
-def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path):
+@pytest.mark.parametrize("strategy", ["aet", "aet-lora"])
+def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path, strategy):
     from aetnet.export import export_model
 
-    run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "run",
+    run = finetune("funsd", strategy=strategy, base="tiny", demo=True, output=tmp_path / "run",
                    overrides=["train.max_steps=1", "train.save_steps=1", "train.batch_size=2",
                               "data.max_train_documents=2", "data.max_eval_documents=1", "data.max_length=128",
                               "data.stride=32", "aet.queue_size=4", "train.logging_steps=1"])
