@@ -112,11 +112,16 @@ def file_cases(data: Any, given: int, used: int, named: str, label: str) -> list
     ]
 
 
+#: OCR in this process: every page here is in the OCR cache after its first run, and a process pool
+#: per run would only add start-up time (the pool's own reporting is checked separately below).
+EXTRA = {"rvl-cdip": ["data.ocr_workers=1"], "docvqa": ["data.ocr_workers=1"]}
+
+
 def run_case(task: str, data: Path, case: Case, tmp: Path, capsys, caplog) -> list[str]:
     """Both modes on ``data`` (which holds ``case``); the list of broken promises (empty when fine)."""
     problems = []
     try:
-        code = main(["inspect", task, "--data", str(data), "--json", "--check"])
+        code = main(["inspect", task, "--data", str(data), "--json", "--check", *EXTRA.get(task, [])])
     except BaseException as exc:  # noqa: BLE001 - any escape is the failure being looked for
         return [f"{case.name}: error mode raised {type(exc).__name__}: {exc}"]
     err = capsys.readouterr().err
@@ -131,7 +136,7 @@ def run_case(task: str, data: Path, case: Case, tmp: Path, capsys, caplog) -> li
     caplog.clear()
     try:
         code = main(["inspect", task, "--data", str(data), "--json", "--check", "--on-bad-document", "skip",
-                     "--skipped", str(skipped)])
+                     "--skipped", str(skipped), *EXTRA.get(task, [])])
     except BaseException as exc:  # noqa: BLE001
         return problems + [f"{case.name}: skip mode raised {type(exc).__name__}: {exc}"]
     out = capsys.readouterr()
@@ -390,10 +395,10 @@ def _hf_cases(task: str, rows: list[dict], corruptions: dict, features, tmp: Pat
     """Each corruption of row 1 in a save_to_disk folder: the row named, skipped alone in skip mode."""
     caplog.set_level(logging.INFO)
     problems = []
-    for name, (field, change) in corruptions.items():
+    for n, (name, (field, change)) in enumerate(corruptions.items()):
         bad = [dict(r) for r in rows]
         change(bad[1])
-        folder = tmp / "hf"
+        folder = tmp / f"hf-{n}"  # a new folder each time: opened datasets are cached by path in-process
         _save(bad, features, folder)
         case = Case(f"{task} hf row 1 {name}", name, b"", field, len(rows), len(rows) - 1, "[train][1]")
         problems += run_case(task, folder, case, tmp, capsys, caplog)
@@ -452,6 +457,39 @@ def test_cord_hugging_face_rows(shared_data, tmp_path, capsys, caplog):
         "corrupt image": ("image", lambda r: r.__setitem__("image", {"bytes": b"not an image", "path": None})),
     }
     assert _hf_cases("cord", rows, corruptions, features, tmp_path, capsys, caplog) == 5
+
+
+def test_rvl_cdip_hugging_face_rows(shared_data, tmp_path, capsys, caplog):
+    import datasets
+
+    page = (shared_data / "rvl_cdip" / "images" / "80035521.tif").read_bytes()
+    rows = [{"image": {"bytes": page, "path": None}, "label": label} for label in (15, 3, 0)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    corruptions = {
+        "class out of range": ("label", lambda r: r.__setitem__("label", 16)),
+        "negative class": ("label", lambda r: r.__setitem__("label", -1)),
+        "corrupt image": (None, lambda r: r.__setitem__("image", {"bytes": b"II*\x00 not a page", "path": None})),
+    }
+    assert _hf_cases("rvl-cdip", rows, corruptions, features, tmp_path, capsys, caplog) == 3
+
+
+def test_skipped_list_is_the_same_for_any_number_of_ocr_workers(rvl_root, capsys):
+    """Bad pages met in OCR worker processes are reported as in one process: same skipped.jsonl."""
+    lines = [RVL_LINES[0], "images/truncated.tif 3", RVL_LINES[1], "images/p2.tif 99", "images/empty.tif 4",
+             *RVL_LINES[2:]]
+    (rvl_root / "labels" / "train.txt").write_text("\n".join(lines) + "\n")
+    listed = {}
+    for workers in (1, 2):
+        skipped = rvl_root.parent / f"skipped-{workers}.jsonl"
+        code = main(["inspect", "rvl-cdip", "--data", str(rvl_root), "--json", "--check", "--on-bad-document", "skip",
+                     "--skipped", str(skipped), f"data.ocr_workers={workers}"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["documents"]["documents_given"] == 7 and sum(report["splits"].values()) == 4
+        listed[workers] = skipped.read_text(encoding="utf-8")
+    assert listed[1] == listed[2]
+    records = [json.loads(line) for line in listed[1].splitlines()]
+    assert len(records) == 3 and "line 4" in records[0]["reason"]  # label lines are listed before any OCR
+    assert [r["id"] for r in records[1:]] == ["images/truncated.tif", "images/empty.tif"]
 
 
 # ------------------------------------------------------------------------------------ real processes

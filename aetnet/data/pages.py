@@ -376,6 +376,8 @@ def read_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, 
     """
     from tqdm.auto import tqdm
 
+    from aetnet.data.screen import count_given
+
     out: dict[str, list] = {}
     for split, file in find_page_files(path).items():
         items: list = []
@@ -389,6 +391,8 @@ def read_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, 
 
             page_id = str(record.get("id")) if isinstance(record, dict) else None
             result = parse() if policy is None else policy.run(parse, split, page_id, where)
+            # Units for the run's accounting: a page, or each question of a QA page (a bad line is one unit).
+            count_given(policy, len(result) if isinstance(result, list) else 1)
             if result is None:
                 continue
             doc = result[0].document if isinstance(result, list) and result else result

@@ -51,6 +51,11 @@ class BadDocuments:
         n_used, n_skipped = sum(used.values()), len(self.records)
         not_used = self.given - n_used - n_skipped
         parts = ", ".join(f"{split} {n}" for split, n in used.items())
+        if not_used < 0:  # a reader that does not count what it is given: say so rather than print nonsense
+            return {"documents_given": None, "documents_used": n_used, "documents_skipped": n_skipped,
+                    "documents_not_used": None,
+                    "message": f"documents: {n_used} used ({parts}) + {n_skipped} skipped (this reader does not "
+                               "count the documents it is given)"}
         message = f"documents: {self.given} given = {n_used} used ({parts}) + {n_skipped} skipped"
         if n_skipped:
             message += " (listed in skipped.jsonl)"
