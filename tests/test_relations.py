@@ -240,3 +240,16 @@ def test_demo_forms_link_every_question_to_its_answer(aetnet_cache):
         # each question has exactly one answer (an unfilled answer has no words: unreachable)
         assert len(gold.pairs) + gold.unreachable == len(questions) > 0
         assert sorted(h for h, _ in gold.pairs) == sorted(set(h for h, _ in gold.pairs))
+
+
+def test_windows_without_entities_train(tiny_base):
+    from aetnet.models.relation import LayoutLMv3ForRelationExtraction
+
+    model = LayoutLMv3ForRelationExtraction.from_pretrained(str(tiny_base / "layoutlmv3"), num_labels=4)
+    size = model.config.input_size
+    out = model(input_ids=torch.tensor([[0, 5, 6, 2]] * 2), bbox=torch.zeros(2, 4, 4, dtype=torch.long),
+                attention_mask=torch.ones(2, 4, dtype=torch.long), pixel_values=torch.zeros(2, 3, size, size),
+                entity_positions=torch.zeros(2, 0, dtype=torch.long), entity_labels=torch.zeros(2, 0, dtype=torch.long),
+                relation_labels=torch.zeros(2, 0, 0, dtype=torch.long))
+    assert out.logits.shape[:2] == (2, 0) and out.loss.item() == 0.0
+    out.loss.backward()  # an empty batch still backpropagates (zero gradients), no error

@@ -294,11 +294,20 @@ def pair_logits(vectors: Sequence[np.ndarray | None], pairs: Sequence[tuple[int,
         (len(pairs),) float64 logits; ``-inf`` for a pair with an unrepresented entity.
     """
     out = np.full(len(pairs), -np.inf)
-    for n, (h, t) in enumerate(pairs):
-        if vectors[h] is None or vectors[t] is None:
-            continue
-        k = vectors[h].shape[0] // 2
-        out[n] = float(np.dot(vectors[h][:k].astype(np.float64), vectors[t][k:].astype(np.float64)))
+    present = [v for v in vectors if v is not None]
+    if not pairs or not present:
+        return out
+    width = present[0].shape[0]
+    table = np.zeros((len(vectors), width))
+    known = np.zeros(len(vectors), dtype=bool)
+    for k, v in enumerate(vectors):
+        if v is not None:
+            table[k], known[k] = v, True
+    heads, tails = np.asarray(pairs, dtype=np.int64).T
+    scored = known[heads] & known[tails]
+    half = width // 2
+    dots = np.einsum("ij,ij->i", table[heads, :half], table[tails, half:])
+    out[scored] = dots[scored]
     return out
 
 
