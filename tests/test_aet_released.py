@@ -203,3 +203,13 @@ def test_pita_maps_word_boxes_and_reports_coverage():
     assert float(model_out.pita_loss) < 0.0
     with pytest.raises(Exception, match="word_bbox"):
         make_model(pita_boxes="word")(**dict(batch, word_bbox=word[:, :-1]))
+
+
+@pytest.mark.parametrize("key,value,choices", [("pita_rule", "corner", "inside, center"),
+                                               ("pita_boxes", "segment", "word, model"),
+                                               ("momentum_image", "clean", "both, augmented")])
+def test_new_options_reject_unknown_values_listing_the_choices(key, value, choices):
+    from aetnet.errors import AetnetError
+
+    with pytest.raises(AetnetError, match=f"aet.{key}='{value}' is not valid; choose one of: {choices}"):
+        AETConfig(**{key: value})
