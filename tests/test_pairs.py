@@ -132,3 +132,21 @@ def test_onnx_export_gives_the_same_pair_scores(re_run, funsd_run, tmp_path):
     assert len(onnx_scores) == len(torch_scores) > 0
     assert [(h.id, t.id) for h, t, _ in onnx_scores] == [(h.id, t.id) for h, t, _ in torch_scores]
     assert [x for _, _, x in onnx_scores] == pytest.approx([x for _, _, x in torch_scores], abs=1e-3)
+
+
+def test_cli_pairs_on_a_pages_file(re_run, funsd_run, tmp_path):
+    from aetnet.data.demo import ensure_demo
+    from aetnet.tasks.funsd import load_funsd
+
+    doc = load_funsd(str(ensure_demo("funsd-re")))["eval"][0]
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text(json.dumps({"id": doc.id, "image": str(doc.image_path), "words": doc.words,
+                                 "boxes": doc.boxes}) + "\n")
+    out = tmp_path / "out"
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(re_run), str(pages), "--output",
+                 str(out)]) == 0
+    (record,) = json.loads((out / "pages.json").read_text())
+    assert record["words"] and isinstance(record["pairs"], list) and record["links_task"] == "funsd-re"
+    # the pairs are exactly the linked candidates of the token model's own entities
+    want = PairPredictor(funsd_run, re_run).link(doc.load_image(), record)
+    assert [(p["key"], p["value"]) for p in record["pairs"]] == [(p["key"], p["value"]) for p in want]
