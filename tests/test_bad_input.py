@@ -117,6 +117,11 @@ def test_skip_records_every_bad_document(corpus, tmp_path):
     assert metrics["skipped_documents"] == len(cases)
     good = len(list((ensure_demo("funsd") / "dataset/training_data/annotations").glob("*.json")))
     assert metrics["train_documents"] == good
+    # Accounting against the files: every annotation given is used, skipped or beyond the eval limit.
+    given = len(list(root.glob("*_data/annotations/*.json")))
+    assert metrics["documents_given"] == given and metrics["documents_skipped"] == len(cases)
+    assert metrics["documents_used"] + metrics["documents_skipped"] + metrics["documents_not_used"] == given
+    assert metrics["documents_used"] == good + metrics["eval_documents"] + metrics.get("validation_documents", 0)
 
 
 def _bomb_png(path):
@@ -152,3 +157,26 @@ def test_decompression_bomb_is_refused_everywhere(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "r" / "model"), str(bomb)]) == 2
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aetnet: error:")]
     assert "bomb.png" in error and "too large to be a page" in error
+
+
+def test_evaluate_applies_the_policy_and_accounts(funsd_run, shared_data, tmp_path, capsys):
+    """`aetnet evaluate` reads and screens like finetune: one clear error, or the document skipped,
+    listed and counted (given = used + skipped + not used, counted here from the files)."""
+    root = tmp_path / "funsd"
+    shutil.copytree(shared_data / "funsd" / "dataset", root)
+    broken = root / "testing_data" / "annotations" / "broken.json"
+    broken.write_text(json.dumps({"form": [{"id": "first", "label": "question", "words": []}]}))
+    n_train = len(list((root / "training_data" / "annotations").glob("*.json")))
+    n_test = len(list((root / "testing_data" / "annotations").glob("*.json")))
+    argv = ["evaluate", str(funsd_run / "model"), "--data", str(root), "data.max_eval_documents=null"]
+    assert main([*argv, "--output", str(tmp_path / "a")]) == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("aetnet: error:")]
+    assert "broken.json" in error and "'form[0].id': expected an integer, got the string 'first'" in error
+    assert main([*argv, "--output", str(tmp_path / "b"), "--on-bad-document", "skip"]) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "b" / "skipped.jsonl").read_text().splitlines()]
+    assert record["id"] == "broken"
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    predictions = (tmp_path / "b" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == n_test - 1 == metrics["documents_used"]
+    assert (metrics["documents_given"], metrics["documents_skipped"], metrics["documents_not_used"]) == (
+        n_train + n_test, 1, n_train)

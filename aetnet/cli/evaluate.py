@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="model folder (RUN/model) or run folder")
     p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
     p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
-    p.add_argument("--output", help="folder for metrics.json and predictions.jsonl")
+    p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")
+    p.add_argument("--on-bad-document", choices=("error", "skip"), default=None,
+                   help="stop at the first bad document (default) or skip it, list it and go on")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -30,6 +32,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from aetnet.train.runner import evaluate_model
 
-    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=args.overrides)
+    overrides = list(args.overrides)
+    if args.on_bad_document:
+        overrides.append(f"data.on_bad_document={args.on_bad_document}")
+    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

@@ -7,6 +7,7 @@ by the Trainer at ``train.eval_steps``) and ``aetnet evaluate``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ import torch
 
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
+from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.train.modelio import get_task, load_model
+
+logger = logging.getLogger(__name__)
 
 
 def limit(items: list, n: int | None) -> list:
@@ -150,12 +154,24 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
         flags["data"]["path"] = data
     cfg = resolve_config(base, flags, overrides)
     task = get_task(meta["task"])
+    policy = BadDocuments(cfg.data.on_bad_document)  # as in finetune: error, or skip and list
+    task.bad_documents = policy
     splits = task.load(cfg, demo=demo)
     examples = limit(splits.get("eval", []), cfg.data.max_eval_documents)
+    examples = screen_documents(examples, task.documents(examples), "eval", cfg.data.box_level, task.kind == "token",
+                                policy)
     metrics, records = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"])
     metrics["eval_split"] = getattr(splits, "eval_split", None) or "eval"  # which split (or carve-out) was scored
+    accounting = policy.summary({"eval": len(examples)})
+    logger.info("%s", accounting.pop("message"))
+    metrics.update(accounting, skipped_documents=len(policy.records))
     if output:
         write_outputs(Path(output), metrics, records)
         if hasattr(task, "write_extras"):
             task.write_extras(Path(output), metrics, records)
+        if policy.records:
+            policy.write(Path(output) / "skipped.jsonl")
+    if policy.records:
+        logger.warning("%d document(s) skipped as bad input%s", len(policy.records),
+                       f": {Path(output) / 'skipped.jsonl'}" if output else " (pass --output to list them)")
     return metrics
