@@ -150,3 +150,17 @@ def test_cli_pairs_on_a_pages_file(re_run, funsd_run, tmp_path):
     # the pairs are exactly the linked candidates of the token model's own entities
     want = PairPredictor(funsd_run, re_run).link(doc.load_image(), record)
     assert [(p["key"], p["value"]) for p in record["pairs"]] == [(p["key"], p["value"]) for p in want]
+
+
+def test_pairs_on_a_real_funsd_page(re_run, funsd_run, shared_data):
+    """A real scan through OCR, the token model and the relation model: pairs join the page's own
+    QUESTION and ANSWER entities, and equal the candidates scored above 0.5."""
+    image = shared_data / "funsd" / "dataset" / "testing_data" / "images" / "82092117.png"
+    predictor = PairPredictor(funsd_run, re_run)
+    (record,) = predictor.predict_file(image)
+    assert record["words"] and record["source"] == "ocr"
+    scored = predictor.score_pairs(Image.open(image).convert("RGB"), record)
+    n_q = sum(1 for e in record["entities"] if e["type"] == "QUESTION")
+    n_a = sum(1 for e in record["entities"] if e["type"] == "ANSWER")
+    assert len(scored) == n_q * n_a
+    assert [(p["key"], p["value"]) for p in record["pairs"]] == [(h.text, t.text) for h, t, x in scored if x > 0]
