@@ -123,3 +123,81 @@ def test_non_finite_term_names_its_step_and_keeps_the_last_good_checkpoint(tmp_p
     with pytest.raises(NonFiniteLossError, match=r"the ditc loss became nan at step 3 \(found at step 4\)"):
         trainer.train()
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+
+
+# ---- the feature queue under torch.distributed (two gloo processes) ------------------------------
+
+_DIM, _SIZES = 4, ((3, 2), (1, 3), (3, 3))  # rows per rank at each step; rows_per_rank = 3
+
+
+def _queue_worker(rank: int, port: int, out_dir: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    from aetnet.models.queue import FeatureQueue
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        queues = {k: FeatureQueue(_DIM, k) for k in (7, 4)}  # 4: one step brings more rows than K
+        calls = []
+        originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
+
+        def wrap(name):
+            def wrapper(self, *args, **kwargs):
+                calls.append(name)
+                return originals[name](self, *args, **kwargs)
+            return wrapper
+
+        for q in queues.values():
+            q.rows_per_rank = 3
+        for name in SYNC_METHODS:
+            setattr(torch.Tensor, name, wrap(name))
+        try:
+            for step, sizes in enumerate(_SIZES):
+                feats, ids = _queue_rows(step, sizes)
+                lo = sum(sizes[:rank])
+                for q in queues.values():
+                    q.enqueue(feats[lo:lo + sizes[rank]], ids[lo:lo + sizes[rank]])
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+        torch.save({"calls": calls, **{k: q.state_dict() for k, q in queues.items()}}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _queue_rows(step: int, sizes) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    n = sum(sizes)
+    return torch.randn(n, _DIM, generator=g), torch.arange(n) + 100 * step
+
+
+def test_distributed_enqueue_is_sync_free_and_equals_one_process(tmp_path):
+    """Padded to rows_per_rank, two ranks with unequal batches fill the ring exactly like one process
+    enqueueing the concatenated rows (wrap-around and more rows than K included), with no host read."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from aetnet.models.queue import FeatureQueue
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_queue_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.manual_seed(0)
+    single = {k: FeatureQueue(_DIM, k) for k in (7, 4)}
+    for step, sizes in enumerate(_SIZES):
+        feats, ids = _queue_rows(step, sizes)
+        for q in single.values():
+            q.enqueue(feats, ids)
+    for state in ranks:
+        assert state["calls"] == []
+        for k, q in single.items():
+            assert torch.equal(state[k]["queue"], q.queue), k
+            assert torch.equal(state[k]["ids"], q.ids), k
+            assert int(state[k]["ptr"]) == int(q.ptr) == sum(map(sum, _SIZES)) % k

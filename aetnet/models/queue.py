@@ -6,7 +6,10 @@ as a ring. Differences from the released code:
 - no ``K % batch == 0`` assertion: any batch size works, including a short last batch and batches
   larger than K (only the last K features are kept), with one vectorised index write;
 - under ``torch.distributed`` the features of all ranks are gathered first (unequal batch sizes are
-  allowed), so every rank's queue stays identical; on one process nothing is gathered;
+  allowed), so every rank's queue stays identical; on one process nothing is gathered. With
+  :attr:`FeatureQueue.rows_per_rank` set (the trainer sets it to the per-device batch size) every
+  rank pads its rows to that bound, so the gather needs no host read of the batch sizes and the
+  ring is written with tensor arithmetic only (no host-device synchronisation per step);
 - :meth:`FeatureQueue.check_capacity` warns when K exceeds the training set.
 
 The queue and pointer are buffers, so checkpoints save and restore them with the model.
@@ -82,6 +85,9 @@ class FeatureQueue(nn.Module):
     queue: Tensor
     ptr: Tensor
     ids: Tensor
+    #: Upper bound on any rank's rows per :meth:`enqueue` under ``torch.distributed`` (the per-device
+    #: batch size); set, the distributed path pads to it and never synchronises with the host.
+    rows_per_rank: int | None = None
 
     def __init__(self, dim: int, size: int) -> None:
         super().__init__()
@@ -123,6 +129,9 @@ class FeatureQueue(nn.Module):
         """
         if feats.dim() != 2 or feats.shape[1] != self.dim:
             raise ValueError(f"enqueue expects features shaped (B, {self.dim}), got {tuple(feats.shape)}")
+        if self.rows_per_rank is not None and world_size() > 1:
+            self._enqueue_padded(feats.detach(), ids)
+            return
         feats = gather_features(feats.detach())
         if ids is None:
             ids = torch.full((feats.shape[0],), -1, dtype=torch.long, device=self.ids.device)
@@ -138,6 +147,46 @@ class FeatureQueue(nn.Module):
         index = (self.ptr + skipped + torch.arange(kept.shape[0], device=self.queue.device)) % k
         self.queue[:, index] = kept.to(device=self.queue.device, dtype=self.queue.dtype).t()
         self.ids[index] = ids[skipped:].to(self.ids.device)
+        self.ptr.copy_((self.ptr + n) % k)
+
+    @torch.no_grad()
+    def _enqueue_padded(self, feats: Tensor, ids: Tensor | None) -> None:
+        """Distributed enqueue without host syncs: pad to ``rows_per_rank``, gather, select on device.
+
+        Column ``c`` of the ring receives the last gathered row at a position ``q < n`` (rank order,
+        then row order) with ``(ptr + q) % K == c``, exactly what writing the rows one by one does.
+        """
+        cap, k, device = int(self.rows_per_rank), self.size, self.queue.device
+        b = feats.shape[0]
+        if b > cap:
+            raise AetnetError(
+                f"feature queue: this rank enqueues {b} rows but rows_per_rank is {cap}; set rows_per_rank to "
+                "the largest per-device batch size (or None to gather the sizes at every step)"
+            )
+        ids = torch.full((b,), -1, dtype=torch.long, device=feats.device) if ids is None else ids.detach().long()
+        rows = feats.new_zeros((cap, self.dim))
+        rows[:b] = feats
+        row_ids = ids.new_full((cap,), -1)
+        row_ids[:b] = ids
+        n_ranks = world_size()
+        size = torch.full((1,), b, dtype=torch.long, device=feats.device)
+        gathered = {}
+        for name, t in (("rows", rows), ("ids", row_ids), ("sizes", size)):
+            parts = [torch.empty_like(t) for _ in range(n_ranks)]
+            dist.all_gather(parts, t.contiguous())
+            gathered[name] = torch.stack(parts).to(device)
+        sizes = gathered["sizes"].view(n_ranks)
+        ends = sizes.cumsum(0)  # (W,) inclusive
+        n = ends[-1]
+        # Position relative to ptr of every column, and the last position q < n that lands there.
+        p = (torch.arange(k, device=device) - self.ptr) % k
+        written = p < n
+        q = p + k * torch.div((n - 1 - p).clamp(min=0), k, rounding_mode="floor")
+        rank = torch.searchsorted(ends, q, right=True).clamp(max=n_ranks - 1)
+        flat = (rank * cap + q - (ends - sizes)[rank]).clamp(0, n_ranks * cap - 1)
+        new = gathered["rows"].view(n_ranks * cap, self.dim)[flat].to(self.queue.dtype).t()  # (D, K)
+        self.queue.copy_(torch.where(written.unsqueeze(0), new, self.queue))
+        self.ids.copy_(torch.where(written, gathered["ids"].view(-1)[flat], self.ids))
         self.ptr.copy_((self.ptr + n) % k)
 
     def check_capacity(self, num_train_examples: int) -> bool:

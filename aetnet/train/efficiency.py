@@ -103,13 +103,19 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> dict[str, Any]:
     """Apply the run's efficiency settings to ``model`` and the process; return what was used.
 
     Freezes the gradient-less relative-position tables (DDP runs without looking for unused
-    parameters), sets the attention kernel, switches TF32, and compiles the encoders if asked.
+    parameters), bounds the feature queues' rows per rank by the per-device batch size (their
+    distributed gather then needs no host sync), sets the attention kernel, switches TF32, and
+    compiles the encoders if asked.
 
     Returns:
         ``{"train_precision": "bf16"|"fp32", "tf32": bool, "attn_implementation": str, "compile": backend|"off"}``
         for ``metrics.json``.
     """
+    from aetnet.models.queue import FeatureQueue
+
     freeze_gradless_tables(model)
+    for queue in (m for m in model.modules() if isinstance(m, FeatureQueue)):
+        queue.rows_per_rank = cfg.train.batch_size  # distributed enqueue without a host sync per step
     set_attention(model, cfg.model.attn_implementation)
     tf32 = resolve_tf32(cfg.train.tf32)
     apply_tf32(tf32)
