@@ -11,13 +11,17 @@ the same rule. Metric: link precision / recall / F1, as for ``funsd-re``.
 
 from __future__ import annotations
 
+import logging
+
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
-from aetnet.data.relations import OUTSIDE, RelationSchema, document_entities
+from aetnet.data.relations import OUTSIDE, RelationSchema, document_entities, gold_links
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.funsd_re import RelationTask
 from aetnet.tasks.generic import _OwnData
+
+logger = logging.getLogger(__name__)
 
 
 def discover_schema(train: list[Document]) -> RelationSchema:
@@ -61,4 +65,16 @@ class OwnRelationTask(_OwnData, RelationTask):
         raw = read_pages(cfg.data.path, "token", self.bad_documents, ocr=lambda image: ocr_with(image, settings))
         splits = self._map(raw, cfg)
         self.schema = discover_schema(splits["train"])
+        _warn_unreachable(splits, self.schema)
         return splits
+
+
+def _warn_unreachable(splits: dict[str, list[Document]], schema: RelationSchema) -> None:
+    """Say (once, with a page id) when links name entity ids that no word carries: they are never scored."""
+    for split, docs in splits.items():
+        bad = [(doc.id, gold_links(doc, document_entities(doc, schema.labels), schema).unreachable) for doc in docs]
+        bad = [(page, n) for page, n in bad if n]
+        if bad:
+            logger.warning("re/%s: %d link(s) on %d page(s) name entity ids without words (first: page '%s'); "
+                           "they are counted as unreachable_links and never scored", split,
+                           sum(n for _, n in bad), len(bad), bad[0][0])

@@ -101,7 +101,7 @@ def _own_pages(folder, funsd_root):
     return counts
 
 
-def test_own_pages_re_task(aetnet_cache, funsd_run, tmp_path):
+def test_own_pages_re_task(aetnet_cache, funsd_run, tmp_path, caplog):
     from aetnet.data.demo import ensure_demo
     from aetnet.pairs import PairPredictor
 
@@ -111,6 +111,8 @@ def test_own_pages_re_task(aetnet_cache, funsd_run, tmp_path):
     run = finetune("re", base="tiny", data=str(data), output=tmp_path / "run",
                    overrides=["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=4"])
     metrics = json.loads((run / "metrics.json").read_text())
+    # the demo's unfilled answers have no words: their links are announced, counted, never scored
+    assert "never scored" in caplog.text and metrics["unreachable_links"] > 0
     # every test page evaluated; candidates and gold counted independently from the JSON
     assert (metrics["candidate_pairs"], metrics["gold_links"]) == counts["test"]
     meta = json.loads((run / "model" / "aetnet.json").read_text())
