@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from aetnet.data.document import Document, QAExample
+from aetnet.data.validate import expect_box, expect_list, expect_string
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,9 @@ def _require(cond: bool, where: str, field: str, message: str) -> None:
         raise DataError(message, where, field)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _check_box(box: Any, where: str, field: str, size: tuple[int, int] | None) -> list[float]:
-    _require(isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box), where, field,
-             f"{box!r} is not a box; give four pixel numbers [x0, y0, x1, y1]")
+    # Presence and types through the readers' shared checks (aetnet.data.validate); then the geometry.
+    box = expect_box(box, field, where, fix="give four pixel numbers [x0, y0, x1, y1]")
     x0, y0, x1, y1 = box
     _require(x0 <= x1 and y0 <= y1, where, field, f"box {box} is inverted; give [x0, y0, x1, y1] with x0 <= x1, "
              "y0 <= y1")
@@ -113,7 +110,7 @@ def _check_box(box: Any, where: str, field: str, size: tuple[int, int] | None) -
         w, h = size
         _require(x0 >= -1 and y0 >= -1 and x1 <= w + 1 and y1 <= h + 1, where, field,
                  f"box {box} lies outside the {w}x{h} page; boxes are pixels on the page image")
-    return [float(v) for v in box]
+    return box
 
 
 def _page_size(record: dict, where: str, base: Path) -> tuple[tuple[int, int], Path | None]:
@@ -141,9 +138,10 @@ def _check_words(record: dict, where: str, size: tuple[int, int]) -> tuple[list[
     if words is None:
         _require(boxes is None, where, "words", "boxes are given without words; add the words")
         return [], []
-    _require(isinstance(words, list) and all(isinstance(w, str) for w in words), where, "words",
-             "must be a list of strings")
-    _require(isinstance(boxes, list), where, "boxes", "must be a list of [x0, y0, x1, y1] pixel boxes, one per word")
+    words = expect_list(words, "words", where, fix="words must be a list of strings")
+    for i, word in enumerate(words):
+        expect_string(word, f"words[{i}]", where, fix="words must be a list of strings")
+    boxes = expect_list(boxes, "boxes", where, fix="boxes must be a list of [x0, y0, x1, y1] pixel boxes, one per word")
     _require(len(boxes) == len(words), where, "boxes", f"{len(words)} words but {len(boxes)} boxes; give one box "
              "per word")
     return list(words), [_check_box(b, where, f"boxes[{i}]", size) for i, b in enumerate(boxes)]
