@@ -53,3 +53,26 @@ def test_two_processes_match_one(tmp_path, launcher):
     assert abs(one["f1"] - two["f1"]) <= 0.05
     assert one["train_windows"] == two["train_windows"]
     assert (one["world_size"], two["world_size"]) == (1, 2)
+
+
+def test_two_processes_validate_keep_the_best_and_agree(tmp_path):
+    """torchrun, 2 processes: the validation windows are shared among them, every process finds the
+    best checkpoint (no process falls back to the last weights), and the kept model is that checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    port = str(_free_port())
+    cmd = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
+           "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
+           "train.eval_steps=2", "train.keep=best", "data.val_fraction=0.3", *COMMON]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Could not locate the best model" not in proc.stdout + proc.stderr
+    run = tmp_path / "two"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["best_step"] in (2, 4, 6)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "eval_f1" in e] == [2, 4, 6]  # logged once, by the main process
+    kept = load_file(run / "model" / "model.safetensors")
+    best = load_file(run / "checkpoints" / f"checkpoint-{metrics['best_step']}" / "model.safetensors")
+    assert all(torch.equal(kept[k], best[k]) for k in kept)

@@ -191,6 +191,8 @@ class AetnetTrainer(Trainer):
             rotate_checkpoints(output_dir=final, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         self.accelerator.wait_for_everyone()
+        if not self.args.should_save and self.state.best_global_step:  # the other ranks load it at the end too
+            self.state.best_model_checkpoint = os.path.join(final, f"checkpoint-{self.state.best_global_step}")
 
     def _point_best_checkpoint(self, final: str, saved: str) -> None:
         """The Trainer located the best checkpoint inside the staging folder: point it at the final one
