@@ -292,6 +292,38 @@ def test_cord_every_corruption(cord_root, capsys, caplog):
     assert sum(total.values()) == n >= 150
 
 
+def test_all_corruptions_together_in_one_skip_run(funsd_root, cord_root, tmp_path, capsys, caplog):
+    """As a user meets them: every broken FUNSD and CORD file of the cases above in one folder with the
+    good ones; one skip run lists each broken file exactly once and uses every good one."""
+    caplog.set_level(logging.INFO)
+    for task, root, folder, files, spec, image in (
+        ("funsd", funsd_root, funsd_root / "training_data" / "annotations", FUNSD_FILES, funsd_spec,
+         lambda stem: funsd_root / "training_data" / "images" / f"{stem}.png"),
+        ("cord", cord_root, cord_root / "json", CORD_FILES, cord_spec, None),
+    ):
+        broken = []
+        for position, stem in enumerate(files):
+            data = json.loads((folder / f"{stem}.json").read_text())
+            cases = json_cases(data, spec(data, position), 0, 0, "", "") + file_cases(data, 0, 0, "", "")
+            for n, case in enumerate(cases):
+                name = f"{stem}-bad{n:03d}"
+                (folder / f"{name}.json").write_bytes(case.content)
+                if image is not None:
+                    _link(image(stem).resolve(), image(name))
+                broken.append(name)
+        skipped = tmp_path / f"{task}.jsonl"
+        caplog.clear()
+        assert main(["inspect", task, "--data", str(root), "--json", "--check", "--on-bad-document", "skip",
+                     "--skipped", str(skipped)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        records = [json.loads(line) for line in skipped.read_text(encoding="utf-8").splitlines()]
+        assert sorted(r["id"] for r in records) == sorted(broken)
+        assert sum(report["splits"].values()) == len(files)
+        given = len(files) + len(broken)
+        assert f"documents: {given} given = {len(files)} used" in caplog.text
+        assert f"+ {len(broken)} skipped" in caplog.text
+
+
 # ----------------------------------------------------------------------------------------- RVL-CDIP
 RVL_LINES = ["images/p0.tif 15", "images/p1.tif 3", "images/p2.tif 0", "images/p3.tif 7"]
 
