@@ -558,6 +558,31 @@ def test_skipped_list_is_the_same_for_any_number_of_ocr_workers(rvl_root, capsys
     assert [r["id"] for r in records[1:]] == ["images/truncated.tif", "images/empty.tif"]
 
 
+def test_docvqa_broken_page_same_for_any_number_of_ocr_workers(docvqa_root, capsys):
+    """A DocVQA page that Tesseract cannot read, met while the pool fills the OCR cache: each of its
+    questions is listed as with one process, the other questions are used."""
+    real = docvqa_root / "documents" / "ffhx0227_1.png"
+    broken_dir = docvqa_root / "pages"
+    broken_dir.mkdir()
+    (broken_dir / "broken.png").write_bytes(real.read_bytes()[:300])
+    train = docvqa_root / "train_v1.0.json"
+    record = json.loads(train.read_text())
+    record["data"][1]["image"] = record["data"][2]["image"] = "pages/broken.png"
+    train.write_text(json.dumps(record))
+    listed = {}
+    for workers in (1, 2):
+        skipped = docvqa_root.parent / f"skipped-{workers}.jsonl"
+        code = main(["inspect", "docvqa", "--data", str(docvqa_root), "--json", "--check", "--on-bad-document",
+                     "skip", "--skipped", str(skipped), f"data.ocr_workers={workers}"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["documents"]["documents_given"] == 5 and sum(report["splits"].values()) == 3
+        listed[workers] = skipped.read_text(encoding="utf-8")
+    assert listed[1] == listed[2]
+    records = [json.loads(line) for line in listed[1].splitlines()]
+    assert [r["id"] for r in records] == [str(e["questionId"]) for e in record["data"][1:3]]
+    assert all("broken.png" in r["reason"] for r in records)
+
+
 # ------------------------------------------------------------------------------------ real processes
 def test_real_cli_processes(funsd_root, cord_root, tmp_path):
     """The command as a user runs it (issue 11 items 1 and 2): exit 2, one line, no traceback; skip mode
