@@ -8,13 +8,16 @@ and their momentum copies alike:
   additive mask). Exact up to floating-point rounding: a test checks the logits against ``eager``.
   aetnet registers it under its own name (:data:`SYNC_FREE_SDPA`) with one change to the stock
   mask: transformers checks ``padding_mask.all()`` on every forward to drop an all-ones mask,
-  a host-device synchronisation that stalls the GPU queue three times per AET step. The sync-free
-  variant always passes the (boolean) mask; the attention itself is transformers' own SDPA code.
+  a host-device synchronisation that stalls the GPU queue at every LayoutLMv3 and RoBERTa forward.
+  The sync-free variant always passes the (boolean) padding mask; the attention itself is
+  transformers' own SDPA code. The price: a RoBERTa batch without padding no longer drops its mask,
+  so PyTorch picks its memory-efficient kernel instead of the flash kernel there (LayoutLMv3 always
+  has a mask, its position biases; the ViT never has one).
 * ``eager``: transformers' reference matmul-softmax-matmul path (slower, more memory, and the stock
   mask code with its host sync); for comparisons and debugging.
 
-FlexAttention and flash-attention are not offered: flash kernels take no additive bias, so they
-cannot run LayoutLMv3's position biases, and FlexAttention needs ``torch.compile`` per shape.
+FlexAttention and the flash-attention packages are not offered: flash kernels take no additive
+bias, so they cannot run LayoutLMv3's position biases, and FlexAttention is fast only compiled.
 
 :func:`freeze_gradless_tables` freezes LayoutLMv3's relative-position bias tables, which
 transformers reads under ``torch.no_grad`` (they never receive a gradient), so that DDP can run with
