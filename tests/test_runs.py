@@ -284,3 +284,31 @@ def test_validation_is_shared_among_processes_and_gathered_in_order(tmp_path):
         assert len(got) == len(expected) == 7
         for a, b in zip(got, expected):
             assert torch.equal(a, torch.as_tensor(b))
+
+
+def test_curves_are_redrawn_during_training_after_an_evaluation(tmp_path):
+    from aetnet.train.curves import CurvesCallback
+
+    history = [{"loss": 2.0, "task_loss": 2.0, "learning_rate": 1e-3, "step": 1},
+               {"eval_f1": 0.1, "step": 1}, {"loss": 1.5, "task_loss": 1.5, "learning_rate": 5e-4, "step": 2},
+               {"eval_f1": 0.3, "step": 2}]
+    state = SimpleNamespace(is_world_process_zero=True, log_history=history[:2])
+    waiting = CurvesCallback(tmp_path / "a.png", "f1", every_s=3600)
+    waiting.on_evaluate(None, state, None)
+    assert not (tmp_path / "a.png").exists()  # drawn at most once an hour here
+    eager = CurvesCallback(tmp_path / "b.png", "f1", every_s=0)
+    eager.on_evaluate(None, SimpleNamespace(is_world_process_zero=False, log_history=history), None)
+    assert not (tmp_path / "b.png").exists()  # only the main process draws
+    eager.on_evaluate(None, SimpleNamespace(is_world_process_zero=True, log_history=history), None)
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curve_series_pick_training_loss_terms_and_steps():
+    from aetnet.train.curves import loss_keys, series
+
+    history = [{"loss": 2.0, "task_loss": 1.0, "ditc_loss": 1.0, "step": 1},
+               {"eval_f1": 0.2, "eval_loss": 3.0, "step": 2},
+               {"loss": 1.0, "task_loss": 0.5, "pita_loss": 0.5, "step": 3}, {"train_loss": 1.5, "step": 3}]
+    assert loss_keys(history) == ["loss", "task_loss", "ditc_loss", "pita_loss"]
+    assert series(history, "task_loss") == ([1, 3], [1.0, 0.5])
+    assert series(history, "eval_f1") == ([2], [0.2])

@@ -2,13 +2,18 @@
 
 Three panels against the optimizer step: the total loss and every loss term; the task metric on the
 validation split (the kept step marked) when the run validates; the learning rate (and AET's learned
-temperature on a second axis).
+temperature on a second axis). During training the figure is redrawn after an evaluation at most
+once a minute (:class:`CurvesCallback`), so a long run can be watched without a tracker; the runner
+draws the final one.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 CURVES_FILE = "curves.png"
 
@@ -77,3 +82,24 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str, title: s
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+class CurvesCallback(TrainerCallback):
+    """Redraws ``curves.png`` from the Trainer's log history after an evaluation, at most every
+    ``every_s`` seconds (main process only).
+
+    Args:
+        path: the figure.
+        metric: the task's headline metric.
+        title: figure title.
+        every_s: the shortest time between two drawings.
+    """
+
+    def __init__(self, path: Path, metric: str, title: str = "", every_s: float = 60.0):
+        self.path, self.metric, self.title, self.every_s = Path(path), metric, title, every_s
+        self._last = time.monotonic()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and time.monotonic() - self._last >= self.every_s:
+            plot_curves(state.log_history, self.path, self.metric, self.title)
+            self._last = time.monotonic()

@@ -298,6 +298,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     """
     from transformers import EarlyStoppingCallback
 
+    from aetnet.train.curves import CURVES_FILE, CurvesCallback
     from aetnet.train.tracking import TENSORBOARD_DIR, LogFileCallback, check_trackers, point_tensorboard
 
     check_trackers(cfg.train.report_to)
@@ -306,6 +307,8 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     efficiency = prepare_model(model, cfg)
     args = training_arguments(cfg, run_dir, metric)
     callbacks = [*callbacks, LogFileCallback(run_dir)]
+    if cfg.train.eval_strategy != "no":
+        callbacks.append(CurvesCallback(run_dir / CURVES_FILE, metric, f"{cfg.task} {cfg.strategy}"))
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
     optimizers = (None, None)
