@@ -81,6 +81,8 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
         entity = expect_object(raw, where, path)
         ent_id = require(entity, "id", "integer", where, path)
         label = require(entity, "label", "string", where, path).lower()
+        if not label.strip():
+            raise DataError(f"entity {n} has an empty label; {DEFAULT_FIX}", path, f"{where}.label")
         if not any_label and label not in ENTITY_TYPES:
             raise DataError(
                 f"entity {n} has unknown label '{entity['label']}'; valid labels are "
@@ -91,20 +93,8 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
         ent_words = require(entity, "words", "list", where, path)
         # Checked, but not the segment box: the reference takes the union of the word boxes.
         require(entity, "box", "box", where, path, optional=True)
-        for k, pair in enumerate(require(entity, "linking", "list", where, path, optional=True, default=[])):
-            field = at(f"{where}.linking", k)
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise DataError(f"expected a pair of entity ids [from, to], got {describe(pair)}; {DEFAULT_FIX}",
-                                path, field)
-            links.add((expect_integer(pair[0], at(field, 0), path), expect_integer(pair[1], at(field, 1), path)))
-        kept = []
-        for i, raw_word in enumerate(ent_words):
-            word = expect_object(raw_word, f"{where}.words[{i}]", path)
-            # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
-            text = require(word, "text", "text", f"{where}.words[{i}]", path)
-            word_box = require(word, "box", "box", f"{where}.words[{i}]", path)
-            if text.strip():
-                kept.append((text, word_box))
+        links.update(_links(entity, where, path))
+        kept = _entity_words(ent_words, where, path)
         skipped_words += len(ent_words) - len(kept)
         if not kept:
             empty_entities += 1
@@ -132,6 +122,31 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
         source=str(path),
         meta={"entities": len(form), "empty_entities": empty_entities, "skipped_words": skipped_words},
     )
+
+
+def _links(entity: dict, where: str, path: Path) -> list[tuple[int, int]]:
+    """An entity's ``linking`` pairs ``[from, to]`` of entity ids, each checked to be two integers."""
+    links = []
+    for k, pair in enumerate(require(entity, "linking", "list", where, path, optional=True, default=[])):
+        field = at(f"{where}.linking", k)
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise DataError(f"expected a pair of entity ids [from, to], got {describe(pair)}; {DEFAULT_FIX}",
+                            path, field)
+        links.append((expect_integer(pair[0], at(field, 0), path), expect_integer(pair[1], at(field, 1), path)))
+    return links
+
+
+def _entity_words(ent_words: list, where: str, path: Path) -> list[tuple[str, list[float]]]:
+    """``(text, box)`` of an entity's words with text; every word (blank ones too) is checked."""
+    kept = []
+    for i, raw_word in enumerate(ent_words):
+        word = expect_object(raw_word, f"{where}.words[{i}]", path)
+        # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
+        text = require(word, "text", "text", f"{where}.words[{i}]", path)
+        word_box = require(word, "box", "box", f"{where}.words[{i}]", path)
+        if text.strip():
+            kept.append((text, word_box))
+    return kept
 
 
 def _union(boxes: list) -> list[float]:
