@@ -127,7 +127,9 @@ class TrainConfig:
     save_steps: int = 500
     """Checkpoint every N steps (with ``keep=best``: at every evaluation instead)."""
     save_total_limit: int = 2
-    num_workers: int = 0
+    num_workers: int | None = None
+    """DataLoader worker processes per training process (decode pages, build AET views, persistent across
+    epochs); ``None``: ``min(8, cores / processes on this node)``; ``0``: in the training process."""
     report_to: list[str] = field(default_factory=lambda: ["none"])
     """Trackers that receive the logs: ``none``, or any of the Trainer's (``tensorboard``, ``wandb``,
     ``mlflow``, ...; comma-separated on the command line). TensorBoard writes into ``RUN/tensorboard``."""

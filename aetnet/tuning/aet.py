@@ -39,6 +39,8 @@ class AETViews:
     Each item draws from ``numpy.random.default_rng([seed, index, epoch])``, with ``epoch`` set by
     :class:`EpochCallback` at the start of every epoch, so a run is reproducible, every epoch sees
     a new view, and a run resumed from a checkpoint sees exactly the views of the uninterrupted run.
+    The views are built in the DataLoader's worker processes; the epoch lives in shared memory, so
+    persistent workers (which keep their copy of this object across epochs) see it change.
 
     Args:
         size: LayoutLMv3's image side (I+ has the same size as the clean image).
@@ -56,7 +58,16 @@ class AETViews:
         self.main_mean, self.main_std = tuple(main_mean), tuple(main_std)
         self.seed = int(seed)
         self.augment_main = augment_main
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the views are drawn for (shared with the DataLoader's worker processes)."""
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(int(value))
 
     def __call__(self, image: Image.Image, index: int) -> dict[str, torch.Tensor]:
         """Views of one page.

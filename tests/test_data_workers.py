@@ -1,0 +1,94 @@
+"""DataLoader workers: AET views built in persistent worker processes follow the epoch set in the
+training process, and the default worker count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from aetnet.errors import AetnetError
+from aetnet.train.trainer import data_workers, training_arguments
+from aetnet.tuning.aet import AETViews
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+class Pages(torch.utils.data.Dataset):
+    """Four small pages; each item is the AET view of its page (as WindowDataset calls extra_views)."""
+
+    def __init__(self, views: AETViews):
+        self.views = views
+        self.images = []
+        for i in range(4):
+            img = Image.new("RGB", (64, 48), "white")
+            ImageDraw.Draw(img).rectangle([4 * i, 4, 20 + 4 * i, 30], fill=(10 * i, 0, 0))
+            self.images.append(img)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.views(self.images[i], i)["aug_pixel_values"]
+
+
+def _expected(epoch: int, dataset: Pages) -> list[torch.Tensor]:
+    """Views computed in this process by a fresh object set to ``epoch`` (no worker involved)."""
+    fresh = AETViews(32, MEAN, STD, MEAN, STD, seed=7)
+    fresh.epoch = epoch
+    return [fresh(img, i)["aug_pixel_values"] for i, img in enumerate(dataset.images)]
+
+
+def test_persistent_workers_see_the_epoch_set_by_the_callback():
+    views = AETViews(32, MEAN, STD, MEAN, STD, seed=7)
+    dataset = Pages(views)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, persistent_workers=True)
+    epochs = []
+    for epoch in range(3):
+        views.epoch = epoch  # what EpochCallback.on_epoch_begin does, before the epoch's iterator starts
+        epochs.append([batch[0] for batch in loader])
+    for epoch, got in enumerate(epochs):
+        for a, b in zip(got, _expected(epoch, dataset)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(epochs[0][0], epochs[1][0])  # a new view every epoch
+
+
+def test_default_worker_count(monkeypatch):
+    import aetnet.data.ocr_pool as pool
+
+    monkeypatch.setattr(pool, "available_cores", lambda: 32)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert data_workers(None) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert data_workers(None) == 4
+    monkeypatch.setattr(pool, "available_cores", lambda: 2)
+    assert data_workers(None) == 1
+    assert data_workers(0) == 0 and data_workers(3) == 3
+    with pytest.raises(AetnetError, match="num_workers"):
+        data_workers(-1)
+
+
+def test_training_arguments_use_workers_and_pin_only_on_gpu(tmp_path):
+    from aetnet.config import resolve_config
+
+    cfg = resolve_config({}, {"task": "funsd"}, ["train.num_workers=2"])
+    args = training_arguments(cfg, tmp_path)
+    assert args.dataloader_num_workers == 2
+    assert args.dataloader_pin_memory == torch.cuda.is_available()
+
+
+def test_same_training_with_and_without_workers(tmp_path):
+    """The weights after 3 steps (2 epochs of AET views, dropout on) do not depend on train.num_workers."""
+    from safetensors.torch import load_file
+
+    from aetnet.train.runner import finetune
+
+    weights = []
+    for workers in (0, 2):
+        run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / f"w{workers}", overrides=[
+            "train.max_steps=3", "train.batch_size=2", "data.max_train_documents=4", "data.max_eval_documents=1",
+            "aet.queue_size=4", f"train.num_workers={workers}", "train.save_steps=3"])
+        weights.append(load_file(run / "checkpoints" / "checkpoint-3" / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
