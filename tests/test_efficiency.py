@@ -154,3 +154,31 @@ def test_compiled_run_matches_eager_run(tmp_path):
     assert metrics["compiled"]["compile"] == "aot_eager" and metrics["eager"]["compile"] == "off"
     assert metrics["compiled"]["train_precision"] == "fp32" and metrics["compiled"]["attn_implementation"] == "sdpa"
     assert metrics["compiled"]["train_loss"] == pytest.approx(metrics["eager"]["train_loss"], rel=1e-4)
+
+
+def test_sdpa_builds_the_position_bias_mask_once_per_forward(paths, monkeypatch):
+    """LayoutLMv3 hands the same bias to every layer: the merged mask is built once, not per layer,
+    and the logits still equal eager's (padding included)."""
+    from transformers.integrations import sdpa_attention
+
+    model = build("full", paths).eval()
+    batch = {k: v for k, v in make_batch().items() if k not in ("labels", "aug_pixel_values")}
+    built = []
+    original = sdpa_attention.create_position_bias_mask
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "create_position_bias_mask", counting)
+    set_attention(model, "eager")
+    with torch.no_grad():
+        eager = model(**batch).logits
+    set_attention(model, "sdpa")
+    assert model.config.num_hidden_layers == 2
+    with torch.no_grad():
+        first = model(**batch).logits
+        second = model(**batch).logits
+    assert len(built) == 2  # once per forward, two forwards
+    torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)

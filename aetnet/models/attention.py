@@ -27,8 +27,10 @@ transformers reads under ``torch.no_grad`` (they never receive a gradient), so t
 from __future__ import annotations
 
 import logging
+import weakref
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from aetnet.errors import AetnetError
 from aetnet.models.relpos import trains_relative_position_biases
@@ -53,16 +55,67 @@ def _sync_free_sdpa_mask(*args, **kwargs):
     return sdpa_mask(*args, **kwargs)
 
 
+class _BiasMaskCache:
+    """The last position-bias mask built, reused while the same bias and padding mask come back.
+
+    LayoutLMv3 passes the same ``position_bias`` (B, heads, L, L) and padding mask to every layer;
+    transformers' SDPA path merges them into one additive mask in every layer (a ``torch.where`` over
+    B x heads x L x L, then a cast to bf16 under autocast). Built once per forward instead, in the
+    query's dtype, it saves that memory traffic in 11 of 12 layers. The entry is dropped as soon as
+    the bias it was built from is freed (a weak reference), so it never outlives the forward's graph.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.mask: Tensor | None = None
+
+    def clear(self) -> None:
+        self.key, self.mask = None, None
+
+    def _drop(self, ref: weakref.ref) -> None:
+        if self.key is not None and self.key[0] is ref:  # only the entry built from the freed bias
+            self.clear()
+
+    def get(self, position_bias: Tensor, attention_mask: Tensor | None, query: Tensor, key: Tensor) -> Tensor:
+        from transformers.integrations import sdpa_attention
+
+        if self.key is not None:
+            bias_ref, mask_ref, dtype = self.key
+            if bias_ref() is position_bias and (mask_ref() if mask_ref else None) is attention_mask \
+                    and dtype == query.dtype:
+                return self.mask
+        mask = sdpa_attention.create_position_bias_mask(position_bias, attention_mask, False, query, key)
+        mask = mask.to(query.dtype)
+        self.key = (weakref.ref(position_bias, self._drop),
+                    weakref.ref(attention_mask) if attention_mask is not None else None, query.dtype)
+        self.mask = mask
+        return mask
+
+
+_BIAS_MASKS = _BiasMaskCache()
+
+
+def _sync_free_sdpa_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                              attention_mask: Tensor | None, position_bias: Tensor | None = None, **kwargs):
+    """transformers' SDPA attention, with LayoutLMv3's bias mask built once per forward (not per layer)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    # Under torch.compile the graph compiler merges the per-layer work itself: keep the stock path.
+    if position_bias is not None and not getattr(module, "is_causal", False) and not torch.compiler.is_compiling():
+        attention_mask = _BIAS_MASKS.get(position_bias, attention_mask, query, key)
+        position_bias = None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, position_bias=position_bias, **kwargs)
+
+
 def _register() -> None:
     """Register :data:`SYNC_FREE_SDPA` with transformers' attention and mask interfaces (once)."""
     global _REGISTERED
     if _REGISTERED:
         return
     from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(SYNC_FREE_SDPA, sdpa_attention_forward)
+    AttentionInterface.register(SYNC_FREE_SDPA, _sync_free_sdpa_attention)
     AttentionMaskInterface.register(SYNC_FREE_SDPA, _sync_free_sdpa_mask)
     _REGISTERED = True
 
