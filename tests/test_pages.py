@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from aetnet.cli.main import main
-from aetnet.data.pages import entity_segments, parse_page, plain_to_bio, read_pages, region_of
+from aetnet.data.page_targets import entity_segments, plain_to_bio, region_of
+from aetnet.data.pages import parse_page, read_pages
 from aetnet.errors import AetnetError, DataError
 
 
@@ -88,13 +90,18 @@ def test_ocr_page_labels_the_words_its_regions_cover(tmp_path, page_image):
     ({"boxes": [[10, 10, 50, 20], [60, 10, 90], [95, 10, 120, 20]]}, "boxes[1]", "four pixel numbers"),
     ({"words": ["Total:", 12, "EUR"]}, "words[1]", "list of strings"),
     ({"image": "img/missing.png"}, "image", "does not exist"),
-    ({"id": None}, "id", "needs an id"),
-    ({"words": "Total 12.00"}, "words", "list of strings"),
+    ({"id": None}, "id", "is missing"),
+    ({"id": [1]}, "id", "unique id"),
+    ({"width": 200, "height": "tall"}, "height", "pixel size"),
+    ({"labels": ["KEY", 3, "VALUE"]}, "labels[1]", "one label name per word"),
+    ({"segments": [0, "a", 1]}, "segments[1]", "expected an integer"),
+    ({"words": "Total 12.00"}, "words", "expected a list"),
     ({"segments": [0, 1]}, "segments", "one per word"),
     ({"labels": None, "entities": [{"label": "K", "words": [0, 5]}]}, "entities[0].words", "out of range"),
     ({"labels": None, "entities": [{"label": "K", "words": [0]}, {"label": "V", "words": [0]}]},
      "entities[1].words", "already belongs"),
-    ({"links": [[0]]}, "links", "pairs"),
+    ({"links": [[0]]}, "links[0]", "id pairs"),
+    ({"links": [[0, "x"]]}, "links[0][1]", "expected an integer"),
     ({"colour": "red"}, "colour", "not a page field"),
     ({"labels": None}, "labels", "needs labels"),
 ])
@@ -115,10 +122,9 @@ def test_unknown_label_in_evaluation_split_names_the_page(tmp_path, page_image, 
     test = [_page(id="e1", labels=["KEY", "TOTAL", "TOTAL"])]
     for name, pages in (("train", train), ("test", test)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
+    import aetnet.tasks  # noqa: F401
     from aetnet.config import resolve_config
     from aetnet.registry import TASKS
-
-    import aetnet.tasks  # noqa: F401
 
     task = TASKS.get("token")()
     cfg = resolve_config({"task": "token", "data": {"path": str(tmp_path)}})
@@ -187,6 +193,10 @@ def test_qa_pages_locate_answers_and_group_questions_by_page(tmp_path, page_imag
              for i in range(5)]
     (tmp_path / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
     examples = read_pages(tmp_path / "pages.jsonl", "qa")["all"]
+    for bad, field in (("What?", "qa"), ([{"question": 3}], "qa[0].question"), ([{"question": "Q", "answers": [1]}],
+                                                                                 "qa[0].answers[0]")):
+        with pytest.raises(DataError, match=rf"field '{re.escape(field)}'"):
+            _parse(tmp_path, dict(_page(labels=None), qa=bad), kind="qa")
     assert [ex.answer_span for ex in examples[:2]] == [(1, 2), (2, 2)]
     run = tmp_path / "run"
     assert main(["finetune", "qa", "--data", str(tmp_path / "pages.jsonl"), "--base", "tiny", "--output", str(run),
@@ -242,10 +252,9 @@ def test_funsd_layout_folder_with_any_label_set(tmp_path, shared_data, tiny_base
                 ent["label"] = {"question": "Field", "answer": "Value", "header": "Title"}.get(ent["label"], "other")
             (tmp_path / "forms" / split / "annotations" / f"{stem}.json").write_text(json.dumps(data))
             (tmp_path / "forms" / split / "images" / f"{stem}.png").symlink_to(src / "images" / f"{stem}.png")
+    import aetnet.tasks  # noqa: F401
     from aetnet.config import resolve_config
     from aetnet.registry import TASKS
-
-    import aetnet.tasks  # noqa: F401
 
     task = TASKS.get("token")()
     splits = task.load(resolve_config({"task": "token", "data": {"path": str(tmp_path / "forms")}}))

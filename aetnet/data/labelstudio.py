@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aetnet.data.pages import region_of
+from aetnet.data.page_targets import region_of
 
 IMAGE_KEYS = ("ocr", "image", "img", "page")
 LABEL_TYPES = ("labels", "rectanglelabels", "polygonlabels")

@@ -33,15 +33,30 @@ from pathlib import Path
 from typing import Any
 
 from aetnet.data.document import Document, QAExample
-from aetnet.data.validate import expect_box, expect_list, expect_string
+from aetnet.data.page_targets import (
+    check_box,
+    entities_to_labels,
+    entity_segments,
+    is_bio,
+    plain_to_bio,
+    regions_to_labels,
+    require_that,
+    union_boxes,
+)
+from aetnet.data.validate import (
+    at,
+    expect_integer,
+    expect_list,
+    expect_object,
+    expect_string,
+    require,
+)
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
 
 SPLIT_FILES = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
 TARGETS = ("labels", "entities", "class", "qa")
-#: Share of an OCR word's area a labelled region must cover for the word to take its label.
-REGION_COVER = 0.5
 
 
 def page_schema() -> dict[str, Any]:
@@ -95,165 +110,45 @@ def iter_page_lines(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataErro
 
 
 # ------------------------------------------------------------------------------------- validation
-def _require(cond: bool, where: str, field: str, message: str) -> None:
-    if not cond:
-        raise DataError(message, where, field)
-
-
-def _check_box(box: Any, where: str, field: str, size: tuple[int, int] | None) -> list[float]:
-    # Presence and types through the readers' shared checks (aetnet.data.validate); then the geometry.
-    box = expect_box(box, field, where, fix="give four pixel numbers [x0, y0, x1, y1]")
-    x0, y0, x1, y1 = box
-    _require(x0 <= x1 and y0 <= y1, where, field, f"box {box} is inverted; give [x0, y0, x1, y1] with x0 <= x1, "
-             "y0 <= y1")
-    if size is not None:
-        w, h = size
-        _require(x0 >= -1 and y0 >= -1 and x1 <= w + 1 and y1 <= h + 1, where, field,
-                 f"box {box} lies outside the {w}x{h} page; boxes are pixels on the page image")
-    return box
-
-
 def _page_size(record: dict, where: str, base: Path) -> tuple[tuple[int, int], Path | None]:
     image = record.get("image")
     path = None
     if image is not None:
-        _require(isinstance(image, str) and image.strip() != "", where, "image",
+        require_that(isinstance(image, str) and image.strip() != "", where, "image",
                  "must be the image path relative to the JSONL file")
         path = (base / image) if not Path(image).is_absolute() else Path(image)
-        _require(path.is_file(), where, "image", f"image file {path} does not exist; fix the path (relative to "
+        require_that(path.is_file(), where, "image", f"image file {path} does not exist; fix the path (relative to "
                  "the JSONL file) or add the image")
     w, h = record.get("width"), record.get("height")
     if w is None and h is None:
-        _require(path is not None, where, "image", "a page needs an image, or width and height for a blank page")
+        require_that(path is not None, where, "image", "a page needs an image, or width and height for a blank page")
         from aetnet.data.images import image_size
 
         return image_size(path), path
-    _require(isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0, where, "width",
-             f"width/height {w!r}x{h!r} must both be positive integers (the image's pixel size)")
+    fix = "give width and height as the image's pixel size"
+    w, h = require(record, "width", "integer", "", where, fix=fix), require(record, "height", "integer", "", where,
+                                                                              fix=fix)
+    require_that(w > 0 and h > 0, where, "width", f"page size {w}x{h} must be positive; {fix}")
     return (w, h), path
 
 
 def _check_words(record: dict, where: str, size: tuple[int, int]) -> tuple[list[str], list[list[float]]]:
     words, boxes = record.get("words"), record.get("boxes")
     if words is None:
-        _require(boxes is None, where, "words", "boxes are given without words; add the words")
+        require_that(boxes is None, where, "words", "boxes are given without words; add the words")
         return [], []
     words = expect_list(words, "words", where, fix="words must be a list of strings")
     for i, word in enumerate(words):
         expect_string(word, f"words[{i}]", where, fix="words must be a list of strings")
     boxes = expect_list(boxes, "boxes", where, fix="boxes must be a list of [x0, y0, x1, y1] pixel boxes, one per word")
-    _require(len(boxes) == len(words), where, "boxes", f"{len(words)} words but {len(boxes)} boxes; give one box "
+    require_that(len(boxes) == len(words), where, "boxes", f"{len(words)} words but {len(boxes)} boxes; give one box "
              "per word")
-    return list(words), [_check_box(b, where, f"boxes[{i}]", size) for i, b in enumerate(boxes)]
-
-
-def _check_index_list(value: Any, n: int, where: str, field: str) -> list[int]:
-    _require(isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value),
-             where, field, "must be a list of word indices")
-    bad = [i for i in value if not 0 <= i < n]
-    _require(not bad, where, field, f"word index {bad[0] if bad else ''} is out of range for a page of {n} words")
-    return value
-
-
-# ----------------------------------------------------------------------------------- targets -> BIO
-def is_bio(labels: list[str]) -> bool:
-    """True when every label is ``O`` or ``B-X``/``I-X`` (the labels are BIO tags already)."""
-    return all(label == "O" or label[:2] in ("B-", "I-") for label in labels)
-
-
-def plain_to_bio(labels: list[str], segments: list[int] | None) -> list[str]:
-    """Plain names -> BIO: a run of one name over consecutive words of one segment is one entity."""
-    out: list[str] = []
-    for i, label in enumerate(labels):
-        if label == "O":
-            out.append("O")
-            continue
-        same = (i > 0 and labels[i - 1] == label
-                and (segments is None or segments[i] == segments[i - 1]))
-        out.append(f"{'I' if same else 'B'}-{label}")
-    return out
-
-
-def entity_segments(labels: list[str]) -> list[int]:
-    """One segment id per word from BIO tags: each entity is a segment, an ``O`` word is its own."""
-    ids, current = [], -1
-    for i, label in enumerate(labels):
-        if label == "O" or label.startswith("B-") or i == 0 or labels[i - 1] == "O" \
-                or labels[i - 1][2:] != label[2:]:
-            current += 1
-        ids.append(current)
-    return ids
-
-
-def _entities_to_labels(entities: Any, n: int, where: str) -> tuple[list[str], list[int]]:
-    """``entities`` with word indices -> BIO labels and segment ids (entity index; -1 outside)."""
-    _require(isinstance(entities, list), where, "entities", 'must be a list of {"label": ..., "words": [...]}')
-    labels, segments = ["O"] * n, [-1] * n
-    for k, ent in enumerate(entities):
-        field = f"entities[{k}]"
-        _require(isinstance(ent, dict) and isinstance(ent.get("label"), str) and ent["label"].strip(), where,
-                 field, 'must be {"label": "<name>", "words": [word indices]}')
-        idx = sorted(_check_index_list(ent.get("words"), n, where, f"{field}.words"))
-        _require(bool(idx), where, f"{field}.words", "is empty; an entity needs at least one word")
-        for j, i in enumerate(idx):
-            _require(segments[i] == -1, where, f"{field}.words", f"word {i} already belongs to entity "
-                     f"{segments[i]}; a word belongs to one entity at most")
-            labels[i] = f"{'B' if j == 0 else 'I'}-{ent['label']}"
-            segments[i] = k
-    return labels, segments
-
-
-def _regions_to_labels(entities: Any, boxes: list[list[float]], where: str,
-                       size: tuple[int, int]) -> tuple[list[str], list[int]]:
-    """``entities`` with ``box`` regions on an OCR page -> BIO labels of the OCR words they cover."""
-    _require(isinstance(entities, list), where, "entities", 'must be a list of {"label": ..., "box": [...]}')
-    regions = []
-    for k, ent in enumerate(entities):
-        field = f"entities[{k}]"
-        _require(isinstance(ent, dict) and isinstance(ent.get("label"), str) and "box" in ent, where, field,
-                 'on a page without words each entity needs {"label": "<name>", "box": [x0, y0, x1, y1]}')
-        regions.append((ent["label"], _check_box(ent["box"], where, f"{field}.box", size)))
-    owner = [region_of(box, [r for _, r in regions]) for box in boxes]
-    labels, segments = [], []
-    for i, k in enumerate(owner):
-        if k < 0:
-            labels.append("O")
-        else:
-            labels.append(f"{'I' if i > 0 and owner[i - 1] == k else 'B'}-{regions[k][0]}")
-        segments.append(k)
-    unmatched = [regions[k][0] for k in range(len(regions)) if k not in owner]
-    if unmatched:
-        logger.warning("%s: %d labelled region(s) cover no OCR word (%s); they give no training signal",
-                       where, len(unmatched), ", ".join(unmatched[:5]))
-    return labels, segments
-
-
-def region_of(box: list[float], regions: list[list[float]]) -> int:
-    """The region covering most of ``box`` (at least :data:`REGION_COVER` of its area), else -1."""
-    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-    best, best_share = -1, REGION_COVER
-    for k, r in enumerate(regions):
-        iw = min(box[2], r[2]) - max(box[0], r[0])
-        ih = min(box[3], r[3]) - max(box[1], r[1])
-        share = max(iw, 0.0) * max(ih, 0.0) / area
-        if share >= best_share:
-            best, best_share = k, share
-    return best
-
-
-def union_boxes(boxes: list[list[float]], segments: list[int]) -> dict[int, list[float]]:
-    """The pixel box union of each segment id's words (ids < 0 are no segment)."""
-    out: dict[int, list[float]] = {}
-    for seg, b in zip(segments, boxes):
-        if seg < 0:
-            continue
-        u = out.get(seg)
-        out[seg] = list(b) if u is None else [min(u[0], b[0]), min(u[1], b[1]), max(u[2], b[2]), max(u[3], b[3])]
-    return out
+    return list(words), [check_box(b, where, f"boxes[{i}]", size) for i, b in enumerate(boxes)]
 
 
 # ------------------------------------------------------------------------------------- one page
-def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None, ocr=None) -> Document | list[QAExample]:
+def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
+               ocr=None) -> Document | list[QAExample]:
     """One validated page line -> a :class:`Document` (token/sequence) or its :class:`QAExample` list (qa).
 
     Args:
@@ -268,12 +163,11 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
         DataError: a field is missing, of the wrong type or inconsistent; the message names the line,
             the field and the fix.
     """
-    page_id = record.get("id")
-    _require(isinstance(page_id, (str, int)) and not isinstance(page_id, bool) and str(page_id).strip() != "",
-             where, "id", "every page needs an id (a string)")
+    page_id = require(record, "id", "text", "", where, fix="give every page a unique id")
+    require_that(page_id.strip() != "", where, "id", "is empty; give every page a unique id")
     unknown = set(record) - {"id", "image", "width", "height", "words", "boxes", "segments", *TARGETS, "links",
                              "split", "meta"}
-    _require(not unknown, where, sorted(unknown)[0] if unknown else "", "is not a page field; see `aetnet formats "
+    require_that(not unknown, where, sorted(unknown)[0] if unknown else "", "is not a page field; see `aetnet formats "
              "show pages`")
     size, image_path = _page_size(record, where, base)
     words, boxes = _check_words(record, where, size)
@@ -287,12 +181,12 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
     labels, segments = (None, None) if kind is None else _target_labels(record, kind, words, boxes, where, size,
                                                                            from_ocr)
     if record.get("segments") is not None:
-        _require(not from_ocr, where, "segments", "segments need the page's words; remove them on OCR pages")
-        seg = record["segments"]
-        _require(isinstance(seg, list) and len(seg) == len(words)
-                 and all(isinstance(s, int) and not isinstance(s, bool) for s in seg), where, "segments",
-                 f"must be a list of {len(words)} integer segment ids, one per word (-1 for none)")
-        segments = list(seg)
+        require_that(not from_ocr, where, "segments", "segments need the page's words; remove them on OCR pages")
+        fix = "give one integer segment id per word (-1 for none)"
+        segments = [expect_integer(v, at("segments", i), where, fix)
+                    for i, v in enumerate(expect_list(record["segments"], "segments", where, fix))]
+        require_that(len(segments) == len(words), where, "segments", f"{len(words)} words but {len(segments)} segment "
+                 "ids; give one per word (-1 for none)")
     if labels is not None and record.get("labels") is not None and not is_bio(labels):
         labels = plain_to_bio(labels, segments)
     if segments is None and labels is not None:
@@ -310,37 +204,40 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
 def _target_labels(record: dict, kind: str, words: list[str], boxes: list[list[float]], where: str,
                    size: tuple[int, int], from_ocr: bool) -> tuple[list[str] | None, list[int] | None]:
     if kind == "sequence":
-        label = record.get("class")
-        _require(isinstance(label, str) and label.strip() != "", where, "class",
-                 "a classification page needs its class name as a string")
+        label = require(record, "class", "string", "", where, fix="a classification page needs its class name")
+        require_that(label.strip() != "", where, "class", "is empty; give the page's class name")
         return None, None
     if kind == "qa":
-        _require(isinstance(record.get("qa"), list) and record["qa"], where, "qa",
-                 'a QA page needs [{"question": "...", "answers": ["..."]}]')
+        fix = 'a QA page needs [{"question": "...", "answers": ["..."]}]'
+        require_that(bool(require(record, "qa", "list", "", where, fix=fix)), where, "qa", f"is empty; {fix}")
         return None, None
     if record.get("labels") is not None:
-        _require(not from_ocr, where, "labels", "one label per word needs the words; give words and boxes, or "
+        require_that(not from_ocr, where, "labels", "one label per word needs the words; give words and boxes, or "
                  "label OCR pages with entities [{\"label\", \"box\"}]")
-        labels = record["labels"]
-        _require(isinstance(labels, list) and all(isinstance(x, str) and x.strip() for x in labels), where,
-                 "labels", "must be a list of label names (strings), one per word")
-        _require(len(labels) == len(words), where, "labels", f"{len(words)} words but {len(labels)} labels; give "
+        fix = "give one label name per word (O for none)"
+        labels = [expect_string(x, at("labels", i), where, fix, empty=False)
+                  for i, x in enumerate(expect_list(record["labels"], "labels", where, fix))]
+        require_that(len(labels) == len(words), where, "labels", f"{len(words)} words but {len(labels)} labels; give "
                  "one label per word (O for none)")
         return list(labels), None
-    _require(record.get("entities") is not None, where, "labels", "a token-labelling page needs labels (one per "
+    require_that(record.get("entities") is not None, where, "labels", "a token-labelling page needs labels (one per "
              "word) or entities")
     if from_ocr:
-        return _regions_to_labels(record["entities"], boxes, where, size)
-    return _entities_to_labels(record["entities"], len(words), where)
+        return regions_to_labels(record["entities"], boxes, where, size)
+    return entities_to_labels(record["entities"], len(words), where)
 
 
 def _check_links(links: Any, where: str) -> list[tuple[int, int]]:
     if links is None:
         return []
-    _require(isinstance(links, list) and all(isinstance(p, list) and len(p) == 2
-                                             and all(isinstance(i, int) for i in p) for p in links),
-             where, "links", "must be a list of [from entity, to entity] id pairs")
-    return [(int(a), int(b)) for a, b in links]
+    fix = "give links as [[from entity, to entity], ...] id pairs"
+    out = []
+    for k, pair in enumerate(expect_list(links, "links", where, fix)):
+        pair = expect_list(pair, at("links", k), where, fix)
+        require_that(len(pair) == 2, where, at("links", k), f"has {len(pair)} ids; {fix}")
+        out.append((expect_integer(pair[0], at(at("links", k), 0), where, fix),
+                    expect_integer(pair[1], at(at("links", k), 1), where, fix)))
+    return out
 
 
 def _qa_examples(record: dict, doc: Document, where: str) -> list[QAExample]:
@@ -348,12 +245,12 @@ def _qa_examples(record: dict, doc: Document, where: str) -> list[QAExample]:
 
     out = []
     for k, item in enumerate(record["qa"]):
-        field = f"qa[{k}]"
-        _require(isinstance(item, dict) and isinstance(item.get("question"), str) and item["question"].strip(),
-                 where, field, 'must be {"question": "...", "answers": ["..."]}')
-        answers = item.get("answers", [])
-        _require(isinstance(answers, list) and all(isinstance(a, str) for a in answers), where,
-                 f"{field}.answers", "must be a list of answer strings")
+        field, fix = at("qa", k), 'give {"question": "...", "answers": ["..."]}'
+        item = expect_object(item, field, where, fix)
+        require(item, "question", "string", field, where, fix=fix)
+        require_that(item["question"].strip() != "", where, f"{field}.question", "is empty; give the question")
+        answers = [expect_string(a, at(f"{field}.answers", i), where, fix)
+                   for i, a in enumerate(require(item, "answers", "list", field, where, optional=True, default=[]))]
         out.append(QAExample(id=f"{doc.id}-{k}", question=item["question"], document=doc, answers=list(answers),
                              answer_span=locate_answer(doc.words, answers)))
     return out
@@ -382,7 +279,7 @@ def read_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, 
         seen: dict[str, str] = {}
         for where, record in tqdm(list(iter_page_lines(file)), desc=f"pages {file.name}", unit="page",
                                   disable=None, leave=False):
-            def parse(where=where, record=record):
+            def parse(where=where, record=record, file=file):
                 if isinstance(record, DataError):
                     raise record
                 return parse_page(record, where, file.parent, kind, ocr)
