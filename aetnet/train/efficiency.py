@@ -43,14 +43,15 @@ def resolve_bf16(setting: bool | None) -> bool:
 def resolve_tf32(setting: bool | None) -> bool:
     """``train.tf32`` -> whether TF32 is used (``None``: CUDA devices of compute capability >= 8.0).
 
-    Raises:
-        AetnetError: ``train.tf32=true`` without a CUDA device (TF32 is a GPU number format).
+    TF32 is a GPU number format: without a CUDA device it is skipped (a GPU recipe asking for it still
+    runs on CPU, with a warning), and ``metrics.json`` records ``tf32: false``.
     """
     has_cuda = torch.cuda.is_available()
     if setting is None:
         return bool(has_cuda and torch.cuda.get_device_capability()[0] >= 8)
     if setting and not has_cuda:
-        raise AetnetError("train.tf32=true needs a CUDA GPU (TF32 is a GPU number format); leave train.tf32 unset")
+        logger.warning("train.tf32=true is skipped: there is no CUDA GPU (TF32 is a GPU number format)")
+        return False
     return bool(setting)
 
 
