@@ -1,9 +1,11 @@
 """Predictions on new pages: PNG, JPEG, TIFF or PDF in, one JSON record (and optionally a PNG) per page out.
 
 A :class:`Predictor` wraps any model folder :func:`aetnet.train.runner.load_model` can read (a run's
-``model/`` or an export). Pages go through Tesseract with the OCR settings recorded at training time,
-then through the same windows as training (:func:`~aetnet.data.encoding.encode_token_documents`),
-and the task kind decides the decoding:
+``model/`` or an export; with ``backend="onnx"``/``"onnx-int8"`` an export's ONNX graph, see
+:mod:`aetnet.backends`). A page's words come from its PDF text layer when it has a usable one
+(``ocr="auto"``, see :mod:`aetnet.pdftext`) or from Tesseract with the OCR settings recorded at
+training time; each record names its ``source``. The words go through the same windows as training
+(:func:`~aetnet.data.encoding.encode_token_documents`), and the task kind decides the decoding:
 
 - ``token``: a label and score per word, and entities grouped from BIO spans;
 - ``sequence``: the class and every class probability, from the page's first window (its first

@@ -11,7 +11,8 @@ Concurrent requests are read, OCRed and encoded in parallel threads; their pages
 :class:`Batcher`, which runs the windows of every page waiting (up to ``batch_windows``) in one model
 call. At most ``max_queue`` requests are admitted at once (503 beyond), uploads are limited in bytes
 and pages (413), a file that is not a readable PNG/JPEG/TIFF/PDF gets one 4xx naming what is wrong.
-Uploads are decoded from memory: nothing is written to disk.
+Uploads are decoded from memory; the multipart parser spools a large upload to an anonymous
+temporary file that is gone with the request, so nothing is left on disk.
 
 Example::
 

@@ -111,6 +111,39 @@ def test_image_only_pdf_has_no_usable_layer(tmp_path):
         choose_source(page.layer, "never", "x")
 
 
+def _handwritten_pdf(path: Path, encoding: bytes) -> None:
+    """One page with 'ABCDEF GHIJ' in Helvetica under the given font /Encoding, written by hand."""
+    content = b"BT /F1 24 Tf 72 700 Td (ABCDEF GHIJ) Tj ET"
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+            b"/Contents 4 0 R >>",
+            b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding " + encoding + b" >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, obj)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    path.write_bytes(bytes(out))
+
+
+def test_a_text_layer_without_unicode_is_garbage_and_ocred(tmp_path):
+    good, garbage = tmp_path / "good.pdf", tmp_path / "garbage.pdf"
+    _handwritten_pdf(good, b"/WinAnsiEncoding")
+    # Glyph names that map to no character: the layer's text cannot be trusted.
+    _handwritten_pdf(garbage, b"<< /Type /Encoding /Differences [65 /g1 /g2 /g3 /g4 /g5 /g6 /g7 /g8 /g9 /g10] >>")
+    layer = read_pdf(good, PDF_DPI)[0].layer
+    assert layer.words == ["ABCDEF", "GHIJ"] and layer.usable
+    layer = read_pdf(garbage, PDF_DPI)[0].layer
+    assert (layer.chars, layer.bad_chars, layer.usable) == (10, 10, False)
+    assert choose_source(layer, "auto", "x") == "ocr"
+    with pytest.raises(DataError, match="10 of 10 characters without a usable Unicode"):
+        choose_source(layer, "never", "x")
+
+
 def test_usable_rule_hand_worked():
     assert not TextLayer().usable
     assert TextLayer(words=["a"], boxes=[[0, 0, 1, 1]], lines=[0], chars=10, bad_chars=1).usable
