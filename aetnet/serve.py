@@ -196,8 +196,7 @@ class Service:
         words, boxes, lines, source = p.page_words(page.image, page.layer, where)
         with self.encode_lock:
             doc, windows = p.encode(page.image, words, boxes, question, lines)
-            pixels = p.pixels(page.image)
-        return doc, windows, pixels, source
+        return doc, windows, p.pixels(page.image), source
 
     async def predict(self, data: bytes, name: str, question: str | None, visualize: bool) -> list[dict]:
         """The page records of an upload (as ``aetnet predict`` writes them)."""
