@@ -203,6 +203,7 @@ def read_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
         pages = []
         for i in range(len(pdf)):
             page = pdf[i]
+            _check_size(page, dpi, f"{path} page {i + 1}")
             image = page.render(scale=dpi / 72).to_pil().convert("RGB")
             pages.append(PdfPage(image, read_text_layer(page, image.size) if text else None))
             page.close()
@@ -211,6 +212,18 @@ def read_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
         raise DataError(f"a page cannot be rendered or read ({exc}); re-export the PDF", path) from None
     finally:
         pdf.close()
+
+
+def _check_size(page, dpi: int, where: str) -> None:
+    """Refuse a page whose rendering would exceed PIL's decompression-bomb limit (a huge MediaBox
+    would otherwise take gigabytes of memory)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = page.get_size()
+    pixels = width * height * (dpi / 72) ** 2
+    if limit and pixels > limit:
+        raise DataError(f"the page is {width / 72:.0f} x {height / 72:.0f} inches: {pixels / 1e6:.0f} M pixels "
+                        f"at {dpi} dpi, more than the {limit / 1e6:.0f} M a page may have; re-export it at "
+                        "a page size", where)
 
 
 def choose_source(layer: TextLayer | None, mode: str, where: str) -> str:

@@ -111,12 +111,12 @@ def test_image_only_pdf_has_no_usable_layer(tmp_path):
         choose_source(page.layer, "never", "x")
 
 
-def _handwritten_pdf(path: Path, encoding: bytes) -> None:
+def _handwritten_pdf(path: Path, encoding: bytes, size: tuple[int, int] = (612, 792)) -> None:
     """One page with 'ABCDEF GHIJ' in Helvetica under the given font /Encoding, written by hand."""
     content = b"BT /F1 24 Tf 72 700 Td (ABCDEF GHIJ) Tj ET"
     objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
-            b"/Contents 4 0 R >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 5 0 R >> >> "
+            b"/Contents 4 0 R >>" % size,
             b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
             b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding " + encoding + b" >>"]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
@@ -142,6 +142,15 @@ def test_a_text_layer_without_unicode_is_garbage_and_ocred(tmp_path):
     assert choose_source(layer, "auto", "x") == "ocr"
     with pytest.raises(DataError, match="10 of 10 characters without a usable Unicode"):
         choose_source(layer, "never", "x")
+
+
+def test_a_huge_page_is_refused_before_rendering(tmp_path):
+    """A 200 x 200 inch MediaBox would be 1600 M pixels at 200 dpi (gigabytes): one error instead."""
+    pdf = tmp_path / "poster.pdf"
+    _handwritten_pdf(pdf, b"/WinAnsiEncoding", size=(14400, 14400))
+    with pytest.raises(DataError, match=r"poster.pdf page 1: the page is 200 x 200 inches: 1600 M pixels"):
+        read_pdf(pdf, PDF_DPI)
+    assert read_pdf(pdf, 10)[0].layer.words == ["ABCDEF", "GHIJ"]  # fine at a low resolution
 
 
 def test_usable_rule_hand_worked():
