@@ -53,6 +53,9 @@ class DataConfig:
     labels: list[str] | None = None
     """The label set of the ``token`` and ``classify`` tasks (entity names or BIO tags; class names), in id
     order; default: discovered from the training split. Other tasks have fixed label sets."""
+    window_cache: bool = True
+    """Keep the encoded windows in the on-disk, memory-mapped cache (``$AETNET_CACHE/windows``), built once per
+    data content, tokenizer and encoding settings and reused by later runs; ``false`` encodes them in memory."""
 
     def __post_init__(self) -> None:
         _choice("data.box_level", self.box_level, ("segment", "word"))

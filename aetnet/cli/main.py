@@ -14,7 +14,7 @@ import sys
 from aetnet.errors import AetnetError
 
 SUBCOMMANDS = ("finetune", "evaluate", "inspect", "recipes", "export", "predict", "compare", "convert", "formats",
-               "serve", "ocr")
+               "serve", "ocr", "cache")
 
 EPILOG = """examples:
   aetnet finetune funsd --demo                       # offline, tiny model, ~1 minute on CPU

@@ -192,7 +192,8 @@ class WindowDataset(torch.utils.data.Dataset):
     """Windows plus lazily processed page images.
 
     Args:
-        windows: encoded text windows.
+        windows: encoded text windows (a list, or a memory-mapped
+            :class:`~aetnet.data.window_store.WindowStore`).
         documents: the source documents (``windows[i].doc_index`` indexes them).
         image_processor: the LayoutLMv3 image processor (resize + normalise).
         extra_views: optional callable ``(image, index) -> dict`` adding tensors (for example the
@@ -210,7 +211,8 @@ class WindowDataset(torch.utils.data.Dataset):
         doc_ids: bool = False,
     ):
         self.doc_ids = doc_ids
-        self.windows = list(windows)
+        # a WindowStore stays memory-mapped (rows decoded per item); other sequences are kept as given
+        self.windows = windows if isinstance(windows, Sequence) else list(windows)
         self.documents = documents
         self.image_processor = image_processor
         self.extra_views = extra_views

@@ -17,6 +17,7 @@ import torch
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
 from aetnet.data.screen import BadDocuments, screen_documents
+from aetnet.data.window_store import encode_cached
 from aetnet.train.modelio import get_task, load_model
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class EvalSet:
         self.task, self.processor, self.examples, self.cfg, self.labels = task, processor, examples, cfg, labels
         self.distributed = distributed
         label2id = {label: i for i, label in enumerate(labels)} if labels else None
-        self.windows = task.encode(examples, processor.tokenizer, label2id, cfg)
+        self.windows = encode_cached(task, examples, processor.tokenizer, label2id, cfg, desc="evaluation windows")
         self.dataset = WindowDataset(self.windows, task.documents(examples), processor.image_processor)
 
     def __len__(self) -> int:

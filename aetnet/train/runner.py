@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import WindowDataset
 from aetnet.data.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
 from aetnet.data.screen import BadDocuments, screen_documents
+from aetnet.data.window_store import encode_cached
 from aetnet.errors import AetnetError
 from aetnet.threads import respect_omp_thread_limit
 from aetnet.train.curves import CURVES_FILE
@@ -119,8 +121,9 @@ class RunContext:
     val_ex: list = field(default_factory=list)
     selection_split: str | None = None
     run_dir: Path | None = None
-    train_windows: list = field(default_factory=list)
+    train_windows: Sequence = field(default_factory=list)  # a WindowStore with data.window_cache
     train_ds: WindowDataset | None = None
+    validator: EvalSet | None = None
     model: Any = None
     trainer: Any = None
     train_loss: float = float("nan")
@@ -207,13 +210,17 @@ def prepare_run_dir(ctx: RunContext) -> None:
 
 
 def encode_training(ctx: RunContext) -> None:
-    """Training examples -> windows -> the dataset the Trainer reads (with the strategy's extra views)."""
+    """Training examples -> windows (through the on-disk window cache) -> the dataset the Trainer reads (with
+    the strategy's extra views); the validation windows too."""
     cfg, task, strategy = ctx.cfg, ctx.task, ctx.strategy
-    ctx.train_windows = task.encode(ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg)
+    ctx.train_windows = encode_cached(task, ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg,
+                                      desc="training windows")
     views = strategy.extra_views(cfg, ctx.processor)
     with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
     ctx.train_ds = WindowDataset(ctx.train_windows, task.documents(ctx.train_ex), ctx.processor.image_processor,
                                  views, with_ids)
+    if ctx.selection_split:  # encoded here too, so that only the node's main process builds its cache entry
+        ctx.validator = EvalSet(task, ctx.processor, ctx.val_ex, cfg, ctx.labels, distributed=True)
 
 
 def build_model(ctx: RunContext) -> None:
@@ -230,10 +237,8 @@ def train_model(ctx: RunContext) -> None:
     from aetnet.train.trainer import build_trainer
 
     cfg, model = ctx.cfg, ctx.model
-    validator = (EvalSet(ctx.task, ctx.processor, ctx.val_ex, cfg, ctx.labels, distributed=True)
-                 if ctx.selection_split else None)
     ctx.trainer = build_trainer(model, cfg, ctx.train_ds, ctx.processor, ctx.strategy.callbacks(model, cfg),
-                                ctx.run_dir, validator=validator, metric=ctx.task.metric)
+                                ctx.run_dir, validator=ctx.validator, metric=ctx.task.metric)
     if hasattr(model, "on_train_data"):
         model.on_train_data(len(ctx.train_ds))
     checkpoint = _last_checkpoint(ctx.run_dir / "checkpoints") if ctx.resume else None

@@ -1,0 +1,336 @@
+"""Encoded windows on disk, memory-mapped, written once per fingerprint and shared by every run.
+
+:func:`encode_cached` turns examples into windows with the task's own encoder, a chunk of examples
+at a time, and writes them to an Arrow file (Hugging Face ``datasets``) with compact dtypes: ids
+int32, boxes and word boxes int16 (flattened, 4 per token), token labels int16, word ids int32
+(-1 for none). The file lives in ``$AETNET_CACHE/windows/<fingerprint>/`` and is reused by later
+runs, by every strategy and seed of ``aetnet compare`` and by every process of a distributed run
+(the main process builds it under the runner's local-main-first barrier; the others open it).
+
+The fingerprint covers everything the windows depend on: the examples' content as read (words,
+pixel boxes, page sizes, labels, segments, links, questions and located answers: so any change
+of the data files, the OCR settings, the screening or the document selection changes it), the
+tokenizer (its full serialised vocabulary and special-token boxes), every ``data.*`` setting except
+those known not to touch the encoding, the task and its label ids, the aetnet version and the
+cache format. :class:`WindowStore` is a read-only sequence of :class:`~aetnet.data.encoding.Window`
+rows decoded on access: nothing per token stays in Python memory for the whole dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aetnet.data.encoding import Window
+from aetnet.data.relations import RelationWindow
+from aetnet.errors import AetnetError
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the on-disk layout or the fingerprint recipe changes.
+CACHE_FORMAT = 1
+WINDOWS_FILE = "windows.arrow"
+META_FILE = "meta.json"
+#: ``data.*`` settings that select or describe documents but do not change how a given example is
+#: encoded (the examples' content is hashed instead). Every other setting is part of the fingerprint.
+NOT_ENCODING = ("path", "on_bad_document", "ocr_workers", "eval_fraction", "val_fraction", "select_on",
+                "max_train_documents", "max_eval_documents", "labels", "window_cache")
+#: Examples encoded (and written) per chunk.
+CHUNK = 256
+
+
+def window_cache_dir() -> Path:
+    """``$AETNET_CACHE/windows``, else ``~/.cache/aetnet/windows``."""
+    root = os.environ.get("AETNET_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "aetnet") / "windows"
+
+
+# ------------------------------------------------------------------------------------- fingerprint
+def _update_document(h, doc) -> None:
+    """Feed one page's encoding-relevant content into the hash ``h``."""
+    parts = [doc.id, "\x1f".join(doc.words), repr(doc.page_size), "\x1f".join(doc.labels or ["<none>"]),
+             repr(doc.segment_ids), repr(sorted(doc.segment_boxes.items())), repr(doc.links), repr(doc.doc_label)]
+    h.update("\x1e".join(parts).encode("utf-8", "surrogatepass"))
+    h.update(np.asarray(doc.boxes, dtype=np.float64).tobytes())
+
+
+def examples_digest(examples: Sequence[Any]) -> str:
+    """A hash of the examples' content as read, in order (pages, or questions with their pages)."""
+    h = hashlib.blake2b(digest_size=16)
+    pages: dict[int, str] = {}  # a page shared by many questions is hashed once
+    for example in examples:
+        doc = getattr(example, "document", None)
+        if doc is None:
+            h.update(b"\x1d")
+            _update_document(h, example)
+            continue
+        if id(doc) not in pages:
+            page = hashlib.blake2b(digest_size=16)
+            _update_document(page, doc)
+            pages[id(doc)] = page.hexdigest()
+        h.update("\x1d".join([pages[id(doc)], example.id, example.question, repr(example.answer_span)]).encode())
+    h.update(str(len(examples)).encode())
+    return h.hexdigest()
+
+
+def tokenizer_identity(tokenizer) -> dict[str, Any]:
+    """What identifies a tokenizer's output: its class, a hash of its serialised vocabulary, merges and
+    added tokens, and its settings (special-token boxes, ...), not where it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = backend.to_str()
+    else:
+        state = json.dumps(sorted(tokenizer.get_vocab().items()))
+    settings = {k: v for k, v in sorted(getattr(tokenizer, "init_kwargs", {}).items())
+                if k != "name_or_path" and not k.endswith("_file") and isinstance(v, (int, float, str, bool, list))}
+    for name in ("cls_token_box", "sep_token_box", "pad_token_box", "pad_token_label", "only_label_first_subword"):
+        settings[name] = getattr(tokenizer, name, None)
+    vocabulary = hashlib.blake2b(state.encode(), digest_size=16).hexdigest()
+    return {"class": type(tokenizer).__name__, "vocabulary": vocabulary,
+            "settings": json.dumps(settings, sort_keys=True, default=str)}
+
+
+def window_fingerprint(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None,
+                       cfg) -> tuple[str, dict[str, Any]]:
+    """``(key, description)`` of the windows ``task.encode(examples, tokenizer, label2id, cfg)`` gives.
+
+    Args:
+        task: the task (its name, class and relation schema count).
+        examples: the examples, in order.
+        tokenizer: the LayoutLMv3 tokenizer.
+        label2id: label ids (``None``: unlabelled).
+        cfg: the run configuration (``cfg.data`` minus :data:`NOT_ENCODING`).
+    """
+    from aetnet import __version__
+
+    settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in NOT_ENCODING}
+    described = {
+        "format": CACHE_FORMAT,
+        "aetnet_version": __version__,
+        "task": task.name,
+        "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
+        "schema": repr(getattr(task, "schema", None)),
+        "settings": settings,
+        "label2id": label2id,
+        "tokenizer": tokenizer_identity(tokenizer),
+        "examples": examples_digest(examples),
+    }
+    key = hashlib.blake2b(json.dumps(described, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return key, described
+
+
+# ------------------------------------------------------------------------------------------ columns
+def _flat(rows: list, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values) of a list of per-window number lists (nested lists are flattened row-major)."""
+    arrays = [np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    return offsets, _narrow(values, dtype)
+
+
+def _narrow(values: np.ndarray, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise AetnetError(f"window values {values.min()}..{values.max()} do not fit {np.dtype(dtype).name} in the "
+                          "window cache; boxes must be 0-1000 and label ids below 32768 (set data.window_cache=false "
+                          "to train without the cache)")
+    return values.astype(dtype)
+
+
+def _list_array(rows: list, dtype):
+    import pyarrow as pa
+
+    offsets, values = _flat(rows, dtype)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
+
+
+def _nullable_list(rows: list, dtype):
+    """A list column whose ``None`` rows stay null."""
+    import pyarrow as pa
+
+    array = _list_array([r if r is not None else [] for r in rows], dtype)
+    mask = pa.array([r is None for r in rows])
+    offsets = array.offsets
+    return pa.ListArray.from_arrays(offsets, array.values, mask=mask)
+
+
+def windows_table(windows: Sequence[Window], offset: int = 0):
+    """One Arrow table of ``windows`` with compact dtypes (``offset`` added to ``doc_index``)."""
+    import pyarrow as pa
+
+    token_labels = [w.labels if isinstance(w.labels, list) else None for w in windows]
+    scalar = [w.labels if isinstance(w.labels, int) else None for w in windows]
+    columns = {
+        "doc_index": pa.array(np.fromiter((w.doc_index + offset for w in windows), np.int64, len(windows))
+                              .astype(np.int32)),
+        "input_ids": _list_array([w.input_ids for w in windows], np.int32),
+        "bbox": _list_array([w.bbox for w in windows], np.int16),
+        "word_bbox": _nullable_list([w.word_bbox for w in windows], np.int16),
+        "word_ids": _list_array([[-1 if x is None else x for x in w.word_ids] for w in windows], np.int32),
+        "token_labels": _nullable_list(token_labels, np.int16),
+        "label": pa.array(scalar, pa.int32()),
+        "start_positions": pa.array([w.start_positions for w in windows], pa.int32()),
+        "end_positions": pa.array([w.end_positions for w in windows], pa.int32()),
+    }
+    if windows and isinstance(windows[0], RelationWindow):
+        columns["entity_index"] = _list_array([w.entity_index for w in windows], np.int32)
+        columns["entity_positions"] = _list_array([w.entity_positions for w in windows], np.int32)
+        columns["entity_labels"] = _list_array([w.entity_labels for w in windows], np.int16)
+        columns["relation_labels"] = _nullable_list([w.relation_labels for w in windows], np.int16)
+    return pa.table(columns)
+
+
+def _boxes(flat: list[int] | None) -> list[list[int]] | None:
+    return None if flat is None else [flat[i: i + 4] for i in range(0, len(flat), 4)]
+
+
+def row_to_window(row: dict[str, Any]) -> Window:
+    """The :class:`Window` (or :class:`RelationWindow`) of one stored row."""
+    labels = row["token_labels"] if row["token_labels"] is not None else row["label"]
+    fields = dict(doc_index=row["doc_index"], input_ids=row["input_ids"], bbox=_boxes(row["bbox"]),
+                  word_ids=[None if x < 0 else x for x in row["word_ids"]], labels=labels,
+                  start_positions=row["start_positions"], end_positions=row["end_positions"],
+                  word_bbox=_boxes(row["word_bbox"]))
+    if "entity_index" not in row:
+        return Window(**fields)
+    n = len(row["entity_positions"])
+    rel = row["relation_labels"]
+    return RelationWindow(**fields, entity_index=row["entity_index"], entity_positions=row["entity_positions"],
+                          entity_labels=row["entity_labels"],
+                          relation_labels=None if rel is None else [rel[i * n: (i + 1) * n] for i in range(n)])
+
+
+# -------------------------------------------------------------------------------------------- store
+class WindowStore(Sequence):
+    """A read-only, memory-mapped sequence of windows (one Arrow file written by :func:`encode_cached`).
+
+    Indexing decodes one row into a :class:`Window`; iteration decodes a batch of rows at a time.
+    Pickling keeps only the path, so DataLoader workers and other processes map the same file.
+
+    Args:
+        folder: the cache entry (``windows.arrow`` and ``meta.json``).
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / META_FILE).read_text())
+        self._table = None
+
+    @property
+    def table(self):
+        """The memory-mapped Arrow table (opened on first use in each process)."""
+        if self._table is None:
+            import datasets
+
+            self._table = datasets.Dataset.from_file(str(self.folder / WINDOWS_FILE), in_memory=False).data.table
+        return self._table
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "meta": self.meta, "_table": None}
+
+    def __len__(self) -> int:
+        return int(self.meta["windows"])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window {i} out of range ({n} windows)")
+        return row_to_window(self.table.slice(i % n, 1).to_pylist()[0])
+
+    def __iter__(self) -> Iterator[Window]:
+        for start in range(0, len(self), CHUNK):
+            for row in self.table.slice(start, CHUNK).to_pylist():
+                yield row_to_window(row)
+
+    def doc_indices(self) -> np.ndarray:
+        """``doc_index`` of every window, (N,) int32."""
+        return self.table.column("doc_index").to_numpy()
+
+    def nbytes(self) -> int:
+        """Size of the Arrow file on disk."""
+        return (self.folder / WINDOWS_FILE).stat().st_size
+
+
+def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None, cfg,
+                  desc: str = "windows") -> WindowStore | list[Window]:
+    """``task.encode(examples, ...)`` through the on-disk window cache.
+
+    The cache entry of the fingerprint (:func:`window_fingerprint`) is opened when it exists, built
+    otherwise (a chunk of :data:`CHUNK` examples at a time, with a progress bar; written to a temporary
+    folder and renamed into place, so a concurrent or killed build never leaves a half entry).
+    With ``data.window_cache=false`` the windows are encoded in memory as before.
+
+    Returns:
+        A :class:`WindowStore` (or, with the cache off, the list of windows).
+    """
+    if not getattr(cfg.data, "window_cache", True):
+        return task.encode(examples, tokenizer, label2id, cfg)
+    key, described = window_fingerprint(task, examples, tokenizer, label2id, cfg)
+    folder = window_cache_dir() / key
+    if (folder / META_FILE).is_file():
+        logger.info("%s: %s windows from the cache %s", desc, f"{len(WindowStore(folder)):,}", folder)
+        return WindowStore(folder)
+    return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+
+
+def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: dict, desc: str) -> Path:
+    """Encode ``examples`` chunk by chunk into a new cache entry ``folder``; returns it."""
+    from datasets.arrow_writer import ArrowWriter
+    from tqdm.auto import tqdm
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    start, count, kind = time.perf_counter(), 0, "window"
+    try:
+        writer = ArrowWriter(path=str(tmp / WINDOWS_FILE))
+        with tqdm(total=len(examples), desc=f"encode {desc}", unit="doc", disable=len(examples) <= CHUNK) as bar:
+            for offset in range(0, len(examples), CHUNK):
+                chunk = examples[offset: offset + CHUNK]
+                windows = task.encode(chunk, tokenizer, label2id, cfg)
+                if windows:
+                    kind = "relation" if isinstance(windows[0], RelationWindow) else kind
+                    writer.write_table(windows_table(windows, offset))
+                count += len(windows)
+                bar.update(len(chunk))
+        if count == 0:
+            writer.write_table(windows_table([]))
+        writer.finalize()
+        meta = {**described, "windows": count, "documents": len(examples), "window_type": kind,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_seconds": round(time.perf_counter() - start, 3)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process wrote the same entry first: it is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("%s: %s windows of %s examples encoded into %s", desc, f"{count:,}", f"{len(examples):,}", folder)
+    return folder
+
+
+def cache_entries(root: Path | None = None) -> list[dict[str, Any]]:
+    """The cache's entries: ``{"key", "path", "task", "windows", "documents", "bytes", "created"}``."""
+    root = root or window_cache_dir()
+    out = []
+    for meta_file in sorted(root.glob(f"*/{META_FILE}")):
+        meta = json.loads(meta_file.read_text())
+        folder = meta_file.parent
+        out.append({"key": folder.name, "path": str(folder), "task": meta.get("task"),
+                    "windows": meta.get("windows"), "documents": meta.get("documents"),
+                    "bytes": sum(p.stat().st_size for p in folder.iterdir()), "created": meta.get("created")})
+    return out

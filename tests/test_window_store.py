@@ -1,0 +1,213 @@
+"""On-disk window cache: rows equal the in-memory encoding on the real samples; fingerprint rebuilds and
+reuses; a second run tokenises nothing and scores the same; the cache command."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pyarrow as pa
+import pytest
+
+from aetnet.config import resolve_config
+from aetnet.data.encoding import Window, WindowDataset
+from aetnet.data.window_store import WindowStore, encode_cached, window_cache_dir, windows_table
+from aetnet.errors import AetnetError
+from aetnet.train.modelio import get_task
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base):
+    from aetnet.data.processor import load_processor
+
+    return load_processor(tiny_base / "layoutlmv3").tokenizer
+
+
+@pytest.fixture()
+def own_cache(tmp_path, monkeypatch):
+    """A fresh, empty window cache for one test."""
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "windows"
+
+
+def _cfg(task: str, **data):
+    return resolve_config({}, {"task": task, "data": {"max_length": 128, "stride": 32, **data}}, [])
+
+
+class CountingEncode:
+    """Wraps a task's real ``encode`` and counts the examples given to it."""
+
+    def __init__(self, task):
+        self.task, self.real, self.calls, self.examples = task, task.encode, 0, 0
+        task.encode = self
+
+    def __call__(self, examples, *args, **kwargs):
+        self.calls += 1
+        self.examples += len(examples)
+        return self.real(examples, *args, **kwargs)
+
+
+def _check_same(task_name, examples, tokenizer, label2id, cfg):
+    task = get_task(task_name)
+    expected = task.encode(examples, tokenizer, label2id, cfg)
+    store = encode_cached(task, examples, tokenizer, label2id, cfg)
+    assert isinstance(store, WindowStore) and len(store) == len(expected) > 0
+    assert list(store) == expected  # ids, boxes, word boxes, labels, word ids, positions, doc_index
+    assert store[len(store) - 1] == expected[-1] and store[-1] == expected[-1]
+    table = store.table
+    assert table.schema.field("input_ids").type == pa.list_(pa.int32())
+    assert table.schema.field("bbox").type == pa.list_(pa.int16())
+    assert table.schema.field("word_ids").type == pa.list_(pa.int32())
+    return store, expected
+
+
+def test_real_funsd_token_and_relation_windows(shared_data, tokenizer, own_cache):
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+    docs = splits["train"] + splits["eval"]
+    labels = get_task("funsd").label_list(splits)
+    label2id = {label: i for i, label in enumerate(labels)}
+    store, expected = _check_same("funsd", docs, tokenizer, label2id, _cfg("funsd"))
+    assert len({w.doc_index for w in expected}) == len(docs)  # several chunks' offsets are right
+    assert any(w.labels.count(-100) < len(w.labels) for w in expected)
+    assert store.table.schema.field("token_labels").type == pa.list_(pa.int16())
+    _check_same("funsd", docs, tokenizer, None, _cfg("funsd", box_level="word"))  # unlabelled: labels None
+    re_store, re_expected = _check_same("funsd-re", docs, tokenizer, {"x": 0}, _cfg("funsd-re"))
+    assert any(w.relation_labels for w in re_expected)
+    item = WindowDataset(re_store, docs, lambda images, return_tensors: {"pixel_values": [[[0.0]]]})[0]
+    assert item["entity_positions"].tolist() == re_expected[0].entity_positions
+
+
+def test_real_cord_windows_and_chunks(shared_data, tokenizer, own_cache, monkeypatch):
+    from aetnet.data import window_store
+    from aetnet.tasks.cord import cord_label_list, read_cord
+
+    monkeypatch.setattr(window_store, "CHUNK", 3)  # 20 pages -> 7 chunks written one after the other
+    splits = read_cord(shared_data / "cord")
+    docs = splits["train"] + splits["test"]
+    label2id = {label: i for i, label in enumerate(cord_label_list())}
+    store, expected = _check_same("cord", docs, tokenizer, label2id, _cfg("cord", max_length=64, stride=16))
+    assert max(w.doc_index for w in expected) == len(docs) - 1
+    assert len(expected) > len(docs)  # some pages need several windows at 64 tokens
+
+
+def test_real_docvqa_qa_windows(shared_data, tokenizer, own_cache, tmp_path):
+    from aetnet.tasks.docvqa import read_docvqa
+
+    examples = read_docvqa(shared_data / "docvqa" / "val_v1.0_sample.json", cache_dir=tmp_path / "ocr")["val"]
+    store, expected = _check_same("docvqa", examples, tokenizer, None, _cfg("docvqa"))
+    assert any(w.start_positions for w in expected)
+    assert store.table.column("start_positions").null_count == 0
+
+
+def test_sequence_windows_keep_int_labels(shared_data, tokenizer, own_cache):
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+    for i, doc in enumerate(docs):
+        doc.doc_label = ["letter", "memo"][i % 2]
+    _, expected = _check_same("rvl-cdip", docs, tokenizer, {"letter": 0, "memo": 7}, _cfg("rvl-cdip"))
+    assert [w.labels for w in expected] == [[0, 7][i % 2] for i in range(len(docs))]
+
+
+def test_rebuilt_when_tokenizer_or_setting_changes_reused_otherwise(shared_data, tiny_base, own_cache):
+    from aetnet.data.processor import load_processor
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    tokenizer = load_processor(tiny_base / "layoutlmv3").tokenizer
+    splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+    docs = splits["train"]
+    label2id = {label: i for i, label in enumerate(get_task("funsd").label_list(splits))}
+    task = get_task("funsd")
+    spy = CountingEncode(task)
+
+    def builds(cfg, examples=docs, tok=tokenizer, l2i=label2id):
+        before = spy.calls
+        encode_cached(task, examples, tok, l2i, cfg)
+        return spy.calls - before
+
+    assert builds(_cfg("funsd")) == 1
+    assert builds(_cfg("funsd")) == 0  # same everything: reused
+    assert builds(_cfg("funsd", max_train_documents=99, on_bad_document="skip", ocr_workers=3)) == 0
+    assert builds(_cfg("funsd", stride=16)) == 1
+    assert builds(_cfg("funsd", box_level="word")) == 1
+    assert builds(_cfg("funsd", max_length=96)) == 1
+    assert builds(_cfg("funsd"), l2i={**label2id, "B-EXTRA": len(label2id)}) == 1
+    assert builds(_cfg("funsd"), examples=docs[:1]) == 1  # another selection of documents
+    changed = load_processor(tiny_base / "layoutlmv3").tokenizer
+    changed.add_tokens(["zzyzx-new-token"])
+    assert builds(_cfg("funsd"), tok=changed) == 1
+    again = load_processor(tiny_base / "layoutlmv3").tokenizer  # an equal tokenizer loaded anew: reused
+    assert builds(_cfg("funsd"), tok=again) == 0
+    docs[0].words[0] = docs[0].words[0] + "x"  # the data changed
+    assert builds(_cfg("funsd")) == 1
+    assert len(list(own_cache.glob("*/meta.json"))) == 8
+    assert not list(own_cache.glob(".*"))  # no temporary folders left behind
+    assert builds(_cfg("funsd", window_cache=False)) == 1 and builds(_cfg("funsd", window_cache=False)) == 1
+
+
+def test_store_is_memory_mapped_and_pickles_by_path(shared_data, tokenizer, own_cache):
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+    store = encode_cached(get_task("funsd"), docs, tokenizer, None, _cfg("funsd"))
+    fresh = WindowStore(store.folder)
+    allocated = pa.total_allocated_bytes()
+    rows = fresh.table
+    assert rows.nbytes > 50_000 and pa.total_allocated_bytes() - allocated < rows.nbytes / 10  # mapped, not read
+    assert str(store.folder).startswith(str(own_cache)) and store.folder.parent == window_cache_dir()
+    blob = pickle.dumps(store)
+    assert len(blob) < 20_000  # the path and the description, not the rows
+    assert list(pickle.loads(blob)) == list(store)
+    assert (store.doc_indices() == [w.doc_index for w in store]).all()
+
+
+def test_values_outside_the_compact_dtypes_are_refused():
+    window = Window(0, [0, 5, 2], [[0, 0, 0, 0], [1, 2, 40000, 4], [0, 0, 0, 0]], [None, 0, None])
+    with pytest.raises(AetnetError, match="int16"):
+        windows_table([window])
+
+
+def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet_cache, tmp_path, monkeypatch):
+    from aetnet.cli.main import main
+    from aetnet.tasks.funsd import FunsdTask
+    from aetnet.train.runner import finetune
+
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    import aetnet.models.tiny as tiny
+
+    monkeypatch.setattr(tiny, "cache_root", lambda: aetnet_cache)  # the session's tiny base, a fresh window cache
+    counts = []
+    real = FunsdTask.encode
+
+    def counting(self, examples, *args, **kwargs):
+        counts.append(len(examples))
+        return real(self, examples, *args, **kwargs)
+
+    monkeypatch.setattr(FunsdTask, "encode", counting)
+    budget = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=3", "data.max_eval_documents=2",
+              "data.max_length=128", "data.stride=32", "model.dropout=0", "train.save_steps=100"]
+    metrics = {}
+    for name, extra in (("first", []), ("second", []), ("memory", ["data.window_cache=false"])):
+        counts.clear()
+        run = finetune("funsd", base="tiny", demo=True, output=tmp_path / name, overrides=budget + extra)
+        metrics[name] = (json.loads((run / "metrics.json").read_text()), counts[:])
+        metrics[name + "_pred"] = (run / "predictions.jsonl").read_text()
+    assert metrics["first"][1] == [3, 2]  # training and evaluation windows built once
+    assert metrics["second"][1] == []  # nothing tokenised
+    assert metrics["memory"][1] == [3, 2]
+    scored = ("f1", "precision", "recall", "train_loss", "train_windows", "eval_documents")
+    for key in scored:
+        assert metrics["first"][0][key] == metrics["second"][0][key] == metrics["memory"][0][key], key
+    assert metrics["first_pred"] == metrics["second_pred"] == metrics["memory_pred"]
+
+    assert main(["cache", "ls", "--json"]) == 0
+    entries = list((tmp_path / "cache" / "windows").glob("*/meta.json"))
+    assert len(entries) == 2
+    key = entries[0].parent.name
+    assert main(["cache", "clear", key[:10]]) == 0
+    assert len(list((tmp_path / "cache" / "windows").glob("*/meta.json"))) == 1
+    assert main(["cache", "clear", "nosuchkey"]) == 2
+    assert main(["cache", "clear"]) == 0
+    assert not list((tmp_path / "cache" / "windows").glob("*/meta.json"))
