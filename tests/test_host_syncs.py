@@ -1,10 +1,12 @@
 """A training step never waits for the device outside logging steps.
 
 Real tiny AET and full fine-tuning runs (CPU) go through the Trainer while ``Tensor.item``, ``Tensor.__bool__``,
-``.cpu()``, ``.tolist()``, ``.numpy()``, ``float(tensor)`` and ``int(tensor)`` are wrapped with counters
-that call through. On a GPU each of these would be a host-device synchronisation. Between the start
-and the end of every non-logging, non-saving step (forward, backward, gradient clipping, fused
-AdamW, EMA update, enqueue) none may happen; at logging steps the trainer reads its loss terms back.
+``.cpu()``, ``.tolist()``, ``.numpy()``, ``float(tensor)`` and ``int(tensor)`` (device-to-host reads) and
+``torch.tensor``/``as_tensor``/``from_numpy`` (host data entering the step, a blocking host-to-device copy
+from pageable memory) are wrapped with counters that call through. On a GPU each of these would be a
+host-device synchronisation. Between the start and the end of every non-logging, non-saving step
+(forward, backward, gradient clipping, fused AdamW, EMA update, enqueue) none may happen; at logging
+steps the trainer reads its loss terms back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 SYNC_METHODS = ("item", "__bool__", "cpu", "tolist", "numpy", "__float__", "__int__", "__index__")
+HOST_DATA_FACTORIES = ("tensor", "as_tensor", "from_numpy")
 
 
 class SyncCounter(TrainerCallback):
@@ -56,6 +59,16 @@ def counting(monkeypatch):
                 return __original(self, *args, **kwargs)
 
             monkeypatch.setattr(torch.Tensor, name, wrapper)
+        # Tensors made from Python data inside a step are host-to-device copies on a GPU (blocking
+        # ones from pageable memory, e.g. torch.tensor(list, device="cuda")).
+        for name in HOST_DATA_FACTORIES:
+            original = getattr(torch, name)
+
+            def factory(*args, __name=name, __original=original, **kwargs):
+                counter.record(f"torch.{__name}")
+                return __original(*args, **kwargs)
+
+            monkeypatch.setattr(torch, name, factory)
 
     return install
 
@@ -77,9 +90,9 @@ def _run_trainer(tmp_path, strategy, overrides, callbacks):
 
 @pytest.mark.parametrize("strategy,extra", [
     ("aet", []),
-    ("aet", ["aet.mask_same_document=true", "train.gradient_accumulation_steps=2"]),
+    ("aet", ["aet.mask_same_document=true", "aet.text_view=mask", "train.gradient_accumulation_steps=2"]),
     ("full", []),
-], ids=["aet", "aet-same-document-masking+accumulation", "full"])
+], ids=["aet", "aet-same-document-masking+text-mask+accumulation", "full"])
 def test_no_host_sync_outside_logging_steps(tmp_path, counting, strategy, extra):
     counter = SyncCounter(logging_steps=3)
     overrides = ["train.max_steps=6", "train.batch_size=2", "train.logging_steps=3", "train.save_steps=100",

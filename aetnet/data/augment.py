@@ -221,13 +221,16 @@ def renormalize(
     """
     if pixel_values.dim() not in (3, 4) or pixel_values.shape[-3] != 3:
         raise ValueError(f"renormalize expects (B, 3, H, W) images, got {tuple(pixel_values.shape)}")
-    stats = torch.tensor(
-        [from_mean, from_std, to_mean, to_std], dtype=torch.float64, device=pixel_values.device
-    )
-    f_mean, f_std, t_mean, t_std = stats
-    scale = (f_std / t_std).to(pixel_values.dtype).view(3, 1, 1)
-    shift = ((f_mean - t_mean) / t_std).to(pixel_values.dtype).view(3, 1, 1)
-    return pixel_values * scale + shift
+    # Scale and shift in float64 on the host, then filled on the device: torch.tensor(list, device=cuda)
+    # would be a blocking copy from pageable memory, a host-device sync at every forward.
+    scale = [float(fs) / float(ts) for fs, ts in zip(from_std, to_std)]
+    shift = [(float(fm) - float(tm)) / float(ts) for fm, tm, ts in zip(from_mean, to_mean, to_std)]
+
+    def on_device(values: list[float]) -> Tensor:
+        kw = {"dtype": pixel_values.dtype, "device": pixel_values.device}
+        return torch.stack([torch.full((), v, **kw) for v in values]).view(3, 1, 1)
+
+    return pixel_values * on_device(scale) + on_device(shift)
 
 
 def _special_mask(
@@ -240,8 +243,10 @@ def _special_mask(
                 f"has {tuple(input_ids.shape)}; pass a mask of the same shape or a list of special ids"
             )
         return special_tokens_mask_or_ids.to(device=input_ids.device).bool()
-    ids = torch.tensor(sorted({int(i) for i in special_tokens_mask_or_ids}), dtype=input_ids.dtype)
-    return torch.isin(input_ids, ids.to(input_ids.device))
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for token_id in sorted({int(i) for i in special_tokens_mask_or_ids}):
+        special |= input_ids == token_id  # Python ints: no host-to-device copy of an id list per step
+    return special
 
 
 def mask_tokens(
