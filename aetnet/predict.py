@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
-from aetnet.data.boxes import line_segments  # noqa: F401  (re-exported: part of the predict API)
+from aetnet.data.boxes import line_segments, union_box, union_boxes
 from aetnet.data.document import Document, QAExample
 from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
@@ -130,11 +130,6 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _union(boxes: Sequence[Sequence[float]]) -> list[float]:
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes)]
-
-
 def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]],
                    labels: Sequence[str]) -> list[dict]:
     """Entities from BIO word labels: ``B-X`` opens one, ``I-X`` (or a bare ``X``) continues an open
@@ -156,7 +151,7 @@ def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]],
         current["words"].append(i)
     for ent in entities:
         ent["text"] = " ".join(words[i] for i in ent["words"])
-        ent["box"] = _union([boxes[i] for i in ent["words"]])
+        ent["box"] = union_box([boxes[i] for i in ent["words"]])
     return [{"type": e["type"], "text": e["text"], "words": e["words"], "box": e["box"]} for e in entities]
 
 
@@ -283,8 +278,6 @@ class Predictor:
             logger.warning("--question is ignored: the %s model is a %s model", self.meta["task"], self.kind)
         doc = Document(id="page", words=words, boxes=boxes, page_size=image.size)
         if self.box_level == "segment" and words and segments is not None:  # the page's own segments
-            from aetnet.data.pages import union_boxes
-
             doc.segment_ids, doc.segment_boxes = list(segments), union_boxes(doc.boxes, list(segments))
         elif self.box_level == "segment" and words:
             doc.segment_ids, doc.segment_boxes = line_segments(doc.boxes, lines)
@@ -341,7 +334,7 @@ class Predictor:
         picked = result["words"][first:last + 1]
         result["answer"] = {"text": " ".join(w["text"] for w in picked), "score": score,
                             "words": list(range(first, last + 1)), "boxes": [w["box"] for w in picked],
-                            "box": _union([w["box"] for w in picked])}
+                            "box": union_box([w["box"] for w in picked])}
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """The page image as the model sees it: (3, H, W) float pixel values."""

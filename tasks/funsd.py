@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aetnet.config import RunConfig
+from aetnet.data.boxes import union_box
 from aetnet.data.document import Document
 from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import (
@@ -107,7 +108,7 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
             segments.append(ent_id)
         # The segment box is the union of the entity's (non-empty) word boxes, as LayoutLMv3's FUNSD
         # script computes it; the annotated entity "box" differs from it on some entities.
-        segment_boxes[ent_id] = _union([word_box for _, word_box in kept])
+        segment_boxes[ent_id] = [float(v) for v in union_box([word_box for _, word_box in kept])]
     size = _image_size(image_path, boxes, path)
     return Document(
         id=path.stem,
@@ -148,11 +149,6 @@ def _entity_words(ent_words: list, where: str, path: Path) -> list[tuple[str, li
             kept.append((text, word_box))
     return kept
 
-
-def _union(boxes: list) -> list[float]:
-    """The smallest box holding all ``boxes`` (each ``[x0, y0, x1, y1]``)."""
-    return [float(min(b[0] for b in boxes)), float(min(b[1] for b in boxes)),
-            float(max(b[2] for b in boxes)), float(max(b[3] for b in boxes))]
 
 
 def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int, int]:

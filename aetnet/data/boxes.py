@@ -98,6 +98,33 @@ def document_boxes(doc: Document, box_level: str = "segment") -> list[list[int]]
     return [normalize_box(b, doc.page_size, where, i) for i, b in enumerate(boxes)]
 
 
+def union_box(boxes: Sequence[Sequence[float]]) -> list[float]:
+    """The smallest ``[x0, y0, x1, y1]`` box holding every box of ``boxes`` (one or more).
+
+    Coordinates keep their type (integer boxes give an integer box).
+    """
+    if not boxes:
+        raise ValueError("union_box needs at least one box")
+    return [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+
+
+def union_boxes(boxes: Sequence[Sequence[float]], segments: Sequence[int]) -> dict[int, list[float]]:
+    """The box union of each segment id's words (ids < 0 are no segment).
+
+    Args:
+        boxes: one box per word.
+        segments: one segment id per word.
+
+    Returns:
+        Segment id -> :func:`union_box` of its words' boxes, in order of first appearance.
+    """
+    members: dict[int, list[Sequence[float]]] = {}
+    for seg, box in zip(segments, boxes):
+        if seg >= 0:
+            members.setdefault(seg, []).append(box)
+    return {seg: union_box(group) for seg, group in members.items()}
+
+
 def line_segments(boxes: Sequence[Sequence[float]],
                   lines: Sequence[int] | None = None) -> tuple[list[int], dict[int, list[float]]]:
     """Group OCR words (in reading order) into line fragments, the segments of segment-level boxes.
@@ -114,7 +141,6 @@ def line_segments(boxes: Sequence[Sequence[float]],
         ``(segment_ids, segment_boxes)``: one id per word and the pixel box union of each segment.
     """
     ids: list[int] = []
-    seg_boxes: dict[int, list[float]] = {}
     for i, box in enumerate(boxes):
         if i > 0:
             prev = boxes[i - 1]
@@ -126,9 +152,5 @@ def line_segments(boxes: Sequence[Sequence[float]],
                     and (lines is None or lines[i] == lines[i - 1]))
         else:
             same = False
-        seg = ids[-1] if same else len(seg_boxes)
-        ids.append(seg)
-        old = seg_boxes.get(seg)
-        seg_boxes[seg] = ([min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3])]
-                          if old is not None else [float(v) for v in box])
-    return ids, seg_boxes
+        ids.append(ids[-1] if same else (ids[-1] + 1 if ids else 0))
+    return ids, union_boxes(boxes, ids)

@@ -230,7 +230,7 @@ def predictions_to_tasks(records: list[dict[str, Any]], image_refs: list[str], m
         image_refs: the image reference (path or URL) to put in each task's ``data.ocr``.
         model_version: names the model in Label Studio.
     """
-    from aetnet.data.boxes import line_segments
+    from aetnet.data.boxes import line_segments, union_box
 
     tasks = []
     for record, ref in zip(records, image_refs):
@@ -247,8 +247,7 @@ def predictions_to_tasks(records: list[dict[str, Any]], image_refs: list[str], m
             while j < len(words) and owner[j] == owner[i] and (owner[i] >= 0 or lines[j] == lines[i]):
                 j += 1
             span = words[i:j]
-            box = [min(w["box"][0] for w in span), min(w["box"][1] for w in span),
-                   max(w["box"][2] for w in span), max(w["box"][3] for w in span)]
+            box = union_box([w["box"] for w in span])
             label = record["entities"][owner[i]]["type"] if owner[i] >= 0 else None
             score = sum(w.get("score", 0.0) for w in span) / len(span) if label else None
             if score is not None:

@@ -131,14 +131,3 @@ def region_of(box: list[float], regions: list[list[float]]) -> int:
         if share >= best_share:
             best, best_share = k, share
     return best
-
-
-def union_boxes(boxes: list[list[float]], segments: list[int]) -> dict[int, list[float]]:
-    """The pixel box union of each segment id's words (ids < 0 are no segment)."""
-    out: dict[int, list[float]] = {}
-    for seg, b in zip(segments, boxes):
-        if seg < 0:
-            continue
-        u = out.get(seg)
-        out[seg] = list(b) if u is None else [min(u[0], b[0]), min(u[1], b[1]), max(u[2], b[2]), max(u[3], b[3])]
-    return out

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from aetnet.data.boxes import union_boxes
 from aetnet.data.document import Document, QAExample
 from aetnet.data.page_targets import (
     check_box,
@@ -41,7 +42,6 @@ from aetnet.data.page_targets import (
     plain_to_bio,
     regions_to_labels,
     require_that,
-    union_boxes,
 )
 from aetnet.data.validate import (
     at,

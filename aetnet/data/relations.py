@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from aetnet.data.boxes import union_box
 from aetnet.data.document import Document
 from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents
 
@@ -120,8 +121,7 @@ def document_entities(doc: Document, labels: Sequence[str] = ENTITY_LABELS) -> l
     for ent in out:
         words = doc.boxes[ent.first_word: ent.first_word + ent.num_words]
         seg_box = doc.segment_boxes.get(ent.id) if ent.id >= 0 else None
-        ent.box = list(seg_box) if seg_box is not None else [min(b[0] for b in words), min(b[1] for b in words),
-                                                             max(b[2] for b in words), max(b[3] for b in words)]
+        ent.box = list(seg_box) if seg_box is not None else union_box(words)
     return out
 
 

@@ -60,11 +60,6 @@ def draw_words(draw: ImageDraw.ImageDraw, x: int, y: int, text: str, size: int) 
     return out
 
 
-def union_box(boxes: list[list[int]]) -> list[int]:
-    """Smallest ``[x0, y0, x1, y1]`` box covering ``boxes``."""
-    return [min(b[0] for b in boxes), min(b[1] for b in boxes),
-            max(b[2] for b in boxes), max(b[3] for b in boxes)]
-
 
 def wrap(draw: ImageDraw.ImageDraw, text: str, size: int, width: int) -> list[str]:
     """Splits ``text`` into lines no wider than ``width`` pixels."""

@@ -6,7 +6,8 @@ import logging
 import random
 from pathlib import Path
 
-from aetnet.data.demo.drawing import Canvas, seeded_rng, union_box, write_json
+from aetnet.data.boxes import union_box
+from aetnet.data.demo.drawing import Canvas, seeded_rng, write_json
 from aetnet.data.demo.vocabulary import DOC_TITLES, DOCVQA_FACTS, FORM_NOTES, LETTER_SENTENCES, field_value
 
 logger = logging.getLogger(__name__)
