@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -81,12 +82,14 @@ def _state(model) -> dict[str, torch.Tensor]:
             "momentum": torch.cat([p.flatten() for p in a.text_aligner_m.parameters()])}
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         model = _build()
+        # Set by the trainer (the per-device batch size): the queues' gather then reads no sizes back.
+        model.alignment.image_queue.rows_per_rank = model.alignment.text_queue.rows_per_rank = rows_per_rank
         # No buffer broadcast: each rank's queue must come from its own gathered enqueue.
         ddp = DistributedDataParallel(model, broadcast_buffers=False)
         halves = [{k: v[rank * HALF:(rank + 1) * HALF] for k, v in _batch(s).items()} for s in range(STEPS)]
@@ -102,8 +105,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_queues_match_single_process_on_concatenated_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("rows_per_rank", [None, HALF], ids=["sizes-gathered", "padded-sync-free"])
+def test_two_process_queues_match_single_process_on_concatenated_batch(tmp_path, rows_per_rank):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), rows_per_rank), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     single = _build()
