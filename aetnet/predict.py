@@ -33,7 +33,14 @@ from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
 from aetnet.data.boxes import line_segments, union_box, union_boxes
 from aetnet.data.document import Document, QAExample
-from aetnet.data.encoding import Collator, Window, encode_token_documents, merge_token_predictions
+from aetnet.data.encoding import (
+    Collator,
+    Window,
+    encode_token_documents,
+    merge_token_predictions,
+    softmax,
+    word_predictions,
+)
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
 from aetnet.pdftext import OCR_MODES, PdfPage, TooManyPages, choose_source, read_pdf
@@ -153,11 +160,6 @@ def group_entities(words: Sequence[str], boxes: Sequence[Sequence[float]],
         ent["text"] = " ".join(words[i] for i in ent["words"])
         ent["box"] = union_box([boxes[i] for i in ent["words"]])
     return [{"type": e["type"], "text": e["text"], "words": e["words"], "box": e["box"]} for e in entities]
-
-
-def _softmax_rows(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 class Predictor:
@@ -303,7 +305,7 @@ class Predictor:
         if self.kind == "token":
             self._decode_tokens(result, windows, outputs)
         elif self.kind == "sequence":
-            probs = _softmax_rows(np.stack(outputs).astype(np.float64)).mean(axis=0)
+            probs = softmax(np.stack(outputs).astype(np.float64)).mean(axis=0)
             names = self.labels or [str(i) for i in range(len(probs))]
             result.update(label=names[int(probs.argmax())], score=float(probs.max()),
                           probabilities={name: float(p) for name, p in zip(names, probs)})
@@ -314,14 +316,9 @@ class Predictor:
     def _decode_tokens(self, result: dict, windows: list[Window], outputs: list[np.ndarray]) -> None:
         words = result["words"]
         merged = merge_token_predictions(windows, outputs, [len(words)])[0]
-        labels = []
-        for word, scores in zip(words, merged):
-            if scores is None:  # no token of this word reached the model (cannot happen with windows)
-                word.update(label="O", score=0.0)
-            else:
-                probs = _softmax_rows(np.asarray(scores, dtype=np.float64))
-                word.update(label=self.labels[int(probs.argmax())], score=round(float(probs.max()), 6))
-            labels.append(word["label"])
+        labels, scores = word_predictions(merged, self.labels)
+        for word, label, score in zip(words, labels, scores):
+            word.update(label=label, score=round(score, 6))
         result["entities"] = group_entities([w["text"] for w in words], [w["box"] for w in words], labels)
 
     def _decode_answer(self, result: dict, question: str, windows: list[Window], outputs: list) -> None:

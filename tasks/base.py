@@ -17,7 +17,14 @@ import numpy as np
 from aetnet.config import RunConfig
 from aetnet.data.boxes import document_boxes
 from aetnet.data.document import Document, QAExample
-from aetnet.data.encoding import Window, encode_token_documents, merge_token_predictions, word_boxes_of
+from aetnet.data.encoding import (
+    Window,
+    encode_token_documents,
+    merge_token_predictions,
+    softmax,
+    word_boxes_of,
+    word_predictions,
+)
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError
 
@@ -120,15 +127,7 @@ class TokenClassificationTask(Task):
         merged = merge_token_predictions(windows, logits, [len(d.words) for d in examples])
         gold, pred, records = [], [], []
         for doc, scores in zip(examples, merged):
-            labels, confidences = [], []
-            for vec in scores:
-                if vec is None:
-                    labels.append("O")
-                    confidences.append(0.0)
-                    continue
-                probs = _softmax(np.asarray(vec, dtype=np.float64))
-                labels.append(id2label[int(probs.argmax())])
-                confidences.append(float(probs.max()))
+            labels, confidences = word_predictions(scores, id2label)
             gold_labels = list(doc.labels or [])
             if gold_labels:
                 gold.append(gold_labels)
@@ -167,12 +166,6 @@ class TokenClassificationTask(Task):
 def _untruncated_tokens(tokenizer, words: list[str]) -> int:
     """Tokens a page needs before windowing (counting more than the model takes is the point here)."""
     return len(tokenizer(words, boxes=[[0, 0, 0, 0]] * len(words), verbose=False)["input_ids"])
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
-
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -344,7 +337,7 @@ class SequenceClassificationTask(Task):
             counts[window.doc_index] += 1
         gold, pred, records = [], [], []
         for index, doc in enumerate(examples):
-            probs = _softmax(summed[index] / counts[index])
+            probs = softmax(summed[index] / counts[index])
             label = id2label[int(probs.argmax())]
             if doc.doc_label is not None:
                 gold.append(doc.doc_label)

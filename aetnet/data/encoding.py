@@ -188,6 +188,36 @@ def merge_token_predictions(
     return merged
 
 
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Probabilities from logits along ``axis`` (shifted by the maximum, so large logits do not overflow)."""
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+def word_predictions(merged: Sequence[np.ndarray | None], id2label: Any) -> tuple[list[str], list[float]]:
+    """The label and its probability for every word of one document.
+
+    Args:
+        merged: per word, its score vector (num_labels,) from :func:`merge_token_predictions`, or
+            ``None`` for a word no window held.
+        id2label: label id -> name (a dict or a list).
+
+    Returns:
+        ``(labels, probabilities)``: the most probable label of each word and its softmax probability;
+        ``"O"`` and 0.0 for a word without scores.
+    """
+    labels, confidences = [], []
+    for vec in merged:
+        if vec is None:
+            labels.append("O")
+            confidences.append(0.0)
+            continue
+        probs = softmax(np.asarray(vec, dtype=np.float64))
+        labels.append(id2label[int(probs.argmax())])
+        confidences.append(float(probs.max()))
+    return labels, confidences
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Windows plus lazily processed page images.
 

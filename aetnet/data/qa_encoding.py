@@ -23,7 +23,7 @@ import numpy as np
 
 from aetnet.data.boxes import document_boxes
 from aetnet.data.document import QAExample
-from aetnet.data.encoding import Window
+from aetnet.data.encoding import Window, softmax
 from aetnet.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def decode_spans(
         if positions.size == 0:
             continue
         normaliser = np.concatenate([[0], positions])
-        p_start, p_end = (_softmax(np.asarray(x, dtype=np.float64)[normaliser])[1:]
+        p_start, p_end = (softmax(np.asarray(x, dtype=np.float64)[normaliser])[1:]
                           for x in (start_logits, end_logits))
         scores = p_start[:, None] * p_end[None, :]
         gap = positions[None, :] - positions[:, None]  # end token - start token
@@ -196,8 +196,3 @@ def decode_spans(
                 window.word_ids[positions[i]], window.word_ids[positions[j]], score
             )
     return best
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
