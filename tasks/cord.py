@@ -31,7 +31,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from aetnet.config import RunConfig
@@ -41,7 +40,7 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import expect_image, expect_object, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import Splits, TokenClassificationTask, map_splits
+from aetnet.tasks.base import Splits, TokenClassificationTask, carve_out_eval, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -238,23 +237,12 @@ def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], polic
 
 
 def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str, list[Document]]:
-    """Split one pool into ``train``/``test`` reproducibly: sort by id, permute with ``seed``.
-
-    ``round(eval_fraction * n)`` documents (at least one when the fraction is positive and there
-    are two or more documents) go to ``test``; both splits stay sorted by id.
+    """Split one pool into ``train``/``test`` reproducibly with :func:`~aetnet.tasks.base.carve_out_eval`
+    (ids sorted, permuted with ``seed``; ``round(eval_fraction * n)`` documents, at least one when the
+    fraction is positive and there are two or more, go to ``test``); both splits stay sorted by id.
     """
-    if not 0.0 <= eval_fraction < 1.0:
-        raise AetnetError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    pool = sorted(docs, key=lambda d: d.id)
-    n_eval = int(round(eval_fraction * len(pool)))
-    if eval_fraction > 0 and len(pool) >= 2:
-        n_eval = min(max(n_eval, 1), len(pool) - 1)
-    order = np.random.default_rng(seed).permutation(len(pool))
-    eval_idx = set(int(i) for i in order[:n_eval])
-    return Splits({
-        "train": [d for i, d in enumerate(pool) if i not in eval_idx],
-        "test": [d for i, d in enumerate(pool) if i in eval_idx],
-    }, eval_split=f"carved from the single pool ({eval_fraction:.0%})")
+    train, test = carve_out_eval(sorted(docs, key=lambda d: d.id), eval_fraction, seed, group=lambda d: d.id)
+    return Splits({"train": train, "test": test}, eval_split=f"carved from the single pool ({eval_fraction:.0%})")
 
 
 def _is_saved_dataset(path: Path) -> bool:
