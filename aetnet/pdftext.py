@@ -186,6 +186,14 @@ def read_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
         DataError: the file cannot be opened as a PDF, has no page or a page cannot be rendered;
             :class:`TooManyPages` past ``max_pages``.
     """
+    return list(iter_pdf(source, dpi, text, name, max_pages))
+
+
+def iter_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str | None = None,
+             max_pages: int | None = None, only: int | None = None) -> Iterator[PdfPage]:
+    """:func:`read_pdf` one page at a time: a page is rendered when the caller asks for it, so a long
+    PDF never sits in memory as pixels (the same errors, raised when reached). ``only``: just that
+    page (0-based), e.g. for an OCR worker."""
     import pypdfium2 as pdfium
 
     path = name or (Path(source) if not isinstance(source, bytes) else "upload")
@@ -200,16 +208,30 @@ def read_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
             raise DataError("PDF has no pages; give a PDF with at least one page", path)
         if max_pages is not None and len(pdf) > max_pages:
             raise TooManyPages(f"{len(pdf)} pages, more than the limit of {max_pages}; split the PDF", path)
-        pages = []
-        for i in range(len(pdf)):
-            page = pdf[i]
-            _check_size(page, dpi, f"{path} page {i + 1}")
-            image = page.render(scale=dpi / 72).to_pil().convert("RGB")
-            pages.append(PdfPage(image, read_text_layer(page, image.size) if text else None))
-            page.close()
-        return pages
-    except pdfium.PdfiumError as exc:
-        raise DataError(f"a page cannot be rendered or read ({exc}); re-export the PDF", path) from None
+        for i in range(len(pdf)) if only is None else [only]:
+            try:
+                page = pdf[i]
+                _check_size(page, dpi, f"{path} page {i + 1}")
+                image = page.render(scale=dpi / 72).to_pil().convert("RGB")
+                result = PdfPage(image, read_text_layer(page, image.size) if text else None)
+                page.close()
+            except pdfium.PdfiumError as exc:
+                raise DataError(f"a page cannot be rendered or read ({exc}); re-export the PDF", path) from None
+            yield result
+    finally:
+        pdf.close()
+
+
+def page_count(source: str | Path) -> int:
+    """The number of pages of a PDF file (0 when it cannot be opened: reading it reports why)."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(source))
+    except pdfium.PdfiumError:
+        return 0
+    try:
+        return len(pdf)
     finally:
         pdf.close()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,7 +43,7 @@ from aetnet.data.encoding import (
 )
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
-from aetnet.pdftext import OCR_MODES, PdfPage, TooManyPages, choose_source, read_pdf
+from aetnet.pdftext import OCR_MODES, PdfPage, TooManyPages, choose_source, iter_pdf, read_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,17 @@ def _pdf_pages(path: Path, dpi: int) -> list[Image.Image]:
 def load_document(path: str | Path, text_layer: bool = True, dpi: int = PDF_DPI) -> list[PdfPage]:
     """Every page of a file as a :class:`~aetnet.pdftext.PdfPage`: PDF pages with their text layer
     (when ``text_layer``), image pages with none. Raises :class:`DataError` as :func:`load_pages`."""
+    return list(iter_document(path, text_layer, dpi))
+
+
+def iter_document(path: str | Path, text_layer: bool = True, dpi: int = PDF_DPI) -> Iterator[PdfPage]:
+    """:func:`load_document` one page at a time: PDF pages are rendered as they are asked for."""
     path = Path(path)
-    if text_layer and path.suffix.lower() == ".pdf" and path.is_file():
-        return read_pdf(path, dpi, text=True)
-    return [PdfPage(image, None) for image in load_pages(path, dpi)]
+    if path.suffix.lower() == ".pdf" and path.is_file():
+        yield from iter_pdf(path, dpi, text=text_layer)
+        return
+    for image in load_pages(path, dpi):
+        yield PdfPage(image, None)
 
 
 def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -240,6 +247,10 @@ class Predictor:
     def load(self, path: str | Path) -> list[PdfPage]:
         """The pages of a file, with their PDF text layers unless ``ocr`` is ``always``."""
         return load_document(path, text_layer=self.ocr_mode != "always")
+
+    def iter_load(self, path: str | Path) -> Iterator[PdfPage]:
+        """:meth:`load` one page at a time (a PDF page is rendered when it is reached)."""
+        return iter_document(path, text_layer=self.ocr_mode != "always")
 
     def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
         """Predict every page of an image or PDF file; one record per page, ``page`` counting from 1."""
@@ -443,11 +454,15 @@ def predict_page_file(predictor: Predictor, path: Path,
 
 
 def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: str | Path | None = None,
-                  question: str | None = None, visualize: bool = False) -> dict[str, list[dict]]:
+                  question: str | None = None, visualize: bool = False,
+                  ocr_workers: int | None = 1) -> dict[str, list[dict]]:
     """Predict every page of every file (folders expanded), with a progress bar over files.
 
     With ``output``, writes ``OUT/<stem>.json`` (a list, one record per page) per input and, with
-    ``visualize``, ``OUT/<stem>-page<N>.png`` per page.
+    ``visualize``, ``OUT/<stem>-page<N>.png`` per page. Pages are read, predicted and written one
+    at a time (a long PDF is never held in memory); with ``ocr_workers`` other than 1 (``0``/``None``:
+    every core) the pages that need OCR are first recognised in a process pool
+    (:func:`aetnet.predict_ocr.prefetch_ocr`).
 
     Returns:
         ``{file path: [page records]}``.
@@ -460,24 +475,35 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
     out_dir = Path(output) if output is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if ocr_workers != 1:
+        from aetnet.data.ocr import OcrSettings
+        from aetnet.predict_ocr import prefetch_ocr
+
+        owner = getattr(predictor, "entities", predictor)  # key-value pairs: the token model reads the words
+        prefetch_ocr(files, owner.ocr_mode, OcrSettings(lang=owner.ocr_lang, psm=owner.ocr_psm), owner.ocr_cache,
+                     ocr_workers, PDF_DPI)
     results: dict[str, list[dict]] = {}
     used: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file"):
         if path.suffix.lower() == ".jsonl":  # aetnet pages: their words and boxes, no OCR
             records, pages = predict_page_file(predictor, path, question)
             results[str(path)] = records
-        else:
-            pages = predictor.load(path)
-            records = results[str(path)] = predictor.predict_pages(path, pages, question)
-        if out_dir is None:
-            continue
         # Two inputs with one stem (a.png, a.pdf) must not overwrite each other's output.
         stem = path.stem if path.stem not in used else f"{path.stem}-{path.suffix.lstrip('.').lower()}"
         used.add(stem)
-        (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False),
-                                              encoding="utf-8")
-        if visualize:
+        if path.suffix.lower() != ".jsonl":
+            # One page at a time: rendered, recognised, predicted, drawn, then let go (bounded memory).
+            records = results[str(path)] = []
+            pages = predictor.iter_load(path) if hasattr(predictor, "iter_load") else predictor.load(path)
+            for number, page in enumerate(pages, start=1):
+                records.append({**predictor.predict_pages(path, [page], question)[0], "page": number})
+                if visualize:
+                    draw_page(page.image, records[-1]).save(out_dir / f"{stem}-page{number}.png")
+        elif visualize:
             for page, record in zip(pages, records):
                 draw_page(page.image, record).save(out_dir / f"{stem}-page{record['page']}.png")
+        if out_dir is not None:
+            (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False),
+                                                  encoding="utf-8")
     return results
 

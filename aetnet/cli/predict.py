@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                    help="auto: PDF text layers where usable, OCR otherwise (default); always: OCR every "
                    "page; never: text layers only (a scanned page is an error). Each record's 'source' "
                    "says which was used")
+    p.add_argument("--ocr-workers", type=int, default=0,
+                   help="processes recognising the pages that need OCR before predicting (default 0: every core; "
+                   "1: one page at a time in this process)")
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
                    help="torch (default), or onnxruntime on an export's model.onnx / model.int8.onnx")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if args.entities:
             raise AetnetError("--format labelstudio writes entity pre-annotations; drop --entities/--links")
         return write_labelstudio(predictor, args)
-    results = predict_paths(predictor, inputs, args.output, args.question, args.visualize)
+    results = predict_paths(predictor, inputs, args.output, args.question, args.visualize, args.ocr_workers)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
