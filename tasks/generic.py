@@ -25,6 +25,7 @@ from typing import Any
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
+from aetnet.data.page_targets import is_bio
 from aetnet.data.pages import read_pages
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
@@ -42,7 +43,7 @@ EVAL_SPLITS = ("test", "validation")
 
 def bio_label_list(names: list[str]) -> list[str]:
     """``data.labels`` or discovered entity names -> the BIO label list (``O``, ``B-X``, ``I-X``, ...)."""
-    if all(n == "O" or n[:2] in ("B-", "I-") for n in names):
+    if is_bio(names):
         return ["O", *[n for n in names if n != "O"]] if "O" in names else ["O", *names]
     types = [n for n in names if n != "O"]
     return ["O", *[f"{p}-{t}" for t in types for p in ("B", "I")]]
