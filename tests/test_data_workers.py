@@ -78,17 +78,20 @@ def test_training_arguments_use_workers_and_pin_only_on_gpu(tmp_path):
 
 
 def test_same_training_with_and_without_workers(tmp_path):
-    """The weights after 3 steps (2 epochs of AET views, dropout on) do not depend on train.num_workers."""
+    """The weights after 3 steps (2 epochs of AET views, dropout on) and the evaluation's predictions do
+    not depend on train.num_workers."""
     from safetensors.torch import load_file
 
     from aetnet.train.runner import finetune
 
-    weights = []
+    weights, predictions = [], []
     for workers in (0, 2):
         run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / f"w{workers}", overrides=[
             "train.max_steps=3", "train.batch_size=2", "data.max_train_documents=4", "data.max_eval_documents=1",
             "aet.queue_size=4", f"train.num_workers={workers}", "train.save_steps=3"])
         weights.append(load_file(run / "checkpoints" / "checkpoint-3" / "model.safetensors"))
+        predictions.append((run / "predictions.jsonl").read_text())  # evaluation reads pages in workers too
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
+    assert predictions[0] == predictions[1] and predictions[0]

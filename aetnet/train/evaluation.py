@@ -29,15 +29,17 @@ def limit(items: list, n: int | None) -> list:
 
 
 @torch.no_grad()
-def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int) -> list[Any]:
+def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int,
+                    num_workers: int = 0) -> list[Any]:
     """Run ``model`` over every window; per window, its logits as numpy (QA: (start, end)).
 
-    The model is put in eval mode for the pass and given back in the mode it came in.
+    The model is put in eval mode for the pass and given back in the mode it came in. ``num_workers``
+    DataLoader processes decode the pages (0: this process).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=Collator(pad_token_id))
     outputs: list[Any] = []
     try:
@@ -61,7 +63,8 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
     return outputs
 
 
-def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int) -> list[Any]:
+def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int,
+                    num_workers: int = 0) -> list[Any]:
     """:func:`predict_windows` shared by the processes of a distributed run.
 
     Rank ``r`` of ``W`` predicts windows ``r, r + W, ...``; the outputs are gathered to every rank in
@@ -71,10 +74,10 @@ def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: in
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return predict_windows(model, dataset, batch_size, kind, pad_token_id)
+        return predict_windows(model, dataset, batch_size, kind, pad_token_id, num_workers)
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = predict_windows(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), batch_size,
-                           kind, pad_token_id) if rank < len(dataset) else []
+                           kind, pad_token_id, num_workers) if rank < len(dataset) else []
     parts: list[Any] = [None] * world
     dist.all_gather_object(parts, mine)
     outputs: list[Any] = [None] * len(dataset)
@@ -112,8 +115,10 @@ class EvalSet:
     def score(self, model) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(metrics, one prediction record per example) of ``model`` on these examples."""
         predict = predict_sharded if self.distributed else predict_windows
+        from aetnet.train.trainer import data_workers
+
         outputs = predict(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
-                          self.processor.tokenizer.pad_token_id)
+                          self.processor.tokenizer.pad_token_id, data_workers(self.cfg.train.num_workers))
         id2label = dict(enumerate(self.labels)) if self.labels else {}
         metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
         metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}

@@ -1,0 +1,192 @@
+"""Benchmark-scale data costs, measured in one run (issue 12), in three sections:
+
+1. ``memory``: resident bytes per encoded window (Python lists vs the memory-mapped window cache) and
+   the peak RSS of a one-step ``finetune cord`` run (tiny model) against the number of training
+   documents (CORD-format receipts from the demo generator), with the window cache read back (a
+   second run) and with ``data.window_cache=false``; the slope is bytes of peak RSS per document.
+2. ``ocr``: OCR pages per second on the same RVL-CDIP-format pages with 1 worker and with N
+   workers, each from a cold cache.
+3. ``loader``: DataLoader items per second with 0 and N workers, for full fine-tuning and for AET
+   (which adds the I+ view per item).
+
+    python benchmarks/data_scale.py                                  # all sections, default sizes
+    python benchmarks/data_scale.py --docs 1000,4000,16000 --workers 8 --json figures.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="memory,ocr,loader")
+    p.add_argument("--docs", default="250,1000,4000", help="training document counts for the memory section")
+    p.add_argument("--ocr-pages", type=int, default=16)
+    p.add_argument("--loader-items", type=int, default=96)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N (default: every core)")
+    p.add_argument("--json", help="also write the figures to this file")
+    return p.parse_args()
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+
+
+def window_bytes(cord: Path, n: int) -> dict[str, float]:
+    """Python heap per window of the in-memory encoding vs of a WindowStore over the same windows."""
+    from aetnet.config import resolve_config
+    from aetnet.data.processor import load_processor
+    from aetnet.data.window_store import WindowStore, encode_cached
+    from aetnet.models.tiny import resolve_base
+    from aetnet.train.runner import get_task
+
+    cfg = resolve_config({}, {"task": "cord", "data": {"path": str(cord)}}, [f"data.max_train_documents={n}"])
+    task = get_task("cord")
+    docs = task.load(cfg)["train"][:n]
+    tokenizer = load_processor(resolve_base("tiny")[0]).tokenizer
+    label2id = {label: i for i, label in enumerate(task.label_list())}
+    tracemalloc.start()
+    windows = task.encode(docs, tokenizer, label2id, cfg)
+    in_memory = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    os.environ["AETNET_CACHE"] = str(cord.parent / "window-bytes-cache")
+    folder = encode_cached(task, docs, tokenizer, label2id, cfg).folder
+    tracemalloc.start()
+    store = WindowStore(folder)
+    count = len(store)  # opens the memory-mapped table
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {"windows": len(windows), "python_bytes_per_window": round(in_memory / len(windows)),
+            "store_bytes_per_window": round(held / max(1, count)),
+            "tokens_per_window": round(sum(len(w.input_ids) for w in windows) / len(windows), 1)}
+
+
+def memory_section(sizes: list[int], work: Path) -> dict:
+    from aetnet.data.demo import make_cord_demo
+
+    cord = work / "cord"
+    t0 = time.perf_counter()
+    make_cord_demo(cord, n_train=max(sizes), n_test=4)
+    print(f"[memory] generated {max(sizes)} CORD-format receipts in {time.perf_counter() - t0:.0f} s")
+    out: dict = {"per_window": window_bytes(cord, min(sizes))}
+    print(f"[memory] per window (tiny tokenizer, {out['per_window']['tokens_per_window']} tokens): "
+          f"{out['per_window']['python_bytes_per_window']} B as Python lists, "
+          f"{out['per_window']['store_bytes_per_window']} B of Python heap with the window cache")
+    env = dict(os.environ, AETNET_CACHE=str(work / "cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    base = [sys.executable, "-m", "aetnet", "finetune", "cord", "--data", str(cord), "--base", "tiny",
+            "train.max_steps=1", "train.batch_size=2", "data.max_eval_documents=2", "train.save_steps=100",
+            "train.num_workers=0"]
+    rows = []
+    for n in sizes:
+        row = {"documents": n}
+        for label, extra in (("cache_cold", []), ("cache_warm", []), ("no_cache", ["data.window_cache=false"])):
+            run = work / f"run-{n}-{label}"
+            t0 = time.perf_counter()
+            _run([*base, f"data.max_train_documents={n}", "--output", str(run), *extra], env)
+            metrics = json.loads((run / "metrics.json").read_text())
+            row[label] = {"peak_rss_mb": metrics["peak_memory_mb"], "seconds": round(time.perf_counter() - t0, 1)}
+        row["windows"] = metrics["train_windows"]
+        rows.append(row)
+        print(f"[memory] {n:6d} docs ({row['windows']} windows): peak RSS "
+              f"{row['no_cache']['peak_rss_mb']:.0f} MB in memory, {row['cache_cold']['peak_rss_mb']:.0f} MB "
+              f"building the cache ({row['cache_cold']['seconds']} s), {row['cache_warm']['peak_rss_mb']:.0f} MB "
+              f"reading it ({row['cache_warm']['seconds']} s)")
+    if len(rows) > 1:
+        span = rows[-1]["documents"] - rows[0]["documents"]
+        for label in ("no_cache", "cache_warm"):
+            slope = (rows[-1][label]["peak_rss_mb"] - rows[0][label]["peak_rss_mb"]) * 2**20 / span
+            out[f"{label}_bytes_per_document"] = round(slope)
+            print(f"[memory] peak RSS slope ({label}): {slope / 1024:.1f} KiB per training document")
+    out["runs"] = rows
+    return out
+
+
+def ocr_section(pages: int, workers: int, work: Path) -> dict:
+    from aetnet.data.demo import make_rvl_cdip_demo
+    from aetnet.data.ocr_pool import ocr_many
+    from aetnet.tasks.rvl_cdip import list_rvl_cdip
+
+    per_class = max(1, pages // 4)
+    data = make_rvl_cdip_demo(work / "rvl", n_per_class=per_class, n_eval_per_class=0)
+    files = [e.image_path for e in list_rvl_cdip(data)["train"]][:pages]
+    out = {"pages": len(files)}
+    for n in (1, workers):
+        t0 = time.perf_counter()
+        results = ocr_many(files, cache_dir=work / f"ocr-cache-{n}", workers=n)
+        seconds = time.perf_counter() - t0
+        assert all(not r.cached for r in results)
+        out[f"pages_per_s_{n}"] = round(len(files) / seconds, 3)
+        print(f"[ocr] {len(files)} pages, {n} worker(s), cold cache: {len(files) / seconds:.2f} pages/s")
+    out["speedup"] = round(out[f"pages_per_s_{workers}"] / out["pages_per_s_1"], 2)
+    print(f"[ocr] speed-up with {workers} workers: {out['speedup']}x (target >= {0.8 * workers:.1f}x on "
+          f"{workers} free cores)")
+    return out
+
+
+def loader_section(items: int, workers: int, work: Path) -> dict:
+    import torch
+
+    from aetnet.config import resolve_config
+    from aetnet.data.encoding import Collator, WindowDataset
+    from aetnet.data.processor import load_processor
+    from aetnet.models.tiny import resolve_base
+    from aetnet.train.runner import get_strategy, get_task
+
+    os.environ["AETNET_CACHE"] = str(work / "loader-cache")
+    out = {}
+    base = resolve_base("tiny")[0]
+    processor = load_processor(base)
+    # Base-size images: LayoutLMv3's 224x224 input (the tiny model's processor is resized to it).
+    processor.image_processor.size = {"height": 224, "width": 224}
+    task = get_task("cord")
+    for strategy_name in ("full", "aet"):
+        cfg = resolve_config({}, {"task": "cord", "strategy": strategy_name}, [])
+        docs = task.load(cfg, demo=True)["train"]
+        label2id = {label: i for i, label in enumerate(task.label_list())}
+        windows = task.encode(docs, processor.tokenizer, label2id, cfg)
+        views = get_strategy(strategy_name).extra_views(cfg, processor)
+        dataset = WindowDataset(windows, docs, processor.image_processor, views)
+        subset = torch.utils.data.Subset(dataset, [i % len(dataset) for i in range(items)])
+        for n in (0, workers):
+            loader = torch.utils.data.DataLoader(subset, batch_size=8, num_workers=n,
+                                                 collate_fn=Collator(processor.tokenizer.pad_token_id))
+            t0 = time.perf_counter()
+            count = sum(len(batch["input_ids"]) for batch in loader)
+            rate = count / (time.perf_counter() - t0)
+            out[f"{strategy_name}_items_per_s_{n}"] = round(rate, 1)
+            print(f"[loader] {strategy_name:4s} {n} worker(s): {rate:.1f} items/s ({1000 / rate:.1f} ms an item)")
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    sections = args.sections.split(",")
+    figures: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform()}, "workers": args.workers}
+    print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}; N = {args.workers} workers")
+    with tempfile.TemporaryDirectory(prefix="aetnet-data-scale-") as tmp:
+        work = Path(tmp)
+        if "memory" in sections:
+            figures["memory"] = memory_section([int(n) for n in args.docs.split(",")], work)
+        if "ocr" in sections:
+            figures["ocr"] = ocr_section(args.ocr_pages, args.workers, work)
+        if "loader" in sections:
+            figures["loader"] = loader_section(args.loader_items, args.workers, work)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
