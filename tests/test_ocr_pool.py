@@ -211,3 +211,32 @@ def test_save_to_disk_pages_read_with_bounded_memory(tmp_path):
     count, grown = (int(v) for v in proc.stdout.split()[-2:])
     assert count == 300
     assert grown < 60 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MiB for 300 MB of pages"
+
+
+def test_docvqa_pages_without_ocr_files_recognised_in_the_pool(tmp_path, counted, capsys, monkeypatch):
+    """`aetnet ocr docvqa` recognises exactly the pages that lack an official OCR file; the reader then
+    finds them cached and reads the same words as a serial read."""
+    from aetnet.cli.main import main
+    from aetnet.data.demo import make_docvqa_demo
+    from aetnet.tasks.docvqa import read_docvqa
+
+    data = make_docvqa_demo(tmp_path / "docvqa", n_pages=6)
+    removed = sorted(data.glob("ocr_results/*.json"))[:3]
+    for f in removed:
+        f.unlink()
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    assert main(["ocr", "docvqa", "--data", str(data), "--workers", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["pages"], summary["recognised"]) == (3, 3)
+    assert len(_lines(counted)) == 3
+    files = sorted(data.glob("*_v1.0.json"))
+    pooled = {f.name: read_docvqa(f, cache_dir=tmp_path / "cache" / "ocr", workers=2) for f in files}
+    assert len(_lines(counted)) == 3  # everything came from the cache
+    serial = {f.name: read_docvqa(f, cache_dir=tmp_path / "serial", workers=1) for f in files}
+    for name in pooled:
+        for split in pooled[name]:
+            assert [(e.id, e.document.words, e.answer_span) for e in pooled[name][split]] == \
+                [(e.id, e.document.words, e.answer_span) for e in serial[name][split]]
+    tesseract_pages = {e.document.id for name in pooled for s in pooled[name].values() for e in s
+                       if e.document.meta.get("ocr") == "tesseract"}
+    assert tesseract_pages == {f.stem for f in removed}
