@@ -143,7 +143,7 @@ def test_rebuilt_when_tokenizer_or_setting_changes_reused_otherwise(shared_data,
     docs[0].words[0] = docs[0].words[0] + "x"  # the data changed
     assert builds(_cfg("funsd")) == 1
     assert len(list(own_cache.glob("*/meta.json"))) == 8
-    assert not list(own_cache.glob(".*"))  # no temporary folders left behind
+    assert [p.name for p in own_cache.glob(".*")] == [".locks"]  # no temporary folders left behind
     assert builds(_cfg("funsd", window_cache=False)) == 1 and builds(_cfg("funsd", window_cache=False)) == 1
 
 
@@ -189,14 +189,18 @@ def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet
     budget = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=3", "data.max_eval_documents=2",
               "data.max_length=128", "data.stride=32", "model.dropout=0", "train.save_steps=100"]
     metrics = {}
-    for name, extra in (("first", []), ("second", []), ("memory", ["data.window_cache=false"])):
+    runs = (("first", None, []), ("second", None, []), ("memory", None, ["data.window_cache=false"]),
+            ("lora", "lora", ["train.seed=7"]))  # another strategy and seed of a compare: same windows
+    for name, strategy, extra in runs:
         counts.clear()
-        run = finetune("funsd", base="tiny", demo=True, output=tmp_path / name, overrides=budget + extra)
+        run = finetune("funsd", base="tiny", demo=True, strategy=strategy, output=tmp_path / name,
+                       overrides=budget + extra)
         metrics[name] = (json.loads((run / "metrics.json").read_text()), counts[:])
         metrics[name + "_pred"] = (run / "predictions.jsonl").read_text()
     assert metrics["first"][1] == [3, 2]  # training and evaluation windows built once
     assert metrics["second"][1] == []  # nothing tokenised
     assert metrics["memory"][1] == [3, 2]
+    assert metrics["lora"][1] == []
     scored = ("f1", "precision", "recall", "train_loss", "train_windows", "eval_documents")
     for key in scored:
         assert metrics["first"][0][key] == metrics["second"][0][key] == metrics["memory"][0][key], key
@@ -211,3 +215,59 @@ def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet
     assert main(["cache", "clear", "nosuchkey"]) == 2
     assert main(["cache", "clear"]) == 0
     assert not list((tmp_path / "cache" / "windows").glob("*/meta.json"))
+
+
+def test_concurrent_builders_encode_once(shared_data, tokenizer, own_cache):
+    """Two builders of one entry at once (parallel compare runs): one encodes, the other waits and reads."""
+    import threading
+
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+    task = get_task("funsd")
+    spy = CountingEncode(task)
+    stores = []
+    threads = [threading.Thread(target=lambda: stores.append(encode_cached(task, docs, tokenizer, None, _cfg("funsd"))))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert spy.calls == 1 and len(stores) == 2 and stores[0].folder == stores[1].folder
+    assert list(stores[1]) == spy.real(docs, tokenizer, None, _cfg("funsd"))
+
+
+def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
+    """2-process torchrun: the main process encodes each split once, the other rank reads its cache entries."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun is not installed beside this Python"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / tiny_base.name).symlink_to(tiny_base)  # the session's tiny base, a fresh window cache
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), "-m",
+           "aetnet", "finetune", "funsd", "--demo", "--output", str(tmp_path / "run"),
+           "train.batch_size=2", "train.max_steps=2", "train.save_steps=100", "data.max_train_documents=4",
+           "data.max_eval_documents=2", "train.eval_steps=1", "data.val_fraction=0.3"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "AETNET_CACHE": str(cache)}, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [line for line in (proc.stdout + proc.stderr).splitlines() if "aetnet.data.window_store" in line]
+    built = [line for line in log if "encoded into" in line]
+    read = [line for line in log if "from the cache" in line]
+    # main process: training and validation windows built (before rank 1 starts), test windows after training;
+    # rank 1: the training and validation entries read, nothing encoded
+    assert [line.split(": ")[1] for line in built] == ["training windows", "evaluation windows", "evaluation windows"]
+    assert [line.split(": ")[1] for line in read] == ["training windows", "evaluation windows"]
+    assert [line.rsplit("/", 1)[1] for line in read] == [line.rsplit("/", 1)[1] for line in built[:2]]
+    assert len(list((cache / "windows").glob("*/meta.json"))) == 3
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2

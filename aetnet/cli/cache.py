@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise AetnetError(f"no window cache entry starts with {', '.join(args.keys)}; see `aetnet cache ls`")
     for e in chosen:
         shutil.rmtree(Path(e["path"]))
+    if not args.keys:  # everything: also the lock files and what killed builds left behind
+        for leftover in window_cache_dir().glob(".*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     print(f"removed {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'}, "
           f"{sum(e['bytes'] for e in chosen) / 2**20:.1f} MiB, from {window_cache_dir()}")
     return 0

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 WINDOWS_FILE = "windows.arrow"
 META_FILE = "meta.json"
+LOCKS = ".locks"
 #: ``data.*`` settings that select or describe documents but do not change how a given example is
 #: encoded (the examples' content is hashed instead). Every other setting is part of the fingerprint.
 NOT_ENCODING = ("path", "on_bad_document", "ocr_workers", "eval_fraction", "val_fraction", "select_on",
@@ -270,8 +271,9 @@ def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, 
     """``task.encode(examples, ...)`` through the on-disk window cache.
 
     The cache entry of the fingerprint (:func:`window_fingerprint`) is opened when it exists, built
-    otherwise (a chunk of :data:`CHUNK` examples at a time, with a progress bar; written to a temporary
-    folder and renamed into place, so a concurrent or killed build never leaves a half entry).
+    otherwise (a chunk of :data:`CHUNK` examples at a time, with a progress bar; under a file lock, so
+    concurrent processes build it once; written to a temporary folder and renamed into place, so a
+    killed build never leaves a half entry).
     With ``data.window_cache=false`` the windows are encoded in memory as before.
 
     Returns:
@@ -279,12 +281,19 @@ def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, 
     """
     if not getattr(cfg.data, "window_cache", True):
         return task.encode(examples, tokenizer, label2id, cfg)
+    from filelock import FileLock
+
     key, described = window_fingerprint(task, examples, tokenizer, label2id, cfg)
     folder = window_cache_dir() / key
-    if (folder / META_FILE).is_file():
-        logger.info("%s: %s windows from the cache %s", desc, f"{len(WindowStore(folder)):,}", folder)
-        return WindowStore(folder)
-    return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+    if not (folder / META_FILE).is_file():
+        (folder.parent / LOCKS).mkdir(parents=True, exist_ok=True)
+        # processes that need the same entry at once (compare --devices) wait for the one that builds it
+        with FileLock(str(folder.parent / LOCKS / f"{key}.lock")):
+            if not (folder / META_FILE).is_file():
+                return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+    store = WindowStore(folder)
+    logger.info("%s: %s windows from the cache %s", desc, f"{len(store):,}", folder)
+    return store
 
 
 def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: dict, desc: str) -> Path:
