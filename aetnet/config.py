@@ -56,6 +56,9 @@ class DataConfig:
     window_cache: bool = True
     """Keep the encoded windows in the on-disk, memory-mapped cache (``$AETNET_CACHE/windows``), built once per
     data content, tokenizer and encoding settings and reused by later runs; ``false`` encodes them in memory."""
+    encode_workers: int = 0
+    """Processes that tokenise when the window cache is built (``0``: every available core; ``1``: the run's own);
+    builds of fewer than 1,024 examples always run in the run's own process."""
 
     def __post_init__(self) -> None:
         _choice("data.box_level", self.box_level, ("segment", "word"))
@@ -63,6 +66,8 @@ class DataConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise AetnetError(f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
         _choice("data.on_bad_document", self.on_bad_document, ("error", "skip"))
+        if self.encode_workers < 0:
+            raise AetnetError(f"data.encode_workers={self.encode_workers} must be >= 0 (0: every available core)")
         if self.stride < 0 or self.stride >= self.max_length:
             raise AetnetError(
                 f"data.stride={self.stride} must be >= 0 and smaller than data.max_length={self.max_length}"

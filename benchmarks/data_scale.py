@@ -54,7 +54,12 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
 
     cfg = resolve_config({}, {"task": "cord", "data": {"path": str(cord)}}, [f"data.max_train_documents={n}"])
     task = get_task("cord")
-    docs = task.load(cfg)["train"][:n]
+    tracemalloc.start()
+    splits = task.load(cfg)
+    loaded = tracemalloc.get_traced_memory()[0]  # the Document objects (words, boxes, labels, segments)
+    tracemalloc.stop()
+    read = sum(len(docs) for docs in splits.values())
+    docs = splits["train"][:n]
     tokenizer = load_processor(resolve_base("tiny")[0]).tokenizer
     label2id = {label: i for i, label in enumerate(task.label_list())}
     tracemalloc.start()
@@ -69,6 +74,8 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return {"windows": len(windows), "python_bytes_per_window": round(in_memory / len(windows)),
+            "document_bytes": round(loaded / read),
+            "words_per_document": round(sum(len(d) for d in docs) / len(docs), 1),
             "store_bytes_per_window": round(held / max(1, count)),
             "tokens_per_window": round(sum(len(w.input_ids) for w in windows) / len(windows), 1)}
 
@@ -83,7 +90,8 @@ def memory_section(sizes: list[int], work: Path) -> dict:
     out: dict = {"per_window": window_bytes(cord, min(sizes))}
     print(f"[memory] per window (tiny tokenizer, {out['per_window']['tokens_per_window']} tokens): "
           f"{out['per_window']['python_bytes_per_window']} B as Python lists, "
-          f"{out['per_window']['store_bytes_per_window']} B of Python heap with the window cache")
+          f"{out['per_window']['store_bytes_per_window']} B of Python heap with the window cache; a document "
+          f"({out['per_window']['words_per_document']} words) holds {out['per_window']['document_bytes']} B as read")
     env = dict(os.environ, AETNET_CACHE=str(work / "cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     base = [sys.executable, "-m", "aetnet", "finetune", "cord", "--data", str(cord), "--base", "tiny",
             "train.max_steps=1", "train.batch_size=2", "data.max_eval_documents=2", "train.save_steps=100",

@@ -271,3 +271,26 @@ def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
     assert len(list((cache / "windows").glob("*/meta.json"))) == 3
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
+
+
+def test_parallel_build_equals_serial(shared_data, tokenizer, own_cache, monkeypatch):
+    """Chunks encoded by 2 spawned workers, written in order: the same rows as the in-memory encoding."""
+    from aetnet.data import window_store
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+    docs = splits["train"] + splits["eval"]
+    monkeypatch.setattr(window_store, "CHUNK", 2)
+    assert window_store.encode_workers(_cfg("funsd", encode_workers=2), len(docs)) == 2
+    assert window_store.encode_workers(_cfg("funsd", encode_workers=2), 6) == 1  # 3 chunks: in process
+    task = get_task("funsd")
+    label2id = {label: i for i, label in enumerate(task.label_list(splits))}
+    expected = task.encode(docs, tokenizer, label2id, _cfg("funsd"))
+    spy = CountingEncode(task)
+    store = encode_cached(task, docs, tokenizer, label2id, _cfg("funsd", encode_workers=2))
+    assert spy.calls == 0  # every chunk was encoded in a worker process
+    assert list(store) == expected
+    again = encode_cached(task, docs, tokenizer, label2id, _cfg("funsd", encode_workers=1))
+    assert again.folder == store.folder and spy.calls == 0  # the worker count is not part of the fingerprint
+    with pytest.raises(AetnetError, match="encode_workers"):
+        _cfg("funsd", encode_workers=-1)

@@ -46,7 +46,7 @@ LOCKS = ".locks"
 #: ``data.*`` settings that select or describe documents but do not change how a given example is
 #: encoded (the examples' content is hashed instead). Every other setting is part of the fingerprint.
 NOT_ENCODING = ("path", "on_bad_document", "ocr_workers", "eval_fraction", "val_fraction", "select_on",
-                "max_train_documents", "max_eval_documents", "labels", "window_cache")
+                "max_train_documents", "max_eval_documents", "labels", "window_cache", "encode_workers")
 #: Examples encoded (and written) per chunk.
 CHUNK = 256
 
@@ -271,7 +271,8 @@ def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, 
     """``task.encode(examples, ...)`` through the on-disk window cache.
 
     The cache entry of the fingerprint (:func:`window_fingerprint`) is opened when it exists, built
-    otherwise (a chunk of :data:`CHUNK` examples at a time, with a progress bar; under a file lock, so
+    otherwise (a chunk of :data:`CHUNK` examples at a time, in ``data.encode_workers`` processes when
+    there are many, with a progress bar; under a file lock, so
     concurrent processes build it once; written to a temporary folder and renamed into place, so a
     killed build never leaves a half entry).
     With ``data.window_cache=false`` the windows are encoded in memory as before.
@@ -307,14 +308,12 @@ def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: di
     try:
         writer = ArrowWriter(path=str(tmp / WINDOWS_FILE))
         with tqdm(total=len(examples), desc=f"encode {desc}", unit="doc", disable=len(examples) <= CHUNK) as bar:
-            for offset in range(0, len(examples), CHUNK):
-                chunk = examples[offset: offset + CHUNK]
-                windows = task.encode(chunk, tokenizer, label2id, cfg)
-                if windows:
-                    kind = "relation" if isinstance(windows[0], RelationWindow) else kind
-                    writer.write_table(windows_table(windows, offset))
-                count += len(windows)
-                bar.update(len(chunk))
+            for table, n_windows, chunk_kind, n_examples in _encoded_chunks(task, examples, tokenizer, label2id, cfg):
+                if table is not None:
+                    writer.write_table(table)
+                    kind = chunk_kind
+                count += n_windows
+                bar.update(n_examples)
         if count == 0:
             writer.write_table(windows_table([]))
         writer.finalize()
@@ -330,6 +329,65 @@ def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: di
         raise
     logger.info("%s: %s windows of %s examples encoded into %s", desc, f"{count:,}", f"{len(examples):,}", folder)
     return folder
+
+
+# ------------------------------------------------------------------------------ parallel encoding
+#: Builds of fewer chunks run in the calling process (starting worker processes costs seconds).
+PARALLEL_CHUNKS = 4
+_WORKER: dict[str, Any] = {}
+
+
+def _encode(task, tokenizer, label2id, cfg, offset: int, chunk: Sequence[Any]) -> tuple[Any, int, str, int]:
+    """(Arrow table or None, windows, window type, examples) of one chunk of examples."""
+    windows = task.encode(chunk, tokenizer, label2id, cfg)
+    kind = "relation" if windows and isinstance(windows[0], RelationWindow) else "window"
+    return (windows_table(windows, offset) if windows else None), len(windows), kind, len(chunk)
+
+
+def _init_worker(task, tokenizer, label2id, cfg) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _WORKER.update(task=task, tokenizer=tokenizer, label2id=label2id, cfg=cfg)
+
+
+def _encode_in_worker(job: tuple[int, Sequence[Any]]) -> tuple[Any, int, str, int]:
+    return _encode(_WORKER["task"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], *job)
+
+
+def encode_workers(cfg, n_examples: int) -> int:
+    """Processes for a build: ``data.encode_workers`` (0: every available core), 1 for small builds."""
+    from aetnet.data.ocr_pool import available_cores
+
+    wanted = int(getattr(cfg.data, "encode_workers", 1))
+    if wanted < 0:
+        raise AetnetError(f"data.encode_workers={wanted} must be >= 0 (0: every available core)")
+    chunks = -(-n_examples // CHUNK)
+    if chunks < PARALLEL_CHUNKS:
+        return 1
+    return min(wanted or available_cores(), chunks)
+
+
+def _encoded_chunks(task, examples, tokenizer, label2id, cfg) -> Iterator[tuple[Any, int, str, int]]:
+    """Per chunk of :data:`CHUNK` examples, in order: what :func:`_encode` returns; chunks are encoded by
+    ``data.encode_workers`` spawned processes (each gets the task and tokenizer once) when there are many."""
+    import multiprocessing
+    import pickle
+
+    jobs = ((offset, examples[offset: offset + CHUNK]) for offset in range(0, len(examples), CHUNK))
+    workers = encode_workers(cfg, len(examples))
+    if workers > 1:
+        try:
+            pickle.dumps(task)
+        except Exception as exc:  # a task defined where workers cannot import it
+            logger.info("encoding in this process: the task cannot be sent to workers (%s)", exc)
+            workers = 1
+    if workers == 1:
+        for offset, chunk in jobs:
+            yield _encode(task, tokenizer, label2id, cfg, offset, chunk)
+        return
+    logger.info("encoding %s examples with %d processes", f"{len(examples):,}", workers)
+    # spawn: the workers never inherit the trainer's threads, CUDA state or open files.
+    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (task, tokenizer, label2id, cfg)) as pool:
+        yield from pool.imap(_encode_in_worker, jobs)
 
 
 def cache_entries(root: Path | None = None) -> list[dict[str, Any]]:
