@@ -279,8 +279,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
         remove_unused_columns=False,
         dataloader_num_workers=workers,
         # Not persistent: with persistent workers a run resumed mid-epoch drifted from the uninterrupted
-        # run (1e-5 in the weights after two steps, same batches and RNG; cause not found). Workers are
-        # started once per epoch instead.
+        # run at the epoch's last step (same inputs, weights, buffers and global RNG state at the step's
+        # start, a different loss; exact with dropout 0, so the dropout masks differ; cause not found).
+        # Workers are started once per epoch instead.
         dataloader_persistent_workers=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
