@@ -58,6 +58,21 @@ def _is_hf_folder(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
 
 
+def _pages_without_words(path: str | Path) -> list[Path]:
+    """Existing images of the page lines that give no ``words`` (what :func:`read_pages` sends to OCR)."""
+    from aetnet.data.pages import find_page_files, iter_page_lines
+
+    found: dict[Path, None] = {}
+    for file in find_page_files(path).values():
+        for _, record in iter_page_lines(file):
+            image = record.get("image") if isinstance(record, dict) and record.get("words") is None else None
+            if isinstance(image, str) and image.strip():
+                image_path = Path(image) if Path(image).is_absolute() else file.parent / image
+                if image_path.is_file():
+                    found.setdefault(image_path)
+    return list(found)
+
+
 class _OwnData:
     """What the three generic tasks share: reading pages, mapping splits, fixing the label set."""
 
@@ -71,7 +86,18 @@ class _OwnData:
         from aetnet.data.ocr import OcrSettings, ocr_with
 
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+        if cfg.data.ocr_workers != 1:
+            from aetnet.data.ocr_pool import ocr_many
+
+            # Fill the OCR cache in parallel; reading then finds every page cached (a bad one fails there).
+            ocr_many(_pages_without_words(cfg.data.path), settings, workers=cfg.data.ocr_workers, desc="OCR pages")
         return read_pages(cfg.data.path, self.kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+
+    def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
+        """The images of the pages that give no ``words`` (they are read with Tesseract)."""
+        if not cfg.data.path or _is_hf_folder(Path(cfg.data.path)):
+            raise AetnetError(f"task '{self.name}': aetnet ocr reads pages .jsonl files; pass --data to them")
+        return [(str(path), path) for path in _pages_without_words(cfg.data.path)]
 
     def _map(self, raw: dict[str, list], cfg: RunConfig, group=lambda x: str(x.id)) -> dict[str, list]:
         if "all" in raw:

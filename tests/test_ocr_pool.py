@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.data.demo import make_rvl_cdip_demo
 from aetnet.data.ocr import OcrSettings
@@ -240,3 +240,38 @@ def test_docvqa_pages_without_ocr_files_recognised_in_the_pool(tmp_path, counted
     tesseract_pages = {e.document.id for name in pooled for s in pooled[name].values() for e in s
                        if e.document.meta.get("ocr") == "tesseract"}
     assert tesseract_pages == {f.stem for f in removed}
+
+
+def test_own_pages_without_words_recognised_in_the_pool(tmp_path, counted, capsys, monkeypatch):
+    """Own pages (pages.jsonl) without words: `aetnet ocr classify` recognises exactly those, and a
+    pooled read (data.ocr_workers=2) gives the serial read's words with no further Tesseract run."""
+    from aetnet.cli.main import main
+    from aetnet.config import resolve_config
+    from aetnet.train.runner import get_task
+
+    lines = []
+    for i, text in enumerate(["INVOICE 4711", "RECEIPT TOTAL 12", "INVOICE DATE MAY", "RECEIPT 99"]):
+        img = Image.new("L", (500, 120), 255)
+        ImageDraw.Draw(img).text((20, 40), text, fill=0, font=ImageFont.load_default(size=32))
+        img.save(tmp_path / f"p{i}.png")
+        line = {"id": f"p{i}", "image": f"p{i}.png", "class": "invoice" if "INVOICE" in text else "receipt"}
+        if i == 3:  # a page with its own words: never OCRed
+            line.update(words=["RECEIPT", "99"], boxes=[[20, 40, 150, 80], [160, 40, 200, 80]])
+        lines.append(json.dumps(line))
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    assert main(["ocr", "classify", "--data", str(pages), "--workers", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recognised"] == 3
+    assert len(_lines(counted)) == 3
+
+    def words(workers: int) -> list:
+        cfg = resolve_config({}, {"task": "classify", "data": {"path": str(pages)}}, [f"data.ocr_workers={workers}"])
+        splits = get_task("classify").load(cfg)
+        return sorted((d.id, d.words) for docs in splits.values() for d in docs)
+
+    pooled = words(2)
+    assert len(_lines(counted)) == 3  # every OCR page was cached
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "serial"))
+    assert words(1) == pooled and len(pooled) == 4
+    assert dict(pooled)["p0"][0] == "INVOICE"
