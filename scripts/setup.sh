@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up everything aetnet needs, idempotently: tesseract-ocr (apt, when root), a virtual
-# environment in .venv, the CPU build of PyTorch when no torch is present, and the package with
-# its test extras. Safe to run again: each step is skipped when already done.
+# Set up everything aetnet needs, idempotently: tesseract-ocr (apt, when root), Chromium and its
+# driver for the web page test (apt, when root), a virtual environment in .venv, the CPU build of
+# PyTorch when no torch is present, and the package with its test extras. Safe to run again: each
+# step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,16 +11,41 @@ PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${AETNET_TORCH_SPEC:-torch==2.13.0}"
 EXTRAS="${AETNET_EXTRAS:-test}"
 
-if ! command -v tesseract >/dev/null 2>&1; then
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing tesseract-ocr with apt-get"
+can_apt() { [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; }
+apt_updated=0
+apt_install() {  # apt_install [--no-install-recommends] PACKAGE...
+  if [ "$apt_updated" = "0" ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v tesseract >/dev/null 2>&1; then
+  if can_apt; then
+    echo "setup: installing tesseract-ocr with apt-get"
+    apt_install tesseract-ocr
   else
     echo "setup: Tesseract OCR is missing. Install it, then run this again:" >&2
     echo "  Debian/Ubuntu: sudo apt-get install -y tesseract-ocr" >&2
     echo "  macOS:         brew install tesseract" >&2
     exit 1
+  fi
+fi
+
+# Headless Chromium and chromedriver: only tests/test_serve_browser.py (the web page of `aetnet serve`)
+# needs them, so a non-root setup goes on without them and says how to add them (that test fails until then).
+browser_missing=()
+command -v chromium >/dev/null 2>&1 || browser_missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser_missing+=(chromium-driver)
+if [ "${#browser_missing[@]}" -gt 0 ]; then
+  if can_apt; then
+    echo "setup: installing ${browser_missing[*]} with apt-get (headless browser for the web page test)"
+    apt_install --no-install-recommends "${browser_missing[@]}"
+  else
+    echo "setup: ${browser_missing[*]} missing: tests/test_serve_browser.py will fail until you run" >&2
+    echo "  Debian:  sudo apt-get install -y --no-install-recommends ${browser_missing[*]}" >&2
+    echo "  others:  Chrome or Chromium and its matching chromedriver on PATH (or CHROMEDRIVER=/path/to/it)" >&2
   fi
 fi
 
