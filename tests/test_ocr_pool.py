@@ -275,3 +275,19 @@ def test_own_pages_without_words_recognised_in_the_pool(tmp_path, counted, capsy
     monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "serial"))
     assert words(1) == pooled and len(pooled) == 4
     assert dict(pooled)["p0"][0] == "INVOICE"
+
+
+def test_no_process_pool_when_every_page_is_cached(pages, tmp_path, monkeypatch):
+    """A second run (or a rank waiting for the main process) reads the cache without starting a pool."""
+    import aetnet.data.ocr_pool as pool
+
+    files = [e.image_path for e in list_rvl_cdip(pages)["test"]]
+    first = ocr_many(files, cache_dir=tmp_path, workers=2)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a process pool was started for cached pages")
+
+    monkeypatch.setattr(pool.multiprocessing, "get_context", no_pool)
+    again = ocr_many(files, cache_dir=tmp_path, workers=2)
+    assert [(r.words, r.boxes) for r in again] == [(r.words, r.boxes) for r in first]
+    assert all(r.cached for r in again)

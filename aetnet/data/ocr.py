@@ -274,6 +274,25 @@ def ocr_image(
     return words, boxes
 
 
+def _cache_file(content: bytes, settings: OcrSettings, cache_dir: str | Path | None) -> tuple[Path, str]:
+    """Where the OCR of ``content`` is cached, and the Tesseract version (checks binary and languages)."""
+    pytesseract = _pytesseract()
+    version, installed = _tesseract_facts(str(pytesseract.pytesseract.tesseract_cmd))
+    _check_languages(settings.lang, installed)
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = _cache_key(content, settings, version)
+    return cache_root / key[:2] / f"{key}.json", version
+
+
+def is_cached(image: PageSource, settings: OcrSettings, cache_dir: str | Path | None = None) -> bool:
+    """Whether the page's OCR is in the cache (reads the page's bytes, never runs Tesseract).
+
+    Raises:
+        DataError: the image file is missing.
+    """
+    return _cache_file(_content(image), settings, cache_dir)[0].is_file()
+
+
 def recognise(
     image: PageSource, settings: OcrSettings, cache_dir: str | Path | None = None
 ) -> tuple[list[str], list[list[float]], bool]:
@@ -282,13 +301,8 @@ def recognise(
     Returns:
         ``(words, boxes, cached)``; ``cached`` is ``False`` when Tesseract ran for this call.
     """
-    pytesseract = _pytesseract()
-    version, installed = _tesseract_facts(str(pytesseract.pytesseract.tesseract_cmd))
-    _check_languages(settings.lang, installed)
     content = _content(image)
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = _cache_key(content, settings, version)
-    cache_file = cache_root / key[:2] / f"{key}.json"
+    cache_file, version = _cache_file(content, settings, cache_dir)
     cached = _read_cache(cache_file)
     if cached is not None:
         return cached[0], cached[1], True

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aetnet.data.ocr import OcrSettings, PageSource, recognise
+from aetnet.data.ocr import OcrSettings, PageSource, is_cached, recognise
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,13 @@ def shard(items: Sequence, index: int, count: int) -> list:
     return list(items[index::count])
 
 
+def _missing(page: PageSource, settings: OcrSettings, cache_dir: str | Path | None) -> bool:
+    try:
+        return not is_cached(page, settings, cache_dir)
+    except DataError:
+        return False  # a bad page fails the same way in any process
+
+
 def _work(job: tuple[PageSource, OcrSettings, str | None]) -> PageOcr | DataError:
     page, settings, cache_dir = job
     try:
@@ -120,6 +127,8 @@ def ocr_many(
 
     settings = settings or OcrSettings()
     n = min(resolve_workers(workers), max(1, len(pages)))
+    if n > 1 and not any(_missing(page, settings, cache_dir) for page in pages):
+        n = 1  # everything cached (a second run, a waiting rank): reading needs no pool of processes
     cache = str(cache_dir) if cache_dir is not None else None
     jobs = [(page, settings, cache) for page in pages]
     bar = tqdm(total=len(jobs), desc=desc, unit="page", disable=len(jobs) < 2)
