@@ -212,7 +212,7 @@ def iter_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
             try:
                 page = pdf[i]
                 _check_size(page, dpi, f"{path} page {i + 1}")
-                image = page.render(scale=dpi / 72).to_pil().convert("RGB")
+                image = render_page(page, dpi)
                 result = PdfPage(image, read_text_layer(page, image.size) if text else None)
                 page.close()
             except pdfium.PdfiumError as exc:
@@ -220,6 +220,11 @@ def iter_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
             yield result
     finally:
         pdf.close()
+
+
+def render_page(page, dpi: int) -> Image.Image:
+    """A pypdfium2 page rendered at ``dpi`` as an RGB image (the one place PDF pages become pixels)."""
+    return page.render(scale=dpi / 72).to_pil().convert("RGB")
 
 
 def page_count(source: str | Path) -> int:

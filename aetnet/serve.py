@@ -9,10 +9,14 @@
 
 Concurrent requests are read, OCRed and encoded in parallel threads; their pages meet in a
 :class:`Batcher`, which runs the windows of every page waiting (up to ``batch_windows``) in one model
-call. At most ``max_queue`` requests are admitted at once (503 beyond), uploads are limited in bytes
-and pages (413), a file that is not a readable PNG/JPEG/TIFF/PDF gets one 4xx naming what is wrong.
-Uploads are decoded from memory; the multipart parser spools a large upload to an anonymous
-temporary file that is gone with the request, so nothing is left on disk.
+call. A request goes through its document page by page: a PDF page is rendered, recognised and
+encoded while the request's previous page is in the model, so at most two rendered pages of one
+request are alive at once (:data:`PAGES_ALIVE`), whatever its page count. At most ``max_queue``
+requests are admitted at once (503 beyond), uploads are limited in bytes (413 as soon as the body
+streaming in passes the limit, see :class:`~aetnet.serve_app.BodyLimit`) and pages (413, from the
+PDF's page count before any page is rendered), a file that is not a readable PNG/JPEG/TIFF/PDF gets
+one 4xx naming what is wrong. Uploads are decoded from memory; the multipart parser spools a large
+upload to an anonymous temporary file that is gone with the request, so nothing is left on disk.
 
 Example::
 
@@ -25,17 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from aetnet.errors import AetnetError, DataError
-from aetnet.pdftext import PdfPage, read_pdf
+from aetnet.pdftext import PdfPage, iter_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,11 @@ INSTALL_SERVE = "pip install aetnet[serve]"
 CONFIG_ENV = "AETNET_SERVE_CONFIG"
 MAGIC = {b"%PDF-": "pdf", b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"II*\x00": "tiff",
          b"MM\x00*": "tiff"}
+#: Rendered pages of one request alive at once: the page in the model and the next one being read.
+PAGES_ALIVE = 2
+#: PDFium must not be called from two threads at once (pypdfium2's documentation says so, even for
+#: different documents): every PDF step of the service (open, render, text layer, close) holds it.
+PDFIUM_LOCK = threading.Lock()
 
 
 @dataclass
@@ -74,17 +86,26 @@ class UnsupportedUpload(DataError):
     """An upload that is not a PNG, JPEG, TIFF or PDF file (415)."""
 
 
+class UploadTooLarge(DataError):
+    """A request body past the upload limit, raised while it streams in (413)."""
+
+
 def sniff(data: bytes) -> str | None:
     """The type of an upload from its first bytes: ``pdf``, ``png``, ``jpeg``, ``tiff`` or ``None``."""
     head = data[:1024].lstrip(b"\x00\t\r\n ")  # some PDF writers put whitespace before %PDF-
     return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
 
 
-def decode_upload(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: int) -> list[PdfPage]:
-    """The pages of an uploaded file, from memory.
+def upload_pages(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: int) -> Iterator[PdfPage]:
+    """The pages of an uploaded file, from memory, one at a time.
+
+    A PDF's pages are rendered as they are asked for (its page count is checked against ``max_pages``
+    when the first is asked for, before any page is rendered; advance it under :data:`PDFIUM_LOCK`);
+    the frames of an image file are decoded here.
 
     Raises:
-        UnsupportedUpload: not a PNG/JPEG/TIFF/PDF; DataError: corrupt; TooManyPages: past ``max_pages``.
+        UnsupportedUpload: not a PNG/JPEG/TIFF/PDF; DataError: corrupt; TooManyPages: past ``max_pages``
+            (for a PDF: when its first page is asked for).
     """
     from aetnet.predict import image_pages
 
@@ -95,8 +116,20 @@ def decode_upload(data: bytes, name: str, text_layer: bool, max_pages: int, dpi:
         raise UnsupportedUpload(f"not a PNG, JPEG, TIFF or PDF file (it starts with {data[:8]!r}); "
                                 "send one of those", name)
     if kind == "pdf":
-        return read_pdf(data, dpi, text=text_layer, name=name, max_pages=max_pages)
-    return [PdfPage(image, None) for image in image_pages(io.BytesIO(data), name, max_pages)]
+        return iter_pdf(data, dpi, text=text_layer, name=name, max_pages=max_pages)
+    return iter([PdfPage(image, None) for image in image_pages(io.BytesIO(data), name, max_pages)])
+
+
+def _next_page(pages: Iterator[PdfPage]) -> PdfPage | None:
+    with PDFIUM_LOCK:
+        return next(pages, None)
+
+
+def _close_pages(pages: Iterator[PdfPage]) -> None:
+    close = getattr(pages, "close", None)  # a PDF's generator: closes the document
+    if close is not None:
+        with PDFIUM_LOCK:
+            close()
 
 
 @dataclass
@@ -191,33 +224,55 @@ class Service:
         self.batcher = Batcher(predictor, settings.batch_windows, settings.batch_wait_ms / 1000)
         self.in_flight = 0
 
-    def _prepare(self, page: PdfPage, question: str | None, where: str):
+    def _read_page(self, pages: Iterator[PdfPage], question: str | None, where: str):
+        """The next page (rendered), its document, windows, pixels and word source; ``None`` at the end."""
+        page = _next_page(pages)
+        if page is None:
+            return None
         p = self.predictor
         words, boxes, lines, source = p.page_words(page.image, page.layer, where)
         with self.encode_lock:
             doc, windows = p.encode(page.image, words, boxes, question, lines)
-        return doc, windows, p.pixels(page.image), source
+        return page, doc, windows, p.pixels(page.image), source
 
     async def predict(self, data: bytes, name: str, question: str | None, visualize: bool) -> list[dict]:
-        """The page records of an upload (as ``aetnet predict`` writes them)."""
+        """The page records of an upload (as ``aetnet predict`` writes them), read page by page."""
         from aetnet.predict import PDF_DPI
 
         loop = asyncio.get_running_loop()
-        p, limit = self.predictor, self.settings.max_pages
-        pages = await loop.run_in_executor(self.pool, decode_upload, data, name, p.ocr_mode != "always",
-                                           limit, PDF_DPI)
-        prepared = await asyncio.gather(*(loop.run_in_executor(self.pool, self._prepare, page, question,
-                                                               f"{name} page {n}")
-                                          for n, page in enumerate(pages, start=1)))
-        outputs = await asyncio.gather(*(self.batcher.submit([(w, pixels) for w in windows])
-                                         for _, windows, pixels, _ in prepared))
-        records = []
-        for n, (page, (doc, windows, _, source), out) in enumerate(zip(pages, prepared, outputs), start=1):
-            record = {"file": name, "page": n, **p.decode(page.image, doc, windows, out, question),
-                      "source": source}
-            if visualize:
-                record["image"] = await loop.run_in_executor(self.pool, _data_url, page.image, record)
-            records.append(record)
+        text_layer = self.predictor.ocr_mode != "always"
+        pages = await loop.run_in_executor(self.pool, upload_pages, data, name, text_layer,
+                                           self.settings.max_pages, PDF_DPI)
+        try:
+            return await self._predict_pages(pages, name, question, visualize)
+        finally:
+            await loop.run_in_executor(self.pool, _close_pages, pages)
+
+    async def _predict_pages(self, pages: Iterator[PdfPage], name: str, question: str | None,
+                             visualize: bool) -> list[dict]:
+        loop, p = asyncio.get_running_loop(), self.predictor
+        read = partial(self._read_page, pages, question)
+        records: list[dict] = []
+        ahead = loop.run_in_executor(self.pool, read, f"{name} page 1")
+        try:
+            while (item := await ahead) is not None:
+                page, doc, windows, pixels, source = item
+                item = None
+                number = len(records) + 1
+                # The next page is rendered and recognised while this one waits for the model.
+                ahead = loop.run_in_executor(self.pool, read, f"{name} page {number + 1}")
+                outputs = await self.batcher.submit([(w, pixels) for w in windows])
+                record = {"file": name, "page": number, **p.decode(page.image, doc, windows, outputs, question),
+                          "source": source}
+                if visualize:
+                    record["image"] = await loop.run_in_executor(self.pool, _data_url, page.image, record)
+                records.append(record)
+                page = None  # let the pixels go before the next page is taken
+        finally:
+            # After an error the page being read must be finished before the document is closed
+            # (its error, if any, is the first one's consequence: the first is raised).
+            with contextlib.suppress(Exception):
+                await ahead
         return records
 
     def health(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Status codes of ``POST /predict``: 200 with the page records; 400 for a corrupt file, a missing
 ``file`` field, a QA model without ``question`` or ``--ocr never`` on a page without text layer;
-413 for an upload over the byte or page limit; 415 for a file that is not PNG/JPEG/TIFF/PDF;
+413 for an upload over the byte limit (answered as soon as the body streaming in passes it,
+with or without ``Content-Length``) or the page limit; 415 for a file that is not PNG/JPEG/TIFF/PDF;
 503 (with ``Retry-After``) when ``max_queue`` requests are already being served. Every error body is
 ``{"detail": "<one sentence naming the file and what is wrong>"}``.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from aetnet.errors import AetnetError, DataError
 from aetnet.pdftext import TooManyPages
-from aetnet.serve import CONFIG_ENV, ServeSettings, Service, UnsupportedUpload, require_fastapi
+from aetnet.serve import CONFIG_ENV, ServeSettings, Service, UnsupportedUpload, UploadTooLarge, require_fastapi
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,48 @@ UPLOAD_SCHEMA = {
 }
 #: Room for the multipart envelope (boundaries, headers, the question) above the file's own bytes.
 ENVELOPE_BYTES = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a request body is counted as it streams in and stops being read past ``max_bytes``.
+
+    Whether the client sent ``Content-Length`` or a chunked body, ``receive`` raises
+    :class:`~aetnet.serve.UploadTooLarge` as soon as the bytes received pass the limit, so the
+    multipart parser never holds or spools more than ``max_bytes`` (plus one network read); the route
+    answers 413 at once and the server discards the rest of the body as it arrives, storing none of it.
+
+    Args:
+        app: the ASGI application.
+        max_bytes: most body bytes read per request.
+        message: the 413 message.
+    """
+
+    def __init__(self, app, max_bytes: int, message: str):
+        self.app, self.max_bytes, self.message = app, max_bytes, message
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            if received > self.max_bytes:
+                raise UploadTooLarge(self.message)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise UploadTooLarge(self.message)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _too_big(settings: ServeSettings) -> str:
+    return (f"the upload is larger than the limit of {settings.max_upload_mb:g} MB; send a smaller file "
+            "or start the server with a larger --max-upload-mb")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None):
@@ -61,6 +104,11 @@ def create_app(predictor, settings: ServeSettings | None = None):
         title="aetnet prediction service", lifespan=lifespan,
         description=f"{predictor.meta.get('task')} model ({predictor.kind}); upload a page to /predict.")
     app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES, message=_too_big(settings))
+
+    @app.exception_handler(UploadTooLarge)
+    async def too_large(request, exc: UploadTooLarge):  # a body read past the limit outside /predict's own check
+        return _error(413, str(exc))
 
     @app.get("/health", summary="Model, settings, load and batching counters")
     async def health() -> dict[str, Any]:
@@ -90,9 +138,7 @@ def create_app(predictor, settings: ServeSettings | None = None):
 
 
 async def _predict(request, service: Service, settings: ServeSettings, visualize: bool, response_class):
-    limit = settings.max_upload_bytes
-    too_big = (f"the upload is larger than the limit of {settings.max_upload_mb:g} MB; send a smaller file "
-               "or start the server with a larger --max-upload-mb")
+    limit, too_big = settings.max_upload_bytes, _too_big(settings)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + ENVELOPE_BYTES:
         return _error(413, too_big)
@@ -104,6 +150,8 @@ async def _predict(request, service: Service, settings: ServeSettings, visualize
                                    "(curl -F file=@page.png http://HOST:PORT/predict)")
             name = upload.filename or "upload"
             data = await upload.read(limit + 1)
+    except UploadTooLarge as exc:  # BodyLimit: the body streaming in passed the limit
+        return _error(413, str(exc))
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body
         if isinstance(exc, AetnetError):
             raise

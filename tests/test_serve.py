@@ -76,7 +76,7 @@ def same_records(got: list[dict], want: list[dict], name: str) -> None:
         assert [x["box"] for x in g["words"]] == [x["box"] for x in w["words"]]
         if w["kind"] == "token":
             assert [x["label"] for x in g["words"]] == [x["label"] for x in w["words"]]
-            assert max(abs(a["score"] - b["score"]) for a, b in zip(g["words"], w["words"])) <= 1e-5
+            assert max((abs(a["score"] - b["score"]) for a, b in zip(g["words"], w["words"])), default=0) <= 1e-5
             assert g["entities"] == w["entities"]
         elif w["kind"] == "sequence":
             assert g["label"] == w["label"] and abs(g["score"] - w["score"]) <= 1e-5
@@ -287,3 +287,139 @@ def test_missing_serve_extra_is_one_clear_error(funsd_run, monkeypatch, capsys):
     assert "pip install aetnet[serve]" in err and "Traceback" not in err
     assert main(["serve", str(funsd_run), "--max-queue", "0"]) == 2
     assert "--max-queue must be at least 1" in capsys.readouterr().err
+
+
+def stream_upload(base: str, file_bytes: int, chunked: bool, piece: int = 64 * 1024) -> tuple[int, dict, int]:
+    """POST a multipart upload of ``file_bytes`` bytes to /predict over a raw socket, ``piece`` bytes at a
+    time (as HTTP chunks, or after a ``Content-Length`` header), looking for the server's answer before
+    each piece and stopping as soon as it is there.
+
+    Returns:
+        ``(status, JSON body, file bytes sent when the answer was seen)``.
+    """
+    import select
+
+    port = int(base.rsplit(":", 1)[1])
+    head, ctype = multipart(b"", "big.png")
+    tail = b"\r\n--aetnet-test-boundary-7MA4YWxkTrZu0gW--\r\n"
+    assert head.endswith(tail)
+    preamble = head[:-len(tail)]
+    data = b"\x89PNG\r\n\x1a\n" + os.urandom(piece - 8)
+    length = len(preamble) + file_bytes + len(tail)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
+    sent, answered = 0, False
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n{framing}\r\n\r\n"
+                     .encode())
+        parts = [preamble] + [data] * (file_bytes // piece) + [tail]
+        for i, part in enumerate(parts):
+            if select.select([sock], [], [], 0)[0]:
+                answered = True
+                break
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(part) if 0 < i < len(parts) - 1 else 0
+        if not answered and chunked:
+            sock.sendall(b"0\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += sock.recv(65536)
+        header, body = raw.split(b"\r\n\r\n", 1)
+        size = next(int(line.split(b":")[1]) for line in header.split(b"\r\n")
+                    if line.lower().startswith(b"content-length"))
+        while len(body) < size:
+            body += sock.recv(65536)
+    return int(header.split(b" ")[1]), json.loads(body), sent
+
+
+def test_upload_limit_is_enforced_while_the_body_streams_in_chunked_or_not(funsd_run, shared_data):
+    from aetnet.serve import ServeSettings
+    from aetnet.serve_app import create_app
+
+    page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
+    predictor = Predictor(funsd_run)
+    total = 96 * 1024 * 1024  # 96 times the limit: more than the loopback socket buffers can hold
+    with InProcessServer(create_app(predictor, ServeSettings(max_upload_mb=1))) as base:
+        for chunked in (True, False):
+            status, body, sent = stream_upload(base, total, chunked)
+            # The answer came while the client was still sending: the server read at most the limit
+            # (plus what the kernel buffers in between), never the whole body.
+            assert status == 413 and "limit of 1 MB" in body["detail"], (chunked, status, body)
+            assert sent < total // 2, f"answered only after {sent} of {total} bytes (chunked={chunked})"
+        # A chunked upload under the limit is read whole and served like any other.
+        data = page.read_bytes()
+        assert len(data) < 1024 * 1024
+        body, ctype = multipart(data, page.name)
+        pieces = iter([body[i:i + 8192] for i in range(0, len(body), 8192)])  # no length known: urllib chunks it
+        req = urllib.request.Request(f"{base}/predict", data=pieces, method="POST", headers={"Content-Type": ctype})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            status, records = resp.status, json.loads(resp.read())
+        assert status == 200
+        same_records(records, predictor.predict_file(page), page.name)
+        assert request(f"{base}/health")[0] == 200
+
+
+def _multi_page_pdf(path: Path, pages: int, blank: int) -> Path:
+    """A born-digital PDF of ``pages`` pages with text (page ``blank``, 1-based, has none: it is OCRed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    with PdfPages(path) as pdf:
+        for n in range(1, pages + 1):
+            fig = plt.figure(figsize=(8.5, 11))
+            if n != blank:
+                for i, line in enumerate([f"Invoice {1000 + n}", f"Page {n} of {pages}", "Total: 12.50 USD"]):
+                    fig.text(0.1, 0.9 - 0.05 * i, line, fontsize=12)
+            pdf.savefig(fig)
+            plt.close(fig)
+    return path
+
+
+def test_pdf_is_served_page_by_page_with_few_rendered_pages_alive(funsd_run, tmp_path, monkeypatch):
+    import weakref
+
+    from aetnet import pdftext
+    from aetnet.cli.main import main
+    from aetnet.serve import ServeSettings
+    from aetnet.serve_app import create_app
+
+    pdf = _multi_page_pdf(tmp_path / "six.pdf", 6, blank=4)
+    assert main(["predict", str(funsd_run), str(pdf), "--output", str(tmp_path / "out"), "--ocr-workers", "1"]) == 0
+    want = json.loads((tmp_path / "out" / "six.json").read_text())
+    assert [r["source"] for r in want] == ["text-layer"] * 3 + ["ocr"] + ["text-layer"] * 2
+    # Count the rendered page images alive, through the function that renders them.
+    lock, count = threading.Lock(), {"alive": 0, "peak": 0, "rendered": 0}
+    real_render = pdftext.render_page
+
+    def released():
+        with lock:
+            count["alive"] -= 1
+
+    def counting_render(page, dpi):
+        image = real_render(page, dpi)
+        with lock:
+            count["alive"] += 1
+            count["rendered"] += 1
+            count["peak"] = max(count["peak"], count["alive"])
+        weakref.finalize(image, released)
+        return image
+
+    monkeypatch.setattr(pdftext, "render_page", counting_render)
+    predictor = Predictor(funsd_run)
+    with InProcessServer(create_app(predictor, ServeSettings(max_pages=6))) as base:
+        status, records, _ = post_file(base, pdf)
+        assert status == 200
+        same_records(records, want, pdf.name)
+        assert count["rendered"] == 6 and count["peak"] <= 2, count
+        status, records, _ = post_file(base, pdf, query="?visualize=true")
+        assert status == 200 and len(records) == 6 and all(r["image"].startswith("data:image/png") for r in records)
+        assert count["rendered"] == 12 and count["peak"] <= 2 and count["alive"] == 0, count
+    with InProcessServer(create_app(predictor, ServeSettings(max_pages=5))) as base:
+        status, body, _ = post_file(base, pdf)
+    assert status == 413 and body["detail"] == "six.pdf: 6 pages, more than the limit of 5; split the PDF"
+    assert count["rendered"] == 12  # refused from the page count: no page was rendered
