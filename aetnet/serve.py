@@ -265,7 +265,7 @@ class Service:
                 record = {"file": name, "page": number, **p.decode(page.image, doc, windows, outputs, question),
                           "source": source}
                 if visualize:
-                    record["image"] = await loop.run_in_executor(self.pool, _data_url, page.image, record)
+                    record["image"] = await loop.run_in_executor(self.pool, _data_url, [page.image], record)
                 records.append(record)
                 page = None  # let the pixels go before the next page is taken
         finally:
@@ -283,9 +283,12 @@ class Service:
                 "settings": asdict(self.settings), "batching": self.batcher.stats}
 
 
-def _data_url(image, record: dict) -> str:
+def _data_url(images: list, record: dict) -> str:
+    """The page drawn with its record as a PNG data URL. ``images`` holds the page image and is emptied:
+    the pool keeps a finished call's arguments a moment longer, and it must not keep the page alive."""
     from aetnet.predict import draw_page
 
+    image = images.pop()
     buffer = io.BytesIO()
     draw_page(image, record).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
