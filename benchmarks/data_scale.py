@@ -31,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="memory,ocr,loader")
     p.add_argument("--docs", default="250,1000,4000", help="training document counts for the memory section")
+    p.add_argument("--pool", type=int, default=1000,
+                   help="memory: receipts generated; larger training sets link to them in turn (generation is slow)")
     p.add_argument("--ocr-pages", type=int, default=16)
     p.add_argument("--loader-items", type=int, default=96)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N (default: every core)")
@@ -80,13 +82,19 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
             "tokens_per_window": round(sum(len(w.input_ids) for w in windows) / len(windows), 1)}
 
 
-def memory_section(sizes: list[int], work: Path) -> dict:
+def memory_section(sizes: list[int], work: Path, pool: int) -> dict:
     from aetnet.data.demo import make_cord_demo
 
     cord = work / "cord"
     t0 = time.perf_counter()
-    make_cord_demo(cord, n_train=max(sizes), n_test=4)
-    print(f"[memory] generated {max(sizes)} CORD-format receipts in {time.perf_counter() - t0:.0f} s")
+    generated = min(max(sizes), pool)
+    make_cord_demo(cord, n_train=generated, n_test=4)
+    for i in range(generated, max(sizes)):  # the rest link to the generated receipts in turn
+        for sub, suffix in (("json", "json"), ("image", "png")):
+            (cord / "train" / sub / f"receipt_{i:05d}.{suffix}").symlink_to(
+                cord / "train" / sub / f"receipt_{i % generated:05d}.{suffix}")
+    print(f"[memory] generated {generated} CORD-format receipts in {time.perf_counter() - t0:.0f} s, "
+          f"{max(sizes) - generated} more linked to them")
     out: dict = {"per_window": window_bytes(cord, min(sizes))}
     print(f"[memory] per window (tiny tokenizer, {out['per_window']['tokens_per_window']} tokens): "
           f"{out['per_window']['python_bytes_per_window']} B as Python lists, "
@@ -187,7 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aetnet-data-scale-") as tmp:
         work = Path(tmp)
         if "memory" in sections:
-            figures["memory"] = memory_section([int(n) for n in args.docs.split(",")], work)
+            figures["memory"] = memory_section([int(n) for n in args.docs.split(",")], work, args.pool)
         if "ocr" in sections:
             figures["ocr"] = ocr_section(args.ocr_pages, args.workers, work)
         if "loader" in sections:

@@ -75,6 +75,8 @@ def test_real_funsd_token_and_relation_windows(shared_data, tokenizer, own_cache
     _check_same("funsd", docs, tokenizer, None, _cfg("funsd", box_level="word"))  # unlabelled: labels None
     re_store, re_expected = _check_same("funsd-re", docs, tokenizer, {"x": 0}, _cfg("funsd-re"))
     assert any(w.relation_labels for w in re_expected)
+    _, unlabelled = _check_same("funsd-re", docs, tokenizer, None, _cfg("funsd-re"))  # inference: no targets
+    assert all(w.relation_labels is None for w in unlabelled)
     item = WindowDataset(re_store, docs, lambda images, return_tensors: {"pixel_values": [[[0.0]]]})[0]
     assert item["entity_positions"].tolist() == re_expected[0].entity_positions
 
@@ -157,6 +159,10 @@ def test_store_is_memory_mapped_and_pickles_by_path(shared_data, tokenizer, own_
     rows = fresh.table
     assert rows.nbytes > 50_000 and pa.total_allocated_bytes() - allocated < rows.nbytes / 10  # mapped, not read
     assert str(store.folder).startswith(str(own_cache)) and store.folder.parent == window_cache_dir()
+    import datasets
+
+    as_dataset = datasets.Dataset.from_file(str(store.folder / "windows.arrow"))  # a datasets Arrow file
+    assert as_dataset.num_rows == len(store) and as_dataset[0]["input_ids"] == store[0].input_ids
     blob = pickle.dumps(store)
     assert len(blob) < 20_000  # the path and the description, not the rows
     assert list(pickle.loads(blob)) == list(store)
