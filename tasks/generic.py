@@ -74,15 +74,23 @@ def _pages_without_words(path: str | Path) -> list[Path]:
 
 
 class _OwnData:
-    """What the three generic tasks share: reading pages, mapping splits, fixing the label set."""
+    """What the generic tasks (and ``re``) share: reading pages, mapping splits, fixing the label set."""
 
-    def _read(self, cfg: RunConfig, demo: bool) -> dict[str, list]:
+    #: The demo to suggest when ``--demo`` is asked of a task that has none.
+    demo_hint = "aetnet finetune funsd --demo"
+    #: What the pages must carry, for the message when ``--data`` is missing.
+    pages_hint = ""
+
+    def _read(self, cfg: RunConfig, demo: bool, kind: str | None = None) -> dict[str, list]:
+        """The pages of ``--data`` per split, with targets of ``kind`` (default: the task's kind)."""
+        kind = kind or self.kind
         if demo:
             raise AetnetError(f"task '{self.name}' has no demo; pass --data to your pages (see `aetnet formats "
-                              "show pages`) or run `aetnet finetune funsd --demo`")
+                              f"show pages`) or run `{self.demo_hint}`")
         if not cfg.data.path:
             raise AetnetError(f"task '{self.name}' needs --data: a pages .jsonl file, a folder of train/validation/"
-                              "test .jsonl files" + (", or a save_to_disk dataset" if self.kind == "token" else ""))
+                              "test .jsonl files" + (", or a save_to_disk dataset" if self.kind == "token" else "")
+                              + self.pages_hint)
         from aetnet.data.ocr import OcrSettings, ocr_with
 
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
@@ -91,7 +99,7 @@ class _OwnData:
 
             # Fill the OCR cache in parallel; reading then finds every page cached (a bad one fails there).
             ocr_many(_pages_without_words(cfg.data.path), settings, workers=cfg.data.ocr_workers, desc="OCR pages")
-        return read_pages(cfg.data.path, self.kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+        return read_pages(cfg.data.path, kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
 
     def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
         """The images of the pages that give no ``words`` (they are read with Tesseract)."""

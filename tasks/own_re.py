@@ -50,20 +50,11 @@ class OwnRelationTask(_OwnData, RelationTask):
     """Key -> value links between the entities of your pages."""
 
     name = "re"
+    demo_hint = "aetnet finetune funsd-re --demo"
+    pages_hint = " whose pages carry entities and 'links'"
 
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
-        if demo:
-            raise AetnetError("task 're' has no demo; pass --data to your pages, or run "
-                              "`aetnet finetune funsd-re --demo`")
-        if not cfg.data.path:
-            raise AetnetError("task 're' needs --data: a pages .jsonl file or a folder of train/validation/test "
-                              ".jsonl files whose pages carry entities and 'links'")
-        from aetnet.data.ocr import OcrSettings, ocr_with
-        from aetnet.data.pages import read_pages
-
-        settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
-        raw = read_pages(cfg.data.path, "token", self.bad_documents, ocr=lambda image: ocr_with(image, settings))
-        splits = self._map(raw, cfg)
+        splits = self._map(self._read(cfg, demo, kind="token"), cfg)
         self.schema = discover_schema(splits["train"])
         _warn_unreachable(splits, self.schema)
         return splits
