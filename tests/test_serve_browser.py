@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from PIL import Image
 from aetnet.predict import Predictor
 
 PAGE = "funsd/dataset/testing_data/images/82092117.png"
+QA_PAGE = "docvqa/documents/ffhx0227_1.png"
 INSTALL_BROWSER = ("apt-get install -y chromium chromium-driver (or run scripts/setup.sh as root); "
                    "pip install selenium (the test extra)")
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -116,6 +118,21 @@ def wait_until(driver, condition, what: str, timeout: float = 60):
         pytest.fail(f"the web page did not show {what} within {timeout} s (status line: {status!r})")
 
 
+def wait_for_result(driver, timeout: float = 120) -> None:
+    """Wait until the page shows its answer: the JSON and every picture loaded, or an error line (a
+    failure that names the error)."""
+    from selenium.webdriver.common.by import By
+
+    done = ("const s = document.getElementById('status'); if (s.className === 'error') return true;"
+            "const imgs = [...document.querySelectorAll('img.prediction')];"
+            "return document.getElementById('json').textContent !== '' && imgs.length > 0"
+            " && imgs.every(i => i.complete && i.naturalWidth > 0);")
+    wait_until(driver, lambda d: d.execute_script(done), "the picture and the JSON", timeout)
+    status = driver.find_element(By.ID, "status")
+    if status.get_attribute("class") == "error":
+        pytest.fail(f"the web page shows an error: {status.text}")
+
+
 def upload(driver, url: str, path: Path) -> None:
     """Open the page, wait for the model line, choose ``path`` in the (hidden) file input, as a click on
     the drop zone would (WebDriver sends files to hidden file inputs)."""
@@ -179,10 +196,7 @@ def test_web_page_in_headless_chromium_shows_the_picture_and_the_json(page_url, 
     want = Predictor(funsd_run).predict_file(page)
     assert want[0]["entities"], "the tiny model predicts entities on this page (else the picture check is weak)"
     upload(browser, page_url, page)
-    wait_until(browser, lambda d: d.execute_script(
-        "const i = document.querySelector('img.prediction');"
-        "return i !== null && i.complete && i.naturalWidth > 0 && document.getElementById('json').textContent;"),
-        "the picture and the JSON", timeout=120)
+    wait_for_result(browser)
     size = browser.execute_script(
         "const i = document.querySelector('img.prediction'); return [i.naturalWidth, i.naturalHeight];")
     rendered = browser.execute_script("return document.querySelector('img.prediction').clientWidth;")
@@ -207,3 +221,72 @@ def test_web_page_in_headless_chromium_shows_a_bad_upload_error(page_url, browse
     assert status.startswith("error 400: broken.png") and "cannot be decoded" in status
     assert browser.find_elements(By.CSS_SELECTOR, "img.prediction") == []
     assert browser.find_element(By.ID, "json").text == ""
+
+
+class InProcessServer:
+    """uvicorn serving an app on a free loopback port in a thread of the test process (bounded start and stop)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.server.config.port}/"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+DROP = """
+const [name, b64] = arguments;
+const file = new File([Uint8Array.from(atob(b64), c => c.charCodeAt(0))], name, { type: "image/png" });
+const data = new DataTransfer(); data.items.add(file);
+const drop = document.getElementById("drop");
+drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+const highlighted = drop.classList.contains("over");
+drop.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+return [highlighted, drop.classList.contains("over")];
+"""
+
+
+def test_web_page_in_headless_chromium_qa_model_question_and_dropped_file(browser, qa_model, shared_data):
+    """A QA model: the page shows the question field; the question typed there and a page dropped on
+    the drop zone (a drag-and-drop event carrying the file) give the Predictor's answer."""
+    from selenium.webdriver.common.by import By
+
+    from aetnet.serve_app import create_app
+
+    doc = shared_data / QA_PAGE
+    question = next(q["question"] for q in json.loads((shared_data / "docvqa/val_v1.0_sample.json").read_text())
+                    ["data"] if q["image"].endswith(doc.name))
+    predictor = Predictor(qa_model)
+    want = predictor.predict_file(doc, question)
+    assert want[0]["answer"], "the tiny QA model answers on this page (else the status check is weak)"
+    with InProcessServer(create_app(predictor)) as url:
+        browser.get(url)
+        wait_until(browser, lambda d: "qa model (qa)" in d.find_element(By.ID, "model").text, "the model line")
+        assert browser.find_element(By.ID, "question-row").is_displayed()
+        browser.find_element(By.ID, "question").send_keys(question)
+        highlighted = browser.execute_script(DROP, doc.name, base64.b64encode(doc.read_bytes()).decode("ascii"))
+        assert highlighted == [True, False]  # the drop zone lights up while a file is dragged over it
+        wait_for_result(browser)
+        shown = json.loads(browser.find_element(By.ID, "json").text)
+        status = browser.find_element(By.ID, "status").text
+        size = browser.execute_script(
+            "const i = document.querySelector('img.prediction'); return [i.naturalWidth, i.naturalHeight];")
+    assert len(shown) == len(want) == 1 and "image" not in shown[0] and shown[0]["file"] == doc.name
+    got, exp = shown[0], want[0]
+    assert got["kind"] == "qa" and got["question"] == exp["question"] == question
+    assert [w["text"] for w in got["words"]] == [w["text"] for w in exp["words"]]
+    assert got["answer"]["words"] == exp["answer"]["words"] and got["answer"]["text"] == exp["answer"]["text"]
+    assert abs(got["answer"]["score"] - exp["answer"]["score"]) <= 1e-5
+    assert size == exp["size"]
+    assert status == f"{doc.name}: 1 page(s); page 1: {exp['answer']['text']}"
