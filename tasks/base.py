@@ -324,8 +324,22 @@ class SequenceClassificationTask(Task):
         return windows
 
     def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
-        """Metrics of the predicted classes; subclasses add more than accuracy."""
-        return {"accuracy": float(np.mean([g == p for g, p in zip(gold, pred)])) if gold else 0.0}
+        """Accuracy, macro-F1 and the confusion matrix over :meth:`label_list` (rows gold, columns
+        predicted); see :func:`aetnet.train.metrics.classification_metrics`."""
+        from aetnet.train.metrics import classification_metrics
+
+        if not gold:
+            return {"accuracy": 0.0, "macro_f1": 0.0, "confusion_matrix": []}
+        metrics = classification_metrics(gold, pred, self.label_list())
+        metrics.pop("labels")  # the class order is the label list, saved with the model
+        return metrics
+
+    def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+        """``confusion_matrix.csv`` and ``confusion_matrix.png`` beside ``metrics.json``."""
+        from aetnet.train.metrics import save_confusion
+
+        if metrics.get("confusion_matrix"):
+            save_confusion(metrics["confusion_matrix"], self.label_list(), folder)
 
     def evaluate(self, examples, windows, outputs, id2label):
         """Per page: softmax over the class logits (averaged over its windows, if several)."""

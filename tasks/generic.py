@@ -161,14 +161,6 @@ class OwnClassifyTask(_OwnData, SequenceClassificationTask):
         self._fix_labels(splits, cfg, sorted({d.doc_label for d in splits["train"]}))
         return splits
 
-    def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
-        from sklearn.metrics import f1_score
-
-        out = super().score(gold, pred)
-        out["macro_f1"] = float(f1_score(gold, pred, labels=self.labels, average="macro", zero_division=0)) \
-            if gold else 0.0
-        return out
-
 
 @TASKS.register("qa")
 class OwnQaTask(_OwnData, QuestionAnsweringTask):

@@ -11,13 +11,8 @@ from PIL import Image
 
 from aetnet.data.ocr import OcrSettings
 from aetnet.errors import DataError
-from aetnet.tasks.rvl_cdip import (
-    RVL_CDIP_CLASSES,
-    classification_metrics,
-    parse_label_file,
-    read_rvl_cdip,
-    save_confusion,
-)
+from aetnet.tasks.rvl_cdip import RVL_CDIP_CLASSES, parse_label_file, read_rvl_cdip
+from aetnet.train.metrics import classification_metrics, save_confusion
 
 
 @pytest.fixture(scope="session")
