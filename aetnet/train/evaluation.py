@@ -173,8 +173,7 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
     metrics.update(accounting, skipped_documents=len(policy.records))
     if output:
         write_outputs(Path(output), metrics, records)
-        if hasattr(task, "write_extras"):
-            task.write_extras(Path(output), metrics, records)
+        task.write_extras(Path(output), metrics, records)  # task-specific files (a confusion matrix)
         if policy.records:
             policy.write(Path(output) / "skipped.jsonl")
     if policy.records:

@@ -330,8 +330,7 @@ def write_run_outputs(ctx: RunContext) -> None:
     write_log_file(run_dir / LOG_FILE, ctx.trainer.state.log_history)
     plot_curves(ctx.trainer.state.log_history, run_dir / CURVES_FILE, task.metric,
                 title=f"{ctx.cfg.task} {ctx.cfg.strategy}")
-    if hasattr(task, "write_extras"):  # task-specific files (RVL-CDIP: the confusion matrix)
-        task.write_extras(run_dir, metrics, ctx.records)
+    task.write_extras(run_dir, metrics, ctx.records)  # task-specific files (a confusion matrix)
     if ctx.policy.records:
         ctx.policy.write(run_dir / "skipped.jsonl")
         logger.warning("%d document(s) skipped as bad input: %s", len(ctx.policy.records), run_dir / "skipped.jsonl")
