@@ -291,3 +291,22 @@ def test_no_process_pool_when_every_page_is_cached(pages, tmp_path, monkeypatch)
     again = ocr_many(files, cache_dir=tmp_path, workers=2)
     assert [(r.words, r.boxes) for r in again] == [(r.words, r.boxes) for r in first]
     assert all(r.cached for r in again)
+
+
+def test_ocr_command_bad_page_error_names_it_and_skip_lists_it(tmp_path, capsys, monkeypatch):
+    from aetnet.cli.main import main
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (60, 40), 255).save(tmp_path / "images" / "good.png")
+    (tmp_path / "images" / "broken.tif").write_bytes(b"II*\x00 truncated")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "train.txt").write_text("images/good.png 0\nimages/broken.tif 1\n")
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    assert main(["ocr", "rvl-cdip", "--data", str(tmp_path), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.tif" in err and "cannot be decoded" in err and "Traceback" not in err
+    assert main(["ocr", "rvl-cdip", "--data", str(tmp_path), "--workers", "2", "--json",
+                 "data.on_bad_document=skip"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [b["id"] for b in summary["bad"]] == ["train/images/broken.tif"]
+    assert summary["cached"] == 1  # the good page was recognised by the first (failed) run already
