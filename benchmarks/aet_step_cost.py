@@ -43,9 +43,10 @@ from transformers import (
 )
 
 from aetnet.config import AETConfig
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_loss
+from aetnet.losses import ditc_loss, glitc_loss, imc_loss
 from aetnet.models.aetnet import AETNetModel
 from aetnet.models.attention import freeze_gradless_tables, set_attention
+from aetnet.pita import pita_loss
 from aetnet.train.efficiency import apply_tf32, compile_encoders, resolve_bf16, resolve_tf32
 
 VOCAB = 50265

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetnet import losses
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_loss, token_patch_index
+from aetnet import losses, pita
+from aetnet.losses import ditc_loss, glitc_loss, imc_loss
+from aetnet.pita import pita_loss, token_patch_index
 
 
 def _normed(*shape: int, seed: int) -> torch.Tensor:
@@ -565,7 +566,7 @@ def test_glitc_and_pita_run_on_meta_tensors_so_they_never_read_values_back(form,
     bbox, attn = torch.zeros(B, L, 4, dtype=torch.long, **meta), torch.ones(B, L, dtype=torch.long, **meta)
     loss = pita_loss(patch, tokens, bbox, attn, grid=grid, cell=500, form=form, mask_empty=mask_empty, rule=rule)
     assert loss.shape == ()
-    assert losses.pita_coverage(bbox, attn, grid=grid, cell=500, rule=rule).shape == ()
+    assert pita.pita_coverage(bbox, attn, grid=grid, cell=500, rule=rule).shape == ()
 
 
 def test_pita_coverage_counts_text_tokens_only():
@@ -574,8 +575,8 @@ def test_pita_coverage_counts_text_tokens_only():
     attn = [[1, 1, 1, 1, 1, 0]]  # <s>, 3 text tokens, </s>, one padding token
     bbox, attn = torch.tensor(boxes), torch.tensor(attn)
     # inside: 2 of the 3 text tokens (the second spans two cells); center: all 3.
-    assert losses.pita_coverage(bbox, attn, grid=2, cell=500).item() == pytest.approx(2 / 3)
-    assert losses.pita_coverage(bbox, attn, grid=2, cell=500, rule="center").item() == pytest.approx(1.0)
-    assert losses.pita_coverage(torch.zeros_like(bbox), attn, grid=2, cell=500).item() == 0.0
+    assert pita.pita_coverage(bbox, attn, grid=2, cell=500).item() == pytest.approx(2 / 3)
+    assert pita.pita_coverage(bbox, attn, grid=2, cell=500, rule="center").item() == pytest.approx(1.0)
+    assert pita.pita_coverage(torch.zeros_like(bbox), attn, grid=2, cell=500).item() == 0.0
     with pytest.raises(ValueError, match="inside, center"):
         token_patch_index(bbox, attn, grid=2, cell=500, rule="corner")

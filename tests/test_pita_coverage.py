@@ -15,7 +15,7 @@ import torch
 
 from aetnet.config import resolve_config
 from aetnet.data.processor import load_processor
-from aetnet.losses import pita_coverage
+from aetnet.pita import pita_coverage
 from aetnet.tasks.cord import CordTask
 from aetnet.tasks.funsd import FunsdTask
 

@@ -57,12 +57,13 @@ from aetnet.data.augment import (
     renormalize,
 )
 from aetnet.errors import AetnetError
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss, pita_coverage, pita_loss
+from aetnet.losses import ditc_loss, glitc_loss, imc_loss
 from aetnet.models.aligners import ProjectionHead, build_image_aligner, build_text_aligner
 from aetnet.models.fusion import fused_features
 from aetnet.models.momentum import MomentumPairs, make_momentum_copy
-from aetnet.models.relpos import trains_relative_position_biases
 from aetnet.models.queue import FeatureQueue
+from aetnet.models.relpos import trains_relative_position_biases
+from aetnet.pita import pita_coverage, pita_loss
 
 logger = logging.getLogger(__name__)
 
