@@ -34,6 +34,7 @@ from typing import Any
 from PIL import Image
 
 from aetnet.config import RunConfig
+from aetnet.data.boxes import union_boxes
 from aetnet.data.document import Box, Document
 from aetnet.data.images import image_size as read_image_size
 from aetnet.data.screen import count_given, guarded
@@ -176,12 +177,7 @@ def cord_document(
             group_ids.append(group)
             first = False
 
-    segment_boxes: dict[int, Box] = {}  # a line's box: the union of its (non-empty) words' boxes
-    for seg, box in zip(segment_ids, boxes):
-        old = segment_boxes.get(seg)
-        segment_boxes[seg] = box[:] if old is None else [
-            min(old[0], box[0]), min(old[1], box[1]), max(old[2], box[2]), max(old[3], box[3])
-        ]
+    segment_boxes = union_boxes(boxes, segment_ids)  # a line's box: the union of its (non-empty) words' boxes
 
     image_size = None
     if image is not None:
