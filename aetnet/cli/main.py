@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aetnet: interrupted; resume with --resume and the same --output", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`aetnet formats show pages | head`): stop quietly; point stdout at
+        # /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
