@@ -169,6 +169,17 @@ def test_store_is_memory_mapped_and_pickles_by_path(shared_data, tokenizer, own_
     assert (store.doc_indices() == [w.doc_index for w in store]).all()
 
 
+def test_unwritable_cache_is_one_clear_error(shared_data, tokenizer, tmp_path, monkeypatch):
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("AETNET_CACHE", str(blocker))
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+    with pytest.raises(AetnetError, match="cannot write the window cache in .*not-a-folder.*window_cache=false"):
+        encode_cached(get_task("funsd"), docs, tokenizer, None, _cfg("funsd"))
+
+
 def test_values_outside_the_compact_dtypes_are_refused():
     window = Window(0, [0, 5, 2], [[0, 0, 0, 0], [1, 2, 40000, 4], [0, 0, 0, 0]], [None, 0, None])
     with pytest.raises(AetnetError, match="int16"):

@@ -328,11 +328,15 @@ def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, 
     key, described = window_fingerprint(task, examples, tokenizer, label2id, cfg)
     folder = window_cache_dir() / key
     if not (folder / META_FILE).is_file():
-        (folder.parent / LOCKS).mkdir(parents=True, exist_ok=True)
-        # processes that need the same entry at once (compare --devices) wait for the one that builds it
-        with FileLock(str(folder.parent / LOCKS / f"{key}.lock")):
-            if not (folder / META_FILE).is_file():
-                return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+        try:
+            (folder.parent / LOCKS).mkdir(parents=True, exist_ok=True)
+            # processes that need the same entry at once (compare --devices) wait for the one that builds it
+            with FileLock(str(folder.parent / LOCKS / f"{key}.lock")):
+                if not (folder / META_FILE).is_file():
+                    return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+        except OSError as exc:
+            raise AetnetError(f"cannot write the window cache in {folder.parent} ({exc.strerror or exc}); set "
+                              "AETNET_CACHE to a writable folder with free space, or data.window_cache=false") from exc
     store = WindowStore(folder)
     logger.info("%s: %s windows from the cache %s", desc, f"{len(store):,}", folder)
     return store
