@@ -58,7 +58,7 @@ class DataConfig:
     data content, tokenizer and encoding settings and reused by later runs; ``false`` encodes them in memory."""
     encode_workers: int = 0
     """Processes that tokenise when the window cache is built (``0``: every available core; ``1``: the run's own);
-    builds of fewer than 1,024 examples always run in the run's own process."""
+    builds of fewer than 10,240 examples always run in the run's own process."""
 
     def __post_init__(self) -> None:
         _choice("data.box_level", self.box_level, ("segment", "word"))

@@ -82,26 +82,34 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
             "tokens_per_window": round(sum(len(w.input_ids) for w in windows) / len(windows), 1)}
 
 
+def _linked_receipts(pool: Path, root: Path, n: int, generated: int) -> Path:
+    """A CORD folder of ``n`` training receipts (and the pool's 4 test receipts) linking to ``pool``'s."""
+    for split, count, sources in (("train", n, generated), ("test", 4, 4)):
+        for sub, suffix in (("json", "json"), ("image", "png")):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (root / split / sub / f"receipt_{i:05d}.{suffix}").symlink_to(
+                    pool / split / sub / f"receipt_{i % sources:05d}.{suffix}")
+    return root
+
+
 def memory_section(sizes: list[int], work: Path, pool: int) -> dict:
     from aetnet.data.demo import make_cord_demo
 
-    cord = work / "cord"
     t0 = time.perf_counter()
     generated = min(max(sizes), pool)
-    make_cord_demo(cord, n_train=generated, n_test=4)
-    for i in range(generated, max(sizes)):  # the rest link to the generated receipts in turn
-        for sub, suffix in (("json", "json"), ("image", "png")):
-            (cord / "train" / sub / f"receipt_{i:05d}.{suffix}").symlink_to(
-                cord / "train" / sub / f"receipt_{i % generated:05d}.{suffix}")
-    print(f"[memory] generated {generated} CORD-format receipts in {time.perf_counter() - t0:.0f} s, "
-          f"{max(sizes) - generated} more linked to them")
+    make_cord_demo(work / "pool", n_train=generated, n_test=4)
+    print(f"[memory] generated {generated} CORD-format receipts in {time.perf_counter() - t0:.0f} s; each training "
+          f"set of N receipts links to them in turn (N files read, each run reads exactly its N)")
+    folders = {n: _linked_receipts(work / "pool", work / f"cord-{n}", n, generated) for n in sizes}
+    cord = folders[min(sizes)]
     out: dict = {"per_window": window_bytes(cord, min(sizes))}
     print(f"[memory] per window (tiny tokenizer, {out['per_window']['tokens_per_window']} tokens): "
           f"{out['per_window']['python_bytes_per_window']} B as Python lists, "
           f"{out['per_window']['store_bytes_per_window']} B of Python heap with the window cache; a document "
           f"({out['per_window']['words_per_document']} words) holds {out['per_window']['document_bytes']} B as read")
     env = dict(os.environ, AETNET_CACHE=str(work / "cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    base = [sys.executable, "-m", "aetnet", "finetune", "cord", "--data", str(cord), "--base", "tiny",
+    base = [sys.executable, "-m", "aetnet", "finetune", "cord", "--base", "tiny",
             "train.max_steps=1", "train.batch_size=2", "data.max_eval_documents=2", "train.save_steps=100",
             "train.num_workers=0"]
     rows = []
@@ -110,7 +118,7 @@ def memory_section(sizes: list[int], work: Path, pool: int) -> dict:
         for label, extra in (("cache_cold", []), ("cache_warm", []), ("no_cache", ["data.window_cache=false"])):
             run = work / f"run-{n}-{label}"
             t0 = time.perf_counter()
-            _run([*base, f"data.max_train_documents={n}", "--output", str(run), *extra], env)
+            _run([*base, "--data", str(folders[n]), "--output", str(run), *extra], env)
             metrics = json.loads((run / "metrics.json").read_text())
             row[label] = {"peak_rss_mb": metrics["peak_memory_mb"], "seconds": round(time.perf_counter() - t0, 1)}
         row["windows"] = metrics["train_windows"]

@@ -298,6 +298,7 @@ def test_parallel_build_equals_serial(shared_data, tokenizer, own_cache, monkeyp
     splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
     docs = splits["train"] + splits["eval"]
     monkeypatch.setattr(window_store, "CHUNK", 2)
+    monkeypatch.setattr(window_store, "PARALLEL_CHUNKS", 4)
     assert window_store.encode_workers(_cfg("funsd", encode_workers=2), len(docs)) == 2
     assert window_store.encode_workers(_cfg("funsd", encode_workers=2), 6) == 1  # 3 chunks: in process
     task = get_task("funsd")

@@ -377,8 +377,9 @@ def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: di
 
 
 # ------------------------------------------------------------------------------ parallel encoding
-#: Builds of fewer chunks run in the calling process (starting worker processes costs seconds).
-PARALLEL_CHUNKS = 4
+#: Builds of fewer chunks (10,240 examples) run in the calling process: spawning workers that import torch
+#: and transformers costs several seconds, more than tokenising a few thousand pages.
+PARALLEL_CHUNKS = 40
 _WORKER: dict[str, Any] = {}
 
 
