@@ -33,11 +33,16 @@ if ! command -v tesseract >/dev/null 2>&1; then
   fi
 fi
 
-# Headless Chromium and chromedriver: only tests/test_serve_browser.py (the web page of `aetnet serve`)
+# Headless Chromium, chromedriver and a font: only tests/test_serve_browser.py (the web page of `aetnet serve`)
 # needs them, so a non-root setup goes on without them and says how to add them (that test fails until then).
 browser_missing=()
 command -v chromium >/dev/null 2>&1 || browser_missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || browser_missing+=(chromium-driver)
+# Headless Chromium's renderer crashes on a machine without any font ("Unable to receive message from renderer").
+if [ -z "$(find /usr/share/fonts /usr/local/share/fonts -type f \( -name '*.ttf' -o -name '*.otf' -o -name '*.ttc' \) \
+      -print -quit 2>/dev/null)" ]; then
+  browser_missing+=(fonts-liberation)
+fi
 if [ "${#browser_missing[@]}" -gt 0 ]; then
   if can_apt; then
     echo "setup: installing ${browser_missing[*]} with apt-get (headless browser for the web page test)"

@@ -74,6 +74,9 @@ def browser(tmp_path_factory):
         pytest.fail(f"selenium is missing: {INSTALL_BROWSER}")
     if not driver_path or not Path(driver_path).is_file():
         pytest.fail(f"chromedriver is not on PATH (or $CHROMEDRIVER is not a file): {INSTALL_BROWSER}")
+    if shutil.which("fc-list") and not subprocess.run(["fc-list"], capture_output=True, text=True).stdout.strip():
+        pytest.fail("no font is installed and headless Chromium's renderer crashes without one: "
+                    "apt-get install -y fonts-liberation (scripts/setup.sh does it as root)")
     options = webdriver.ChromeOptions()
     for flag in CHROME_FLAGS:
         options.add_argument(flag)
