@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aetnet.data.ocr_pool import available_cores
 from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def run_on_devices(jobs: list[dict[str, Any]], devices: list[str], log_dir: Path
     for job in jobs:
         todo.put(job)
     failures: list[str] = []
-    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    threads = max(1, available_cores() // len(devices))
 
     def worker(device: str) -> None:
         while True:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from aetnet.data.ocr_pool import available_cores
 from aetnet.errors import AetnetError, DataError
 from aetnet.pdftext import PdfPage, iter_pdf
 
@@ -75,7 +76,7 @@ class ServeSettings:
     max_queue: int = 32
     batch_windows: int = 32
     batch_wait_ms: float = 10.0
-    threads: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    threads: int = field(default_factory=lambda: min(8, available_cores()))
 
     @property
     def max_upload_bytes(self) -> int:
