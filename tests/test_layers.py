@@ -37,6 +37,13 @@ def test_lower_layers_do_not_import_upper_ones():
     assert not offenders, "\n".join(offenders)
 
 
+def test_tasks_do_not_import_the_inference_side():
+    """The task adapters (tasks/, installed as aetnet.tasks) sit beside training, below predict/export/serve."""
+    offenders = [f"tasks/{p.name} imports {name}" for p in sorted(TASKS.rglob("*.py")) for name in _imports(p)
+                 if name.startswith(APPS)]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_only_the_command_line_imports_the_command_line():
     """aetnet.cli is the top: the library and the tasks never import it (only aetnet/__main__.py may)."""
     sources = [p for p in sorted(ROOT.rglob("*.py")) if "cli" not in p.relative_to(ROOT).parts[:1]]
