@@ -1,7 +1,9 @@
 """The web page of ``aetnet serve`` in a real headless browser: `aetnet serve` started as a process on
 loopback with a tiny FUNSD model, Debian's Chromium driven through chromedriver (selenium). A real
 sample page is uploaded through the page's file input; the picture shown and the JSON shown are
-checked against the Predictor run directly and against the uploaded page's own pixels.
+checked against the Predictor run directly and against the uploaded page's own pixels; a corrupt
+upload shows its error line. QA and page-classifier models (in-process servers, same browser): the
+question field, a file dropped on the drop zone, the answer or the class shown.
 
 Needs ``chromium`` and ``chromium-driver`` (scripts/setup.sh installs them with apt when root) and
 selenium (the ``test`` extra). Missing pieces fail the test with the command that installs them.
@@ -31,6 +33,7 @@ from aetnet.predict import Predictor
 
 PAGE = "funsd/dataset/testing_data/images/82092117.png"
 QA_PAGE = "docvqa/documents/ffhx0227_1.png"
+SEQ_PAGE = "rvl_cdip/images/80035521.tif"
 INSTALL_BROWSER = ("apt-get install -y chromium chromium-driver (or run scripts/setup.sh as root); "
                    "pip install selenium (the test extra)")
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -293,3 +296,28 @@ def test_web_page_in_headless_chromium_qa_model_question_and_dropped_file(browse
     assert abs(got["answer"]["score"] - exp["answer"]["score"]) <= 1e-5
     assert size == exp["size"]
     assert status == f"{doc.name}: 1 page(s); page 1: {exp['answer']['text']}"
+
+
+def test_web_page_in_headless_chromium_sequence_model_shows_the_class(browser, seq_model, shared_data):
+    """A page classifier: a TIFF scan uploaded through the file input; the picture (the page drawn as a
+    PNG, so the browser shows a TIFF upload too), the class in the JSON and the status line."""
+    from selenium.webdriver.common.by import By
+
+    from aetnet.serve_app import create_app
+
+    tiff = shared_data / SEQ_PAGE
+    predictor = Predictor(seq_model)
+    want = predictor.predict_file(tiff)
+    with InProcessServer(create_app(predictor)) as url:
+        upload(browser, url, tiff)
+        wait_for_result(browser)
+        shown = json.loads(browser.find_element(By.ID, "json").text)
+        status = browser.find_element(By.ID, "status").text
+        size = browser.execute_script(
+            "const i = document.querySelector('img.prediction'); return [i.naturalWidth, i.naturalHeight];")
+        assert not browser.find_element(By.ID, "question-row").is_displayed()
+    assert len(shown) == len(want) == 1 and "image" not in shown[0] and shown[0]["file"] == tiff.name
+    got, exp = shown[0], want[0]
+    assert got["kind"] == "sequence" and got["label"] == exp["label"] and abs(got["score"] - exp["score"]) <= 1e-5
+    assert size == exp["size"] == list(Image.open(tiff).size)
+    assert status == f"{tiff.name}: 1 page(s); page 1: {exp['label']}"
