@@ -423,3 +423,9 @@ def test_pdf_is_served_page_by_page_with_few_rendered_pages_alive(funsd_run, tmp
         status, body, _ = post_file(base, pdf)
     assert status == 413 and body["detail"] == "six.pdf: 6 pages, more than the limit of 5; split the PDF"
     assert count["rendered"] == 12  # refused from the page count: no page was rendered
+    # A page failing half-way (page 4 has no text layer, and --ocr never): one 400 naming it, the
+    # pages after it are not read, and no rendered page is kept.
+    with InProcessServer(create_app(Predictor(funsd_run, ocr="never"))) as base:
+        status, body, _ = post_file(base, pdf)
+    assert status == 400 and body["detail"].startswith("six.pdf page 4: --ocr never"), body
+    assert count["rendered"] == 16 and count["alive"] == 0, count
