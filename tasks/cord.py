@@ -41,7 +41,8 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import expect_image, expect_object, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import Splits, TokenClassificationTask, carve_out_eval, map_splits
+from aetnet.tasks.base import TokenClassificationTask
+from aetnet.tasks.splits import Splits, carve_out_eval, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], polic
 
 
 def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str, list[Document]]:
-    """Split one pool into ``train``/``test`` reproducibly with :func:`~aetnet.tasks.base.carve_out_eval`
+    """Split one pool into ``train``/``test`` reproducibly with :func:`~aetnet.tasks.splits.carve_out_eval`
     (ids sorted, permuted with ``seed``; ``round(eval_fraction * n)`` documents, at least one when the
     fraction is positive and there are two or more, go to ``test``); both splits stay sorted by id.
     """

@@ -31,7 +31,8 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import QuestionAnsweringTask, map_splits
+from aetnet.tasks.base import QuestionAnsweringTask
+from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 

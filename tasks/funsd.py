@@ -34,7 +34,8 @@ from aetnet.data.validate import (
 )
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import TokenClassificationTask, map_splits
+from aetnet.tasks.base import TokenClassificationTask
+from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +324,7 @@ def load_funsd(path: str | None, policy=None) -> dict[str, list[Document]]:
 
 
 def funsd_splits(raw: dict[str, list[Document]], cfg: RunConfig, where: str):
-    """The reader's ``train``/``eval`` through :func:`~aetnet.tasks.base.map_splits`: testing_data is
+    """The reader's ``train``/``eval`` through :func:`~aetnet.tasks.splits.map_splits`: testing_data is
     the official test split; a release with one split only is carved by form (never scored on what
     trains)."""
     return map_splits({"train": raw.get("train", []), "test": raw.get("eval", [])}, ("test",),

@@ -29,12 +29,8 @@ from aetnet.data.page_targets import is_bio
 from aetnet.data.pages import read_pages
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import (
-    QuestionAnsweringTask,
-    SequenceClassificationTask,
-    TokenClassificationTask,
-    map_splits,
-)
+from aetnet.tasks.base import QuestionAnsweringTask, SequenceClassificationTask, TokenClassificationTask
+from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 

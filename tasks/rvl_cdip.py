@@ -29,7 +29,8 @@ from aetnet.data.screen import count_given, guarded
 from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import SequenceClassificationTask, Splits, map_splits, reads_validation
+from aetnet.tasks.base import SequenceClassificationTask
+from aetnet.tasks.splits import Splits, map_splits, reads_validation
 
 logger = logging.getLogger(__name__)
 
@@ -360,7 +361,7 @@ class RvlCdipTask(SequenceClassificationTask):
 
     Splits: ``train`` trains; evaluation is ``test`` when present, else ``val``/``validation``;
     a dataset with a single label file (or a single Hugging Face split) is split with
-    ``data.eval_fraction`` and ``train.seed`` (:func:`aetnet.tasks.base.carve_out_eval`). Pages
+    ``data.eval_fraction`` and ``train.seed`` (:func:`aetnet.tasks.splits.carve_out_eval`). Pages
     are listed first and only the pages the run uses (after ``data.max_train_documents`` /
     ``data.max_eval_documents``) go through OCR, with ``data.ocr_lang`` / ``data.ocr_psm``.
     """

@@ -78,7 +78,7 @@ def test_own_validation_split_test_only_on_request_and_none_without_evaluation()
 
 
 def test_map_splits_hands_a_dev_split_over_as_validation():
-    from aetnet.tasks.base import map_splits
+    from aetnet.tasks.splits import map_splits
 
     splits = {"train": [SimpleNamespace(id="a")], "dev": [SimpleNamespace(id="b")], "test": [SimpleNamespace(id="c")]}
     out = map_splits(splits, ("test", "dev"), 0.2, 0, "x")

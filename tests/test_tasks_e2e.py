@@ -133,7 +133,7 @@ def test_map_splits_prefers_named_eval_then_carves_out_whole_pages():
     from types import SimpleNamespace as NS
 
     from aetnet.errors import AetnetError
-    from aetnet.tasks.base import map_splits
+    from aetnet.tasks.splits import map_splits
 
     train, dev, test = [NS(id=f"t{i}") for i in range(5)], [NS(id="d0")], [NS(id="x0"), NS(id="x1")]
     out = map_splits({"train": train, "dev": dev, "test": test}, ("test", "dev"), 0.2, 0, "here")

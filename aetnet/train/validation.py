@@ -30,7 +30,7 @@ def split_validation(cfg: RunConfig, task, splits: dict[str, list[Any]]) -> tupl
         when the run does not validate) and how they were chosen (``"validation"``,
         ``"carved from train (10%)"``, ``"test (data.select_on=test)"``; ``None`` without validation).
     """
-    from aetnet.tasks.base import carve_out_eval
+    from aetnet.tasks.splits import carve_out_eval
 
     train = list(splits.get("train", []))
     if cfg.train.eval_strategy == "no":
