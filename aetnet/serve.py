@@ -11,12 +11,13 @@ Concurrent requests are read, OCRed and encoded in parallel threads; their pages
 :class:`Batcher`, which runs the windows of every page waiting (up to ``batch_windows``) in one model
 call. A request goes through its document page by page: a PDF page is rendered, recognised and
 encoded while the request's previous page is in the model, so at most two rendered pages of one
-request are alive at once (:data:`PAGES_ALIVE`), whatever its page count. At most ``max_queue``
-requests are admitted at once (503 beyond), uploads are limited in bytes (413 as soon as the body
-streaming in passes the limit, see :class:`~aetnet.serve_app.BodyLimit`) and pages (413, from the
-PDF's page count before any page is rendered), a file that is not a readable PNG/JPEG/TIFF/PDF gets
-one 4xx naming what is wrong. Uploads are decoded from memory; the multipart parser spools a large
-upload to an anonymous temporary file that is gone with the request, so nothing is left on disk.
+request are alive at once, whatever its page count (PDFium calls take turns: :data:`PDFIUM_LOCK`).
+At most ``max_queue`` requests are admitted at once (503 beyond), uploads are limited in bytes (413
+as soon as the body streaming in passes the limit, see :class:`~aetnet.serve_app.BodyLimit`) and
+pages (413, from the PDF's page count before any page is rendered), a file that is not a readable
+PNG/JPEG/TIFF/PDF gets one 4xx naming what is wrong. Uploads are decoded from memory; the multipart
+parser spools a large upload to an anonymous temporary file that is gone with the request, so nothing
+is left on disk.
 
 Example::
 
@@ -51,8 +52,6 @@ INSTALL_SERVE = "pip install aetnet[serve]"
 CONFIG_ENV = "AETNET_SERVE_CONFIG"
 MAGIC = {b"%PDF-": "pdf", b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"II*\x00": "tiff",
          b"MM\x00*": "tiff"}
-#: Rendered pages of one request alive at once: the page in the model and the next one being read.
-PAGES_ALIVE = 2
 #: PDFium must not be called from two threads at once (pypdfium2's documentation says so, even for
 #: different documents): every PDF step of the service (open, render, text layer, close) holds it.
 PDFIUM_LOCK = threading.Lock()
