@@ -20,3 +20,18 @@ def test_word_predictions_label_probability_and_unseen_words():
     np.testing.assert_allclose(probs, [0.75, 0.0, 0.8])
     labels, _ = word_predictions(merged, {0: "O", 1: "B-KEY"})  # id2label as a dict
     assert labels == ["B-KEY", "O", "O"]
+
+
+def test_keep_most_context_hand_worked():
+    from aetnet.data.encoding import keep_most_context
+
+    occurrences = [
+        (0, 0, 1, 10, [1.0]),  # context min(1, 8) = 1
+        (0, 0, 5, 10, [2.0]),  # context min(5, 4) = 4: wins
+        (0, 0, 4, 10, [3.0]),  # context 4 again: a tie keeps the first
+        (0, 1, 0, 10, [4.0]),  # context 0 still beats "never seen"
+        (1, 0, 3, 4, [5.0]),  # context min(3, 0) = 0
+    ]
+    merged = keep_most_context([3, 1], occurrences)
+    assert [None if v is None else v.tolist() for v in merged[0]] == [[2.0], [4.0], None]
+    assert merged[1][0].tolist() == [5.0]

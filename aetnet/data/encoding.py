@@ -9,7 +9,7 @@ exactly one prediction, taken from the window where the word has the most contex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,6 +155,31 @@ def _document_windows(index: int, doc: Document, tokenizer, word_labels: list[in
     return out
 
 
+def keep_most_context(
+    num_units: Sequence[int], occurrences: Iterable[tuple[int, int, int, int, Any]]
+) -> list[list[np.ndarray | None]]:
+    """Per document and unit (word, entity), the vector of its occurrence farthest from a window edge.
+
+    Overlapping windows see a unit several times; the occurrence with the most context on both sides,
+    ``min(position, window length - 1 - position)``, wins (the first one on a tie).
+
+    Args:
+        num_units: units per document, indexed by document.
+        occurrences: ``(document, unit, position, window length, vector)`` for every occurrence.
+
+    Returns:
+        Per document, per unit, the chosen vector as an array (``None`` for a unit never seen).
+    """
+    merged: list[list[np.ndarray | None]] = [[None] * n for n in num_units]
+    best: list[list[int]] = [[-1] * n for n in num_units]
+    for doc, unit, pos, length, vector in occurrences:
+        context = min(pos, length - 1 - pos)
+        if context > best[doc][unit]:
+            best[doc][unit] = context
+            merged[doc][unit] = np.asarray(vector)
+    return merged
+
+
 def merge_token_predictions(
     windows: Sequence[Window], logits: Sequence[np.ndarray], num_words: Sequence[int]
 ) -> list[list[np.ndarray | None]]:
@@ -171,21 +196,15 @@ def merge_token_predictions(
     Returns:
         Per document, per word, the chosen score vector (``None`` if no window held the word).
     """
-    merged: list[list[np.ndarray | None]] = [[None] * n for n in num_words]
-    best: list[list[int]] = [[-1] * n for n in num_words]
-    for window, window_logits in zip(windows, logits):
-        length = len(window.input_ids)
-        previous = None
-        for pos, word in enumerate(window.word_ids):
-            if word is None or word == previous:
+    def first_subwords():
+        for window, window_logits in zip(windows, logits):
+            length, previous = len(window.input_ids), None
+            for pos, word in enumerate(window.word_ids):
+                if word is not None and word != previous:
+                    yield window.doc_index, word, pos, length, window_logits[pos]
                 previous = word
-                continue
-            previous = word
-            context = min(pos, length - 1 - pos)
-            if context > best[window.doc_index][word]:
-                best[window.doc_index][word] = context
-                merged[window.doc_index][word] = np.asarray(window_logits[pos])
-    return merged
+
+    return keep_most_context(num_words, first_subwords())
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 
 from aetnet.data.boxes import union_box
 from aetnet.data.document import Document
-from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents
+from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents, keep_most_context
 
 #: FUNSD's entity types in id order (the relation model's label embedding rows).
 ENTITY_LABELS = ["HEADER", "QUESTION", "ANSWER", "OTHER"]
@@ -271,16 +271,10 @@ def merge_entity_vectors(
     Returns:
         Per page, per entity, its vector (``None`` when no window holds its first token).
     """
-    merged: list[list[np.ndarray | None]] = [[None] * n for n in num_entities]
-    best: list[list[int]] = [[-1] * n for n in num_entities]
-    for window, vectors in zip(windows, outputs):
-        length = len(window.input_ids)
-        for row, (k, pos) in enumerate(zip(window.entity_index, window.entity_positions)):
-            context = min(pos, length - 1 - pos)
-            if context > best[window.doc_index][k]:
-                best[window.doc_index][k] = context
-                merged[window.doc_index][k] = np.asarray(vectors[row])
-    return merged
+    occurrences = ((window.doc_index, k, pos, len(window.input_ids), vectors[row])
+                   for window, vectors in zip(windows, outputs)
+                   for row, (k, pos) in enumerate(zip(window.entity_index, window.entity_positions)))
+    return keep_most_context(num_entities, occurrences)
 
 
 def pair_logits(vectors: Sequence[np.ndarray | None], pairs: Sequence[tuple[int, int]]) -> np.ndarray:
