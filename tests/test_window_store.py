@@ -186,7 +186,8 @@ def test_values_outside_the_compact_dtypes_are_refused():
         windows_table([window])
 
 
-def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet_cache, tmp_path, monkeypatch):
+def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet_cache, tmp_path, monkeypatch,
+                                                               capsys):
     from aetnet.cli.main import main
     from aetnet.tasks.funsd import FunsdTask
     from aetnet.train.runner import finetune
@@ -223,7 +224,11 @@ def test_second_finetune_tokenises_nothing_and_scores_the_same(tiny_base, aetnet
         assert metrics["first"][0][key] == metrics["second"][0][key] == metrics["memory"][0][key], key
     assert metrics["first_pred"] == metrics["second_pred"] == metrics["memory_pred"]
 
+    capsys.readouterr()
     assert main(["cache", "ls", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(e["documents"] for e in listed) == [2, 3] and all(e["task"] == "funsd" for e in listed)
+    assert main(["cache", "ls"]) == 0 and "2 entries" in capsys.readouterr().out
     entries = list((tmp_path / "cache" / "windows").glob("*/meta.json"))
     assert len(entries) == 2
     key = entries[0].parent.name
