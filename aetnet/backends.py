@@ -23,6 +23,7 @@ import torch
 
 from aetnet.errors import AetnetError
 from aetnet.export import ONNX_FILE, ONNX_INT8_FILE
+from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ def model_folder(path: str | Path) -> Path:
     """The model folder of ``path`` (``RUN/model`` for a run folder)."""
     path = Path(path)
     return path / "model" if (path / "model" / META_FILE).is_file() else path
-
-
-def output_names(kind: str) -> tuple[str, ...]:
-    """Names of the logits a model of ``kind`` returns."""
-    return ("start_logits", "end_logits") if kind == "qa" else ("logits",)
 
 
 class TorchBackend:

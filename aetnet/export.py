@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from aetnet.errors import AetnetError
+from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
         reloaded = load_model(output)
         diff = export_onnx(reloaded.model, reloaded.processor, meta["kind"], output / ONNX_FILE, opset)
         meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(onnx_inputs(meta["kind"])),
-                        "outputs": list(_output_names(meta["kind"])), "max_abs_diff": diff}
+                        "outputs": list(output_names(meta["kind"])), "max_abs_diff": diff}
         if quantize:
             int8_diff = quantize_onnx(output / ONNX_FILE, output / ONNX_INT8_FILE, reloaded.model,
                                       reloaded.processor, meta["kind"])
@@ -249,10 +250,6 @@ def _require_onnx():
     return onnxruntime
 
 
-def _output_names(kind: str) -> tuple[str, ...]:
-    return ("start_logits", "end_logits") if kind == "qa" else ("logits",)
-
-
 def onnx_inputs(kind: str) -> tuple[str, ...]:
     """Input names of the ONNX graph of a ``kind`` model (relation models add :data:`ENTITY_INPUTS`)."""
     return ONNX_INPUTS + ENTITY_INPUTS if kind == "relation" else ONNX_INPUTS
@@ -275,7 +272,7 @@ class LogitsModule(nn.Module):
         extra = dict(zip(ENTITY_INPUTS, entities))
         out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask,
                          pixel_values=pixel_values, **extra)
-        return tuple(out[name] for name in _output_names(self.kind)) if self.kind == "qa" else out["logits"]
+        return tuple(out[name] for name in output_names(self.kind)) if self.kind == "qa" else out["logits"]
 
 
 def sample_inputs(processor, batch: int, length: int, seed: int = 0, entities: int = 0) -> dict[str, torch.Tensor]:
@@ -317,7 +314,7 @@ def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset:
     """
     ort = _require_onnx()
     wrapper = LogitsModule(model.float().eval(), kind).eval()
-    names, inputs = _output_names(kind), onnx_inputs(kind)
+    names, inputs = output_names(kind), onnx_inputs(kind)
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS[:3]}
     axes["pixel_values"] = {0: "batch"}
     axes.update({name: {0: "batch", 1: "entities"} for name in inputs[len(ONNX_INPUTS):]})
@@ -368,7 +365,7 @@ def quantize_onnx(source: str | Path, target: str | Path, model: nn.Module, proc
     inputs = onnx_inputs(kind)
     check = sample_inputs(processor, 3, 29, seed=1, entities=5 if kind == "relation" else 0)
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    names = _output_names(kind)
+    names = output_names(kind)
     got = session.run(list(names), {k: check[k].numpy() for k in inputs})
     with torch.no_grad():
         want = LogitsModule(model.float().eval(), kind)(*(check[k] for k in inputs))

@@ -43,6 +43,7 @@ from aetnet.data.encoding import (
 )
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
+from aetnet.models.heads import window_outputs
 from aetnet.pdftext import OCR_MODES, PdfPage, TooManyPages, choose_source, iter_pdf, read_pdf
 
 logger = logging.getLogger(__name__)
@@ -367,17 +368,9 @@ class Predictor:
                               "pixel_values": pixels,
                               **(w.extra_tensors() if hasattr(w, "extra_tensors") else {})}  # relation entities
                              for w, pixels in chunk])
-            out = self.backend(batch)
-            for row, (window, _) in enumerate(chunk):
-                n = len(window.input_ids)
-                if self.kind == "qa":
-                    outputs.append((out["start_logits"][row, :n], out["end_logits"][row, :n]))
-                elif self.kind == "sequence":
-                    outputs.append(out["logits"][row])
-                elif self.kind == "relation":  # one row per entity (see aetnet.pairs)
-                    outputs.append(out["logits"][row, :len(window.entity_index)])
-                else:
-                    outputs.append(out["logits"][row, :n])
+            # a relation window has one output row per entity (see aetnet.pairs), the others one per token
+            lengths = [len(w.entity_index) if self.kind == "relation" else len(w.input_ids) for w, _ in chunk]
+            outputs.extend(window_outputs(self.kind, self.backend(batch), lengths))
         return outputs
 
 

@@ -18,6 +18,7 @@ from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.data.window_store import encode_cached
+from aetnet.models.heads import output_names, window_outputs
 from aetnet.train.modelio import get_task, load_model
 
 logger = logging.getLogger(__name__)
@@ -50,14 +51,8 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
             batch = {k: v.to(device) for k, v in batch.items()
                      if k not in ("labels", "start_positions", "end_positions", "relation_labels")}
             out = model(**batch)
-            if kind == "qa":
-                starts, ends = out["start_logits"].float().cpu().numpy(), out["end_logits"].float().cpu().numpy()
-                outputs.extend((s[:n], e[:n]) for s, e, n in zip(starts, ends, lengths))
-            elif kind == "sequence":
-                outputs.extend(out["logits"].float().cpu().numpy())
-            else:
-                logits = out["logits"].float().cpu().numpy()
-                outputs.extend(row[:n] for row, n in zip(logits, lengths))
+            logits = {name: out[name].float().cpu().numpy() for name in output_names(kind)}
+            outputs.extend(window_outputs(kind, logits, lengths))
     finally:
         model.train(was_training)
     return outputs
