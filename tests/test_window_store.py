@@ -317,3 +317,30 @@ def test_parallel_build_equals_serial(shared_data, tokenizer, own_cache, monkeyp
     assert again.folder == store.folder and spy.calls == 0  # the worker count is not part of the fingerprint
     with pytest.raises(AetnetError, match="encode_workers"):
         _cfg("funsd", encode_workers=-1)
+
+
+def test_changed_encoder_code_is_a_new_entry(shared_data, tokenizer, own_cache, tmp_path):
+    """Editing the module of a task's class (a fix, a local change) makes a new fingerprint: no stale windows."""
+    import importlib.util
+
+    from aetnet.data.window_store import window_fingerprint
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    source = tmp_path / "my_task_module.py"
+    source.write_text("from aetnet.tasks.funsd import FunsdTask\n\n\nclass MyTask(FunsdTask):\n    pass\n")
+    spec = importlib.util.spec_from_file_location("my_task_module", source)
+    module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["my_task_module"] = module
+    try:
+        spec.loader.exec_module(module)
+        task = module.MyTask()
+        docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+        before, described = window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))
+        assert window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))[0] == before
+        source.write_text(source.read_text() + "    # a changed encoder\n")
+        assert window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))[0] != before
+        assert described["code"]["transformers"] and described["code"]["tokenizers"]
+    finally:
+        del sys.modules["my_task_module"]

@@ -11,8 +11,9 @@ The fingerprint covers everything the windows depend on: the examples' content a
 pixel boxes, page sizes, labels, segments, links, questions and located answers: so any change
 of the data files, the OCR settings, the screening or the document selection changes it), the
 tokenizer (its full serialised vocabulary and special-token boxes), every ``data.*`` setting except
-those known not to touch the encoding, the task and its label ids, the aetnet version and the
-cache format. :class:`WindowStore` is a read-only sequence of :class:`~aetnet.data.encoding.Window`
+those known not to touch the encoding, the task and its label ids, the source code of the encoders
+and of the task's modules, the aetnet, transformers and tokenizers versions and the cache format.
+:class:`WindowStore` is a read-only sequence of :class:`~aetnet.data.encoding.Window`
 rows decoded on access: nothing per token stays in Python memory for the whole dataset.
 """
 
@@ -102,6 +103,30 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
             "settings": json.dumps(settings, sort_keys=True, default=str)}
 
 
+#: Modules whose code shapes every window, whatever the task (the task's own classes are added).
+ENCODING_MODULES = ("aetnet.data.encoding", "aetnet.data.qa_encoding", "aetnet.data.relations", "aetnet.data.boxes")
+
+
+def code_identity(task) -> dict[str, str]:
+    """A hash of the source of the encoding modules and of every module defining the task's classes, and
+    the tokenizer libraries' versions: a changed encoder (a fix, a local edit) never reads stale windows."""
+    import importlib
+    import sys
+
+    import tokenizers
+    import transformers
+
+    files = {Path(importlib.import_module(name).__file__) for name in ENCODING_MODULES}
+    for cls in type(task).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and getattr(module, "__file__", None) and cls.__module__ != "builtins":
+            files.add(Path(module.__file__))
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(files):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"source": h.hexdigest(), "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
 def window_fingerprint(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None,
                        cfg) -> tuple[str, dict[str, Any]]:
     """``(key, description)`` of the windows ``task.encode(examples, tokenizer, label2id, cfg)`` gives.
@@ -122,6 +147,7 @@ def window_fingerprint(task, examples: Sequence[Any], tokenizer, label2id: dict[
         "task": task.name,
         "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
         "schema": repr(getattr(task, "schema", None)),
+        "code": code_identity(task),
         "settings": settings,
         "label2id": label2id,
         "tokenizer": tokenizer_identity(tokenizer),
