@@ -180,6 +180,14 @@ def test_unwritable_cache_is_one_clear_error(shared_data, tokenizer, tmp_path, m
         encode_cached(get_task("funsd"), docs, tokenizer, None, _cfg("funsd"))
 
 
+@pytest.mark.parametrize("task_name", ["funsd", "docvqa", "funsd-re"])
+def test_no_examples_is_an_empty_store(task_name, tokenizer, own_cache):
+    store = encode_cached(get_task(task_name), [], tokenizer, None, _cfg(task_name))
+    assert isinstance(store, WindowStore) and len(store) == 0 and list(store) == []
+    with pytest.raises(IndexError):
+        store[0]
+
+
 def test_values_outside_the_compact_dtypes_are_refused():
     window = Window(0, [0, 5, 2], [[0, 0, 0, 0], [1, 2, 40000, 4], [0, 0, 0, 0]], [None, 0, None])
     with pytest.raises(AetnetError, match="int16"):

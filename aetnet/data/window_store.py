@@ -188,7 +188,7 @@ def _nullable_list(rows: list, dtype):
     import pyarrow as pa
 
     array = _list_array([r if r is not None else [] for r in rows], dtype)
-    mask = pa.array([r is None for r in rows])
+    mask = pa.array([r is None for r in rows], type=pa.bool_())
     offsets = array.offsets
     return pa.ListArray.from_arrays(offsets, array.values, mask=mask)
 
