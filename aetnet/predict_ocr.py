@@ -41,8 +41,8 @@ def _jobs(files: Sequence[Path]) -> list[tuple[Path, int | None]]:
 
 def _ocr_job(job: tuple[Path, int | None, str, OcrSettings, str | None, int]) -> int:
     """Recognise the pages of one job that the predictor would OCR; returns how many Tesseract read."""
+    from aetnet.inputs import iter_document
     from aetnet.pdftext import choose_source, iter_pdf
-    from aetnet.predict import iter_document
 
     path, index, mode, settings, cache_dir, dpi = job
     recognised = 0

@@ -107,7 +107,7 @@ def upload_pages(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: 
         UnsupportedUpload: not a PNG/JPEG/TIFF/PDF; DataError: corrupt; TooManyPages: past ``max_pages``
             (for a PDF: when its first page is asked for).
     """
-    from aetnet.predict import image_pages
+    from aetnet.inputs import image_pages
 
     kind = sniff(data)
     if not data:
@@ -237,7 +237,7 @@ class Service:
 
     async def predict(self, data: bytes, name: str, question: str | None, visualize: bool) -> list[dict]:
         """The page records of an upload (as ``aetnet predict`` writes them), read page by page."""
-        from aetnet.predict import PDF_DPI
+        from aetnet.inputs import PDF_DPI
 
         loop = asyncio.get_running_loop()
         text_layer = self.predictor.ocr_mode != "always"

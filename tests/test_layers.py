@@ -6,7 +6,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "aetnet"
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 #: The inference and tooling side (prediction, export, serving, run comparison) sits above training.
-APPS = ("aetnet.predict", "aetnet.pairs", "aetnet.backends", "aetnet.export", "aetnet.serve", "aetnet.compare")
+APPS = ("aetnet.predict", "aetnet.inputs", "aetnet.pairs", "aetnet.backends", "aetnet.export", "aetnet.serve",
+        "aetnet.compare")
 # layer -> packages it must not import
 FORBIDDEN = {
     "data": ("aetnet.models", "aetnet.losses", "aetnet.tuning", "aetnet.train", "aetnet.cli", "aetnet.tasks")

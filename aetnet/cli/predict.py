@@ -119,7 +119,8 @@ def write_labelstudio(predictor, args: argparse.Namespace) -> int:
 
     from aetnet.data.labelstudio import predictions_to_tasks
     from aetnet.errors import AetnetError
-    from aetnet.predict import load_pages, predict_paths
+    from aetnet.inputs import load_pages
+    from aetnet.predict import predict_paths
 
     if predictor.kind != "token":
         raise AetnetError(f"--format labelstudio writes token pre-annotations; the model is a {predictor.kind} "
