@@ -412,8 +412,3 @@ def resolve_config(
     for layer in (recipe or {}, flags or {}, parse_overrides(overrides or [])):
         merged = _merge(merged, layer)
     return _build(RunConfig, merged)
-
-
-def config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """A :class:`RunConfig` from a saved ``config.yaml`` dict."""
-    return _build(RunConfig, values)

@@ -28,8 +28,6 @@ from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_ALIGNER = "facebook/deit-base-patch16-224"
-DEFAULT_TEXT_ALIGNER = "roberta-base"
 DEIT_LAYER_NORM_EPS = 1e-6
 
 
