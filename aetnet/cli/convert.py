@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from aetnet.data.jsonl import write_jsonl
     from aetnet.data.labelstudio import convert_export
     from aetnet.data.ocr import ocr_image
     from aetnet.errors import AetnetError
@@ -54,14 +55,10 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     pages, problems = convert_export(export, images, out.parent,
                                      lambda path: ocr_image(path, lang=args.ocr_lang))
-    with open(out, "w", encoding="utf-8") as fh:
-        for page in pages:
-            fh.write(json.dumps(page, ensure_ascii=False) + "\n")
+    write_jsonl(out, pages)
     report = out.with_name(f"{out.stem}.problems.jsonl")
     if problems:
-        with open(report, "w", encoding="utf-8") as fh:
-            for item in problems:
-                fh.write(json.dumps(item, ensure_ascii=False) + "\n")
+        write_jsonl(report, problems)
     elif report.exists():
         report.unlink()
     print(f"wrote {len(pages)} page(s) from {len(export)} task(s) to {out}"

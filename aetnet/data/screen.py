@@ -66,11 +66,9 @@ class BadDocuments:
 
     def write(self, path) -> None:
         """Write one JSON line per skipped document (split, id, source, reason) to ``path``."""
-        import json
+        from aetnet.data.jsonl import write_jsonl
 
-        with open(path, "w", encoding="utf-8") as fh:
-            for record in self.records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_jsonl(path, self.records)
 
     def handle(self, error: DataError, split: str, doc_id: str | None = None, source: str | None = None) -> None:
         """Re-raise ``error`` (mode ``error``) or record it (mode ``skip``)."""

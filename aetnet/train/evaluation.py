@@ -16,6 +16,7 @@ import torch
 
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.encoding import Collator, WindowDataset
+from aetnet.data.jsonl import write_jsonl
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.data.window_store import encode_cached
 from aetnet.models.heads import output_names, window_outputs
@@ -134,9 +135,7 @@ def write_outputs(folder: Path, metrics: dict[str, Any], records: list[dict[str,
     """Write ``metrics.json`` and ``predictions.jsonl`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_jsonl(folder / "predictions.jsonl", records)
 
 
 def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path | None = None,
