@@ -331,7 +331,7 @@ def test_changed_encoder_code_is_a_new_entry(shared_data, tokenizer, own_cache, 
     """Editing the module of a task's class (a fix, a local change) makes a new fingerprint: no stale windows."""
     import importlib.util
 
-    from aetnet.data.window_store import window_fingerprint
+    from aetnet.data.window_key import window_fingerprint
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     source = tmp_path / "my_task_module.py"
