@@ -10,6 +10,7 @@ from typing import IO
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from aetnet.data.images import too_large, undecodable
 from aetnet.errors import DataError
 from aetnet.pdftext import PdfPage, TooManyPages, iter_pdf, read_pdf
 
@@ -55,12 +56,11 @@ def image_pages(source: str | Path | IO[bytes], name: str | Path,
                 raise TooManyPages(f"{frames} pages, more than the limit of {max_pages}; split the file", name)
             pages = [frame.convert("RGB") for frame in ImageSequence.Iterator(img)]
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image is too large to be a page ({exc}); downscale it", name, "image") from None
+        raise too_large(name, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
-        raise DataError(f"image cannot be decoded ({exc}); the file is corrupt or not an image: "
-                        "re-export or remove it", name, "image") from None
+        raise undecodable(name, exc) from None
     return pages
 
 

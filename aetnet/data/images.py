@@ -13,9 +13,19 @@ MAX_IMAGE_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
-def _bomb(path: Path, exc: Exception) -> DataError:
+def too_large(name: str | Path, exc: Exception) -> DataError:
+    """The error for an image over :data:`MAX_IMAGE_PIXELS` (``name``: the file or upload)."""
     return DataError(
-        f"image is too large to be a page ({exc}); downscale it below {MAX_IMAGE_PIXELS:,} pixels", path, "image"
+        f"image is too large to be a page ({exc}); downscale it below {MAX_IMAGE_PIXELS:,} pixels", name, "image"
+    )
+
+
+def undecodable(name: str | Path, exc: Exception) -> DataError:
+    """The error for an image that cannot be decoded (``name``: the file or upload)."""
+    return DataError(
+        f"image cannot be decoded ({exc}); the file is corrupt, truncated or not an image: re-export or remove it",
+        name,
+        "image",
     )
 
 
@@ -32,11 +42,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as img:
             width, height = img.size
     except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
+        raise too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"image cannot be read ({exc}); replace or remove it", path, "image") from None
     if width * height > MAX_IMAGE_PIXELS:
-        raise _bomb(path, ValueError(f"{width}x{height}"))
+        raise too_large(path, ValueError(f"{width}x{height}"))
     return width, height
 
 
@@ -55,11 +65,6 @@ def open_image(path: str | Path) -> Image.Image:
             img.load()
             return img.convert("RGB")
     except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
+        raise too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(
-            f"image cannot be decoded ({exc}); the file is corrupt, truncated or not an image: "
-            "re-export or remove it",
-            path,
-            "image",
-        ) from None
+        raise undecodable(path, exc) from None
