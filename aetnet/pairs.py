@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from aetnet.data.document import Document
@@ -34,6 +33,7 @@ from aetnet.data.relations import (
     candidate_pairs,
     document_entities,
     encode_relation_documents,
+    link_probability,
     merge_entity_vectors,
     pair_logits,
 )
@@ -147,5 +147,5 @@ class PairPredictor:
             ``[{"key", "value", "key_box", "value_box", "score"}]`` in reading order of the keys.
         """
         return [{"key": h.text, "value": t.text, "key_box": [round(v) for v in h.box],
-                 "value_box": [round(v) for v in t.box], "score": round(float(1.0 / (1.0 + np.exp(-x))), 6)}
+                 "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6)}
                 for h, t, x in self.score_pairs(image, record) if x > 0]

@@ -23,6 +23,7 @@ from aetnet.data.relations import (
     document_entities,
     encode_relation_documents,
     gold_links,
+    link_probability,
     link_scores,
     merge_entity_vectors,
     pair_logits,
@@ -72,7 +73,7 @@ class RelationTask(Task):
             records.append({
                 "id": doc.id,
                 "pred": [{"key": ents[h].text, "value": ents[t].text, "key_id": ents[h].id, "value_id": ents[t].id,
-                          "score": round(float(1 / (1 + np.exp(-x))), 5), "correct": (h, t) in gold_sets[-1]}
+                          "score": round(link_probability(x), 5), "correct": (h, t) in gold_sets[-1]}
                          for (h, t), x in predicted],
                 "gold": [[ents[h].id, ents[t].id] for h, t in gold.pairs],
                 "missed": [[ents[h].id, ents[t].id] for h, t in gold.pairs if (h, t) not in pred_sets[-1]],

@@ -35,3 +35,10 @@ def test_keep_most_context_hand_worked():
     merged = keep_most_context([3, 1], occurrences)
     assert [None if v is None else v.tolist() for v in merged[0]] == [[2.0], [4.0], None]
     assert merged[1][0].tolist() == [5.0]
+
+
+def test_link_probability_hand_worked():
+    from aetnet.data.relations import link_probability
+
+    assert link_probability(0.0) == 0.5
+    assert math.isclose(link_probability(math.log(3.0)), 0.75)  # 1 / (1 + 1/3)

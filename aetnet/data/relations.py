@@ -305,6 +305,11 @@ def pair_logits(vectors: Sequence[np.ndarray | None], pairs: Sequence[tuple[int,
     return out
 
 
+def link_probability(logit: float) -> float:
+    """A pair's link probability, ``1 / (1 + exp(-logit))``: a pair is linked when its logit is > 0 (> 0.5)."""
+    return float(1.0 / (1.0 + np.exp(-logit)))
+
+
 def link_scores(gold: Sequence[set[tuple[int, int]]], pred: Sequence[set[tuple[int, int]]]) -> dict[str, float]:
     """Micro precision, recall and F1 over links of all pages (a link is a directed (head, tail) pair).
 
