@@ -129,7 +129,7 @@ class OwnTokenTask(_OwnData, TokenClassificationTask):
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
         path = Path(cfg.data.path) if cfg.data.path else None
         if path is not None and path.is_dir() and _is_hf_folder(path):
-            splits, names = _read_hf_token(path)
+            splits, names = _read_hf_token(path, self.bad_documents)
         elif path is not None and path.is_dir() and _is_funsd_layout(path):
             from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
@@ -171,7 +171,7 @@ class OwnQaTask(_OwnData, QuestionAnsweringTask):
         return self._map(self._read(cfg, demo), cfg, group=lambda ex: str(ex.document.id))
 
 
-def _read_hf_token(path: Path) -> tuple[dict[str, list[Document]], list[str]]:
+def _read_hf_token(path: Path, policy=None) -> tuple[dict[str, list[Document]], list[str]]:
     """A ``save_to_disk`` token dataset: the FUNSD Hugging Face reader, with ``words`` accepted for ``tokens``."""
     import datasets
 
@@ -189,4 +189,4 @@ def _read_hf_token(path: Path) -> tuple[dict[str, list[Document]], list[str]]:
     if not names:
         raise AetnetError(f"{path}: column 'ner_tags' is not a sequence of ClassLabel; store the label names "
                           "with datasets.Sequence(datasets.ClassLabel(names=[...]))")
-    return read_funsd_hf(ds), names
+    return read_funsd_hf(ds, policy), names  # --on-bad-document applies per row, as for funsd

@@ -266,3 +266,26 @@ def test_funsd_layout_folder_with_any_label_set(tmp_path, shared_data, tiny_base
     original = parse_funsd_annotation(src / "annotations" / f"{names[0]}.json", src / "images" / f"{names[0]}.png")
     rename = {"QUESTION": "Field", "ANSWER": "Value", "HEADER": "Title"}
     assert splits["train"][0].labels == [lb if lb == "O" else f"{lb[:2]}{rename[lb[2:]]}" for lb in original.labels]
+
+
+def test_save_to_disk_token_dataset_honours_skip(tmp_path, capsys):
+    """A malformed row of a generic token dataset is skipped (and listed) under --on-bad-document skip."""
+    import datasets
+
+    names = ["O", "B-ITEM", "I-ITEM"]
+    boxes = [[100, 100, 300, 150], [310, 100, 500, 150]]
+    rows = {"id": ["0", "1", "2", "3"], "words": [["Coffee", "large"]] * 4,
+            "bboxes": [boxes, [[100, 100, 300], boxes[1]], boxes, boxes],  # row 1: a box of three numbers
+            "ner_tags": [[1, 2]] * 4, "image": [Image.new("RGB", (100, 100), "white")] * 4}
+    features = datasets.Features({"id": datasets.Value("string"), "words": datasets.Sequence(datasets.Value("string")),
+                                  "bboxes": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+                                  "image": datasets.Image()})
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(tmp_path / "ds")
+    args = ["inspect", "token", "--data", str(tmp_path / "ds"), "--check"]
+    assert main(args) == 2  # error mode: the bad row stops the run
+    assert "bboxes" in capsys.readouterr().err
+    skipped = tmp_path / "skipped.jsonl"
+    assert main(args + ["--on-bad-document", "skip", "--skipped", str(skipped)]) == 0
+    (record,) = [json.loads(line) for line in skipped.read_text().splitlines()]
+    assert "bboxes" in record["reason"]
