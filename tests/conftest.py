@@ -123,3 +123,78 @@ def qa_model(aetnet_cache, tmp_path_factory) -> Path:
     answer search spans windows."""
     return _model_folder("qa", tmp_path_factory.mktemp("qa") / "model",
                          {"task": "docvqa", "labels": None, "max_length": 128})
+
+
+@pytest.fixture(scope="session")
+def padded_windows():
+    """Factory of a batch of random windows padded like the Collator (pad id, zero boxes, -100 labels).
+
+    ``build(seed, lengths, width, num_labels, pad=1, box_span=100, pixels="normal", augmented=False)``:
+    row ``i`` holds ``<s>``, ``lengths[i] - 2`` random tokens with random boxes (sides below
+    ``box_span``) and labels, and ``</s>``; ``pixels`` are 64x64 ``normal`` or ``uniform`` in [-1, 1];
+    ``augmented`` adds ``aug_pixel_values``. Draws come from one generator seeded with ``seed``.
+    """
+    import torch
+
+    def build(seed: int, lengths: tuple[int, ...], width: int, num_labels: int, pad: int = 1, box_span: int = 100,
+              pixels: str = "normal", augmented: bool = False) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        rows = len(lengths)
+        ids = torch.full((rows, width), pad)
+        bbox = torch.zeros((rows, width, 4), dtype=torch.long)
+        att = torch.zeros((rows, width), dtype=torch.long)
+        labels = torch.full((rows, width), -100)
+        for row, n in enumerate(lengths):
+            ids[row, 0], ids[row, n - 1] = 0, 2  # <s> ... </s>
+            ids[row, 1:n - 1] = torch.randint(10, 1000, (n - 2,), generator=g)
+            xy = torch.randint(0, 900, (n - 2, 2), generator=g)
+            bbox[row, 1:n - 1] = torch.cat([xy, xy + torch.randint(1, box_span, (n - 2, 2), generator=g)], 1)
+            att[row, :n] = 1
+            labels[row, 1:n - 1] = torch.randint(0, num_labels, (n - 2,), generator=g)
+        shape = (rows, 3, 64, 64)
+        clean = torch.randn(shape, generator=g) if pixels == "normal" else torch.rand(shape, generator=g) * 2 - 1
+        batch = {"input_ids": ids, "bbox": bbox, "attention_mask": att, "labels": labels, "pixel_values": clean}
+        if augmented:
+            batch["aug_pixel_values"] = torch.randn(shape, generator=g)
+        return batch
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_aet_model():
+    """Factory of a tiny :class:`~aetnet.models.aetnet.AETNetModel` built in memory (no dropout).
+
+    ``build(image, patch, hidden=32, vocab=100, pad=1, queue_size=8, seed=0, model_kwargs=None, **aet)``:
+    a 1-layer LayoutLMv3 token model (4 labels) with tiny ViT and RoBERTa aligners, ``torch`` seeded with
+    ``seed`` first; ``aet`` are :class:`~aetnet.config.AETConfig` options (``embed_dim`` 16 by default),
+    ``model_kwargs`` extra :class:`AETNetModel` arguments.
+    """
+    import torch
+    from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
+
+    from aetnet.config import AETConfig
+    from aetnet.models.aetnet import AETNetModel
+    from aetnet.models.aligners import (
+        build_image_aligner,
+        build_text_aligner,
+        tiny_image_aligner_config,
+        tiny_text_aligner_config,
+    )
+
+    def build(image: int, patch: int, hidden: int = 32, vocab: int = 100, pad: int = 1, queue_size: int = 8,
+              seed: int = 0, model_kwargs: dict | None = None, **aet) -> AETNetModel:
+        torch.manual_seed(seed)
+        config = LayoutLMv3Config(
+            hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+            input_size=image, patch_size=patch, vocab_size=vocab, max_position_embeddings=64,
+            max_2d_position_embeddings=1001, coordinate_size=6, shape_size=4, num_labels=4, pad_token_id=pad,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )
+        fusion = LayoutLMv3ForTokenClassification(config)
+        image_aligner = build_image_aligner(config=tiny_image_aligner_config(hidden, image, patch))
+        text_aligner = build_text_aligner(config=tiny_text_aligner_config(vocab, hidden, 64, pad_token_id=pad))
+        options = {"queue_size": queue_size, "embed_dim": 16, **aet}
+        return AETNetModel(fusion, image_aligner, text_aligner, AETConfig(**options), **(model_kwargs or {}))
+
+    return build

@@ -50,24 +50,11 @@ def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
     return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
 
 
-def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+@pytest.fixture()
+def make_batch(padded_windows):
     """Two windows of different lengths (padded like the Collator), clean and augmented images."""
-    g = torch.Generator().manual_seed(seed)
-    lengths, width = (9, 6), 9
-    ids = torch.full((2, width), PAD)
-    bbox = torch.zeros((2, width, 4), dtype=torch.long)
-    att = torch.zeros((2, width), dtype=torch.long)
-    labels = torch.full((2, width), -100)
-    for row, n in enumerate(lengths):
-        ids[row, 0], ids[row, n - 1] = 0, 2
-        ids[row, 1:n - 1] = torch.randint(10, 1000, (n - 2,), generator=g)
-        xy = torch.randint(0, 900, (n - 2, 2), generator=g)
-        bbox[row, 1:n - 1] = torch.cat([xy, xy + torch.randint(1, 60, (n - 2, 2), generator=g)], 1)
-        att[row, :n] = 1
-        labels[row, 1:n - 1] = torch.randint(0, len(LABELS), (n - 2,), generator=g)
-    return {"input_ids": ids, "bbox": bbox, "attention_mask": att, "labels": labels,
-            "pixel_values": torch.rand((2, 3, 64, 64), generator=g) * 2 - 1,
-            "aug_pixel_values": torch.randn((2, 3, 64, 64), generator=g)}
+    return lambda seed=0: padded_windows(seed, (9, 6), 9, len(LABELS), pad=PAD, box_span=60, pixels="uniform",
+                                         augmented=True)
 
 
 def one_step(model: nn.Module, batch) -> None:
@@ -124,7 +111,7 @@ def test_trainable_parameters_are_adapters_heads_and_temperature(paths, r, targe
     assert sum(trainable.values()) < full_aet / 10
 
 
-def test_training_step_changes_adapters_and_heads_only(paths):
+def test_training_step_changes_adapters_and_heads_only(make_batch, paths):
     model = build("aet-lora", paths, "lora.r=4")
     before = snapshot(model)
     one_step(model, make_batch())
@@ -143,7 +130,7 @@ def test_training_step_changes_adapters_and_heads_only(paths):
 
 
 # ------------------------------------------------------------------------------------- EMA
-def test_momentum_update_touches_only_trainable_parameters(paths):
+def test_momentum_update_touches_only_trainable_parameters(make_batch, paths):
     model = build("aet-lora", paths, "lora.r=4")
     one_step(model, make_batch())  # online adapters now differ from the momentum copies
     a = model.alignment
@@ -182,7 +169,7 @@ def test_momentum_update_touches_only_trainable_parameters(paths):
 
 
 # ------------------------------------------------------------------------------ loss terms
-def test_every_loss_term_is_finite_and_alignment_reaches_aligner_adapters(paths):
+def test_every_loss_term_is_finite_and_alignment_reaches_aligner_adapters(make_batch, paths):
     model = build("aet-lora", paths, "lora.r=4").train()
     out = model(**make_batch(1))
     for name in TERMS:
@@ -217,7 +204,7 @@ def _check_merged_weight(merged: nn.Module, adapters: dict, part: str, module: s
     torch.testing.assert_close(got, base + scale * delta, rtol=0, atol=1e-6)
 
 
-def test_save_load_and_merge_keep_logits(paths, tmp_path):
+def test_save_load_and_merge_keep_logits(make_batch, paths, tmp_path):
     model = build("aet-lora", paths, "lora.r=4", "lora.alpha=12")
     one_step(model, make_batch(2))
     processor = load_processor(paths.layoutlmv3)

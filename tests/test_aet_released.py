@@ -14,16 +14,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
 from aetnet.config import AETConfig
 from aetnet.models.aetnet import AETNetModel
-from aetnet.models.aligners import (
-    build_image_aligner,
-    build_text_aligner,
-    tiny_image_aligner_config,
-    tiny_text_aligner_config,
-)
 
 HIDDEN, IMAGE, PATCH, VOCAB, PAD = 32, 56, 4, 100, 1  # a 14 x 14 patch grid, as in the base models
 GRID = IMAGE // PATCH
@@ -35,23 +28,19 @@ RELEASED = dict(alpha=0.0, pita_form="ce", pita_cell=72.0, pita_skip_special=Fal
                 text_view="none", ditc_weight=1 / 3, imc_weight=1 / 3, glitc_weight=1 / 3, pita_weight=1.0)
 
 
-def make_model(**aet) -> AETNetModel:
-    torch.manual_seed(0)
-    config = LayoutLMv3Config(
-        hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        input_size=IMAGE, patch_size=PATCH, vocab_size=VOCAB, max_position_embeddings=64,
-        max_2d_position_embeddings=1001, coordinate_size=6, shape_size=4, num_labels=4, pad_token_id=PAD,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    fusion = LayoutLMv3ForTokenClassification(config)
-    image = build_image_aligner(config=tiny_image_aligner_config(HIDDEN, IMAGE, PATCH))
-    text = build_text_aligner(config=tiny_text_aligner_config(VOCAB, HIDDEN, 64, pad_token_id=PAD))
-    model = AETNetModel(fusion, image, text, AETConfig(queue_size=K, embed_dim=16, **aet), mask_token_id=3,
-                        special_token_ids=(0, 1, 2))
-    with torch.no_grad():  # momentum copies that differ from the online aligners, queues not random
-        for p in model.alignment.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    return model.train()
+@pytest.fixture()
+def make_model(tiny_aet_model):
+    """``make_model(**aet)``: the tiny AET model with momentum copies that differ from the online aligners."""
+
+    def build(**aet) -> AETNetModel:
+        model = tiny_aet_model(IMAGE, PATCH, HIDDEN, VOCAB, PAD, model_kwargs={"mask_token_id": 3,
+                               "special_token_ids": (0, 1, 2)}, **{"queue_size": K, **aet})
+        with torch.no_grad():  # momentum copies that differ from the online aligners, queues not random
+            for p in model.alignment.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        return model.train()
+
+    return build
 
 
 def make_batch() -> dict[str, torch.Tensor]:
@@ -125,7 +114,7 @@ def test_official_recipes_set_the_released_options():
                 assert aet[key] == pytest.approx(value) if isinstance(value, float) else aet[key] == value, key
 
 
-def test_released_preset_equals_the_released_computation():
+def test_released_preset_equals_the_released_computation(make_model):
     model, batch = make_model(**RELEASED), make_batch()
     a = model.alignment
     image_queue, text_queue = a.image_queue.queue.clone(), a.text_queue.queue.clone()
@@ -171,7 +160,7 @@ def _count_calls(module: torch.nn.Module) -> list[int]:
     ("both", "none", [2 * B], [B]),  # no text view: no second RoBERTa pass (w+ = w~)
     ("both", "mask", [2 * B], [2 * B]),  # a masked text view T+ is a real second view
 ])
-def test_momentum_encoders_run_once_per_step_on_the_views_asked_for(momentum_image, text_view, vit_rows,
+def test_momentum_encoders_run_once_per_step_on_the_views_asked_for(make_model, momentum_image, text_view, vit_rows,
                                                                      roberta_rows):
     model = make_model(momentum_image=momentum_image, text_view=text_view)
     vit_calls = _count_calls(model.alignment.image_aligner_m)
@@ -180,7 +169,7 @@ def test_momentum_encoders_run_once_per_step_on_the_views_asked_for(momentum_ima
     assert vit_calls == vit_rows and roberta_calls == roberta_rows
 
 
-def test_pita_maps_word_boxes_and_reports_coverage():
+def test_pita_maps_word_boxes_and_reports_coverage(make_model):
     batch = make_batch()
     attn = batch["attention_mask"]
     # Segment-like boxes LayoutLMv3 sees: wide, never inside one cell. Word boxes: small, inside one

@@ -8,16 +8,8 @@ import math
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
-from aetnet.config import AETConfig
 from aetnet.models.aetnet import AETNetModel
-from aetnet.models.aligners import (
-    build_image_aligner,
-    build_text_aligner,
-    tiny_image_aligner_config,
-    tiny_text_aligner_config,
-)
 
 HIDDEN, IMAGE, PATCH, VOCAB, PAD = 32, 32, 8, 100, 1
 B, L, K = 3, 8, 8
@@ -26,20 +18,10 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def make_model(seed: int = 0, **aet) -> AETNetModel:
-    torch.manual_seed(seed)
-    config = LayoutLMv3Config(
-        hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        input_size=IMAGE, patch_size=PATCH, vocab_size=VOCAB, max_position_embeddings=64,
-        max_2d_position_embeddings=1001, coordinate_size=6, shape_size=4, num_labels=4, pad_token_id=PAD,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )
-    fusion = LayoutLMv3ForTokenClassification(config)
-    image = build_image_aligner(config=tiny_image_aligner_config(HIDDEN, IMAGE, PATCH))
-    text = build_text_aligner(config=tiny_text_aligner_config(VOCAB, HIDDEN, 64, pad_token_id=PAD))
-    options = dict(queue_size=K, embed_dim=16)
-    options.update(aet)
-    return AETNetModel(fusion, image, text, AETConfig(**options))
+@pytest.fixture()
+def make_model(tiny_aet_model):
+    """``make_model(seed=0, **aet)``: the tiny AET model of these tests (AETConfig options override)."""
+    return lambda seed=0, **aet: tiny_aet_model(IMAGE, PATCH, HIDDEN, VOCAB, PAD, seed=seed, **{"queue_size": K, **aet})
 
 
 def make_batch(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -63,7 +45,7 @@ def make_batch(seed: int = 1) -> dict[str, torch.Tensor]:
                 aug_pixel_values=torch.randn(B, 3, IMAGE, IMAGE, generator=g))
 
 
-def test_train_forward_returns_every_term_and_weighted_total():
+def test_train_forward_returns_every_term_and_weighted_total(make_model):
     weights = dict(task_weight=0.7, ditc_weight=1.3, imc_weight=0.5, glitc_weight=2.0, pita_weight=0.25)
     model = make_model(**weights).train()
     out = model(**make_batch())
@@ -82,7 +64,7 @@ def _grad_norm(module) -> float:
 
 
 @pytest.mark.parametrize("only", TERMS)
-def test_gradients_reach_both_aligners_from_each_loss_alone(only):
+def test_gradients_reach_both_aligners_from_each_loss_alone(make_model, only):
     weights = {f"{name}_weight": float(name == only) for name in TERMS}
     model = make_model(**weights).train()
     model(**make_batch())["loss"].backward()
@@ -95,7 +77,7 @@ def test_gradients_reach_both_aligners_from_each_loss_alone(only):
     assert all(p.grad is None for p in model.alignment.image_aligner_m.parameters())
 
 
-def test_eval_forward_changes_nothing_and_has_no_alignment_terms():
+def test_eval_forward_changes_nothing_and_has_no_alignment_terms(make_model):
     model = make_model().train()
     model(**make_batch(seed=5))  # fill part of the queue first
     model.eval()
@@ -120,7 +102,7 @@ def _pairs_by_name(model):
             yield param, twins[name]
 
 
-def test_momentum_update_copy_freeze_and_formula():
+def test_momentum_update_copy_freeze_and_formula(make_model):
     model = make_model().train()
     with torch.no_grad():  # make online and momentum parameters differ everywhere
         for param, _ in _pairs_by_name(model):
@@ -157,7 +139,7 @@ def _independent_momentum_features(model, batch):
     return img / img.norm(dim=1, keepdim=True), txt / txt.norm(dim=1, keepdim=True)
 
 
-def test_enqueue_once_per_training_forward_with_momentum_cls_features():
+def test_enqueue_once_per_training_forward_with_momentum_cls_features(make_model):
     model = make_model().train()
     queue_img, queue_txt = model.alignment.image_queue, model.alignment.text_queue
     initial = queue_img.queue.clone()
@@ -178,7 +160,7 @@ def test_enqueue_once_per_training_forward_with_momentum_cls_features():
             assert torch.equal(queue_img.queue[:, col], initial[:, col])
 
 
-def test_save_inference_roundtrip_and_no_training_parts(tmp_path):
+def test_save_inference_roundtrip_and_no_training_parts(make_model, tmp_path):
     model = make_model(vit_norm="clip").train()
     model(**make_batch())["loss"].backward()
     model.eval()
@@ -204,7 +186,7 @@ def test_save_inference_roundtrip_and_no_training_parts(tmp_path):
     assert not [k for k in flat if any(s in k for s in ("_m.", "queue", "vision_proj", "text_proj", "temp"))]
 
 
-def test_optimizer_groups_exempt_bias_norm_and_temp():
+def test_optimizer_groups_exempt_bias_norm_and_temp(make_model):
     model = make_model()
     decay, no_decay = model.optimizer_param_groups(0.02)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -247,7 +229,7 @@ def test_finetune_demo_end_to_end_and_evaluate(tmp_path):
         assert again[key] == metrics[key]
 
 
-def test_same_document_masking_in_the_model():
+def test_same_document_masking_in_the_model(make_model):
     """Distinct document ids change nothing; a shared id removes negatives; the queue keeps the ids."""
     batch = make_batch()
     plain = make_model(mask_same_document=True).train()(**batch)

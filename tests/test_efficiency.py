@@ -26,24 +26,10 @@ def paths(tiny_base) -> BasePaths:
     return BasePaths(*resolve_base("tiny"))
 
 
-def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+@pytest.fixture()
+def make_batch(padded_windows):
     """Two windows, the second padded (so the attention masks matter), 64x64 pages like the tiny base."""
-    g = torch.Generator().manual_seed(seed)
-    width, lengths = 12, (12, 7)
-    ids = torch.full((2, width), 1)
-    bbox = torch.zeros((2, width, 4), dtype=torch.long)
-    att = torch.zeros((2, width), dtype=torch.long)
-    labels = torch.full((2, width), -100)
-    for row, n in enumerate(lengths):
-        ids[row, 0], ids[row, n - 1] = 0, 2
-        ids[row, 1:n - 1] = torch.randint(10, 1000, (n - 2,), generator=g)
-        xy = torch.randint(0, 900, (n - 2, 2), generator=g)
-        bbox[row, 1:n - 1] = torch.cat([xy, xy + torch.randint(1, 100, (n - 2, 2), generator=g)], 1)
-        att[row, :n] = 1
-        labels[row, 1:n - 1] = torch.randint(0, len(LABELS), (n - 2,), generator=g)
-    return {"input_ids": ids, "bbox": bbox, "attention_mask": att, "labels": labels,
-            "pixel_values": torch.randn((2, 3, 64, 64), generator=g),
-            "aug_pixel_values": torch.randn((2, 3, 64, 64), generator=g)}
+    return lambda seed=0: padded_windows(seed, (12, 7), 12, len(LABELS), augmented=True)
 
 
 def build(strategy: str, paths: BasePaths, *overrides: str):
@@ -53,7 +39,7 @@ def build(strategy: str, paths: BasePaths, *overrides: str):
     return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
 
 
-def test_sdpa_logits_equal_eager_and_sdpa_really_runs(paths, monkeypatch):
+def test_sdpa_logits_equal_eager_and_sdpa_really_runs(make_batch, paths, monkeypatch):
     model = build("aet", paths).eval()
     batch = {k: v for k, v in make_batch().items() if k not in ("labels", "aug_pixel_values")}
     calls = []
@@ -87,7 +73,7 @@ def test_attention_setting_is_validated():
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_every_trainable_parameter_gets_a_gradient(strategy, paths):
+def test_every_trainable_parameter_gets_a_gradient(make_batch, strategy, paths):
     """What DDP with find_unused_parameters=False needs: after one backward, no trainable parameter
     is without a gradient (the relative-position tables, which never get one, are frozen)."""
     model = build(strategy, paths)
@@ -155,7 +141,7 @@ def test_compiled_run_matches_eager_run(tmp_path):
     assert metrics["compiled"]["train_loss"] == pytest.approx(metrics["eager"]["train_loss"], rel=1e-4)
 
 
-def test_sdpa_builds_the_position_bias_mask_once_per_forward(paths, monkeypatch):
+def test_sdpa_builds_the_position_bias_mask_once_per_forward(make_batch, paths, monkeypatch):
     """LayoutLMv3 hands the same bias to every layer: the merged mask is built once, not per layer,
     and the logits still equal eager's (padding included)."""
     from transformers.integrations import sdpa_attention

@@ -28,23 +28,10 @@ def processor(paths):
     return load_processor(paths.layoutlmv3)
 
 
-def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+@pytest.fixture()
+def make_batch(padded_windows):
     """Two windows of different lengths, padded like the Collator (pad id, zero boxes, -100)."""
-    g = torch.Generator().manual_seed(seed)
-    lengths, width = (9, 6), 9
-    ids = torch.full((2, width), PAD)
-    bbox = torch.zeros((2, width, 4), dtype=torch.long)
-    att = torch.zeros((2, width), dtype=torch.long)
-    labels = torch.full((2, width), -100)
-    for row, n in enumerate(lengths):
-        ids[row, 0], ids[row, n - 1] = 0, 2  # <s> ... </s>
-        ids[row, 1 : n - 1] = torch.randint(10, 1000, (n - 2,), generator=g)
-        xy = torch.randint(0, 900, (n - 2, 2), generator=g)
-        bbox[row, 1 : n - 1] = torch.cat([xy, xy + torch.randint(1, 100, (n - 2, 2), generator=g)], 1)
-        att[row, :n] = 1
-        labels[row, 1 : n - 1] = torch.randint(0, len(LABELS), (n - 2,), generator=g)
-    pixels = torch.randn((2, 3, 64, 64), generator=g)
-    return {"input_ids": ids, "bbox": bbox, "attention_mask": att, "pixel_values": pixels, "labels": labels}
+    return lambda seed=0: padded_windows(seed, (9, 6), 9, len(LABELS), pad=PAD)
 
 
 def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
@@ -93,7 +80,7 @@ def test_lora_trains_only_adapters_and_head(paths, r, targets):
     assert all(".lora_" in n or ".modules_to_save." in n for n in trainable), sorted(trainable)
 
 
-def test_lora_step_leaves_base_weights_unchanged(paths):
+def test_lora_step_leaves_base_weights_unchanged(make_batch, paths):
     model = build("lora", paths, "lora.r=4")
     before = snapshot(model)
     plain = load_task_model("token", paths.layoutlmv3, LABELS)
@@ -111,7 +98,7 @@ def test_lora_step_leaves_base_weights_unchanged(paths):
             assert torch.equal(clean[key], value), key
 
 
-def test_lora_save_load_gives_identical_logits(paths, processor, tmp_path):
+def test_lora_save_load_gives_identical_logits(make_batch, paths, processor, tmp_path):
     model = build("lora", paths, "lora.r=4")
     batch = make_batch(1)
     one_step(model, batch)
@@ -134,7 +121,7 @@ def test_lora_unknown_target_fails_listing_choices(paths):
 
 
 # -------------------------------------------------------------------------------------- prompt
-def test_prompt_backbone_sees_padded_inputs(paths):
+def test_prompt_backbone_sees_padded_inputs(make_batch, paths):
     n = 3
     model = build("prompt", paths, f"prompt.num_prompts={n}")
     batch = make_batch()
@@ -175,7 +162,7 @@ def test_prompt_backbone_sees_padded_inputs(paths):
     assert out["logits"].shape == (2, batch["input_ids"].shape[1], len(LABELS))
 
 
-def test_prompt_equals_plain_model_when_prompts_are_placeholder_embeddings(paths):
+def test_prompt_equals_plain_model_when_prompts_are_placeholder_embeddings(make_batch, paths):
     """Splicing the prompts in as embeddings must equal LayoutLMv3 run on the extended ids."""
     n = 2
     model = build("prompt", paths, f"prompt.num_prompts={n}")
@@ -198,7 +185,7 @@ def test_prompt_equals_plain_model_when_prompts_are_placeholder_embeddings(paths
     torch.testing.assert_close(got, torch.cat([ref[:, :1], ref[:, 1 + n:]], 1), rtol=0, atol=1e-6)
 
 
-def test_prompt_step_trains_only_prompts_and_head(paths):
+def test_prompt_step_trains_only_prompts_and_head(make_batch, paths):
     n = 4
     model = build("prompt", paths, f"prompt.num_prompts={n}")
     trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
@@ -212,7 +199,7 @@ def test_prompt_step_trains_only_prompts_and_head(paths):
     assert changed == set(trainable)
 
 
-def test_prompt_save_load_gives_identical_logits(paths, processor, tmp_path):
+def test_prompt_save_load_gives_identical_logits(make_batch, paths, processor, tmp_path):
     model = build("prompt", paths, "prompt.num_prompts=3")
     batch = make_batch(3)
     one_step(model, batch)
@@ -223,7 +210,7 @@ def test_prompt_save_load_gives_identical_logits(paths, processor, tmp_path):
     torch.testing.assert_close(eval_logits(loaded, batch), logits, rtol=0, atol=1e-6)
 
 
-def test_prompt_qa_positions_shift_and_logits_align(paths):
+def test_prompt_qa_positions_shift_and_logits_align(make_batch, paths):
     torch.manual_seed(0)
     qa = load_task_model("qa", paths.layoutlmv3, None)
     n = 2
