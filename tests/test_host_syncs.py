@@ -183,6 +183,7 @@ def _queue_worker(rank: int, port: int, out_dir: str) -> None:
             for name, original in originals.items():
                 setattr(torch.Tensor, name, original)
         torch.save({"calls": calls, **{k: q.state_dict() for k, q in queues.items()}}, f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a peer is still talking to it
     finally:
         dist.destroy_process_group()
 

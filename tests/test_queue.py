@@ -150,6 +150,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         for step in range(2):
             q.enqueue(_rank_batch(rank, step))
         torch.save(q.state_dict(), f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while a peer is still talking to it
     finally:
         dist.destroy_process_group()
 

@@ -255,6 +255,7 @@ rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.ar
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 outputs = predict_sharded(Scorer(), windows, 2, "token", 0)
 torch.save([torch.as_tensor(o) for o in outputs], f"{out}/rank{rank}.pt")
+dist.barrier()
 dist.destroy_process_group()
 """
 
