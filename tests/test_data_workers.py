@@ -1,5 +1,5 @@
 """DataLoader workers: AET views built in persistent worker processes follow the epoch set in the
-training process, and the default worker count."""
+training process, the training loader leaves the global RNG (dropout's) alone, and the default worker count."""
 
 from __future__ import annotations
 
@@ -74,7 +74,45 @@ def test_training_arguments_use_workers_and_pin_only_on_gpu(tmp_path):
     cfg = resolve_config({}, {"task": "funsd"}, ["train.num_workers=2"])
     args = training_arguments(cfg, tmp_path)
     assert args.dataloader_num_workers == 2
+    assert args.dataloader_persistent_workers  # workers live across epochs
     assert args.dataloader_pin_memory == torch.cuda.is_available()
+    in_process = training_arguments(resolve_config({}, {"task": "funsd"}, ["train.num_workers=0"]), tmp_path)
+    assert in_process.dataloader_num_workers == 0 and not in_process.dataloader_persistent_workers
+
+
+class Numbers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int):
+        return {"x": torch.tensor([float(i)])}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_loader_never_draws_from_the_global_rng(tmp_path, workers):
+    """Two epochs of the trainer's loader (persistent workers for 2), and the resumed epoch's
+    ``skip_first_batches`` loader, leave the global RNG where it was: a resumed process, which builds
+    new loaders, sees the same dropout stream as the uninterrupted one."""
+    from accelerate import skip_first_batches
+
+    from aetnet.config import RunConfig
+    from aetnet.train.trainer import AetnetTrainer
+
+    cfg = RunConfig()
+    cfg.train.batch_size, cfg.train.num_workers = 2, workers
+    trainer = AetnetTrainer(model=torch.nn.Linear(1, 1), args=training_arguments(cfg, tmp_path),
+                            train_dataset=Numbers())
+    loader = trainer.get_train_dataloader()
+    before = torch.random.get_rng_state()
+    seen = []
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        seen.append(sorted(int(x) for batch in loader for x in batch["x"].flatten()))
+    skipped = skip_first_batches(loader, 1)
+    skipped.set_epoch(1)
+    seen.append(sorted(int(x) for batch in skipped for x in batch["x"].flatten()))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert seen[0] == seen[1] == list(range(6)) and len(seen[2]) == 4  # every item once per epoch
 
 
 def test_same_training_with_and_without_workers(tmp_path):

@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+# Two persistent DataLoader workers, dropout on, 6 steps over more than one epoch.
 ARGS = ["finetune", "funsd", "--demo", "train.max_steps=6", "train.batch_size=2", "train.save_steps=2",
         "train.logging_steps=2", "data.max_train_documents=6", "data.max_eval_documents=3",
-        "train.save_total_limit=3"]
+        "train.save_total_limit=3", "train.num_workers=2"]
 
 
 def _cli(*args, **kw):
@@ -110,7 +111,8 @@ def test_aet_resume_restores_queues_momentum_and_views(tmp_path):
     from aetnet.train.runner import finetune
 
     overrides = ["train.max_steps=4", "train.save_steps=2", "train.batch_size=2", "train.logging_steps=2",
-                 "data.max_train_documents=4", "data.max_eval_documents=2", "aet.queue_size=6"]
+                 "data.max_train_documents=4", "data.max_eval_documents=2", "aet.queue_size=6",
+                 "train.num_workers=2"]
     straight = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "a", overrides=overrides)
     resumed_dir = tmp_path / "b"
     (resumed_dir / "checkpoints").mkdir(parents=True)

@@ -160,14 +160,26 @@ class AetnetTrainer(Trainer):
         return metrics
 
     def get_train_dataloader(self):
-        """The Trainer's loader, drawing its workers' base seed from a generator of its own.
+        """The Trainer's loader, drawing its workers' base seed from generators of its own.
 
-        A DataLoader draws that seed from the global RNG (the one dropout uses) whenever an epoch's
-        iterator starts; its own generator leaves the global RNG to the model and the sampler, so a run
-        trains the same with any ``train.num_workers`` (the AET views are seeded per item anyway).
+        A torch DataLoader draws that seed from its ``generator`` whenever it creates an iterator, and
+        from the global RNG (the one dropout uses) when it has none. Accelerate wraps the loader: a
+        generator set on the wrapper only is never read by the iterator, so each new iterator shifted
+        the global stream. With persistent workers the iterator is created once per loader rather than
+        once per epoch, and a resumed process builds new loaders (one for the rest of the resumed epoch
+        from ``skip_first_batches``, then the run's own for the next epoch): its global stream, hence
+        its dropout masks, drifted from the uninterrupted run's after the first epoch boundary. With
+        generators on the torch loader (read by its iterators) and on the wrapper (copied by
+        ``skip_first_batches``), both seeded with ``seed``, the loaders never touch the global RNG:
+        training is the same with any ``train.num_workers``, persistent or not, and after ``--resume``.
+        The data never draws from a worker's global RNG (AET views use a generator seeded per item
+        and epoch), so the worker seeds do not change the batches.
         """
         loader = super().get_train_dataloader()
         loader.generator = torch.Generator().manual_seed(self.args.seed)
+        base = getattr(loader, "base_dataloader", None)  # accelerate's DataLoaderShard wraps a torch loader
+        if base is not None:
+            base.generator = torch.Generator().manual_seed(self.args.seed)
         return loader
 
     def _get_output_dir(self, trial) -> str:
@@ -278,11 +290,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
         report_to="none" if t.report_to == ["none"] else list(t.report_to),
         remove_unused_columns=False,
         dataloader_num_workers=workers,
-        # Not persistent: with persistent workers a run resumed mid-epoch drifted from the uninterrupted
-        # run at the epoch's last step (same inputs, weights, buffers and global RNG state at the step's
-        # start, a different loss; exact with dropout 0, so the dropout masks differ; cause not found).
-        # Workers are started once per epoch instead.
-        dataloader_persistent_workers=False,
+        # Workers live across epochs (no re-fork, no re-opened datasets per epoch); resuming stays exact
+        # because the loader never draws from the global RNG (AetnetTrainer.get_train_dataloader).
+        dataloader_persistent_workers=workers > 0,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         # Every trainable parameter gets a gradient at every step (the gradient-less relative-position
