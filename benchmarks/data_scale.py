@@ -7,7 +7,8 @@
 2. ``ocr``: OCR pages per second on the same RVL-CDIP-format pages with 1 worker and with N
    workers, each from a cold cache.
 3. ``loader``: DataLoader items per second with 0 and N workers, for full fine-tuning and for AET
-   (which adds the I+ view per item).
+   (which adds the I+ view per item), and the wait for an epoch's first batch with the N workers
+   started again every epoch vs kept across epochs (persistent, as training does).
 
     python benchmarks/data_scale.py                                  # all sections, default sizes
     python benchmarks/data_scale.py --docs 1000,4000,16000 --workers 8 --json figures.json
@@ -191,6 +192,32 @@ def loader_section(items: int, workers: int, work: Path) -> dict:
             rate = count / (time.perf_counter() - t0)
             out[f"{strategy_name}_items_per_s_{n}"] = round(rate, 1)
             print(f"[loader] {strategy_name:4s} {n} worker(s): {rate:.1f} items/s ({1000 / rate:.1f} ms an item)")
+        if workers > 0:
+            out.update(epoch_restart(subset, workers, Collator(processor.tokenizer.pad_token_id), strategy_name))
+    return out
+
+
+def epoch_restart(dataset, workers: int, collate, name: str, epochs: int = 4) -> dict:
+    """Seconds to the first batch of epochs 2.. with workers started per epoch vs kept (persistent)."""
+    import torch
+
+    out = {}
+    for persistent in (False, True):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate,
+                                             persistent_workers=persistent)
+        waits = []
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            batches = iter(loader)
+            next(batches)
+            waits.append(time.perf_counter() - t0)
+            for _ in batches:
+                pass
+        out[f"{name}_first_batch_s_{'persistent' if persistent else 'restarted'}"] = round(
+            sum(waits[1:]) / (epochs - 1), 3)
+    restarted, kept = out[f"{name}_first_batch_s_restarted"], out[f"{name}_first_batch_s_persistent"]
+    print(f"[loader] {name:4s} {workers} worker(s), first batch of a later epoch: {restarted:.3f} s restarted, "
+          f"{kept:.3f} s persistent ({restarted / kept:.2f}x)")
     return out
 
 
