@@ -141,7 +141,7 @@ def test_cli_pairs_on_a_pages_file(re_run, funsd_run, tmp_path):
     doc = load_funsd(str(ensure_demo("funsd-re")))["eval"][0]
     pages = tmp_path / "pages.jsonl"
     pages.write_text(json.dumps({"id": doc.id, "image": str(doc.image_path), "words": doc.words,
-                                 "boxes": doc.boxes}) + "\n")
+                                 "boxes": doc.boxes.tolist()}) + "\n")
     out = tmp_path / "out"
     assert main(["predict", "--entities", str(funsd_run), "--links", str(re_run), str(pages), "--output",
                  str(out)]) == 0

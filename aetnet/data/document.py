@@ -8,12 +8,15 @@ read, naming its file, instead of deep inside a batch.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from aetnet.data.compact import BoxArray, SegmentBoxes
 from aetnet.errors import DataError
 
 Box = list[float]
@@ -26,7 +29,8 @@ class Document:
     Attributes:
         id: unique id within its split (file stem, questionId, ...).
         words: the page's words in reading order.
-        boxes: one pixel box ``[x0, y0, x1, y1]`` per word on the page image.
+        boxes: one pixel box ``[x0, y0, x1, y1]`` per word on the page image (kept as a
+            :class:`~aetnet.data.compact.BoxArray`: one float64 array that reads as a list of boxes).
         page_size: ``(width, height)`` of the page in pixels.
         image: the page image, when already loaded.
         image_path: where to load the page image from; ``None`` with ``image=None`` and
@@ -35,7 +39,7 @@ class Document:
             :class:`~aetnet.data.page_refs.DatasetRow`): pixels stay on disk until a batch needs them.
         labels: one label string per word (``"B-QUESTION"``, ``"O"``, ...), for token tasks.
         segment_ids: one entity/segment id per word (-1 for none), for segment-level boxes.
-        segment_boxes: pixel box of each segment id.
+        segment_boxes: pixel box of each segment id (kept as a :class:`~aetnet.data.compact.SegmentBoxes`).
         links: pairs of linked segment ids (FUNSD ``linking``).
         doc_label: the document class, for classification.
         source: the annotation file, used in error messages.
@@ -94,7 +98,17 @@ class Document:
                 "page_size",
             )
         self.page_size = (width, height)
-        clean = []
+        self.boxes = self._compact_boxes(where)
+        # One shared string object per label name (a page repeats a handful of names).
+        if self.labels is not None:
+            self.labels = [sys.intern(str(label)) for label in self.labels]
+        if not isinstance(self.segment_boxes, SegmentBoxes):
+            self.segment_boxes = SegmentBoxes(self.segment_boxes)
+
+    def _compact_boxes(self, where: str) -> BoxArray:
+        """The boxes as one float64 array (:class:`BoxArray`), each checked to have four numbers."""
+        if isinstance(self.boxes, BoxArray):
+            return self.boxes
         for i, box in enumerate(self.boxes):
             if len(box) != 4:
                 raise DataError(
@@ -102,11 +116,37 @@ class Document:
                     where,
                     "boxes",
                 )
-            clean.append([float(v) for v in box])
-        self.boxes = clean
+        return BoxArray([[float(v) for v in box] for box in self.boxes])
 
     def __len__(self) -> int:
         return len(self.words)
+
+    def load_image(self) -> Image.Image:
+        """The page as an RGB image: the loaded image, the file, the dataset row, or a blank page."""
+        return self.page_image().load_image()
+
+    def page_image(self) -> PageImage:
+        """Where this page's pixels come from, without its words, boxes and labels."""
+        path = None if self.image_path is None else str(self.image_path)
+        return PageImage(self.page_size, path, self.image_ref, self.image)
+
+
+class PageImage:
+    """Only what it takes to load a page's pixels: what a training run keeps of each document once its
+    windows are encoded (about 200 bytes, against kilobytes of words, boxes and labels).
+
+    Args:
+        page_size: ``(width, height)``, for a blank page.
+        image_path: the image file, if any.
+        image_ref: a lazy dataset-row reference with ``load()``, if any.
+        image: an image already in memory, if any (demo and prediction pages).
+    """
+
+    __slots__ = ("page_size", "image_path", "image_ref", "image")
+
+    def __init__(self, page_size: tuple[int, int], image_path: str | None = None, image_ref: Any = None,
+                 image: Image.Image | None = None) -> None:
+        self.page_size, self.image_path, self.image_ref, self.image = page_size, image_path, image_ref, image
 
     def load_image(self) -> Image.Image:
         """The page as an RGB image: the loaded image, the file, the dataset row, or a blank page."""
@@ -140,3 +180,14 @@ class QAExample:
     document: Document
     answers: list[str] = field(default_factory=list)
     answer_span: tuple[int, int] | None = None
+
+
+def page_images(documents: Sequence[Document]) -> list[PageImage]:
+    """One :class:`PageImage` per document (one object per page when questions share a page)."""
+    by_page: dict[int, PageImage] = {}
+    out = []
+    for doc in documents:
+        if id(doc) not in by_page:
+            by_page[id(doc)] = doc.page_image()
+        out.append(by_page[id(doc)])
+    return out

@@ -243,7 +243,8 @@ class WindowDataset(torch.utils.data.Dataset):
     Args:
         windows: encoded text windows (a list, or a memory-mapped
             :class:`~aetnet.data.window_store.WindowStore`).
-        documents: the source documents (``windows[i].doc_index`` indexes them).
+        documents: the source pages (``windows[i].doc_index`` indexes them): Documents, or only their
+            :class:`~aetnet.data.document.PageImage` (anything with ``load_image()``).
         image_processor: the LayoutLMv3 image processor (resize + normalise).
         extra_views: optional callable ``(image, index) -> dict`` adding tensors (for example the
             AET momentum view I+) to each item.

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from aetnet.config import RunConfig, load_recipe_dict, resolve_config
+from aetnet.data.document import page_images
 from aetnet.data.encoding import WindowDataset
 from aetnet.data.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
 from aetnet.data.screen import BadDocuments, screen_documents
@@ -116,7 +117,8 @@ class RunContext:
     processor: Any = None
     policy: BadDocuments | None = None
     labels: list[str] | None = None
-    train_ex: list = field(default_factory=list)
+    train_ex: list = field(default_factory=list)  # emptied once the training windows are encoded
+    train_documents: int = 0
     eval_ex: list = field(default_factory=list)
     val_ex: list = field(default_factory=list)
     selection_split: str | None = None
@@ -217,8 +219,11 @@ def encode_training(ctx: RunContext) -> None:
                                       desc="training windows")
     views = strategy.extra_views(cfg, ctx.processor)
     with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
-    ctx.train_ds = WindowDataset(ctx.train_windows, task.documents(ctx.train_ex), ctx.processor.image_processor,
-                                 views, with_ids)
+    ctx.train_ds = WindowDataset(ctx.train_windows, page_images(task.documents(ctx.train_ex)),
+                                 ctx.processor.image_processor, views, with_ids)
+    # From here on training needs the windows and one image reference per page, not the Documents (words,
+    # boxes, labels): released, so that neither this process nor its DataLoader workers hold them.
+    ctx.train_documents, ctx.train_ex = len(ctx.train_ex), []
     if ctx.selection_split:  # encoded here too, so that only the node's main process builds its cache entry
         ctx.validator = EvalSet(task, ctx.processor, ctx.val_ex, cfg, ctx.labels, distributed=True)
 
@@ -280,7 +285,7 @@ def evaluate_test(ctx: RunContext) -> None:
             "train_seconds": round(ctx.train_seconds, 3),
             "step_time_s": round(ctx.train_seconds / max(1, trainer.state.global_step), 5),
             "peak_memory_mb": _peak_memory_mb(),
-            "train_documents": len(ctx.train_ex),
+            "train_documents": ctx.train_documents,
             "eval_documents": len(ctx.eval_ex),
             "eval_split": ctx.eval_split,
             "train_windows": len(ctx.train_windows),
@@ -297,7 +302,7 @@ def evaluate_test(ctx: RunContext) -> None:
 
 def used_counts(ctx: RunContext) -> dict[str, int]:
     """Documents used per split (validation counted apart unless it is the test split itself)."""
-    used = {"train": len(ctx.train_ex), "eval": len(ctx.eval_ex)}
+    used = {"train": ctx.train_documents, "eval": len(ctx.eval_ex)}
     if ctx.val_ex and ctx.cfg.data.select_on != "test":
         used["validation"] = len(ctx.val_ex)
     return used
