@@ -96,10 +96,9 @@ class SegmentBoxes(Mapping):
         self._boxes = BoxArray([list(v) for _, v in pairs])
 
     def _position(self, key: Any) -> int:
-        try:
-            k = int(key)
-        except (TypeError, ValueError):
+        if not isinstance(key, (int, np.integer)):  # as a dict: "2" is not the segment 2
             return -1
+        k = int(key)
         i = int(np.searchsorted(self._ids, k))
         return i if i < len(self._ids) and self._ids[i] == k else -1
 
