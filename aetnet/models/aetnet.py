@@ -6,7 +6,8 @@ The structure mirrors the split between inference and training (spec section 1):
   ``LayoutLMv3For{Token,Sequence}Classification`` / ``LayoutLMv3ForQuestionAnswering``),
   ``image_aligner`` (``ViTModel``) and ``text_aligner`` (``RobertaModel``). Their outputs are added to
   LayoutLMv3's embeddings through :func:`aetnet.models.fusion.fused_features`, at inference too.
-* training-only parts, in the submodule ``alignment`` (:class:`AlignmentHeads`): the projection heads,
+* training-only parts, in the submodule ``alignment`` (:class:`AlignmentHeads`, with the momentum
+  features and the four losses of a batch in :mod:`aetnet.models.alignment`): the projection heads,
   the momentum (EMA) copies of both aligners and both heads, the two feature queues and the learnable
   temperature. They are never needed to predict and are not saved with the inference model; trainer
   checkpoints (``--resume``) hold them because they save the whole ``state_dict``.
@@ -18,14 +19,7 @@ Interpretations of the spec made here:
 * Grids other than 14x14 (tiny test models): ``aet.pita_cell`` is given for a 14x14 grid and scaled by
   ``14 / grid`` (1000/14 -> 1000/grid, 72 -> 1008/grid); the released code's 9 GLITC image locals use
   avg-pool(5, stride 4) on 14x14 and an adaptive 3x3 average pool on any other grid.
-* When a training batch carries no ``aug_pixel_values``, I+ falls back to the clean ViT input (v+ then
-  differs from v~ only by dropout); a warning says so once.
-* Momentum passes (spec section 2): the momentum RoBERTa runs once on T when there is no text view
-  (``aet.text_view=none``: w+ is w~, as released) and on [T; T+] with ``text_view=mask``; the momentum
-  ViT runs on [I; I+] (``aet.momentum_image=both``) or, as released, once on I+ only
-  (``momentum_image=augmented``: that output is v~, v+ and the source of the GLITC image locals).
-* GLITC image locals: the momentum patches are projected and L2-normalised first; the released code's
-  9 locals are then average-pooled from those 196 unit vectors (so they are not unit-norm).
+* Momentum passes, GLITC image locals and the missing-I+ fallback: see :mod:`aetnet.models.alignment`.
 * PITA maps each token by its own word box (``word_bbox``, ``aet.pita_boxes=word``) or by the boxes
   LayoutLMv3 sees (``pita_boxes=model``, the released code). ``pita_coverage`` (share of text tokens
   PITA uses) is returned beside the loss terms.
@@ -40,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import RobertaModel, ViTModel
 from transformers.utils import ModelOutput
@@ -53,17 +46,15 @@ from aetnet.data.augment import (
     IMAGENET_STD,
     LAYOUTLMV3_MEAN,
     LAYOUTLMV3_STD,
-    mask_tokens,
     renormalize,
 )
 from aetnet.errors import AetnetError
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss
-from aetnet.models.aligners import ProjectionHead, build_image_aligner, build_text_aligner
+from aetnet.models.aligners import build_image_aligner, build_text_aligner
+from aetnet.models.alignment import AlignmentHeads, alignment_losses, momentum_features, pool_image_locals
 from aetnet.models.fusion import fused_features
-from aetnet.models.momentum import MomentumPairs, make_momentum_copy
-from aetnet.models.queue import FeatureQueue
+from aetnet.models.momentum import MomentumPairs
 from aetnet.models.relpos import trains_relative_position_biases
-from aetnet.pita import pita_coverage, pita_loss
+from aetnet.pita import pita_coverage
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +63,12 @@ __all__ = ["AETNetModel", "AETNetOutput", "AlignmentHeads", "FUSION_FILE", "pool
 #: Inference settings saved beside the weights (how the ViT input is normalised).
 FUSION_FILE = "aet_fusion.json"
 VIT_NORMS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "clip": (CLIP_MEAN, CLIP_STD)}
-TEMP_RANGE = (0.001, 0.5)
 _KINDS = {
     "LayoutLMv3ForTokenClassification": "token",
     "LayoutLMv3ForSequenceClassification": "sequence",
     "LayoutLMv3ForQuestionAnswering": "qa",
     "LayoutLMv3ForRelationExtraction": "relation",
 }
-_NO_AUG_WARNED = False
 _NO_WORD_BOX_WARNED = False
 
 
@@ -99,23 +88,6 @@ class AETNetOutput(ModelOutput):
     pita_coverage: Tensor | None = None
 
 
-def pool_image_locals(patches: Tensor, grid: int) -> Tensor:
-    """The released code's 9 image locals: average-pool the patch grid to 3x3.
-
-    Args:
-        patches: (B, grid*grid, H) patch features, row-major (AETNet pools the projected, L2-normalised
-            momentum patches, as the released code does).
-        grid: patches per side.
-
-    Returns:
-        (B, 9, H): avg-pool kernel 5 stride 4 on a 14x14 grid, an adaptive 3x3 average otherwise.
-    """
-    B, P, H = patches.shape
-    maps = patches.transpose(1, 2).reshape(B, H, grid, grid)
-    pooled = F.avg_pool2d(maps, 5, 4) if grid == 14 else F.adaptive_avg_pool2d(maps, 3)
-    return pooled.flatten(2).transpose(1, 2)
-
-
 def _freeze_gradless_biases(fusion: nn.Module) -> None:
     """Mark LayoutLMv3's relative-position bias tables as frozen.
 
@@ -131,38 +103,6 @@ def _freeze_gradless_biases(fusion: nn.Module) -> None:
         table = getattr(encoder, name, None)
         if isinstance(table, nn.Module):
             table.requires_grad_(False)
-
-
-class AlignmentHeads(nn.Module):
-    """Training-only parts of AETNet: projections, momentum copies, queues and temperature.
-
-    Args:
-        image_aligner: the online ViT (copied for the momentum encoder, not registered here).
-        text_aligner: the online RoBERTa (copied likewise).
-        aet: loss options; ``embed_dim``, ``queue_size`` and ``temp`` are read here.
-    """
-
-    def __init__(self, image_aligner: ViTModel, text_aligner: RobertaModel, aet: AETConfig) -> None:
-        super().__init__()
-        self.vision_proj = ProjectionHead(image_aligner.config.hidden_size, aet.embed_dim)
-        self.text_proj = ProjectionHead(text_aligner.config.hidden_size, aet.embed_dim)
-        self.image_aligner_m = make_momentum_copy(image_aligner)
-        self.text_aligner_m = make_momentum_copy(text_aligner)
-        self.vision_proj_m = make_momentum_copy(self.vision_proj)
-        self.text_proj_m = make_momentum_copy(self.text_proj)
-        self.image_queue = FeatureQueue(aet.embed_dim, aet.queue_size)
-        self.text_queue = FeatureQueue(aet.embed_dim, aet.queue_size)
-        self.temp = nn.Parameter(torch.tensor(float(aet.temp)))
-
-    @torch.no_grad()
-    def momentum_image(self, pixels: Tensor) -> Tensor:
-        """(B, 3, S, S) ViT input -> (B, 1 + P, H) momentum ViT output (no gradient)."""
-        return self.image_aligner_m(pixel_values=pixels).last_hidden_state
-
-    @torch.no_grad()
-    def momentum_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L) ids -> (B, L, H) momentum RoBERTa hidden states (no gradient)."""
-        return self.text_aligner_m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 class AETNetModel(nn.Module):
@@ -290,9 +230,10 @@ class AETNetModel(nn.Module):
             return result
 
         pita_bbox = self._pita_boxes(bbox, word_bbox)
-        terms = self._alignment_losses(vit_in, image_hidden, text_hidden, input_ids, pita_bbox, attention_mask,
-                                       aug_pixel_values, doc_ids if self.aet.mask_same_document else None)
         aet = self.aet
+        momentum = self._momentum_features(vit_in, input_ids, attention_mask, aug_pixel_values)
+        terms = alignment_losses(self.alignment, aet, image_hidden, text_hidden, momentum, pita_bbox, attention_mask,
+                                 doc_ids if aet.mask_same_document else None, grid=self.grid, pita_cell=self.pita_cell)
         total = sum(getattr(aet, f"{name}_weight") * value for name, value in terms.items())
         if out.loss is not None:
             total = total + aet.task_weight * out.loss
@@ -329,89 +270,12 @@ class AETNetModel(nn.Module):
         return word_bbox
 
     # ------------------------------------------------------------------ training path
-    def _alignment_losses(
-        self,
-        vit_in: Tensor,
-        image_hidden: Tensor,
-        text_hidden: Tensor,
-        input_ids: Tensor,
-        pita_bbox: Tensor,
-        attention_mask: Tensor,
-        aug_pixel_values: Tensor | None,
-        doc_ids: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        """DITC, IMC, GLITC and PITA for one batch, then enqueue the momentum CLS features."""
-        align, aet = self.alignment, self.aet
-        with torch.no_grad():
-            align.temp.clamp_(*TEMP_RANGE)  # keep tau inside the range the losses assume
-        temp = align.temp
-        image_feat = align.vision_proj(image_hidden[:, 0])  # v (B, D)
-        text_feat = align.text_proj(text_hidden[:, 0])  # w (B, D)
-        m = self._momentum_features(vit_in, input_ids, attention_mask, aug_pixel_values)
-        with torch.no_grad():
-            image_queue = align.image_queue.queue.clone()
-            text_queue = align.text_queue.queue.clone()
-            queue_ids = align.image_queue.ids.clone() if doc_ids is not None else None
-
-        terms = {
-            "ditc": ditc_loss(image_feat, text_feat, m["image"], m["text"], image_queue, text_queue,
-                              temp, aet.alpha, doc_ids=doc_ids, queue_ids=queue_ids),
-            "imc": imc_loss(image_feat, text_feat, m["image_pos"], m["text_pos"], image_queue, text_queue,
-                            temp, doc_ids=doc_ids, queue_ids=queue_ids),
-            "glitc": 0.5 * (glitc_loss(image_feat, m["image_locals"], temp, doc_ids=doc_ids)
-                            + glitc_loss(text_feat, m["text_locals"], temp, attention_mask[:, 1:], doc_ids=doc_ids)),
-            "pita": pita_loss(image_hidden[:, 1:], text_hidden, pita_bbox, attention_mask, grid=self.grid,
-                              form=aet.pita_form, cell=self.pita_cell, skip_special=aet.pita_skip_special,
-                              mask_empty=aet.pita_mask_empty, rule=aet.pita_rule),
-        }
-        # After the losses: this batch must not be its own negative. Gathered across ranks inside.
-        align.image_queue.enqueue(m["image"], doc_ids)
-        align.text_queue.enqueue(m["text"], doc_ids)
-        return terms
-
-    @torch.no_grad()
     def _momentum_features(self, vit_in: Tensor, input_ids: Tensor, attention_mask: Tensor,
                            aug_pixel_values: Tensor | None) -> dict[str, Tensor]:
-        """Momentum features of one batch: one momentum ViT and one momentum RoBERTa call.
-
-        Returns:
-            ``image``/``text`` (B, D): v~ and w~; ``image_pos``/``text_pos`` (B, D): v+ and w+ (the same
-            tensors as v~/w~ when that view is not computed separately); ``image_locals`` (B, N, D) with
-            N = 196 or 9; ``text_locals`` (B, L-1, D).
-        """
-        global _NO_AUG_WARNED
-        align, aet = self.alignment, self.aet
-        B = input_ids.shape[0]
-        if aug_pixel_values is None:
-            if not _NO_AUG_WARNED:
-                logger.warning("training batch has no aug_pixel_values: IMC uses the clean image as I+")
-                _NO_AUG_WARNED = True
-            aug_pixel_values = vit_in
-        aug = aug_pixel_values.to(vit_in.dtype)
-        if aet.momentum_image == "augmented":  # released: one pass on I+, v~ = v+
-            image_m = align.momentum_image(aug)
-            clean_m, pos_m = image_m, image_m
-        else:
-            image_m = align.momentum_image(torch.cat([vit_in, aug]))
-            clean_m, pos_m = image_m[:B], image_m[B:]
-        if aet.text_view == "mask":
-            view_ids = mask_tokens(input_ids, attention_mask, self.special_token_ids, self.mask_token_id,
-                                   aet.mask_prob)
-            text_m = align.momentum_text(torch.cat([input_ids, view_ids]), attention_mask.repeat(2, 1))
-            text_pos = align.text_proj_m(text_m[B:, 0])
-        else:  # no text view: a second pass over the same tokens would only resample dropout
-            text_m = align.momentum_text(input_ids, attention_mask)
-            text_pos = None
-        image = align.vision_proj_m(clean_m[:, 0])
-        text = align.text_proj_m(text_m[:B, 0])
-        # Project and L2-normalise the momentum patches first; the 9 released locals pool those.
-        image_locals = align.vision_proj_m(clean_m[:, 1:])  # (B, P, D)
-        if aet.glitc_image_locals == 9:
-            image_locals = pool_image_locals(image_locals, self.grid)
-        image_pos = image if pos_m is clean_m else align.vision_proj_m(pos_m[:, 0])
-        return {"image": image, "text": text, "image_pos": image_pos,
-                "text_pos": text if text_pos is None else text_pos,
-                "image_locals": image_locals, "text_locals": align.text_proj_m(text_m[:B, 1:])}
+        """This model's :func:`~aetnet.models.alignment.momentum_features` of one batch (no gradient)."""
+        return momentum_features(self.alignment, self.aet, vit_in, input_ids, attention_mask, aug_pixel_values,
+                                 grid=self.grid, mask_token_id=self.mask_token_id,
+                                 special_token_ids=self.special_token_ids)
 
     def momentum_pairs(self) -> MomentumPairs:
         """The (online, momentum) module pairs: both aligners and both projection heads."""
