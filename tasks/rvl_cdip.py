@@ -1,8 +1,9 @@
 """RVL-CDIP (Harley et al., 2015): page classification into 16 classes, words from Tesseract.
 
-Label files list ``path/to/image.tif <class id>`` per line. In the official release they are
-``labels/{train,val,test}.txt`` with images under ``images/`` beside ``labels/``; the splits keep
-those stems (``train``, ``val``, ``test``). Any other label file is one split named by its stem.
+Label files (:mod:`aetnet.tasks.rvl_cdip_labels`) list ``path/to/image.tif <class id>`` per line. In
+the official release they are ``labels/{train,val,test}.txt`` with images under ``images/`` beside
+``labels/``; the splits keep those stems (``train``, ``val``, ``test``). Any other label file is one
+split named by its stem.
 The Hugging Face ``aharley/rvl_cdip`` schema (``image``, ``label`` columns) is read from a
 ``save_to_disk`` folder. RVL-CDIP ships no words, so every page goes through the cached OCR;
 :func:`list_rvl_cdip` lists pages without OCR so that callers recognise only the pages they use.
@@ -30,117 +31,10 @@ from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import SequenceClassificationTask
+from aetnet.tasks.rvl_cdip_labels import RVL_CDIP_CLASSES, find_image_root, find_label_files, parse_label_file
 from aetnet.tasks.splits import Splits, map_splits, reads_validation
 
 logger = logging.getLogger(__name__)
-
-#: The 16 classes in the order of the official readme (class id = index).
-RVL_CDIP_CLASSES: tuple[str, ...] = (
-    "letter",
-    "form",
-    "email",
-    "handwritten",
-    "advertisement",
-    "scientific report",
-    "scientific publication",
-    "specification",
-    "file folder",
-    "news article",
-    "budget",
-    "invoice",
-    "presentation",
-    "questionnaire",
-    "resume",
-    "memo",
-)
-
-_OFFICIAL_SPLITS = ("train", "val", "test")
-
-
-def parse_label_file(label_file: Path, policy=None, split: str = "") -> list[tuple[str, int, int]]:
-    """``(relative image path, class id, line number)`` per non-blank line of an RVL-CDIP label file.
-
-    Args:
-        label_file: the file.
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a bad line is recorded
-            (file, line number, reason) and the good lines are returned; ``None`` raises.
-        split: the split name recorded with a skipped line.
-
-    Raises:
-        DataError: a line is not ``path label`` with an integer label in 0-15 (names file and line).
-    """
-    try:
-        raw_lines = Path(label_file).read_bytes().splitlines()
-    except OSError as exc:
-        raise DataError(f"label file cannot be read ({exc.strerror}); check the path", label_file) from None
-    numbered = [(number, raw) for number, raw in enumerate(raw_lines, start=1) if raw.strip()]
-    count_given(policy, len(numbered))
-    entries = []
-    for number, raw in numbered:
-        entry = guarded(policy, lambda n=number, r=raw: _label_line(r, n, label_file), split,
-                        f"{Path(label_file).name}:{number}", str(label_file))
-        if entry is not None:
-            entries.append(entry)
-    return entries
-
-
-def _label_line(raw: bytes, number: int, label_file: Path) -> tuple[str, int, int]:
-    """One label line ``path/to/image.tif <class id>`` -> ``(path, class id, line number)``."""
-    where = f"line {number}"
-    try:
-        line = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise DataError(f"{where} is not UTF-8 text; re-save the label file as UTF-8", label_file, where) from None
-    parts = line.rsplit(maxsplit=1)  # paths may contain spaces, the label never does
-    if len(parts) != 2:
-        raise DataError(f"{where} is {line!r}, expected 'path/to/image.tif <class id 0-15>'", label_file, where)
-    try:
-        label = expect_integer(parts[1], where, label_file,
-                               fix="each line is 'path/to/image.tif <class id 0-15>'")
-    except DataError:
-        raise DataError(f"{where} is {line!r}, expected 'path/to/image.tif <class id 0-15>'", label_file,
-                        where) from None
-    if not 0 <= label < len(RVL_CDIP_CLASSES):
-        raise DataError(f"{where} has class id {label}, expected 0-{len(RVL_CDIP_CLASSES) - 1}", label_file, where)
-    return parts[0], label, number
-
-
-def _label_files(path: Path) -> tuple[dict[str, Path], Path]:
-    """The label file of each split and the folder they live in."""
-    if path.is_file():
-        return {path.stem: path}, path.parent
-    labels_dir = path / "labels" if (path / "labels").is_dir() else path
-    official = {s: labels_dir / f"{s}.txt" for s in _OFFICIAL_SPLITS if (labels_dir / f"{s}.txt").is_file()}
-    if official:
-        return official, labels_dir
-    # The official labels/ folder also holds readme.txt, which is not a label file.
-    others = {f.stem: f for f in sorted(labels_dir.glob("*.txt")) if not f.stem.lower().startswith("readme")}
-    if not others:
-        raise DataError(
-            "no label file (train.txt, val.txt, test.txt or another '<split>.txt' of 'path label' lines)",
-            labels_dir,
-        )
-    return others, labels_dir
-
-
-def _image_root(entries: list[tuple[str, int, int]], labels_dir: Path, label_file: Path) -> Path:
-    """The folder the label paths are relative to: ``images/`` beside ``labels/``, else above it.
-
-    The first of the first few listed images that exists decides (one missing image is that line's
-    error, not the whole file's).
-    """
-    candidates = [labels_dir.parent / "images", labels_dir.parent, labels_dir]
-    for rel, _, _ in entries[:20]:
-        for root in candidates:
-            if (root / rel).is_file():
-                return root
-    first, _, number = entries[0] if entries else ("?", 0, 1)
-    raise DataError(
-        f"image '{first}' not found under any of {[str(c) for c in candidates]}; pass image_root",
-        label_file,
-        f"line {number}",
-    )
-
 
 @dataclass
 class PageEntry:
@@ -265,7 +159,7 @@ def list_rvl_cdip(
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()):
         return _list_hf(path, splits, policy)
 
-    files, labels_dir = _label_files(path)
+    files, labels_dir = find_label_files(path)
     chosen = _select(list(files), splits, labels_dir)
     parsed = {name: parse_label_file(files[name], policy, name) for name in chosen}
     out: dict[str, list[PageEntry]] = {}
@@ -274,7 +168,7 @@ def list_rvl_cdip(
             logger.warning("RVL-CDIP label file %s lists no usable image; split '%s' is empty", files[name], name)
             out[name] = []
             continue
-        root = Path(image_root).expanduser() if image_root else _image_root(rows, labels_dir, files[name])
+        root = Path(image_root).expanduser() if image_root else find_image_root(rows, labels_dir, files[name])
         label_file, out[name] = files[name], []
         for rel, label, number in rows:
             entry = guarded(policy, lambda r=rel, c=label, n=number, d=root, f=label_file: _listed_page(d, r, c, n, f),
