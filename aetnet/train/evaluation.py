@@ -83,6 +83,18 @@ def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: in
     return outputs
 
 
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class EvalSet:
     """Examples encoded once for repeated scoring (the validation split is scored at every evaluation).
 
@@ -95,29 +107,53 @@ class EvalSet:
         distributed: in a distributed run, share the windows among the processes
             (:func:`predict_sharded`; every process must score together). The validation during training
             does; the final test scoring runs on the main process alone.
+        prepared: ``(windows, page images)`` already encoded (see :meth:`from_prepared`).
     """
 
-    def __init__(self, task, processor, examples: list, cfg: RunConfig, labels: list[str] | None,
-                 distributed: bool = False):
+    def __init__(self, task, processor, examples: list | None, cfg: RunConfig, labels: list[str] | None,
+                 distributed: bool = False, prepared: tuple[Any, list] | None = None):
         self.task, self.processor, self.examples, self.cfg, self.labels = task, processor, examples, cfg, labels
         self.distributed = distributed
-        label2id = {label: i for i, label in enumerate(labels)} if labels else None
-        self.windows = encode_cached(task, examples, processor.tokenizer, label2id, cfg, desc="evaluation windows")
-        self.dataset = WindowDataset(self.windows, task.documents(examples), processor.image_processor)
+        if prepared is not None:  # windows and page images prepared by the node's main process; no examples
+            self.windows, pages = prepared
+        else:
+            label2id = {label: i for i, label in enumerate(labels)} if labels else None
+            self.windows = encode_cached(task, examples, processor.tokenizer, label2id, cfg,
+                                         desc="evaluation windows")
+            pages = task.documents(examples)
+        self.dataset = WindowDataset(self.windows, pages, processor.image_processor)
 
-    def __len__(self) -> int:
-        return len(self.examples)
+    @classmethod
+    def from_prepared(cls, task, processor, windows, pages: list, cfg: RunConfig, labels: list[str] | None):
+        """The distributed validation set of a process that did not read the examples: it predicts its
+        share of ``windows`` (a window cache entry) and receives the metrics from the first process."""
+        return cls(task, processor, None, cfg, labels, distributed=True, prepared=(windows, pages))
 
     def score(self, model) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """(metrics, one prediction record per example) of ``model`` on these examples."""
-        predict = predict_sharded if self.distributed else predict_windows
+        """(metrics, one prediction record per example) of ``model`` on these examples.
+
+        In a distributed run the processes share the windows; the first process scores the gathered
+        outputs and sends the metrics to the others (which get no records).
+        """
         from aetnet.train.trainer import data_workers
 
+        sharing = self.distributed and _world() > 1
+        predict = predict_sharded if sharing else predict_windows
         outputs = predict(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
                           self.processor.tokenizer.pad_token_id, data_workers(self.cfg.train.num_workers))
-        id2label = dict(enumerate(self.labels)) if self.labels else {}
-        metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
-        metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
+        metrics, records = None, []
+        if not sharing or _rank() == 0:
+            if self.examples is None:
+                raise RuntimeError("EvalSet.from_prepared scores only in a distributed run's other processes")
+            id2label = dict(enumerate(self.labels)) if self.labels else {}
+            metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
+            metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
+        if sharing:
+            import torch.distributed as dist
+
+            box = [metrics]
+            dist.broadcast_object_list(box, src=0)
+            metrics = box[0]
         return metrics, records
 
     def __call__(self, model) -> dict[str, float]:

@@ -49,6 +49,7 @@ from aetnet.train.modelio import (  # noqa: F401  (re-exported public names)
     load_model,
     save_model,
 )
+from aetnet.train.prepared import prepared_data, take_prepared_data, training_dataset
 from aetnet.train.tracking import LOG_FILE, write_log_file
 from aetnet.train.validation import split_validation
 from aetnet.tuning.base import BasePaths, parameter_counts
@@ -143,9 +144,13 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     """Train and evaluate according to ``cfg``; returns the run folder."""
     ctx = RunContext(cfg, demo=demo, resume=resume)
     resolve_components(ctx)
-    with local_main_first("data preparation"):  # OCR and caches once per node; the other ranks read them
-        load_data(ctx)
-        encode_training(ctx)
+    with local_main_first("data preparation") as node:  # OCR and caches once per node
+        if node.received is not None:  # this node's main process prepared the data: read no document
+            take_prepared_data(ctx, node.received)
+        else:
+            load_data(ctx)
+            encode_training(ctx)
+            node.publish(prepared_data(ctx))
     prepare_run_dir(ctx)
     build_model(ctx)
     train_model(ctx)
@@ -214,13 +219,10 @@ def prepare_run_dir(ctx: RunContext) -> None:
 def encode_training(ctx: RunContext) -> None:
     """Training examples -> windows (through the on-disk window cache) -> the dataset the Trainer reads (with
     the strategy's extra views); the validation windows too."""
-    cfg, task, strategy = ctx.cfg, ctx.task, ctx.strategy
+    cfg, task = ctx.cfg, ctx.task
     ctx.train_windows = encode_cached(task, ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg,
                                       desc="training windows")
-    views = strategy.extra_views(cfg, ctx.processor)
-    with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
-    ctx.train_ds = WindowDataset(ctx.train_windows, page_images(task.documents(ctx.train_ex)),
-                                 ctx.processor.image_processor, views, with_ids)
+    ctx.train_ds = training_dataset(ctx, ctx.train_windows, page_images(task.documents(ctx.train_ex)))
     # From here on training needs the windows and one image reference per page, not the Documents (words,
     # boxes, labels): released, so that neither this process nor its DataLoader workers hold them.
     ctx.train_documents, ctx.train_ex = len(ctx.train_ex), []
