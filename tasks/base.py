@@ -25,7 +25,7 @@ from aetnet.data.encoding import (
     word_predictions,
 )
 from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
-from aetnet.errors import AetnetError
+from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,26 @@ class Task:
         """The label strings a document carries (word labels, its class, or none)."""
         return []
 
-    def check_labels(self, examples: list[Document]) -> None:
-        """Every label must be one of the task's; the error names the document and the valid labels."""
-        known = set(self.label_list() or [])
-        for doc in examples:
-            for label in self.labels_of(doc):
-                if label not in known:
-                    raise AetnetError(
-                        f"{doc.source or doc.id}: unknown label '{label}'; valid labels are "
-                        f"{', '.join(self.label_list())}"
-                    )
+    def keep_known_labels(self, examples: list[Any], split: str) -> list[Any]:
+        """The examples whose documents carry only the task's labels.
+
+        A document with a label the task does not know is a bad document: one error naming it and the
+        valid labels, or with ``--on-bad-document skip`` a line in ``skipped.jsonl`` (the others are kept).
+        """
+        names = self.label_list() or []
+        known = set(names)
+        kept = []
+        for example, doc in zip(examples, self.documents(examples)):
+            unknown = next((label for label in self.labels_of(doc) if label not in known), None)
+            if unknown is None:
+                kept.append(example)
+                continue
+            error = DataError(f"unknown label '{unknown}'; valid labels are {', '.join(names)}; correct the "
+                              "label, or pass --on-bad-document skip to leave the document out", doc.source or doc.id)
+            if self.bad_documents is None:
+                raise error
+            self.bad_documents.handle(error, split, doc.id, doc.source)
+        return kept
 
     def documents(self, examples: list[Any]) -> list[Document]:
         """The pages behind the examples (one per example)."""

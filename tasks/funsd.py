@@ -346,6 +346,6 @@ class FunsdTask(TokenClassificationTask):
         else:
             path = cfg.data.path
         splits = funsd_splits(load_funsd(path, self.bad_documents), cfg, f"FUNSD {path}")
-        for docs in splits.values():
-            self.check_labels(docs)
+        for split in list(splits):
+            splits[split] = self.keep_known_labels(splits[split], split)
         return splits

@@ -113,8 +113,8 @@ class _OwnData:
         if len(self.labels) < (2 if self.kind == "sequence" else 1):
             raise AetnetError(f"{cfg.data.path}: the training split has {len(self.labels)} label(s); a "
                               f"{self.name} task needs at least two (check the pages' targets)")
-        for docs in splits.values():
-            self.check_labels(self.documents(docs))
+        for split in list(splits):
+            splits[split] = self.keep_known_labels(splits[split], split)
 
     def _label_set(self, names: list[str]) -> list[str]:
         return list(names)
