@@ -40,6 +40,20 @@ def test_boxes_read_as_float_lists_and_compare_with_lists():
         doc.boxes.array[0, 0] = 3.0
 
 
+
+def test_np_array_of_the_boxes_is_the_callers_own_copy():
+    """``np.array(doc.boxes)`` gives a new writable array, as it did for a list of boxes: scaling it in place
+    works and leaves the document's boxes as they were."""
+    doc = _doc()
+    scaled = np.array(doc.boxes)
+    scaled *= 2  # raised "output array is read-only" when np.array handed back the document's own rows
+    assert scaled[1].tolist() == [11.0, 12.0, 14.0, 16.0]
+    assert doc.boxes[1] == [5.5, 6.0, 7.0, 8.0]
+    ints = np.array(doc.boxes, dtype=np.int64)
+    ints[0, 0] = 7
+    assert ints.tolist() == [[7, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]] and doc.boxes[0] == [1.0, 2.0, 3.0, 4.0]
+    assert not np.asarray(doc.boxes).flags.writeable  # no copy asked: the read-only rows themselves
+
 def test_fractional_coordinates_are_kept_exactly():
     x = 123.456789012345
     doc = _doc(words=["a"], boxes=[[x, 1 / 3, x + 1e-9, 2 / 3]], labels=None, segment_ids=None, segment_boxes={})

@@ -48,7 +48,12 @@ class BoxArray(Sequence):
         return self._rows
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return self._rows if dtype is None else self._rows.astype(dtype)
+        # NumPy's protocol: ``copy=True`` (``np.array(boxes)``) asks for an array of the caller's own, as a
+        # list of boxes gave; the read-only rows themselves only when no copy is asked for.
+        rows = self._rows if dtype is None else self._rows.astype(dtype, copy=False)
+        if copy is False and rows is not self._rows:
+            raise ValueError(f"BoxArray holds float64 boxes: converting them to {np.dtype(dtype)} needs a copy")
+        return rows.copy() if copy and rows is self._rows else rows
 
     def __len__(self) -> int:
         return self._rows.shape[0]
