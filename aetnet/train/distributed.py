@@ -79,8 +79,12 @@ def _write_handoff(obj: Any) -> str:
     folder = default_cache_dir().parent / "handoff"
     folder.mkdir(parents=True, exist_ok=True)
     fd, path = tempfile.mkstemp(dir=folder, suffix=".pkl")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # nothing is handed over: leave no partial file behind in the cache
+        os.unlink(path)
+        raise
     return path
 
 
@@ -115,8 +119,12 @@ def local_main_first(desc: str = "data preparation") -> Iterator[NodeHandoff]:
             mine = next((path for n, path in filter(None, paths) if n == node), None)
             received = None
             if mine is not None:
-                with open(mine, "rb") as f:
-                    received = pickle.load(f)
+                try:
+                    with open(mine, "rb") as f:
+                        received = pickle.load(f)
+                except Exception as exc:  # noqa: BLE001  (reach the barrier below whatever happens: no hang)
+                    logger.warning("could not read the data prepared by the node's main process from %s (%s); "
+                                   "this process prepares it itself, from the caches", mine, exc)
             dist.barrier(group=group)  # every process has read its node's file: the main ones remove theirs
             yield NodeHandoff(received)
             return

@@ -19,6 +19,7 @@ from aetnet.data.encoding import Collator, WindowDataset
 from aetnet.data.jsonl import write_jsonl
 from aetnet.data.screen import BadDocuments, screen_documents
 from aetnet.data.window_store import encode_cached
+from aetnet.errors import AetnetError
 from aetnet.models.heads import output_names, window_outputs
 from aetnet.train.modelio import get_task, load_model
 
@@ -95,6 +96,13 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+class _ScoringFailed:
+    """What the first process broadcasts instead of the metrics when scoring failed there."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class EvalSet:
     """Examples encoded once for repeated scoring (the validation split is scored at every evaluation).
 
@@ -141,19 +149,32 @@ class EvalSet:
         predict = predict_sharded if sharing else predict_windows
         outputs = predict(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
                           self.processor.tokenizer.pad_token_id, data_workers(self.cfg.train.num_workers))
-        metrics, records = None, []
-        if not sharing or _rank() == 0:
-            if self.examples is None:
-                raise RuntimeError("EvalSet.from_prepared scores only in a distributed run's other processes")
-            id2label = dict(enumerate(self.labels)) if self.labels else {}
-            metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
-            metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
-        if sharing:
-            import torch.distributed as dist
+        if not sharing:
+            return self._evaluate(outputs)
+        import torch.distributed as dist
 
-            box = [metrics]
-            dist.broadcast_object_list(box, src=0)
-            metrics = box[0]
+        metrics, records, failure = None, [], None
+        if _rank() == 0:
+            try:
+                metrics, records = self._evaluate(outputs)
+            except Exception as exc:  # the others wait in the broadcast below: tell them, then raise
+                failure = exc
+        box = [metrics if failure is None else _ScoringFailed(f"{type(failure).__name__}: {failure}")]
+        dist.broadcast_object_list(box, src=0)
+        if failure is not None:
+            raise failure
+        if isinstance(box[0], _ScoringFailed):
+            raise AetnetError(f"the first process could not score the validation split ({box[0].reason}); "
+                              "see its log")
+        return box[0], records
+
+    def _evaluate(self, outputs: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The task's metrics and records of these examples from the windows' ``outputs``."""
+        if self.examples is None:
+            raise RuntimeError("EvalSet.from_prepared scores only in a distributed run's other processes")
+        id2label = dict(enumerate(self.labels)) if self.labels else {}
+        metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
+        metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
         return metrics, records
 
     def __call__(self, model) -> dict[str, float]:

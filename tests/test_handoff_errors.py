@@ -1,0 +1,172 @@
+"""Failures in the distributed hand-over and in the shared validation: every process still makes the same
+collective calls (none is left waiting for a peer that gave up), and no hand-over file stays in the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_two(script: str, tmp_path, env_of) -> list[subprocess.CompletedProcess]:
+    """Run ``script`` as ranks 0 and 1 (environment from ``env_of(rank)``); their outcomes."""
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(rank), str(tmp_path)], env=env_of(rank),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    outcomes = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("a process was left waiting for its peer (collective calls out of step)")
+        outcomes.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return outcomes
+
+
+def test_a_failed_hand_over_write_leaves_no_file(tmp_path, monkeypatch):
+    from aetnet.train.distributed import _write_handoff
+
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path))
+    with pytest.raises((AttributeError, TypeError)):  # a local function cannot be pickled
+        _write_handoff({"windows": "entry", "state": lambda: None})
+    assert list((tmp_path / "handoff").iterdir()) == []
+
+
+_HANDOFF = """
+import json, os, sys
+import torch.distributed as dist
+from aetnet.train.distributed import local_main_first
+
+rank, out = int(sys.argv[1]), sys.argv[2]
+
+
+def _rebuild(value):
+    if os.environ["RANK"] != "0":
+        raise ValueError("this process cannot rebuild the object")  # e.g. a module missing here
+    return value
+
+
+class Prepared:
+    def __reduce__(self):
+        return (_rebuild, ("prepared",))
+
+
+with local_main_first("test") as node:
+    if node.received is None:
+        node.publish(Prepared())
+        got = "prepared here"
+    else:
+        got = node.received
+dist.barrier()
+json.dump({"got": got, "handoff": sorted(os.listdir(os.path.join(os.environ["AETNET_CACHE"], "handoff")))},
+          open(f"{out}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_a_process_that_cannot_read_the_hand_over_prepares_the_data_itself(tmp_path):
+    """Rank 1 fails to unpickle what its node's main process handed over: it logs it and prepares the data
+    itself (as when nothing was handed over) instead of leaving the main process waiting at the barrier."""
+    port = str(_free_port())
+
+    def env_of(rank: int) -> dict[str, str]:
+        return dict(os.environ, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                    GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, AETNET_CACHE=str(tmp_path / "cache"),
+                    OMP_NUM_THREADS="1")
+
+    outcomes = _run_two(_HANDOFF, tmp_path, env_of)
+    for proc in outcomes:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "could not read the data prepared by the node's main process" in outcomes[1].stderr
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert [r["got"] for r in results] == ["prepared here", "prepared here"]
+    assert [r["handoff"] for r in results] == [[], []]  # the main process removed its file
+
+
+_SCORE = """
+import sys
+from datetime import timedelta
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+
+from aetnet.config import resolve_config
+from aetnet.train.evaluation import EvalSet
+
+rank, out = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+
+
+class Scorer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(2))
+
+    def forward(self, input_ids, attention_mask, bbox):
+        return {"logits": input_ids.unsqueeze(-1).float() * self.w}
+
+
+class Task:
+    kind = "token"
+    calls = 0
+
+    def evaluate(self, examples, windows, outputs, id2label):
+        Task.calls += 1
+        if Task.calls == 1:
+            raise ValueError("the metric broke")
+        return {"f1": sum(float(o.sum()) for o in outputs), "documents": len(examples)}, [{"id": "d"}]
+
+
+cfg = resolve_config({"task": "funsd"})
+processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0), image_processor=None)
+# rank 0 read the examples; rank 1 was handed the windows only (EvalSet.from_prepared)
+if rank == 0:
+    evalset = EvalSet(Task(), processor, ["d"], cfg, ["O", "B-X"], distributed=True, prepared=([], []))
+else:
+    evalset = EvalSet.from_prepared(Task(), processor, [], [], cfg, ["O", "B-X"])
+evalset.dataset = [{"input_ids": torch.arange(1, n + 1), "attention_mask": torch.ones(n, dtype=torch.long),
+                    "bbox": torch.zeros(n, 4, dtype=torch.long)} for n in (3, 2, 4)]
+lines = []
+try:
+    evalset.score(Scorer())
+    lines.append("no error")
+except Exception as exc:
+    lines.append(f"{type(exc).__name__}: {exc}")
+metrics, records = evalset.score(Scorer())  # the processes are still in step: the next evaluation works
+lines.append(repr((metrics, len(records))))
+open(f"{out}/rank{rank}.txt", "w").write("\\n".join(lines))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_a_scoring_failure_on_the_first_process_reaches_the_others(tmp_path):
+    """Rank 0 scores the gathered outputs for everyone; when that fails it raises, and rank 1 (waiting for the
+    metrics) raises too, naming the cause, instead of waiting in the broadcast until the timeout."""
+    port = str(_free_port())
+
+    def env_of(rank: int) -> dict[str, str]:
+        return dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
+
+    outcomes = _run_two(_SCORE, tmp_path, env_of)
+    for proc in outcomes:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = ((tmp_path / f"rank{rank}.txt").read_text().splitlines() for rank in range(2))
+    assert first[0] == "ValueError: the metric broke"
+    assert second[0] == ("AetnetError: the first process could not score the validation split (ValueError: the "
+                         "metric broke); see its log")
+    # 1+2+3 + 1+2 + 1+2+3+4 = 19 per logit column, two columns; the records stay with rank 0
+    assert first[1] == "({'f1': 38.0, 'documents': 1}, 1)"
+    assert second[1] == "({'f1': 38.0, 'documents': 1}, 0)"
