@@ -5,7 +5,8 @@ Every process of a distributed run needs the same documents and windows. Prepari
 per rank, with ranks racing on the same cache files. :func:`local_main_first` lets the main process
 of each node prepare the data (filling the OCR cache, and any other on-disk cache) while the other
 processes of the node wait. The main process then hands them what it prepared (references to the
-window cache entries and to the pages' images, the label set): they read no documents themselves.
+window cache entries and to the pages' images, the label set) by a broadcast within the node: they read
+no documents themselves.
 """
 
 from __future__ import annotations
@@ -61,88 +62,58 @@ class NodeHandoff:
         self.published = obj
 
 
-def _node_rank() -> int:
-    """This process's node (torchrun's ``GROUP_RANK``)."""
-    if "GROUP_RANK" in os.environ:
-        return int(os.environ["GROUP_RANK"])
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
-    return int(os.environ.get("RANK", "0")) // max(1, local)
-
-
-def _write_handoff(obj: Any) -> str:
-    """Pickle ``obj`` into a fresh file of the aetnet cache (which every process of the node sees)."""
+def _picklable(obj: Any) -> bool:
+    """Whether ``obj`` can be sent to the node's other processes (checked before the collective starts, so
+    a failure cannot leave them waiting)."""
     import pickle
-    import tempfile
 
-    from aetnet.data.ocr import default_cache_dir
-
-    folder = default_cache_dir().parent / "handoff"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=folder, suffix=".pkl")
     try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException:  # nothing is handed over: leave no partial file behind in the cache
-        os.unlink(path)
-        raise
-    return path
+        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        logger.warning("could not hand the prepared data to the node's other processes (%s); they prepare it "
+                       "themselves, from the caches", exc)
+        return False
+    return True
 
 
 @contextlib.contextmanager
 def local_main_first(desc: str = "data preparation") -> Iterator[NodeHandoff]:
     """Run the block in the main process of each node first; the node's other processes wait, then run it.
 
-    The block receives a :class:`NodeHandoff`. What the main process publishes there reaches the node's
-    other processes (through a file in the aetnet cache), which can then skip the work (see
-    :func:`aetnet.train.runner.run`: they read no documents). The wait uses its own gloo group with a long
+    The block receives a :class:`NodeHandoff`. What the main process publishes there is sent to the node's
+    other processes (a broadcast within the node, no file), which can then skip the work (see
+    :func:`aetnet.train.runner.run`: they read no documents). The waits use gloo groups with a long
     timeout (:data:`DATA_WAIT_TIMEOUT`), so a long OCR pass does not trip the training process group's
-    timeout. If the main process fails, it still releases the others, which then meet the same error
-    themselves. Outside a distributed launch the block simply runs.
+    timeout. If the main process fails, it still releases the others (handing them nothing), which then
+    meet the same error themselves. Outside a distributed launch the block simply runs.
     """
     if world_size() <= 1:
         yield NodeHandoff()
         return
-    import pickle
-
     import torch.distributed as dist
 
     _ensure_process_group()
     group = dist.new_group(backend="gloo", timeout=DATA_WAIT_TIMEOUT)
-    local_main = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    node = _node_rank()
-    paths: list = [None] * dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+    node_group, _ = dist.new_subgroups(group_size=per_node, timeout=DATA_WAIT_TIMEOUT, backend="gloo")
+    node_main = dist.get_rank() - local_rank  # torchrun numbers a node's processes consecutively
+    box: list[Any] = [None]
     try:
-        if not local_main:
+        if local_rank != 0:
             logger.info("rank %d waits for the main process of its node to finish %s", dist.get_rank(), desc)
             dist.barrier(group=group)
-            dist.all_gather_object(paths, None, group=group)
-            mine = next((path for n, path in filter(None, paths) if n == node), None)
-            received = None
-            if mine is not None:
-                try:
-                    with open(mine, "rb") as f:
-                        received = pickle.load(f)
-                except Exception as exc:  # noqa: BLE001  (reach the barrier below whatever happens: no hang)
-                    logger.warning("could not read the data prepared by the node's main process from %s (%s); "
-                                   "this process prepares it itself, from the caches", mine, exc)
-            dist.barrier(group=group)  # every process has read its node's file: the main ones remove theirs
-            yield NodeHandoff(received)
+            dist.broadcast_object_list(box, src=node_main, group=node_group)
+            yield NodeHandoff(box[0])
             return
         handoff = NodeHandoff()
-        path = None
         try:
             yield handoff
-            if handoff.published is not None:
-                try:
-                    path = _write_handoff(handoff.published)
-                except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
-                    logger.warning("could not hand the prepared data to the node's other processes (%s); they "
-                                   "prepare it themselves, from the caches", exc)
+            if handoff.published is not None and _picklable(handoff.published):
+                box[0] = handoff.published
         finally:
             dist.barrier(group=group)
-            dist.all_gather_object(paths, (node, path) if path else None, group=group)
-            dist.barrier(group=group)
-            if path:
-                os.unlink(path)
+            dist.broadcast_object_list(box, src=node_main, group=node_group)
     finally:
+        dist.destroy_process_group(node_group)
         dist.destroy_process_group(group)
