@@ -103,7 +103,12 @@ def local_main_first(desc: str = "data preparation") -> Iterator[NodeHandoff]:
         if local_rank != 0:
             logger.info("rank %d waits for the main process of its node to finish %s", dist.get_rank(), desc)
             dist.barrier(group=group)
-            dist.broadcast_object_list(box, src=node_main, group=node_group)
+            try:
+                dist.broadcast_object_list(box, src=node_main, group=node_group)
+            except Exception as exc:  # the bytes arrived; rebuilding the object failed here (a module missing)
+                logger.warning("could not read the data prepared by the node's main process (%s); preparing it "
+                               "here, from the caches", exc)
+                box[0] = None
             yield NodeHandoff(box[0])
             return
         handoff = NodeHandoff()
