@@ -33,16 +33,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import queue
-import subprocess
-import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aetnet.data.ocr_pool import available_cores
+from aetnet.compare_devices import fill_ocr_cache, parse_devices, run_on_devices  # noqa: F401  (public here too)
 from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
@@ -151,6 +146,9 @@ def compare(
                             "demo": demo, "resume": run_dir.is_dir(), "overrides": overrides + [f"train.seed={seed}"]})
     device_list = parse_devices(devices) if devices is not None else None
     if device_list:
+        if pending:  # the parallel runs would each recognise the same pages at the same time
+            job = pending[0]
+            fill_ocr_cache(task, _resolve(task, job["strategy"], base, data, job["overrides"]), demo)
         run_on_devices(pending, device_list, out_dir / "logs")
     else:
         for job in pending:
@@ -159,65 +157,6 @@ def compare(
             finetune(job.pop("task"), **job)
     write_results(out_dir, task, names, seeds)
     return out_dir
-
-
-def parse_devices(devices: str | Sequence[str]) -> list[str]:
-    """``"0,1"`` or ``["0", "1"]`` -> ``["0", "1"]`` (at least one, no duplicates)."""
-    items = devices.split(",") if isinstance(devices, str) else [str(d) for d in devices]
-    out = [d.strip() for d in items if d.strip()]
-    if not out or len(set(out)) != len(out):
-        raise AetnetError(f"--devices {devices!r}: give distinct device ids, for example --devices 0,1,2,3")
-    return out
-
-
-def run_on_devices(jobs: list[dict[str, Any]], devices: list[str], log_dir: Path) -> None:
-    """Run ``jobs`` (``finetune`` keyword arguments) as a queue served by one process per device.
-
-    Raises:
-        AetnetError: after every job has run, naming each failed run and its log file.
-    """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    todo: queue.Queue = queue.Queue()
-    for job in jobs:
-        todo.put(job)
-    failures: list[str] = []
-    threads = max(1, available_cores() // len(devices))
-
-    def worker(device: str) -> None:
-        while True:
-            try:
-                job = todo.get_nowait()
-            except queue.Empty:
-                return
-            log = log_dir / f"{job['strategy']}-{Path(job['output']).name}.log"
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
-            env.setdefault("OMP_NUM_THREADS", str(threads))
-            logger.info("compare: device %s runs %s %s (log %s)", device, job["strategy"], Path(job["output"]).name,
-                        log)
-            with open(log, "w", encoding="utf-8") as fh:
-                code = subprocess.call([sys.executable, "-c", _WORKER, json.dumps(job)], env=env, stdout=fh,
-                                       stderr=subprocess.STDOUT)
-            if code != 0:
-                failures.append(f"{job['output']} (exit {code}; see {log})")
-
-    pool = [threading.Thread(target=worker, args=(d,), daemon=True) for d in devices]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if failures:
-        raise AetnetError(f"{len(failures)} comparison run(s) failed: {'; '.join(failures)}; rerun the same "
-                          "command to resume them")
-
-
-#: What a device worker process runs: one ``finetune`` call from JSON keyword arguments.
-_WORKER = (
-    "import json, logging, sys\n"
-    "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
-    "from aetnet.train.runner import finetune\n"
-    "job = json.loads(sys.argv[1])\n"
-    "finetune(job.pop('task'), **job)\n"
-)
 
 
 def _reset_peak_memory() -> None:

@@ -180,3 +180,35 @@ def test_a_failed_parallel_run_is_named_with_its_log(tmp_path):
         compare("funsd", "full", seeds=1, base="tiny", data=str(tmp_path / "missing"), output=tmp_path / "out",
                 devices="0", overrides=BUDGET)
     assert "missing" in (tmp_path / "out" / "logs" / "full-seed0.log").read_text()
+
+
+def test_parallel_runs_find_every_page_recognised_once(tmp_path, monkeypatch, tiny_base):
+    """--devices 0,1 on RVL-CDIP-format pages with a cold OCR cache: the pages are recognised once, in the
+    OCR pool, before the runs start; the two parallel runs read them all from the cache (each page given
+    to Tesseract exactly once, counted by a wrapper on PATH that logs each recognised image's SHA-256)."""
+    import os
+    import shutil
+
+    from aetnet.data.demo import make_rvl_cdip_demo
+    from tests.test_ocr_pool import WRAPPER
+
+    data = make_rvl_cdip_demo(tmp_path / "rvl", n_per_class=1, n_eval_per_class=1)  # 4 train, 4 val, 4 test
+    pages = sorted(p for p in (data / "images").rglob("*.tif"))
+    (tmp_path / "bin").mkdir()
+    log = tmp_path / "tesseract.log"
+    log.touch()
+    real = shutil.which("tesseract")
+    assert real, "tesseract is not installed"
+    script = tmp_path / "bin" / "tesseract"
+    script.write_text(WRAPPER.format(real=real, log=log))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / tiny_base.name).symlink_to(tiny_base)
+    out = compare("rvl-cdip", "full,head", seeds=1, base="tiny", data=str(data), output=tmp_path / "out",
+                  devices="0,1", overrides=["train.max_steps=1", "train.batch_size=2", "train.save_steps=100"])
+    hashes = log.read_text().split()  # the image Tesseract was given (pytesseract's PNG copy of the page)
+    assert len(pages) == 12 and len(set(hashes)) == 12, (len(hashes), len(set(hashes)))
+    assert len(hashes) == 12, "a page was given to Tesseract more than once"
+    assert len(read_csv(out / "runs.csv")) == 2

@@ -41,19 +41,14 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.config import resolve_config
-    from aetnet.data.ocr import OcrSettings
-    from aetnet.data.ocr_pool import PageOcr, ocr_many, parse_shard, shard
+    from aetnet.data.ocr_pool import PageOcr, parse_shard, recognise_dataset
     from aetnet.data.screen import BadDocuments
     from aetnet.errors import DataError
     from aetnet.train.runner import get_task
 
     index, count = parse_shard(args.shard)
     cfg = resolve_config({}, {"task": args.task, "data": {"path": args.data}}, args.overrides)
-    task = get_task(args.task)
-    pages = shard(task.pages_to_recognise(cfg, demo=args.demo), index, count)
-    settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
-    results = ocr_many([page for _, page in pages], settings, workers=args.workers,
-                       desc=f"OCR {args.task} shard {index}/{count}")
+    pages, settings, results = recognise_dataset(get_task(args.task), cfg, args.demo, args.workers, index, count)
     policy = BadDocuments(cfg.data.on_bad_document)
     for (name, page), result in zip(pages, results):
         if isinstance(result, DataError):

@@ -182,8 +182,9 @@ def _read_cache(path: Path) -> tuple[list[str], list[list[float]]] | None:
 
 def _write_cache(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so that parallel workers never read a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    # Write then rename, so that parallel workers never read a half-written file; the temporary name
+    # does not end in .json, so a file left by a killed worker never passes for a cache entry.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".partial")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(record, fh)

@@ -151,3 +151,24 @@ def ocr_many(
                 desc, len(results), recognised, sum(1 for r in results if isinstance(r, PageOcr) and r.cached),
                 sum(1 for r in results if isinstance(r, DataError)), n)
     return results
+
+
+def recognise_dataset(task, cfg, demo: bool = False, workers: int | None = None, index: int = 0, count: int = 1,
+                      desc: str | None = None) -> tuple[list, OcrSettings, list[PageOcr | DataError]]:
+    """Recognise every page of ``task``'s dataset that needs Tesseract (shard ``index`` of ``count``) into
+    the OCR cache, with the run's settings (``data.ocr_lang``, ``data.ocr_psm``): what ``aetnet ocr``
+    runs, and ``aetnet compare --devices`` before its parallel runs (which then find every page cached
+    instead of recognising the same pages at the same time).
+
+    Returns:
+        ``(pages, settings, results)``: the ``(page id, page)`` pairs of the shard, the OCR settings and
+        one result per page as :func:`ocr_many` gives them.
+
+    Raises:
+        AetnetError: the task reads its words from its annotations (nothing to recognise).
+    """
+    pages = shard(task.pages_to_recognise(cfg, demo=demo), index, count)
+    settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
+    results = ocr_many([page for _, page in pages], settings, workers=workers,
+                       desc=desc or f"OCR {task.name} shard {index}/{count}")
+    return pages, settings, results
