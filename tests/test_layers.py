@@ -59,3 +59,12 @@ def test_the_check_sees_a_forbidden_import(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from aetnet.train.runner import finetune\n    import aetnet.cli.main\n")
     assert {"aetnet.train.runner", "aetnet.cli.main"} <= _imports(path)
+
+
+def test_modules_stay_small():
+    """One concept per module, about 100-400 lines (the project's shape rule): a module past 400 lines holds
+    more than one concept; move one out rather than squeezing lines."""
+    sizes = {str(p.relative_to(ROOT.parent)): len(p.read_text().splitlines())
+             for folder in (ROOT, TASKS) for p in folder.rglob("*.py")}
+    assert len(sizes) > 50
+    assert {path: n for path, n in sizes.items() if n > 400} == {}
