@@ -189,3 +189,49 @@ def test_a_scoring_failure_on_the_first_process_reaches_the_others(tmp_path):
     # 1+2+3 + 1+2 + 1+2+3+4 = 19 per logit column, two columns; the records stay with rank 0
     assert first[1] == "({'f1': 38.0, 'documents': 1}, 1)"
     assert second[1] == "({'f1': 38.0, 'documents': 1}, 0)"
+
+
+_WHO = """
+import json, os, sys
+import torch.distributed as dist
+from aetnet.train.distributed import local_main_first
+
+rank, out = int(sys.argv[1]), sys.argv[2]
+with local_main_first("test") as node:
+    got = node.received
+    if got is None:
+        node.publish(f"prepared by rank {rank}")
+dist.barrier()
+json.dump({"got": got}, open(f"{out}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("layout", ["no local variables", "nodes without LOCAL_WORLD_SIZE"])
+def test_launchers_that_leave_out_the_local_variables_still_hand_over_once_per_node(tmp_path, layout):
+    """Processes agree on their nodes (GROUP_RANK, else the host) instead of each reading LOCAL_RANK /
+    LOCAL_WORLD_SIZE on its own: without them every process took itself for its node's main one, or two
+    nodes' main processes broadcast in one group, and the processes waited for each other forever."""
+    port = str(_free_port())
+    if layout == "no local variables":  # e.g. RANK/WORLD_SIZE set by hand in a batch script: one host, one node
+        envs = [{"RANK": str(rank), "WORLD_SIZE": "2"} for rank in range(2)]
+    else:  # two nodes of two processes, a launcher that sets GROUP_RANK and LOCAL_RANK only
+        envs = [{"RANK": str(rank), "WORLD_SIZE": "4", "GROUP_RANK": str(rank // 2), "LOCAL_RANK": str(rank % 2)}
+                for rank in range(4)]
+    base = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
+    procs = [subprocess.Popen([sys.executable, "-c", _WHO, env["RANK"], str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**base, **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                                   "OMP_NUM_THREADS": "1", "AETNET_CACHE": str(tmp_path / "cache")})
+             for env in envs]
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail("the processes were left waiting for each other (collective calls out of step)")
+        assert proc.returncode == 0, err[-3000:]
+    got = [json.loads((tmp_path / f"rank{rank}.json").read_text())["got"] for rank in range(len(envs))]
+    expected = [None, "prepared by rank 0"] + ([None, "prepared by rank 2"] if len(envs) == 4 else [])
+    assert got == expected

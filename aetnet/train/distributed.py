@@ -76,6 +76,30 @@ def _picklable(obj: Any) -> bool:
     return True
 
 
+def _node_group(group) -> tuple[Any, int]:
+    """(a gloo group of this process's node, the global rank of the node's main process), agreed by all.
+
+    Every process tells the others its node (torchrun's ``GROUP_RANK``, else its host name), so that all
+    of them create the same groups in the same order and each node has exactly one main process (its
+    lowest rank: ``LOCAL_RANK`` 0 under torchrun), whatever ``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` the
+    launcher sets or leaves out (a launcher without them would otherwise make several processes of one
+    group broadcast at once, and wait forever).
+    """
+    import socket
+
+    import torch.distributed as dist
+
+    nodes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, os.environ.get("GROUP_RANK") or socket.gethostname(), group=group)
+    mine = None
+    for node in dict.fromkeys(nodes):  # in order of first appearance: the same on every process
+        ranks = [rank for rank, n in enumerate(nodes) if n == node]
+        created = dist.new_group(ranks, timeout=DATA_WAIT_TIMEOUT, backend="gloo")
+        if dist.get_rank() in ranks:
+            mine = (created, ranks[0])
+    return mine
+
+
 @contextlib.contextmanager
 def local_main_first(desc: str = "data preparation") -> Iterator[NodeHandoff]:
     """Run the block in the main process of each node first; the node's other processes wait, then run it.
@@ -94,13 +118,10 @@ def local_main_first(desc: str = "data preparation") -> Iterator[NodeHandoff]:
 
     _ensure_process_group()
     group = dist.new_group(backend="gloo", timeout=DATA_WAIT_TIMEOUT)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
-    node_group, _ = dist.new_subgroups(group_size=per_node, timeout=DATA_WAIT_TIMEOUT, backend="gloo")
-    node_main = dist.get_rank() - local_rank  # torchrun numbers a node's processes consecutively
+    node_group, node_main = _node_group(group)
     box: list[Any] = [None]
     try:
-        if local_rank != 0:
+        if dist.get_rank() != node_main:
             logger.info("rank %d waits for the main process of its node to finish %s", dist.get_rank(), desc)
             dist.barrier(group=group)
             try:
