@@ -30,7 +30,7 @@ def test_boxes_read_as_float_lists_and_compare_with_lists():
     assert doc.boxes[-1] == [9.0, 10.0, 11.0, 12.0]
     assert list(doc.boxes) == [[1.0, 2.0, 3.0, 4.0], [5.5, 6.0, 7.0, 8.0], [9.0, 10.0, 11.0, 12.0]]
     assert doc.boxes == [[1, 2, 3, 4], [5.5, 6, 7, 8], [9, 10, 11, 12]]
-    assert doc.boxes != [[1, 2, 3, 4]]
+    assert doc.boxes != [[1, 2, 3, 4]] and doc.boxes != [1, 2, 3, 4] and doc.boxes != []
     assert doc.boxes[1:] == [[5.5, 6, 7, 8], [9, 10, 11, 12]] and isinstance(doc.boxes[1:], BoxArray)
     for x0, y0, x1, y1 in doc.boxes[:1]:
         assert (x0, y0, x1, y1) == (1.0, 2.0, 3.0, 4.0)
@@ -119,3 +119,10 @@ def test_window_dataset_gives_the_same_items_from_page_images():
         a, b = with_docs[i], with_pages[i]
         assert a.keys() == b.keys()
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_bad_segment_boxes_name_the_document_and_the_field():
+    for bad in ({"a": [1, 2, 3, 4]}, {0: [1, 2, 3]}):
+        with pytest.raises(DataError) as err:
+            _doc(segment_boxes=bad, source="form.json")
+        assert "form.json, field 'segment_boxes'" in str(err.value) and "document 'd'" in str(err.value)

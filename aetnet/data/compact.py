@@ -74,7 +74,10 @@ class BoxArray(Sequence):
         if isinstance(other, BoxArray):
             return np.array_equal(self._rows, other._rows)
         if isinstance(other, Sequence) and not isinstance(other, str):
-            return self.tolist() == [list(b) for b in other]
+            try:
+                return self.tolist() == [list(b) for b in other]
+            except TypeError:  # not a sequence of boxes (a flat list of numbers): not equal, as for a list
+                return False
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  (mutable-looking container, like the list it replaces)

@@ -103,7 +103,11 @@ class Document:
         if self.labels is not None:
             self.labels = [sys.intern(str(label)) for label in self.labels]
         if not isinstance(self.segment_boxes, SegmentBoxes):
-            self.segment_boxes = SegmentBoxes(self.segment_boxes)
+            try:
+                self.segment_boxes = SegmentBoxes(self.segment_boxes)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"segment boxes of document '{self.id}' must map integer segment ids to "
+                                f"[x0, y0, x1, y1] ({exc})", where, "segment_boxes") from None
 
     def _compact_boxes(self, where: str) -> BoxArray:
         """The boxes as one float64 array (:class:`BoxArray`), each checked to have four numbers."""
