@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aet_step_cost import VOCAB, Shapes, _commit, build, dense_bf16_peak, sync  # noqa: E402
+from aet_step_cost import VOCAB, Shapes, _commit, build, dense_bf16_peak, step_fn, sync  # noqa: E402
 
 from aetnet.train.efficiency import apply_tf32, resolve_bf16, resolve_tf32  # noqa: E402
 
@@ -85,13 +85,7 @@ def run(model, loader, is_aet: bool, args, device: torch.device, bf16: bool) -> 
         batch["labels"] = torch.where(batch["labels"] >= 0, batch["labels"] % 7, batch["labels"])  # 7-label head
         if not is_aet:
             batch = {k: v for k, v in batch.items() if k not in ("aug_pixel_values", "word_bbox")}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(**batch)
-        out["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if is_aet:
-            model.momentum_update()
+        step_fn(model, batch, optimizer, is_aet, bf16, device)()  # forward, backward, AdamW (+ EMA for AET)
         sync(device)
         if i >= args.warmup:
             waits.append(t1 - t0)

@@ -34,22 +34,25 @@ def _run_two(script: str, tmp_path, env_of) -> list[subprocess.CompletedProcess]
     return outcomes
 
 
-_UNPICKLABLE = """
-import json, sys
+#: Ranks 0 and 1 of one node through local_main_first; {defs} defines PUBLISHED, what the main process sends.
+_HAND_OVER = """
+import json, os, sys
 import torch.distributed as dist
 from aetnet.train.distributed import local_main_first
 
 rank, out = int(sys.argv[1]), sys.argv[2]
+{defs}
 with local_main_first("test") as node:
     if node.received is None:
-        node.publish({"state": lambda: None})  # a local function cannot be pickled
+        node.publish(PUBLISHED)
         got = "prepared here"
     else:
         got = node.received
 dist.barrier()
-json.dump({"got": got}, open(f"{out}/rank{rank}.json", "w"))
+json.dump({{"got": got}}, open(f"{{out}}/rank{{rank}}.json", "w"))
 dist.destroy_process_group()
 """
+_UNPICKLABLE = _HAND_OVER.format(defs='PUBLISHED = {"state": lambda: None}  # a local function cannot be pickled')
 
 
 def _env(port: str, tmp_path):
@@ -71,14 +74,7 @@ def test_what_cannot_be_sent_is_not_sent_and_the_others_prepare_the_data(tmp_pat
     assert [r["got"] for r in results] == ["prepared here", "prepared here"]
 
 
-_HANDOFF = """
-import json, os, sys
-import torch.distributed as dist
-from aetnet.train.distributed import local_main_first
-
-rank, out = int(sys.argv[1]), sys.argv[2]
-
-
+_UNREBUILDABLE = _HAND_OVER.format(defs="""
 def _rebuild(value):
     if os.environ["RANK"] != "0":
         raise ValueError("this process cannot rebuild the object")  # e.g. a module missing here
@@ -90,22 +86,14 @@ class Prepared:
         return (_rebuild, ("prepared",))
 
 
-with local_main_first("test") as node:
-    if node.received is None:
-        node.publish(Prepared())
-        got = "prepared here"
-    else:
-        got = node.received
-dist.barrier()
-json.dump({"got": got}, open(f"{out}/rank{rank}.json", "w"))
-dist.destroy_process_group()
-"""
+PUBLISHED = Prepared()
+""")
 
 
 def test_a_process_that_cannot_read_the_hand_over_prepares_the_data_itself(tmp_path):
     """Rank 1 fails to rebuild what its node's main process sent: it logs it and prepares the data itself
     (as when nothing was handed over) instead of failing while the main process goes on to training."""
-    outcomes = _run_two(_HANDOFF, tmp_path, _env(str(_free_port()), tmp_path))
+    outcomes = _run_two(_UNREBUILDABLE, tmp_path, _env(str(_free_port()), tmp_path))
     for proc in outcomes:
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "could not read the data prepared by the node's main process" in outcomes[1].stderr
