@@ -10,8 +10,10 @@ EMA after a synchronised step as well.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -95,11 +97,19 @@ def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None
         halves = [{k: v[rank * HALF:(rank + 1) * HALF] for k, v in _batch(s).items()} for s in range(STEPS)]
         _train(model, halves, ddp)
         torch.save(_state(model), os.path.join(out_dir, f"rank{rank}.pt"))
-        # Without it a rank that finishes first can tear gloo down under its peer: the child then
-        # aborts ("terminate called without an active exception"), about one run in six on CI.
+        # DDP's reducer holds the gloo group, whose worker threads live as long as it does. Freed only by
+        # the interpreter's final garbage collection, they aborted the child now and then on CI ("terminate
+        # called without an active exception", SIGABRT, after the results were saved): free them here, and
+        # let no rank tear the group down while its peer still uses it.
+        del ddp, model
+        gc.collect()
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # The results are on disk; leave without the interpreter's teardown (nothing under test happens there).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
