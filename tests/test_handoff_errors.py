@@ -18,20 +18,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_two(script: str, tmp_path, env_of) -> list[subprocess.CompletedProcess]:
-    """Run ``script`` as ranks 0 and 1 (environment from ``env_of(rank)``); their outcomes."""
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(rank), str(tmp_path)], env=env_of(rank),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+def _run(script: str, tmp_path, envs: list[dict[str, str]], timeout: int = 180) -> list[subprocess.CompletedProcess]:
+    """Run ``script`` as ranks 0, 1, ... (rank ``r`` with environment ``envs[r]``); their outcomes."""
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(rank), str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank, env in enumerate(envs)]
     outcomes = []
     for proc in procs:
         try:
-            out, err = proc.communicate(timeout=180)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            pytest.fail("a process was left waiting for its peer (collective calls out of step)")
+            pytest.fail("a process was left waiting for its peers (collective calls out of step)")
         outcomes.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return outcomes
+
+
+def _run_two(script: str, tmp_path, env_of) -> list[subprocess.CompletedProcess]:
+    """Run ``script`` as ranks 0 and 1 (environment from ``env_of(rank)``); their outcomes."""
+    return _run(script, tmp_path, [env_of(rank) for rank in range(2)])
 
 
 #: Ranks 0 and 1 of one node through local_main_first; {defs} defines PUBLISHED, what the main process sends.
@@ -207,19 +213,10 @@ def test_launchers_that_leave_out_the_local_variables_still_hand_over_once_per_n
         envs = [{"RANK": str(rank), "WORLD_SIZE": "4", "GROUP_RANK": str(rank // 2), "LOCAL_RANK": str(rank % 2)}
                 for rank in range(4)]
     base = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")}
-    procs = [subprocess.Popen([sys.executable, "-c", _WHO, env["RANK"], str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**base, **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-                                   "OMP_NUM_THREADS": "1", "AETNET_CACHE": str(tmp_path / "cache")})
-             for env in envs]
-    for proc in procs:
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            pytest.fail("the processes were left waiting for each other (collective calls out of step)")
-        assert proc.returncode == 0, err[-3000:]
+    envs = [{**base, **env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
+             "AETNET_CACHE": str(tmp_path / "cache")} for env in envs]
+    for proc in _run(_WHO, tmp_path, envs, timeout=120):
+        assert proc.returncode == 0, proc.stderr[-3000:]
     got = [json.loads((tmp_path / f"rank{rank}.json").read_text())["got"] for rank in range(len(envs))]
     expected = [None, "prepared by rank 0"] + ([None, "prepared by rank 2"] if len(envs) == 4 else [])
     assert got == expected
