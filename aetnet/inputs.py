@@ -10,7 +10,7 @@ from typing import IO
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from aetnet.data.images import too_large, undecodable
+from aetnet.data.images import too_large, undecodable, upright
 from aetnet.errors import DataError
 from aetnet.pdftext import PdfPage, TooManyPages, iter_pdf, read_pdf
 
@@ -54,7 +54,8 @@ def image_pages(source: str | Path | IO[bytes], name: str | Path,
             frames = getattr(img, "n_frames", 1)
             if max_pages is not None and frames > max_pages:
                 raise TooManyPages(f"{frames} pages, more than the limit of {max_pages}; split the file", name)
-            pages = [frame.convert("RGB") for frame in ImageSequence.Iterator(img)]
+            # upright: the page as shown (EXIF orientation), as in training
+            pages = [upright(frame).convert("RGB") for frame in ImageSequence.Iterator(img)]
     except Image.DecompressionBombError as exc:
         raise too_large(name, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

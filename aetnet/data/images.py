@@ -1,16 +1,50 @@
-"""Opening page images safely: clear errors for missing, corrupt or absurdly large files."""
+"""Opening page images safely: clear errors for missing, corrupt or absurdly large files, and upright.
+
+Phones save a portrait page as landscape pixels plus an EXIF orientation tag; browsers, Label Studio
+and its ML backend show (and annotate) the upright page. Every path that opens a page image (the
+training readers, ``predict``, ``serve``, OCR, ``convert labelstudio``) goes through :func:`upright`
+(pixels) or :func:`upright_size` (header only), so all of them see the page as it is shown.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from aetnet.errors import DataError
 
 #: Pages larger than this many pixels are refused (a decompression bomb, not a scan).
 MAX_IMAGE_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+#: EXIF/TIFF orientation tag, and the orientations that swap width and height (transpose/rotate 90/270).
+ORIENTATION_TAG = 0x0112
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1 = upright, as stored; 2-8 = mirrored and/or rotated), header only."""
+    try:
+        value = img.getexif().get(ORIENTATION_TAG, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):  # a broken EXIF block: show the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The page as it is shown: ``img`` turned by its EXIF orientation (``ImageOps.exif_transpose``), or
+    ``img`` itself when it has none. The result carries no orientation, so this is idempotent."""
+    if orientation(img) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of the upright page, from the header (no decoding)."""
+    width, height = img.size
+    return (height, width) if orientation(img) in SWAPPING_ORIENTATIONS else (width, height)
 
 
 def too_large(name: str | Path, exc: Exception) -> DataError:
@@ -30,7 +64,7 @@ def undecodable(name: str | Path, exc: Exception) -> DataError:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file from its header (no decoding).
+    """``(width, height)`` of an image file's upright page (:func:`upright_size`), from its header.
 
     Raises:
         DataError: the file is missing, not an image, or larger than :data:`MAX_IMAGE_PIXELS`.
@@ -40,7 +74,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise DataError("image file does not exist; check the path or the dataset layout", path, "image")
     try:
         with Image.open(path) as img:
-            width, height = img.size
+            width, height = upright_size(img)
     except Image.DecompressionBombError as exc:
         raise too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -51,7 +85,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """Open ``path`` as an RGB image, fully decoded.
+    """Open ``path`` as an RGB image, fully decoded and :func:`upright`.
 
     Raises:
         DataError: the file is missing, not an image, truncated, or larger than
@@ -63,7 +97,7 @@ def open_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return upright(img).convert("RGB")
     except Image.DecompressionBombError as exc:
         raise too_large(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from aetnet.data.images import orientation, upright
 from aetnet.data.page_refs import DatasetRow
 from aetnet.errors import AetnetError, DataError
 
@@ -148,7 +149,8 @@ def _decode(image: PageSource, content: bytes) -> Image.Image:
         with Image.open(io.BytesIO(content)) as img:
             img.seek(0)  # multi-page TIFFs: the first page is the document page
             img.load()
-            return img.copy()
+            page = upright(img)  # the page as shown (EXIF orientation), as every other reader sees it
+            return page.copy() if page is img else page
     except Image.DecompressionBombError as exc:
         raise DataError(f"image is too large to be a page ({exc}); downscale it", name, "image") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -157,10 +159,23 @@ def _decode(image: PageSource, content: bytes) -> Image.Image:
         raise DataError(f"image cannot be decoded ({reason}); re-export or remove it", name, "image") from None
 
 
-def _cache_key(content: bytes, settings: OcrSettings, version: str) -> str:
+def _stored_orientation(image: PageSource, content: bytes) -> int:
+    """The EXIF orientation of an encoded page (header only); 1 for a PIL image (made upright before)."""
+    if isinstance(image, Image.Image):
+        return 1
+    try:
+        with Image.open(io.BytesIO(content)) as img:
+            return orientation(img)
+    except Exception:  # not an image: _decode reports it on the cache miss
+        return 1
+
+
+def _cache_key(content: bytes, settings: OcrSettings, version: str, turned: int = 1) -> str:
     digest = hashlib.sha256(content)
-    meta = json.dumps({"settings": settings.as_dict(), "tesseract": version, "format": _CACHE_FORMAT},
-                      sort_keys=True)
+    fields = {"settings": settings.as_dict(), "tesseract": version, "format": _CACHE_FORMAT}
+    if turned != 1:  # recognised upright (keys of pages without an orientation tag are unchanged)
+        fields["upright_from_orientation"] = turned
+    meta = json.dumps(fields, sort_keys=True)
     digest.update(meta.encode())
     return digest.hexdigest()
 
@@ -275,13 +290,15 @@ def ocr_image(
     return words, boxes
 
 
-def _cache_file(content: bytes, settings: OcrSettings, cache_dir: str | Path | None) -> tuple[Path, str]:
-    """Where the OCR of ``content`` is cached, and the Tesseract version (checks binary and languages)."""
+def _cache_file(content: bytes, settings: OcrSettings, cache_dir: str | Path | None,
+                turned: int = 1) -> tuple[Path, str]:
+    """Where the OCR of ``content`` (EXIF orientation ``turned``) is cached, and the Tesseract version
+    (checks binary and languages)."""
     pytesseract = _pytesseract()
     version, installed = _tesseract_facts(str(pytesseract.pytesseract.tesseract_cmd))
     _check_languages(settings.lang, installed)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = _cache_key(content, settings, version)
+    key = _cache_key(content, settings, version, turned)
     return cache_root / key[:2] / f"{key}.json", version
 
 
@@ -291,7 +308,10 @@ def is_cached(image: PageSource, settings: OcrSettings, cache_dir: str | Path | 
     Raises:
         DataError: the image file is missing.
     """
-    return _cache_file(_content(image), settings, cache_dir)[0].is_file()
+    if isinstance(image, Image.Image):
+        image = upright(image)
+    content = _content(image)
+    return _cache_file(content, settings, cache_dir, _stored_orientation(image, content))[0].is_file()
 
 
 def recognise(
@@ -302,8 +322,10 @@ def recognise(
     Returns:
         ``(words, boxes, cached)``; ``cached`` is ``False`` when Tesseract ran for this call.
     """
+    if isinstance(image, Image.Image):
+        image = upright(image)  # the page as shown (EXIF orientation)
     content = _content(image)
-    cache_file, version = _cache_file(content, settings, cache_dir)
+    cache_file, version = _cache_file(content, settings, cache_dir, _stored_orientation(image, content))
     cached = _read_cache(cache_file)
     if cached is not None:
         return cached[0], cached[1], True

@@ -64,8 +64,10 @@ class DatasetRow:
 
     def size(self) -> tuple[int, int]:
         """``(width, height)`` from the image header (no pixel decoding)."""
+        from aetnet.data.images import upright_size
+
         with self._open() as img:
-            return img.size
+            return upright_size(img)
 
     def load(self) -> Image.Image:
         """The page decoded as an RGB image.
@@ -79,7 +81,9 @@ class DatasetRow:
             except (OSError, SyntaxError, ValueError) as exc:
                 raise DataError(f"image cannot be decoded ({exc}); the stored bytes are corrupt or truncated: "
                                 "replace or remove the row", str(self), self.column) from None
-            return img.convert("RGB")
+            from aetnet.data.images import upright
+
+            return upright(img).convert("RGB")
 
     def _open(self) -> Image.Image:
         data = self.read()

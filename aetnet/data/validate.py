@@ -182,9 +182,12 @@ def expect_image(stored: Any, field: str, source: Any) -> Image.Image:
     if not isinstance(stored, dict) or not (stored.get("bytes") or stored.get("path")):
         raise _fail("an image (bytes or a file path)", stored, field, source, None)
     try:
+        from aetnet.data.images import upright
+
+        # upright: the page as shown (EXIF orientation); decoded here only when it is turned
         if stored.get("bytes"):
-            return Image.open(io.BytesIO(stored["bytes"]))
-        return Image.open(stored["path"])
+            return upright(Image.open(io.BytesIO(stored["bytes"])))
+        return upright(Image.open(stored["path"]))
     except Image.DecompressionBombError as exc:
         raise DataError(f"image is too large to be a page ({exc}); downscale it", source, field) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
