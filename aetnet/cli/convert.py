@@ -26,8 +26,10 @@ def add_parser(sub) -> None:
     conv = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
     ls = conv.add_parser("labelstudio", help="a Label Studio JSON export")
     ls.add_argument("export", help="the exported JSON file (Export -> JSON)")
-    ls.add_argument("--images", required=True, help="folder holding the task images (e.g. Label Studio's "
-                    "media/upload/<project>)")
+    ls.add_argument("--images", required=True, help="folder holding the task images: Label Studio's media/upload "
+                    "(or media/upload/<project>), the local-files storage root, or a folder with the images under "
+                    "their relative paths (/data/local-files/?d=a/b.jpg, s3://bucket/a/b.jpg and http URLs are "
+                    "looked up by their path under this folder)")
     ls.add_argument("--output", required=True, help="pages .jsonl file to write")
     ls.add_argument("--ocr-lang", default="eng", help="Tesseract language for regions without text")
     ls.set_defaults(func=run)
@@ -50,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
         raise AetnetError(f"{source}: not a JSON export ({exc}); export the project as JSON (not JSON-MIN)") from None
     if not isinstance(export, list):
         raise AetnetError(f"{source}: a Label Studio JSON export is a list of tasks; export as JSON (not JSON-MIN)")
+    from aetnet.data.labelstudio import json_min_tasks
+
+    if json_min_tasks(export):
+        raise AetnetError(f"{source}: this is a JSON-MIN export, whose flat records keep no region ids, so labels, "
+                          "transcriptions and relations cannot be matched to their boxes; export the project as "
+                          "JSON (Export -> JSON) and convert that")
     if not images.is_dir():
         raise AetnetError(f"{images}: --images folder does not exist; point it at the task images")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aetnet.data.labelstudio_refs import find_image
 from aetnet.data.page_targets import region_of
 
 IMAGE_KEYS = ("ocr", "image", "img", "page")
@@ -53,36 +54,129 @@ def _image_ref(data: dict[str, Any]) -> str | None:
                  in (".png", ".jpg", ".jpeg", ".tif", ".tiff")), None)
 
 
-def find_image(ref: str, images: Path) -> Path | None:
-    """The file in ``images`` a task's image URL names (Label Studio prefixes uploads with ``<hash>-``)."""
-    name = Path(ref.split("?d=")[-1].split("?")[0]).name
-    for candidate in (name, name.split("-", 1)[-1]):
-        if (images / candidate).is_file():
-            return images / candidate
+def _geometry(value: dict[str, Any]) -> tuple | None:
+    """What places a region (its points or rectangle); ``None`` for a value without one."""
+    if "points" in value:
+        return ("points", repr(value["points"]))
+    if "x" not in value:
+        return None
+    try:
+        return tuple(round(float(value.get(k) or 0), 6) for k in ("x", "y", "width", "height", "rotation"))
+    except (TypeError, ValueError):
+        return tuple(repr(value.get(k)) for k in ("x", "y", "width", "height", "rotation"))
+
+
+def _percent_problem(value: dict[str, Any]) -> str | None:
+    """Why a region's percent coordinates cannot be a box on the page (``None`` when they can)."""
+    try:
+        if "points" in value:
+            numbers = [float(c) for point in value["points"] for c in point]
+            if not numbers or len(numbers) % 2:
+                return "region has no points; give [[x, y], ...] in percent"
+            bad = [v for v in numbers if not (0 <= v <= 100)]
+        else:
+            x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+            numbers = [x, y, w, h]
+            bad = [v for v in (x, y) if not (0 <= v <= 100)] + [v for v in (w, h) if v < 0]
+            if not value.get("rotation"):  # a rotated box may hang past the page; its envelope is clipped
+                bad += [v for v in (x + w, y + h) if v > 100 + 1e-6]
+    except (KeyError, TypeError, ValueError):
+        return "region has no x/y/width/height or points"
+    if not all(math.isfinite(v) for v in numbers):
+        return "region has a coordinate that is not a finite number; fix it in Label Studio"
+    if bad:
+        return (f"region has percent coordinates outside 0-100 ({', '.join(f'{v:g}' for v in bad[:4])}); "
+                "redraw the region inside the image")
     return None
 
 
-def _regions(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Group result items by region id (in order of first appearance); collect relations."""
+def _regions(results: Any, problem: Callable[..., None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Group result items by region id (in order of first appearance); collect relations. Items that
+    are not converted (other region types, duplicate ids, malformed items) are reported."""
     regions: dict[str, dict[str, Any]] = {}
     relations = []
-    for item in results:
-        if item.get("type") == "relation":
-            relations.append((str(item.get("from_id")), str(item.get("to_id"))))
+    if not isinstance(results, list):
+        problem(f"annotation result is {type(results).__name__}, not a list of regions; re-export the project as JSON")
+        return [], []
+    for k, item in enumerate(results):
+        if not isinstance(item, dict):
+            problem(f"result item {k} is {type(item).__name__}, not an object; re-export the project as JSON")
             continue
-        if item.get("type") not in SHAPE_TYPES:
+        kind, rid = item.get("type"), None if item.get("id") is None else str(item.get("id"))
+        if kind == "relation":
+            relations.append(item)
             continue
-        region = regions.setdefault(str(item.get("id")), {"id": str(item.get("id")), "labels": [], "text": None})
-        value = item.get("value") or {}
-        region.setdefault("value", value)
-        region.setdefault("size", (item.get("original_width"), item.get("original_height")))
-        if "points" in value:
+        if rid is None:
+            problem(f"result item {k} ({kind}) has no region id; re-export the project as JSON")
+            continue
+        region = regions.setdefault(rid, {"id": rid, "labels": [], "text": None, "value": None,
+                                           "unsupported": [], "duplicates": set()})
+        value = item.get("value")
+        if not isinstance(value, dict):
+            problem(f"result item {k} ({kind}) has no value object; re-export the project as JSON", rid)
+            continue
+        if kind not in SHAPE_TYPES:
+            region["unsupported"].append(str(kind))
+            continue
+        place = _geometry(value)
+        if (region["value"] is not None and place is not None and place != _geometry(region["value"])) \
+                or (kind == "textarea" and region["text"] is not None):
+            if place not in region["duplicates"]:  # one line per duplicate region, not per item of it
+                region["duplicates"].add(place)
+                problem(f"result item {k} ({kind}) reuses the id of another region; that region is left out: "
+                        "give each region its own id", rid)
+            continue
+        if region["value"] is None or "points" in value:
             region["value"] = value
+        region.setdefault("size", (item.get("original_width"), item.get("original_height")))
         for key in LABEL_TYPES:
-            region["labels"] += list(value.get(key) or [])
-        if item.get("type") == "textarea":
-            region["text"] = " ".join(str(t) for t in value.get("text") or []).strip()
-    return list(regions.values()), relations
+            labels = value.get(key) or []
+            region["labels"] += [labels] if isinstance(labels, str) else list(labels)
+        if kind == "textarea":
+            text = value.get("text") or []
+            # a plain string is one transcription (not one word per character)
+            region["text"] = (text if isinstance(text, str) else " ".join(str(t) for t in text)).strip()
+    out = []
+    for region in regions.values():
+        if region["unsupported"]:
+            kinds = ", ".join(dict.fromkeys(region["unsupported"]))
+            problem(f"region type {kinds} is not converted (only rectangles, polygons and rotated rectangles "
+                    "with labels and text are); redraw it as a rectangle or polygon", region["id"])
+        elif region["value"] is None:
+            problem("region has no x/y/width/height or points", region["id"])
+        else:
+            out.append(region)
+    return out, relations
+
+
+def _links(relations: list[dict[str, Any]], segment_of: dict[str, int], known: set[str],
+           problem: Callable[..., None]) -> list[list[int]]:
+    """Label Studio relations -> ``[from, to]`` segment links: ``right`` reads from -> to, ``left``
+    to -> from, ``bi`` both ways. A relation that cannot become a link is reported."""
+    links: list[list[int]] = []
+    for item in relations:
+        a, b = str(item.get("from_id")), str(item.get("to_id"))
+        direction = item.get("direction") or "right"
+        what = f"relation {a} -> {b}"
+        if a == b:
+            problem(f"{what} links a region to itself; it is left out", a)
+            continue
+        missing = [r for r in (a, b) if r not in known]
+        if missing:
+            problem(f"{what} names region {missing[0]}, which the annotation does not have; it is left out", a)
+            continue
+        dropped = [r for r in (a, b) if r not in segment_of]
+        if dropped:
+            problem(f"{what} is left out: region {dropped[0]} was not converted (see its problem)", a)
+            continue
+        if direction not in ("right", "left", "bi"):
+            problem(f"{what} has direction {direction!r}; expected right, left or bi", a)
+            continue
+        pair = [segment_of[a], segment_of[b]]
+        for link in ([pair] if direction == "right" else [pair[::-1]] if direction == "left" else [pair, pair[::-1]]):
+            if link not in links:
+                links.append(link)
+    return links
 
 
 def _split_box(box: list[float], words: list[str]) -> list[list[float]]:
@@ -112,6 +206,9 @@ def _known_words(data: dict[str, Any], box: list[float], words: list[str]) -> li
 def task_to_page(task: dict[str, Any], images: Path, relative_to: Path,
                  ocr: Callable[[Path], tuple[list[str], list[list[float]]]]) -> tuple[dict | None, list[dict]]:
     """One exported task -> (an aetnet page, or ``None``; problems ``{"task", "region", "reason"}``)."""
+    from aetnet.data.images import image_size
+    from aetnet.errors import DataError
+
     task_id = task.get("id")
     problems: list[dict] = []
 
@@ -120,20 +217,26 @@ def task_to_page(task: dict[str, Any], images: Path, relative_to: Path,
 
     data = task.get("data") if isinstance(task.get("data"), dict) else {}
     ref = _image_ref(data)
-    image = find_image(ref, images) if ref else None
+    image, why = find_image(ref, images) if ref else (None, "task data names no image")
     if image is None:
-        problem(f"image {ref!r} not found in {images}" if ref else "task data names no image")
+        problem(why)
         return None, problems
-    annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    annotations = task.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        problem(f"annotations is {type(annotations).__name__}, not a list; re-export the project as JSON")
+        return None, problems
+    annotations = [a for a in annotations or [] if isinstance(a, dict) and not a.get("was_cancelled")]
     if not annotations:
         problem("task has no annotation that was not cancelled")
         return None, problems
     if len(annotations) > 1:
         problem(f"task has {len(annotations)} annotations; the first is used")
-    regions, relations = _regions(annotations[0].get("result") or [])
-    from aetnet.data.images import image_size
-
-    width, height = image_size(image)
+    try:
+        width, height = image_size(image)
+    except DataError as exc:
+        problem(str(exc))
+        return None, problems
+    regions, relations = _regions(annotations[0].get("result") or [], problem)
     words: list[str] = []
     boxes: list[list[float]] = []
     segments: list[int] = []
@@ -142,23 +245,31 @@ def task_to_page(task: dict[str, Any], images: Path, relative_to: Path,
     segment_of: dict[str, int] = {}
     for region in regions:
         rid = region["id"]
-        if len(set(region["labels"])) > 1:
+        if len(set(map(str, region["labels"]))) > 1:
             problem(f"region has several labels {region['labels']}; give it one", rid)
             continue
-        label = region["labels"][0] if region["labels"] else "O"
-        w, h = region.get("size") or (None, None)
-        try:
-            box = envelope(region["value"], float(w or width), float(h or height))
-        except (KeyError, TypeError, ValueError):
-            problem("region has no x/y/width/height or points", rid)
+        label = str(region["labels"][0]) if region["labels"] else "O"
+        reason = _percent_problem(region["value"])
+        if reason:
+            problem(reason, rid)
             continue
-        scale_x, scale_y = width / float(w or width), height / float(h or height)
+        try:
+            w, h = (float(v) if v else None for v in region.get("size") or (None, None))
+            box = envelope(region["value"], w or width, h or height)
+        except (KeyError, TypeError, ValueError):
+            problem("region has no x/y/width/height or points, or a bad original_width/original_height", rid)
+            continue
+        scale_x, scale_y = width / (w or width), height / (h or height)
         box = [box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y]
         if region["text"]:
             region_words = region["text"].split()
             region_boxes = _known_words(data, box, region_words) or _split_box(box, region_words)
         else:
-            page_ocr = page_ocr or ocr(image)
+            try:
+                page_ocr = page_ocr or ocr(image)
+            except DataError as exc:
+                problem(f"region has no transcription and the page cannot be read with OCR: {exc}", rid)
+                continue
             picked = [i for i, b in enumerate(page_ocr[1]) if region_of(b, [box]) == 0]
             if not picked:
                 problem("region has no transcription and OCR found no word inside it", rid)
@@ -170,13 +281,14 @@ def task_to_page(task: dict[str, Any], images: Path, relative_to: Path,
         boxes += region_boxes
         segments += [segment_of[rid]] * len(region_words)
         labels += [label] * len(region_words)
+    known = {r["id"] for r in regions} | {p["region"] for p in problems if p["region"] is not None}
+    links = _links(relations, segment_of, known, problem)
     if not words:
         problem("no region could be converted; the page has no words")
         return None, problems
     page = {"id": str(task_id), "image": _relative(image, relative_to), "width": width, "height": height,
             "words": words, "boxes": [[round(v, 2) for v in b] for b in boxes], "segments": segments,
             "labels": labels}
-    links = [[segment_of[a], segment_of[b]] for a, b in relations if a in segment_of and b in segment_of]
     if links:
         page["links"] = links
     return page, problems
@@ -188,12 +300,27 @@ def _relative(path: Path, base: Path) -> str:
     return os.path.relpath(path.resolve(), base.resolve())
 
 
+def json_min_tasks(export: list[Any]) -> bool:
+    """Whether ``export`` is a JSON-MIN export: flat records (the task's data fields beside one list per
+    control tag, ``annotator``/``annotation_id``), with neither ``data`` nor ``annotations``."""
+    records = [t for t in export if isinstance(t, dict)]
+    return bool(records) and all("data" not in t and "annotations" not in t and "predictions" not in t
+                                 for t in records) and any(
+        {"annotator", "annotation_id", "lead_time"} & set(t) or
+        any(isinstance(v, list) and v and isinstance(v[0], dict) and "original_width" in v[0] for v in t.values())
+        for t in records)
+
+
 def convert_export(export: list[dict[str, Any]], images: Path, relative_to: Path,
                    ocr: Callable[[Path], tuple[list[str], list[list[float]]]]) -> tuple[list[dict], list[dict]]:
     """Every task of an export -> (pages, problems); a task or region that cannot be converted is a problem."""
     pages, problems = [], []
-    for task in export:
-        page, found = task_to_page(task if isinstance(task, dict) else {}, images, relative_to, ocr)
+    for k, task in enumerate(export):
+        if not isinstance(task, dict):
+            problems.append({"task": None, "region": None, "reason": f"task {k} of the export is "
+                             f"{type(task).__name__}, not an object; re-export the project as JSON"})
+            continue
+        page, found = task_to_page(task, images, relative_to, ocr)
         problems += found
         if page is not None:
             pages.append(page)
