@@ -5,7 +5,8 @@ the token model (e.g. ``funsd``) labels the words and groups them into entities,
 (e.g. ``funsd-re``) scores every (question, answer) pair of those entities with the protocol of
 :mod:`aetnet.data.relations`, and each linked pair (logit > 0) becomes::
 
-    {"key": "Date:", "value": "9/3/92", "key_box": [x0, y0, x1, y1], "value_box": [...], "score": 0.97}
+    {"key": "Date:", "value": "9/3/92", "key_box": [x0, y0, x1, y1], "value_box": [...], "score": 0.97,
+     "key_entity": 3, "value_entity": 4}
 
 in the page record's ``pairs`` (pixel boxes, score = link probability). A page without questions
 or answers gives ``pairs: []``.
@@ -144,8 +145,10 @@ class PairPredictor:
         """The linked (question, answer) pairs (logit > 0) of a page's token record.
 
         Returns:
-            ``[{"key", "value", "key_box", "value_box", "score"}]`` in reading order of the keys.
+            ``[{"key", "value", "key_box", "value_box", "score", "key_entity", "value_entity"}]`` in reading
+            order of the keys (``*_entity``: indices into the record's ``entities``).
         """
         return [{"key": h.text, "value": t.text, "key_box": [round(v) for v in h.box],
-                 "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6)}
+                 "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6),
+                 "key_entity": h.id, "value_entity": t.id}
                 for h, t, x in self.score_pairs(image, record) if x > 0]

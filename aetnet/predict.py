@@ -107,6 +107,7 @@ class Predictor:
             raise AetnetError(f"--ocr {ocr} is not a mode; use {', '.join(OCR_MODES)}")
         self.ocr_mode = ocr
         self.dtype = _resolve_dtype(dtype)
+        self.model_dir = Path(model_dir)
         self.backend, self.meta, self.processor = load_backend(model_dir, backend, device, self.dtype)
         self.model = getattr(self.backend, "model", None)  # the PyTorch model (torch backend only)
         self.kind = self.meta["kind"]

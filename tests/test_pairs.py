@@ -104,7 +104,10 @@ def test_cli_pairs_with_visualize(re_run, funsd_run, tmp_path):
     values = {e["text"] for e in record["entities"] if e["type"] == "ANSWER"}
     for pair in record["pairs"]:
         assert pair["key"] in keys and pair["value"] in values and set(pair) == {
-            "key", "value", "key_box", "value_box", "score"}
+            "key", "value", "key_box", "value_box", "score", "key_entity", "value_entity"}
+        key, value = record["entities"][pair["key_entity"]], record["entities"][pair["value_entity"]]
+        assert (key["text"], key["type"], value["text"], value["type"]) == (pair["key"], "QUESTION", pair["value"],
+                                                                            "ANSWER")
     assert Image.open(out / f"{page.stem}-page1.png").size == Image.open(page).size
     assert main(["predict", str(re_run), str(page)]) == 2  # a relation model alone: one clear error
     assert main(["predict", "--links", str(re_run), str(page)]) == 2
@@ -164,3 +167,41 @@ def test_pairs_on_a_real_funsd_page(re_run, funsd_run, shared_data):
     n_a = sum(1 for e in record["entities"] if e["type"] == "ANSWER")
     assert len(scored) == n_q * n_a
     assert [(p["key"], p["value"]) for p in record["pairs"]] == [(h.text, t.text) for h, t, x in scored if x > 0]
+
+
+def test_labelstudio_pre_annotations_carry_the_pairs_as_relations(re_run, funsd_run, tmp_path):
+    """``predict --format labelstudio --entities --links``: one relation per predicted pair, from the key's
+    region to the value's (direction right), and convert reads them back as [key, value] links."""
+    from aetnet.data.demo import ensure_demo
+
+    folder = ensure_demo("funsd-re") / "dataset" / "testing_data" / "images"
+    pages = sorted(folder.glob("*.png"))[:2]
+    tasks_file = tmp_path / "tasks.json"
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(re_run), *map(str, pages),
+                 "--format", "labelstudio", "--output", str(tasks_file)]) == 0
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(re_run), *map(str, pages),
+                 "--output", str(tmp_path / "json")]) == 0
+    records = [json.loads((tmp_path / "json" / f"{p.stem}.json").read_text())[0] for p in pages]
+    tasks = json.loads(tasks_file.read_text())
+    assert "+aetnet-funsd-re-" in tasks[0]["predictions"][0]["model_version"]
+    export, want = [], []
+    for k, (task, record) in enumerate(zip(tasks, records)):
+        result = task["predictions"][0]["result"]
+        text = {r["id"]: r["value"]["text"][0] for r in result if r["type"] == "textarea"}
+        relations = [r for r in result if r["type"] == "relation"]
+        assert sorted((text[r["from_id"]], text[r["to_id"]], r["direction"]) for r in relations) == \
+            sorted((p["key"], p["value"], "right") for p in record["pairs"])
+        want.append(sorted((p["key"], p["value"]) for p in record["pairs"]))
+        export.append({"id": k, "data": task["data"], "annotations": [{"result": result}]})
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    out = tmp_path / "back.jsonl"
+    assert main(["convert", "labelstudio", str(tmp_path / "export.json"), "--images", str(folder),
+                 "--output", str(out)]) == 0
+    got = []
+    for line in out.read_text().splitlines():
+        page = json.loads(line)
+        seg = {}
+        for w, s in zip(page["words"], page["segments"]):
+            seg[s] = f"{seg[s]} {w}" if s in seg else w
+        got.append(sorted((seg[a], seg[b]) for a, b in page.get("links", [])))
+    assert got == want

@@ -43,6 +43,13 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=("json", "labelstudio"), default="json",
                    help="json: aetnet records; labelstudio: tasks with predictions to import into Label Studio "
                    "(token models)")
+    p.add_argument("--image-url-prefix", metavar="URL",
+                   help="with --format labelstudio: each task's image is URL + the image's path relative to "
+                   "--images-root (or its file name), e.g. https://bucket.example/scans/ or /data/upload/3/")
+    p.add_argument("--images-root", metavar="DIR", help="with --image-url-prefix: the folder the URLs are relative to")
+    p.add_argument("--local-files-root", metavar="DIR",
+                   help="with --format labelstudio: Label Studio's local storage root (LOCAL_FILES_DOCUMENT_ROOT); "
+                   "each task's image is /data/local-files/?d=<path relative to DIR>")
     p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
     p.add_argument("--ocr-lang", help="Tesseract language (default: the one used in training)")
     p.add_argument("--ocr-psm", type=int, help="Tesseract page segmentation mode (default: training's)")
@@ -80,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
             raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
         predictor = Predictor(args.model, **options)
     if args.format == "labelstudio":
-        if args.entities:
-            raise AetnetError("--format labelstudio writes entity pre-annotations; drop --entities/--links")
         return write_labelstudio(predictor, args)
+    if args.image_url_prefix or args.images_root or args.local_files_root:
+        raise AetnetError("--image-url-prefix, --images-root and --local-files-root go with --format labelstudio")
     results = predict_paths(predictor, inputs, args.output, args.question, args.visualize, args.ocr_workers)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
@@ -110,42 +117,61 @@ def summarize(path: str, records: list[dict]) -> str:
 
 
 def write_labelstudio(predictor, args: argparse.Namespace) -> int:
-    """Predict, then write Label Studio tasks whose ``predictions`` are the model's entities.
+    """Predict, then write Label Studio tasks whose ``predictions`` are the model's entities (and, with
+    ``--entities/--links``, the key -> value relations), and the labelling configuration beside them.
 
     Pages of PDFs and multi-page TIFFs are saved as PNGs in ``<output stem>_images/`` (Label Studio shows
-    images); single images and pages files refer to their own image.
+    images); single images and pages files refer to their own image, as a URL with ``--image-url-prefix``
+    or ``--local-files-root``.
     """
     from pathlib import Path
 
-    from aetnet.data.labelstudio import predictions_to_tasks
+    from aetnet.data.labelstudio_out import entity_types, labelling_config, model_version, predictions_to_tasks
+    from aetnet.data.labelstudio_refs import image_url
     from aetnet.errors import AetnetError
     from aetnet.inputs import load_pages
     from aetnet.predict import predict_paths
 
-    if predictor.kind != "token":
-        raise AetnetError(f"--format labelstudio writes token pre-annotations; the model is a {predictor.kind} "
+    token = predictor.entities if args.entities else predictor
+    if token.kind != "token":
+        raise AetnetError(f"--format labelstudio writes token pre-annotations; the model is a {token.kind} "
                           "model: use --format json")
     if not args.output or Path(args.output).suffix.lower() != ".json" or args.visualize:
         raise AetnetError("--format labelstudio needs --output TASKS.json (a file, not a folder) and no --visualize")
+    if args.local_files_root and (args.image_url_prefix or args.images_root):
+        raise AetnetError("give --local-files-root, or --image-url-prefix (with --images-root), not both")
+    if args.images_root and not args.image_url_prefix:
+        raise AetnetError("--images-root goes with --image-url-prefix URL")
+    roots = [Path(r) if r else None for r in (args.images_root, args.local_files_root)]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records, refs = [], []
+    records, files = [], []
     for path, pages in predict_paths(predictor, args.inputs, None, args.question, False).items():
         rendered = None
         for record in pages:
             if record.get("image"):
-                refs.append(record["image"])
+                files.append(Path(record["image"]))
             elif len(pages) == 1 and Path(path).suffix.lower() != ".pdf":
-                refs.append(str(Path(path).resolve()))
+                files.append(Path(path))
             else:
                 rendered = rendered or load_pages(path)
                 folder = out.parent / f"{out.stem}_images"
                 folder.mkdir(exist_ok=True)
                 image = folder / f"{Path(path).stem}-page{record['page']}.png"
                 rendered[record["page"] - 1].save(image)
-                refs.append(str(image.resolve()))
+                files.append(image)
             records.append(record)
-    tasks = predictions_to_tasks(records, refs, model_version=Path(args.model).resolve().name)
+    refs = [image_url(f, args.image_url_prefix, *roots) for f in files]
+    version = model_version(token.model_dir, token.meta)
+    if args.entities:
+        version += "+" + model_version(predictor.links.model_dir, predictor.links.meta)
+    tasks = predictions_to_tasks(records, refs, model_version=version)
     out.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"wrote {len(tasks)} Label Studio task(s) with predictions to {out}")
+    config = out.with_name(f"{out.stem}.config.xml")
+    config.write_text(labelling_config(entity_types(token.labels or [])), encoding="utf-8")
+    print(f"wrote {len(tasks)} Label Studio task(s) with predictions to {out} and the labelling configuration "
+          f"they need to {config}")
+    if not (args.image_url_prefix or args.local_files_root):
+        print("note: the tasks name the images by local path; Label Studio shows images by URL: pass "
+              "--local-files-root or --image-url-prefix")
     return 0

@@ -10,9 +10,7 @@ rectangles become their axis-aligned envelope. Word boxes come from the words re
 data by :func:`predictions_to_tasks` when the region still matches them, else the region box is divided
 among the words by their length. Regions are read in the order the export lists them.
 
-Out: :func:`predictions_to_tasks` turns ``aetnet predict`` records of a token model into tasks with
-``predictions`` (one region per predicted entity with its score, and one unlabelled region per run of
-other words on a line), which Label Studio imports as pre-annotations.
+Out: :mod:`aetnet.data.labelstudio_out` (pre-annotation tasks and the labelling configuration).
 """
 
 from __future__ import annotations
@@ -325,66 +323,3 @@ def convert_export(export: list[dict[str, Any]], images: Path, relative_to: Path
         if page is not None:
             pages.append(page)
     return pages, problems
-
-
-# --------------------------------------------------------------------------------------- out
-def _percent(box: list[float], width: float, height: float) -> dict[str, float]:
-    return {"x": 100 * box[0] / width, "y": 100 * box[1] / height, "width": 100 * (box[2] - box[0]) / width,
-            "height": 100 * (box[3] - box[1]) / height, "rotation": 0}
-
-
-def _region_items(rid: str, box: list[float], size: tuple[int, int], text: str, label: str | None,
-                  score: float | None) -> list[dict[str, Any]]:
-    width, height = size
-    common = {"id": rid, "to_name": "image", "original_width": width, "original_height": height,
-              "image_rotation": 0}
-    value = _percent(box, width, height)
-    items = [{**common, "from_name": "bbox", "type": "rectangle", "value": dict(value)},
-             {**common, "from_name": "transcription", "type": "textarea", "value": {**value, "text": [text]}}]
-    if label is not None:
-        items.append({**common, "from_name": "label", "type": "labels", "value": {**value, "labels": [label]}})
-    if score is not None:
-        for item in items:
-            item["score"] = round(score, 5)
-    return items
-
-
-def predictions_to_tasks(records: list[dict[str, Any]], image_refs: list[str], model_version: str) -> list[dict]:
-    """``aetnet predict`` page records of a token model -> Label Studio tasks with predictions.
-
-    Args:
-        records: one record per page (``words`` with ``text``/``box``/``label``/``score``, ``entities``).
-        image_refs: the image reference (path or URL) to put in each task's ``data.ocr``.
-        model_version: names the model in Label Studio.
-    """
-    from aetnet.data.boxes import line_segments, union_box
-
-    tasks = []
-    for record, ref in zip(records, image_refs):
-        words = record["words"]
-        size = tuple(record["size"])
-        owner = [-1] * len(words)
-        for k, ent in enumerate(record.get("entities", [])):
-            for i in ent["words"]:
-                owner[i] = k
-        lines = line_segments([w["box"] for w in words])[0]
-        result, scores, i, regions = [], [], 0, 0
-        while i < len(words):
-            j = i + 1
-            while j < len(words) and owner[j] == owner[i] and (owner[i] >= 0 or lines[j] == lines[i]):
-                j += 1
-            span = words[i:j]
-            box = union_box([w["box"] for w in span])
-            label = record["entities"][owner[i]]["type"] if owner[i] >= 0 else None
-            score = sum(w.get("score", 0.0) for w in span) / len(span) if label else None
-            if score is not None:
-                scores.append(score)
-            regions += 1
-            result += _region_items(f"r{regions}", box, size, " ".join(w["text"] for w in span), label, score)
-            i = j
-        tasks.append({"data": {"ocr": ref, "aetnet_words": [w["text"] for w in words],
-                               "aetnet_boxes": [w["box"] for w in words]},
-                      "predictions": [{"model_version": model_version,
-                                       "score": round(sum(scores) / len(scores), 5) if scores else 0.0,
-                                       "result": result}]})
-    return tasks
