@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from aetnet.cli.main import main
 from aetnet.data.labelstudio_out import predictions_to_tasks
 

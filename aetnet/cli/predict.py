@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
         predictor = Predictor(args.model, **options)
     if args.format == "labelstudio":
-        return write_labelstudio(predictor, args)
+        return write_labelstudio(predictor, args, inputs)
     if args.image_url_prefix or args.images_root or args.local_files_root:
         raise AetnetError("--image-url-prefix, --images-root and --local-files-root go with --format labelstudio")
     results = predict_paths(predictor, inputs, args.output, args.question, args.visualize, args.ocr_workers)
@@ -116,7 +116,7 @@ def summarize(path: str, records: list[dict]) -> str:
     return f"{path}: {len(records)} page(s); " + "; ".join(parts)
 
 
-def write_labelstudio(predictor, args: argparse.Namespace) -> int:
+def write_labelstudio(predictor, args: argparse.Namespace, inputs: list[str]) -> int:
     """Predict, then write Label Studio tasks whose ``predictions`` are the model's entities (and, with
     ``--entities/--links``, the key -> value relations), and the labelling configuration beside them.
 
@@ -126,7 +126,7 @@ def write_labelstudio(predictor, args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from aetnet.data.labelstudio_out import entity_types, labelling_config, model_version, predictions_to_tasks
+    from aetnet.data.labelstudio_out import entity_types, labelling_config, predictions_to_tasks
     from aetnet.data.labelstudio_refs import image_url
     from aetnet.errors import AetnetError
     from aetnet.inputs import load_pages
@@ -146,7 +146,7 @@ def write_labelstudio(predictor, args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     records, files = [], []
-    for path, pages in predict_paths(predictor, args.inputs, None, args.question, False).items():
+    for path, pages in predict_paths(predictor, inputs, None, args.question, False).items():
         rendered = None
         for record in pages:
             if record.get("image"):
@@ -175,3 +175,18 @@ def write_labelstudio(predictor, args: argparse.Namespace) -> int:
         print("note: the tasks name the images by local path; Label Studio shows images by URL: pass "
               "--local-files-root or --image-url-prefix")
     return 0
+
+
+def model_version(folder, meta: dict) -> str:
+    """A name for the model that Label Studio shows beside each prediction: task, strategy and a digest of
+    the weight files and metadata (the same model gives the same name wherever its folder is)."""
+    import hashlib
+
+    from aetnet.backends import META_FILE, model_folder
+
+    folder = model_folder(folder)
+    digest = hashlib.sha256((folder / META_FILE).read_bytes())
+    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        with path.open("rb") as fh:
+            digest.update(hashlib.file_digest(fh, "sha256").digest())
+    return f"aetnet-{meta.get('task', 'model')}-{meta.get('strategy', 'full')}-{digest.hexdigest()[:10]}"

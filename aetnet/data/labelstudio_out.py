@@ -16,9 +16,7 @@ region; ``aetnet formats show labelstudio-config MODEL`` prints it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -56,19 +54,6 @@ def labelling_config(types: Sequence[str]) -> str:
 """
 
 
-def model_version(folder: str | Path, meta: dict[str, Any]) -> str:
-    """A name for the model that Label Studio shows beside each prediction: task, strategy and a digest of
-    the weight files and metadata (the same model gives the same name wherever its folder is)."""
-    from aetnet.backends import META_FILE, model_folder
-
-    folder = model_folder(folder)
-    digest = hashlib.sha256((folder / META_FILE).read_bytes())
-    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        with path.open("rb") as fh:
-            digest.update(hashlib.file_digest(fh, "sha256").digest())
-    return f"aetnet-{meta.get('task', 'model')}-{meta.get('strategy', 'full')}-{digest.hexdigest()[:10]}"
-
-
 def _percent(box: list[float], width: float, height: float) -> dict[str, float]:
     return {"x": 100 * box[0] / width, "y": 100 * box[1] / height, "width": 100 * (box[2] - box[0]) / width,
             "height": 100 * (box[3] - box[1]) / height, "rotation": 0}
@@ -97,7 +82,7 @@ def predictions_to_tasks(records: list[dict[str, Any]], image_refs: list[str], m
         records: one record per page (``words`` with ``text``/``box``/``label``/``score``, ``entities``, and
             with a relation model ``pairs`` with ``key_entity``/``value_entity`` indices into ``entities``).
         image_refs: the image reference (URL or path) to put in each task's ``data.ocr``.
-        model_version: names the model in Label Studio (:func:`model_version`).
+        model_version: names the model in Label Studio (``aetnet.cli.predict.model_version``).
     """
     from aetnet.data.boxes import line_segments, union_box
 
