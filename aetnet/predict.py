@@ -151,7 +151,9 @@ class Predictor:
         if not isinstance(image, Image.Image):
             first = load_document(image, self.ocr_mode != "always")[0]
             image, layer, where = first.image, first.layer, f"{image} page 1"
-        page = image.convert("RGB")
+        from aetnet.data.images import upright
+
+        page = upright(image).convert("RGB")  # a phone photo opened as stored: turned by its EXIF tag
         words, boxes, lines, source = self.page_words(page, layer, where)
         return {**self.predict_words(page, words, boxes, question, lines), "source": source}
 

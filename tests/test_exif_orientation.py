@@ -130,6 +130,8 @@ def test_predict_and_serve_see_the_upright_page(photos, predictor):
             got = predictor.predict_file(photos[name])
             assert got[0]["size"] == list(SIZE)
             _close_words(_as_ocr(up), _as_ocr(got))
+            with Image.open(photos[name]) as raw:  # a PIL image opened as stored (Python API)
+                assert predictor.predict_image(raw)["size"] == list(SIZE)
             status, served, _ = post_file(base, photos[name])
             assert status == 200 and served[0]["size"] == list(SIZE)
             assert _as_ocr(served) == _as_ocr(got)  # the upload is decoded from memory: the same page
