@@ -4,11 +4,17 @@ In: a Label Studio JSON export (a list of tasks). Each task's first annotation t
 holds regions: a ``rectangle`` (or ``polygon``, or a rotated rectangle) in percent of
 ``original_width``/``original_height``, ``labels``/``rectanglelabels``/``polygonlabels`` with the
 region's label, and a ``textarea`` transcription, all sharing the region ``id``; ``relation`` results
-link regions. Every region becomes a segment: its words (the transcription split on spaces, or the OCR
-words it covers when it has no text) share its label and its box as segment box. Polygons and rotated
-rectangles become their axis-aligned envelope. Word boxes come from the words recorded in the task's
-data by :func:`predictions_to_tasks` when the region still matches them, else the region box is divided
-among the words by their length. Regions are read in the order the export lists them.
+link regions (``direction`` ``right``: from -> to, ``left``: to -> from, ``bi``: both). Every region
+becomes a segment: its words (the transcription split on spaces, or the OCR words it covers when it has
+no text) share its label and its box as segment box. Polygons and rotated rectangles become their
+axis-aligned envelope. Word boxes come from the words recorded in the task's data by
+:func:`~aetnet.data.labelstudio_out.predictions_to_tasks` when the region still matches them, else the
+region box is divided among the words by their length. Regions are read in the order the export lists
+them. The task's image is found by :mod:`aetnet.data.labelstudio_refs` and read upright (EXIF).
+
+Nothing is dropped silently: a task, region, result item or relation that is not converted (another
+region type, a reused id, coordinates outside the image, a relation to a region that is missing, not
+converted or itself, an unreadable image) is one ``{"task", "region", "reason"}`` problem.
 
 Out: :mod:`aetnet.data.labelstudio_out` (pre-annotation tasks and the labelling configuration).
 """
@@ -71,11 +77,11 @@ def _percent_problem(value: dict[str, Any]) -> str | None:
             numbers = [float(c) for point in value["points"] for c in point]
             if not numbers or len(numbers) % 2:
                 return "region has no points; give [[x, y], ...] in percent"
-            bad = [v for v in numbers if not (0 <= v <= 100)]
+            bad = [v for v in numbers if not (-1e-6 <= v <= 100 + 1e-6)]
         else:
             x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
             numbers = [x, y, w, h]
-            bad = [v for v in (x, y) if not (0 <= v <= 100)] + [v for v in (w, h) if v < 0]
+            bad = [v for v in (x, y) if not (-1e-6 <= v <= 100 + 1e-6)] + [v for v in (w, h) if v < 0]
             if not value.get("rotation"):  # a rotated box may hang past the page; its envelope is clipped
                 bad += [v for v in (x + w, y + h) if v > 100 + 1e-6]
     except (KeyError, TypeError, ValueError):
