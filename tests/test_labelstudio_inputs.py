@@ -139,38 +139,41 @@ def test_image_references_of_every_storage_resolve_under_images(tmp_path, shared
     assert (tmp_path / "out" / pages[0]["image"]).resolve() == (root / "scans/batch2/x.png").resolve()
 
 
-def test_bad_input_is_listed_and_the_convert_goes_on(tmp_path, images):
+GOOD = rect("a", 10, 10, 10, 2, "Date:")
+STRING_TEXT = rect("s", 10, 20, 20, 2, None) + [
+    {"id": "s", "type": "textarea", "from_name": "transcription", "to_name": "image", "original_width": W,
+     "original_height": H, "value": {"x": 10, "y": 20, "width": 20, "height": 2, "text": "Total due"}}]
+BAD_TASKS = {  # name: (the bad task, its expected problem (region, reason part), the words kept from it)
+    "annotations as an object": (
+        {"id": 9, "data": {"ocr": "/data/upload/1/8f1a2b3c-page.png"}, "annotations": {"result": GOOD}},
+        (None, "annotations is dict, not a list"), None),
+    "a result item that is a string": (task(9, GOOD + ["a string item"]), (None, "result item 3 is str"), ["Date:"]),
+    "a 300-character file name": (task(9, GOOD, "/data/upload/1/" + "n" * 300 + ".png"),
+                                  (None, "cannot be looked up"), None),
+    "a transcription given as a string": (task(9, GOOD + STRING_TEXT), None, ["Date:", "Total", "due"]),
+    "percent over 100": (task(9, GOOD + rect("o", 95, 10, 10, 2, "over")), ("o", "outside 0-100 (105)"), ["Date:"]),
+    "percent below 0": (task(9, GOOD + rect("u", -3, 10, 10, 2, "under")), ("u", "outside 0-100 (-3)"), ["Date:"]),
+    "a reused region id": (task(9, GOOD + rect("d", 10, 30, 10, 2, "first") + rect("d", 40, 30, 10, 2, "second")),
+                           ("d", "reuses the id"), ["Date:", "first"]),
+    "an unreadable image": (task(9, GOOD, "/data/upload/1/broken.png"), (None, "cannot be read"), None),
+    "a task that is a string": ("not a task", (None, "task 1 of the export is str"), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TASKS))
+def test_bad_input_is_one_problem_line_and_the_convert_goes_on(case, tmp_path, images):
+    """A good task, then the bad one: the good page is written, the bad input is one problem line (or,
+    for a string transcription, read as the text it is), nothing raises."""
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    long_name = "n" * 300 + ".png"
-    good = rect("a", 10, 10, 10, 2, "Date:")
-    string_text = rect("s", 10, 20, 20, 2, None) + [
-        {"id": "s", "type": "textarea", "from_name": "transcription", "to_name": "image",
-         "original_width": W, "original_height": H,
-         "value": {"x": 10, "y": 20, "width": 20, "height": 2, "text": "Total due"}}]
-    dup = rect("d", 10, 30, 10, 2, "first") + rect("d", 40, 30, 10, 2, "second")
-    export = [
-        {"id": 1, "data": {"ocr": "/data/upload/1/8f1a2b3c-page.png"}, "annotations": {"result": good}},
-        task(2, good + ["a string item"]),
-        task(3, good, f"/data/upload/1/{long_name}"),
-        task(4, good + string_text),
-        task(5, good + rect("o", 95, 10, 10, 2, "over") + rect("u", -3, 10, 10, 2, "under")),
-        task(6, good + dup),
-        task(7, good, "/data/upload/1/broken.png"),
-        "not a task",
-    ]
-    pages, problems = convert(tmp_path, export, images)
-    reasons = {(p["task"], p["region"]): p["reason"] for p in problems}
-    assert "annotations is dict, not a list" in reasons[(1, None)]
-    assert "result item 3 is str" in reasons[(2, None)]
-    assert "cannot be looked up" in reasons[(3, None)] and len(reasons[(3, None)]) < 400
-    assert "outside 0-100 (105)" in reasons[(5, "o")] and "outside 0-100 (-3)" in reasons[(5, "u")]
-    assert "reuses the id" in reasons[(6, "d")]
-    assert "broken.png" in reasons[(7, None)] and "cannot be read" in reasons[(7, None)]
-    assert "task 7 of the export is str" in reasons[(None, None)]
-    by_id = {p["id"]: p for p in pages}
-    assert sorted(by_id) == ["2", "4", "5", "6"]
-    assert by_id["4"]["words"] == ["Date:", "Total", "due"]  # the string is the text, not one word per letter
-    assert by_id["5"]["words"] == ["Date:"]
-    assert by_id["6"]["words"] == ["Date:", "first"]  # the second region with id d is reported, not merged
-    assert by_id["6"]["boxes"][1] == pytest.approx([76.2, 300, 152.4, 320], abs=0.01)
-    assert len(problems) == 8
+    bad, expected, kept = BAD_TASKS[case]
+    pages, problems = convert(tmp_path, [task(1, GOOD), bad], images)
+    assert pages[0]["id"] == "1" and pages[0]["words"] == ["Date:"]
+    assert [p["words"] for p in pages[1:]] == ([kept] if kept else [])
+    if expected is None:
+        assert problems == []
+    else:
+        (problem,) = problems
+        assert problem["region"] == expected[0] and expected[1] in problem["reason"], problem
+        assert len(problem["reason"]) < 400  # the 300-character name is shortened
+    if case == "a reused region id":  # the first region keeps its own box: 10-20 % of 762, 30-32 % of 1000
+        assert pages[1]["boxes"][1] == pytest.approx([76.2, 300, 152.4, 320], abs=0.01)
