@@ -170,3 +170,20 @@ def test_convert_labelstudio_reads_regions_on_the_upright_page(photos, tmp_path)
         assert (page["width"], page["height"]) == SIZE
         assert page["boxes"][0] == pytest.approx(up["boxes"][0], abs=0.01)
         _close_words((up["words"], up["boxes"]), (page["words"], page["boxes"]))
+
+
+def test_dataset_rows_are_read_upright(photos, tmp_path):
+    """Pages stored in a ``save_to_disk`` dataset (hub copies, RVL-CDIP rows) and Hugging Face image cells."""
+    import datasets
+
+    from aetnet.data.page_refs import DatasetRow
+    from aetnet.data.validate import expect_image
+
+    raw = photos["o6"].read_bytes()
+    table = datasets.Dataset.from_dict({"image": [{"bytes": raw, "path": None}]},
+                                       features=datasets.Features({"image": datasets.Image()}))
+    table.save_to_disk(str(tmp_path / "ds"))
+    row = DatasetRow(str(tmp_path / "ds"), None, 0)
+    assert row.size() == SIZE and row.load().size == SIZE
+    assert expect_image({"bytes": raw, "path": None}, "image", "row 0").size == SIZE
+    assert expect_image({"bytes": None, "path": str(photos["o8"])}, "image", "row 1").size == SIZE
