@@ -218,3 +218,31 @@ def test_pull_errors(hub, tmp_path):
     dead = _aetnet(_env(tmp_path, hub, HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}"), "predict", "alice/x", "p.png")
     assert dead.returncode == 2
     assert "cannot reach the Hub" in dead.stderr or "not in the Hugging Face cache" in dead.stderr
+
+
+def test_compare_pushes_the_best_model_with_its_table(funsd_run, hub, tmp_path):
+    """Best strategy by mean, then its best seed: here ``full`` (mean 0.475) over ``head`` (0.45),
+    although head's seed 0 (0.9) is the best single run."""
+    import pandas as pd
+
+    from aetnet.compare_hub import best_run
+
+    out = tmp_path / "comparison"
+    out.mkdir()
+    pd.DataFrame({"strategy": ["full", "full", "head", "head"], "seed": [0, 1, 0, 1],
+                  "f1": [0.45, 0.5, 0.9, 0.0],
+                  "run_dir": [str(tmp_path / "nope"), str(funsd_run), str(tmp_path / "no"), str(tmp_path / "n")]}
+                 ).to_csv(out / "runs.csv", index=False)
+    pd.DataFrame({"strategy": ["full", "head"], "f1_mean": [0.475, 0.45]}).to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text("# funsd: strategy comparison\n\n| strategy | f1 |\n|---|---|\n| full | 0.475 |\n")
+    (out / "results.png").write_bytes(b"\x89PNG fake")
+    assert best_run(out, "f1") == ("full", funsd_run)
+    code = f"from aetnet.compare_hub import push_comparison; push_comparison({str(out)!r}, 'funsd', 'alice/cmp')"
+    done = _python(_env(tmp_path, hub), code)
+    assert done.returncode == 0, done.stderr
+    repo = hub.repos["alice/cmp"]
+    files = repo.commits[repo.refs["main"]]
+    assert {"comparison/results.md", "comparison/results.csv", "comparison/results.png", "aetnet.json"} <= set(files)
+    assert json.loads(files["aetnet.json"])["exported_from"] == str((funsd_run / "model").resolve())
+    card = ModelCard(files["README.md"].decode(), ignore_metadata_errors=False)
+    assert "## Strategy comparison" in card.text and "| full | 0.475 |" in card.text
