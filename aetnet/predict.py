@@ -87,8 +87,10 @@ class Predictor:
         device: torch device (``cpu``, ``cuda``).
         dtype: ``float32`` (default) or ``bfloat16`` (halves memory; small score differences).
         batch_size: windows per forward pass.
-        ocr_lang / ocr_psm: Tesseract settings; default those the model was trained with.
-        max_length / stride: window size and overlap in tokens; default the training ones.
+        ocr_lang: Tesseract language; default the one the model was trained with.
+        ocr_psm: Tesseract page segmentation mode; default the training one.
+        max_length: window size in tokens; default the training one.
+        stride: overlap of consecutive windows in tokens; default the training one.
         box_level: ``segment`` (OCR line fragments stand in for segments) or ``word``; default the
             training one.
         ocr_cache: OCR cache folder (default ``$AETNET_CACHE/ocr``).
