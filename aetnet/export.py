@@ -36,7 +36,13 @@ import torch
 from torch import nn
 
 from aetnet.errors import AetnetError
-from aetnet.model_card import BASE_LICENCE, DATA_LICENCES, model_card  # noqa: F401  (re-exported)
+from aetnet.model_card import (  # noqa: F401  (BASE_LICENCE, DATA_LICENCES re-exported)
+    BASE_LICENCE,
+    DATA_LICENCES,
+    LICENCE_FILE,
+    licence_file,
+    model_card,
+)
 from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
@@ -153,7 +159,11 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
             meta["onnx"]["int8"] = {"file": ONNX_INT8_FILE, "max_abs_diff": int8_diff,
                                     "quantization": "dynamic int8, MatMul weights per channel"}
         (output / META_FILE).write_text(json.dumps(meta, indent=2))
-    (output / "README.md").write_text(model_card(meta, metrics, demo=_trained_on_demo(model_dir)), encoding="utf-8")
+    demo = _trained_on_demo(model_dir)
+    (output / "README.md").write_text(model_card(meta, metrics, demo=demo), encoding="utf-8")
+    terms = licence_file(meta, demo)
+    if terms:  # the card's license_link: both the base's and the data's terms
+        (output / LICENCE_FILE).write_text(terms, encoding="utf-8")
     logger.info("exported %s to %s", model_dir, output)
     return output
 

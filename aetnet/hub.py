@@ -86,8 +86,9 @@ def download_model(repo_id: str, revision: str | None = None) -> Path:
                           "tag or commit to --revision") from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled):
         raise AetnetError(
-            f"{repo_id}{at}: not in the Hugging Face cache and the Hub cannot be reached (HF_HUB_OFFLINE is set "
-            f"or there is no network); download it once online, or pass a local folder") from None
+            f"{repo_id}: no such folder here, and the Hub model {repo_id}{at} is not in the Hugging Face cache while "
+            "the Hub cannot be reached (HF_HUB_OFFLINE is set or there is no network); download it once online, "
+            "or pass a local folder") from None
     except HfHubHTTPError as exc:
         raise AetnetError(f"{repo_id}: the Hub at {_endpoint()} answered {_status(exc)} while downloading; "
                           f"try again later ({_first_line(exc)})") from None

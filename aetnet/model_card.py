@@ -82,6 +82,23 @@ def card_licence(base: str, task: str, demo: bool = False) -> dict[str, str]:
     return {"license": "other", "license_name": f"{base_licence}-and-{slug}-terms"}
 
 
+LICENCE_FILE = "LICENSE.md"
+
+
+def licence_file(meta: dict[str, Any], demo: bool = False) -> str | None:
+    """The text of ``LICENSE.md`` for a card whose licence is ``other`` (the card's ``license_link``):
+    the base's licence and the data's terms, both of which apply; ``None`` when one licence id covers both."""
+    base, task = str(meta.get("base", "")), meta.get("task", "")
+    licence = card_licence(base, task, demo)
+    if licence["license"] != "other":
+        return None
+    terms = DATA_TERMS[task]
+    base_text = BASE_LICENCE if base != "tiny" else "aetnet's tiny test model: Apache-2.0."
+    return (f"# {licence['license_name']}\n\nThis model is covered by two sets of terms, and both apply:\n\n"
+            f"- the base weights (`{base}`): {base_text}\n- the training data: {terms.text}\n\n"
+            "In particular, it may not be used commercially.\n")
+
+
 def card_metadata(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False):
     """The ``ModelCardData`` of an export (front matter); ``demo``: trained on aetnet's synthetic pages."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -115,6 +132,7 @@ def card_metadata(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = Fa
         model_name=f"aetnet-{task}-{strategy}",
         eval_results=results or None,
         **card_licence(base, task, demo),
+        **({"license_link": LICENCE_FILE} if licence_file(meta, demo) else {}),
     )
 
 

@@ -22,7 +22,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from aetnet.cli.main import main
-from aetnet.model_card import card_licence, model_card
+from aetnet.model_card import card_licence, licence_file, model_card
 
 _spec = importlib.util.spec_from_file_location("hub_standin", Path(__file__).with_name("hub_standin.py"))
 hub_standin = importlib.util.module_from_spec(_spec)
@@ -97,6 +97,9 @@ def test_card_front_matter_for_a_layoutlmv3_base_on_benchmark_data():
     assert data.datasets == ["nielsr/funsd-layoutlmv3"]
     # FUNSD's own non-commercial research terms beside the base's CC BY-NC-SA 4.0: no single id covers both
     assert (data.license, data.license_name) == ("other", "cc-by-nc-sa-4.0-and-funsd-terms")
+    assert data.license_link == "LICENSE.md"
+    terms = licence_file(meta)
+    assert "CC BY-NC-SA 4.0" in terms and "FUNSD" in terms and "non-commercial" in terms
     assert {(r.metric_type, r.metric_value) for r in data.eval_results} == {
         ("f1", 0.8125), ("precision", 0.75), ("recall", 0.875)}
     assert {r.task_type for r in data.eval_results} == {"token-classification"}
@@ -167,10 +170,64 @@ def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_da
                       "--ocr-workers", "1")
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout) == records_want
+    served = _serve_once(dict(clean, HF_HUB_OFFLINE="1"), "alice/funsd-tiny", page, tmp_path / "serve.log")
+    want = records_want[str(page)]
+    assert [[w["label"] for w in r["words"]] for r in served] == [[w["label"] for w in r["words"]] for r in want]
+    assert [r["entities"] for r in served] == [r["entities"] for r in want]
     uncached = _aetnet(dict(_env(tmp_path / "empty"), HF_HUB_OFFLINE="1"), "predict", "alice/funsd-tiny",
                        str(page))
     assert uncached.returncode == 2
     assert "not in the Hugging Face cache" in uncached.stderr and "Traceback" not in uncached.stderr
+
+
+def _serve_once(env: dict[str, str], model: str, page: Path, log: Path) -> list[dict]:
+    """Start ``aetnet serve MODEL`` on a free port, POST ``page`` once, stop it; the records."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "aetnet", "serve", model, "--port", str(port)], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        boundary = "hub-test-boundary"
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{page.name}"\r\n'
+                "Content-Type: image/png\r\n\r\n").encode() + page.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_export_of_a_run_on_real_data_writes_the_licence_file(funsd_run, tmp_path):
+    """A run whose config names a data path (not the demo) gets the FUNSD terms and LICENSE.md."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(funsd_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["path"] = str(tmp_path / "FUNSD")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["export", str(run), "--output", str(tmp_path / "out")]) == 0
+    data = ModelCard.load(tmp_path / "out" / "README.md", ignore_metadata_errors=False).data
+    assert (data.license, data.license_name, data.license_link) == ("other", "apache-2.0-and-funsd-terms",
+                                                                    "LICENSE.md")
+    assert data.datasets == ["nielsr/funsd-layoutlmv3"]
+    assert "FUNSD" in (tmp_path / "out" / "LICENSE.md").read_text()
 
 
 def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
@@ -185,6 +242,10 @@ def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
     got = _python(_env(tmp_path / "pull", hub), load)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout.strip().splitlines()[-1]) == "funsd"
+    evaluated = _aetnet(_env(tmp_path / "pull", hub), "evaluate", "alice/rev", "--revision", "dev", "--demo",
+                        "data.max_eval_documents=1")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "f1" in json.loads(evaluated.stdout)
     main_only = _aetnet(_env(tmp_path / "pull2", hub), "evaluate", "alice/rev", "--demo")
     assert main_only.returncode == 2 and "no aetnet.json" in main_only.stderr
     missing = _aetnet(_env(tmp_path / "pull3", hub), "evaluate", "alice/rev", "--revision", "v9", "--demo")
