@@ -7,6 +7,7 @@ settings exist in the configuration."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import subprocess
@@ -53,8 +54,8 @@ def aetnet_argv(command: str) -> list[str] | None:
 def test_mkdocs_build_strict(tmp_path):
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env={"NO_MKDOCS_2_WARNING": "1",
-                                                                            "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     settings = (site / "settings" / "index.html").read_text(encoding="utf-8")
     for f in dataclasses.fields(RunConfig):

@@ -267,6 +267,8 @@ def test_push_errors_are_one_sentence(exported, hub, tmp_path):
     assert "refused the token" in message(push(_env(tmp_path, hub, HF_TOKEN="hf_wrong")))
     dead = _env(tmp_path, hub, HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}")
     assert "cannot reach the Hub" in message(push(dead))
+    assert "HF_HUB_OFFLINE is set" in message(push(_env(tmp_path, hub, HF_HUB_OFFLINE="1")))
+    assert "OWNER/NAME" in message(push(_env(tmp_path, hub), repo="no-owner"))
     assert hub.repos == {}
 
 
