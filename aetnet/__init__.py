@@ -21,8 +21,9 @@ def finetune(task: str, **kwargs):
     return _finetune(task, **kwargs)
 
 
-def load(path):
-    """Load a fine-tuned or exported model folder; see :func:`aetnet.train.runner.load_model`."""
+def load(path, revision=None):
+    """Load a fine-tuned or exported model folder, or a Hub id ``OWNER/NAME`` (at ``revision``; downloaded
+    into the Hub cache once, read offline from there afterwards); see :func:`aetnet.train.runner.load_model`."""
     from aetnet.train.runner import load_model
 
-    return load_model(path)
+    return load_model(path, revision)

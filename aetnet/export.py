@@ -7,7 +7,8 @@
   which keeps the aligners and drops what only training needs), the config, tokenizer and processor;
 - ``aetnet.json``: task, kind, labels with ``id2label``/``label2id``, strategy, box level, window
   size and the OCR engine and settings of training, plus where it was exported from;
-- ``README.md``: a model card with the data, the metrics of ``RUN_DIR/metrics.json`` and the
+- ``README.md``: a Hub-ready model card (:mod:`aetnet.model_card`: YAML front matter with licence,
+  base, datasets, metrics and a ``model-index``), the metrics of ``RUN_DIR/metrics.json`` and the
   licence terms inherited from the base weights and the data;
 - with ``merge_lora``, LoRA adapters folded into the weights (the result is a plain model);
 - with ``onnx``, ``model.onnx`` (dynamic batch and sequence axes), checked against PyTorch with
@@ -35,6 +36,13 @@ import torch
 from torch import nn
 
 from aetnet.errors import AetnetError
+from aetnet.model_card import (  # noqa: F401  (BASE_LICENCE, DATA_LICENCES re-exported)
+    BASE_LICENCE,
+    DATA_LICENCES,
+    LICENCE_FILE,
+    licence_file,
+    model_card,
+)
 from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
@@ -50,21 +58,6 @@ INSTALL_ONNX = "pip install aetnet[onnx]"
 #: temperature, all under the AET model's ``alignment`` part).
 TRAINING_ONLY = re.compile(
     r"(^|\.)(alignment|momentum[^.]*|[^.]+_m|[^.]*queue[^.]*|vision_proj|text_proj|temp)(\.|$)")
-
-BASE_LICENCE = (
-    "The Microsoft LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: "
-    "a model fine-tuned from them inherits non-commercial use and share-alike terms."
-)
-DATA_LICENCES = {
-    "funsd": "FUNSD (Jaume et al., 2019): non-commercial research and educational use only.",
-    "funsd-re": "FUNSD (Jaume et al., 2019): non-commercial research and educational use only.",
-    "cord": "CORD (Park et al., 2019): CC BY 4.0 (attribution required).",
-    "rvl-cdip": "RVL-CDIP (Harley et al., 2015): research use, under the terms of the IIT-CDIP / Legacy "
-                "Tobacco Document Library collections it is drawn from.",
-    "docvqa": "DocVQA (Mathew et al., 2021): research use under the terms of the DocVQA challenge "
-              "(rrc.cvc.uab.es); the pages come from the UCSF Industry Documents Library.",
-}
-
 
 def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     """Fold LoRA adapters into the weights (``merge_and_unload``, as peft models provide).
@@ -166,9 +159,27 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
             meta["onnx"]["int8"] = {"file": ONNX_INT8_FILE, "max_abs_diff": int8_diff,
                                     "quantization": "dynamic int8, MatMul weights per channel"}
         (output / META_FILE).write_text(json.dumps(meta, indent=2))
-    (output / "README.md").write_text(model_card(meta, metrics), encoding="utf-8")
+    demo = _trained_on_demo(model_dir)
+    (output / "README.md").write_text(model_card(meta, metrics, demo=demo), encoding="utf-8")
+    terms = licence_file(meta, demo)
+    if terms:  # the card's license_link: both the base's and the data's terms
+        (output / LICENCE_FILE).write_text(terms, encoding="utf-8")
     logger.info("exported %s to %s", model_dir, output)
     return output
+
+
+def _trained_on_demo(model_dir: Path) -> bool:
+    """Whether the run trained on aetnet's synthetic demo pages (its config names no data path)."""
+    import yaml
+
+    config = model_dir.parent / "config.yaml"
+    if not config.is_file():
+        return False
+    try:
+        data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    except yaml.YAMLError:
+        return False
+    return not data.get("path")
 
 
 def _read_metrics(model_dir: Path) -> dict[str, Any]:
@@ -180,63 +191,6 @@ def _read_metrics(model_dir: Path) -> dict[str, Any]:
                 logger.warning("%s is not valid JSON; the model card lists no metrics",
                                folder / "metrics.json")
     return {}
-
-
-def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """The README of an export: task, data, metrics, base, OCR settings, usage and licences."""
-    task, kind = meta.get("task", "?"), meta.get("kind", "?")
-    strategy = meta.get("strategy", "?")
-    if meta.get("merged_from"):
-        strategy = f"{meta['merged_from']} (LoRA merged into the weights)"
-    ocr = meta.get("ocr") or {}
-    lines = [
-        f"# aetnet {task} model", "",
-        f"LayoutLMv3 fine-tuned with aetnet for **{task}** ({kind} task), "
-        f"tuning strategy **{strategy}**.", "",
-        "| field | value |", "|---|---|",
-        f"| base | `{meta.get('base', '?')}` |",
-        f"| labels | {', '.join(meta.get('labels') or []) or '-'} |",
-        f"| box level | {meta.get('box_level', '?')} |",
-        f"| window | {meta.get('max_length', '?')} tokens, stride {meta.get('stride', '?')} |",
-        f"| OCR | {ocr.get('engine', 'tesseract')}, lang {ocr.get('lang', '?')}, psm {ocr.get('psm', '?')} |",
-        "", "## Metrics", "",
-    ]
-    scalars = {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float))}
-    if scalars:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in scalars.items()]
-    else:
-        lines.append("No metrics.json was found in the run folder.")
-    cls = {"token": "AutoModelForTokenClassification", "sequence": "AutoModelForSequenceClassification",
-           "qa": "AutoModelForQuestionAnswering"}.get(kind, "AutoModel")
-    lines += [
-        "", "## Usage", "", "```python", "import aetnet", "model = aetnet.load('THIS_FOLDER')",
-        "from aetnet.predict import Predictor",
-        "pages = Predictor('THIS_FOLDER').predict_file('scan.pdf')", "```", "",
-        "or `aetnet predict THIS_FOLDER scan.pdf --output predictions/`.",
-    ]
-    if meta.get("strategy") in ("full", "head"):
-        lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_FOLDER')`."
-                     if kind != "relation" else "The weights load with "
-                     "`aetnet.models.relation.LayoutLMv3ForRelationExtraction.from_pretrained('THIS_FOLDER')`; "
-                     "key-value pairs: `aetnet predict --entities TOKEN_MODEL --links THIS_FOLDER scan.pdf`.")
-    if "onnx" in meta:
-        lines.append(f"`{ONNX_FILE}` takes {', '.join(onnx_inputs(kind))} (dynamic batch, sequence and entity "
-                     f"axes) and "
-                     f"returns {', '.join(meta['onnx']['outputs'])}; max |ONNX - PyTorch| = "
-                     f"{meta['onnx']['max_abs_diff']:.2e}.")
-        if "int8" in meta["onnx"]:
-            lines.append(f"`{ONNX_INT8_FILE}` is the same graph with dynamic int8 quantisation "
-                         f"(max |int8 - PyTorch| = {meta['onnx']['int8']['max_abs_diff']:.2e} on random inputs).")
-    base = str(meta.get("base", ""))
-    lines += ["", "## Licences", ""]
-    if base == "tiny":
-        lines.append("- Base: the randomly initialised tiny test model of aetnet (no third-party weights); "
-                     "not meant for real use.")
-    else:
-        lines.append(f"- Base `{base}`: {BASE_LICENCE}")
-    lines.append(f"- Data: {DATA_LICENCES.get(task, f'check the licence of the {task} data before use.')}")
-    lines.append("- Check both before any use of this model outside research.")
-    return "\n".join(lines) + "\n"
 
 
 def _require_onnx():

@@ -87,26 +87,32 @@ class Predictor:
         device: torch device (``cpu``, ``cuda``).
         dtype: ``float32`` (default) or ``bfloat16`` (halves memory; small score differences).
         batch_size: windows per forward pass.
-        ocr_lang / ocr_psm: Tesseract settings; default those the model was trained with.
-        max_length / stride: window size and overlap in tokens; default the training ones.
+        ocr_lang: Tesseract language; default the one the model was trained with.
+        ocr_psm: Tesseract page segmentation mode; default the training one.
+        max_length: window size in tokens; default the training one.
+        stride: overlap of consecutive windows in tokens; default the training one.
         box_level: ``segment`` (OCR line fragments stand in for segments) or ``word``; default the
             training one.
         ocr_cache: OCR cache folder (default ``$AETNET_CACHE/ocr``).
         ocr: ``auto`` (PDF pages with a usable text layer are read from it, others OCRed),
             ``always`` (OCR every page) or ``never`` (text layers only; a page without one is an error).
         backend: ``torch``, ``onnx`` (an export's ``model.onnx``) or ``onnx-int8`` (``model.int8.onnx``).
+        revision: branch, tag or commit when ``model_dir`` is a Hub id ``OWNER/NAME``.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None,
                  batch_size: int = 8, ocr_lang: str | None = None, ocr_psm: int | None = None,
                  max_length: int | None = None, stride: int | None = None, box_level: str | None = None,
-                 ocr_cache: str | Path | None = None, ocr: str = "auto", backend: str = "torch"):
+                 ocr_cache: str | Path | None = None, ocr: str = "auto", backend: str = "torch",
+                 revision: str | None = None):
         from aetnet.backends import load_backend
+        from aetnet.hub import resolve_model
 
         if ocr not in OCR_MODES:
             raise AetnetError(f"--ocr {ocr} is not a mode; use {', '.join(OCR_MODES)}")
         self.ocr_mode = ocr
         self.dtype = _resolve_dtype(dtype)
+        model_dir = resolve_model(model_dir, revision)  # a Hub id: downloaded into (or read from) the Hub cache
         self.model_dir = Path(model_dir)
         self.backend, self.meta, self.processor = load_backend(model_dir, backend, device, self.dtype)
         self.model = getattr(self.backend, "model", None)  # the PyTorch model (torch backend only)

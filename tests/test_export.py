@@ -73,7 +73,8 @@ def test_export_folder_contents_and_meta(funsd_run, exported):
     card = (exported / "README.md").read_text()
     metrics = json.loads((funsd_run / "metrics.json").read_text())
     assert f"| train_loss | {metrics['train_loss']:.4g} |" in card
-    assert "FUNSD" in card and "non-commercial" in card and "AutoModelForTokenClassification" in card
+    # trained on the synthetic demo: no FUNSD terms claimed (tests/test_hub.py checks the FUNSD licence rule)
+    assert "synthetic demo pages" in card and "AutoModelForTokenClassification" in card
 
 
 def test_model_card_names_base_and_data_licences():

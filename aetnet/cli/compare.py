@@ -16,7 +16,8 @@ EPILOG = """examples:
 Runs go to OUTPUT/<strategy>/seed<k> (train.seed=k). Finished runs (metrics.json present) are
 skipped, so the same command resumes an interrupted comparison. --devices runs them as a queue,
 one process per device (logs in OUTPUT/logs). Writes results.csv, results.md, results.png,
-validation.png and runs.csv into OUTPUT.
+validation.png and runs.csv into OUTPUT. --push-to-hub OWNER/NAME then pushes the best model (the
+best seed of the strategy with the best mean) with those files in comparison/ and the table in its card.
 """
 
 
@@ -40,11 +41,20 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="comparison folder (default runs/compare-<task>)")
     p.add_argument("--devices", help="run in parallel, one process per device: GPU ids such as 0,1,2,3 "
                    "(on CPU, the number of ids is the number of processes)")
+    p.add_argument("--push-to-hub", metavar="OWNER/NAME",
+                   help="push the best model (best seed of the best strategy) with results.md/.csv/.png to this "
+                   "Hugging Face model repository")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    p.add_argument("--revision", help="with --push-to-hub: the branch to push to (default main)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from aetnet.errors import AetnetError
+
+    if (args.private or args.revision) and not args.push_to_hub:
+        raise AetnetError("--private and --revision apply to --push-to-hub OWNER/NAME; add it or drop them")
     from aetnet.cli.finetune import demo_overrides
     from aetnet.compare import compare
     from aetnet.registry import STRATEGIES
@@ -68,4 +78,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps({"output": str(out_dir), "results": str(out_dir / "results.md")}, indent=2))
     print((out_dir / "results.md").read_text(encoding="utf-8"))
+    if args.push_to_hub:
+        from aetnet.compare_hub import push_comparison
+
+        url = push_comparison(out_dir, args.task, args.push_to_hub, private=args.private, revision=args.revision)
+        print(f"pushed the best model and the comparison to {args.push_to_hub}: {url}")
     return 0

@@ -8,6 +8,7 @@ import json
 EPILOG = """examples:
   aetnet evaluate runs/funsd-full/model --data ~/data/FUNSD
   aetnet evaluate runs/funsd-full/model --demo --output eval-out
+  aetnet evaluate OWNER/NAME --revision v2 --data ~/data/FUNSD     # a model on the Hugging Face Hub
 """
 
 
@@ -19,7 +20,8 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model) or run folder")
+    p.add_argument("model", help="model folder (RUN/model), run folder or Hub id OWNER/NAME")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
     p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
     p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
     p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")
@@ -35,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.on_bad_document:
         overrides.append(f"data.on_bad_document={args.on_bad_document}")
-    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides)
+    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,
+                             revision=args.revision)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

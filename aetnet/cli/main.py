@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "huggingface_hub"):
+    for noisy in ("httpx", "httpx2", "urllib3", "filelock", "datasets", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from aetnet.threads import respect_omp_thread_limit
 

@@ -15,6 +15,7 @@ EPILOG = """examples:
   aetnet predict exports/invoices pages.jsonl                 # your pages, with their own words and boxes
   aetnet predict exports/invoices scans/ --format labelstudio --output tasks.json   # pre-annotations
   aetnet predict --entities exports/funsd --links exports/funsd-re form.png --output kv/ --visualize
+  aetnet predict OWNER/NAME form.png               # a model on the Hugging Face Hub (cached; HF_HUB_OFFLINE=1 works)
 """
 
 
@@ -28,8 +29,9 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", help="model folder (RUN/model, a run folder or an export); omit it "
-                   "with --entities/--links")
+    p.add_argument("model", nargs="?", help="model folder (RUN/model, a run folder or an export) or Hub id "
+                   "OWNER/NAME (downloaded into the Hub cache once); omit it with --entities/--links")
+    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="PNG, JPEG, TIFF or PDF files, or folders")
     p.add_argument("--entities", metavar="TOKEN_MODEL",
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.predict import Predictor, predict_paths
 
     options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
-                   ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
+                   ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend, revision=args.revision)
     inputs = list(args.inputs)
     if args.entities or args.links:
         if not (args.entities and args.links):

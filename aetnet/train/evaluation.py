@@ -196,8 +196,13 @@ def write_outputs(folder: Path, metrics: dict[str, Any], records: list[dict[str,
 
 
 def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path | None = None,
-                   demo: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
-    """``aetnet evaluate``: load a model folder and score it on a dataset's evaluation split."""
+                   demo: bool = False, overrides: list[str] | None = None,
+                   revision: str | None = None) -> dict[str, Any]:
+    """``aetnet evaluate``: load a model folder (or Hub id at ``revision``) and score it on a dataset's
+    evaluation split."""
+    from aetnet.hub import resolve_model
+
+    model_dir = resolve_model(model_dir, revision)
     loaded = load_model(model_dir)
     meta = loaded.meta
     run_cfg = Path(model_dir).parent / "config.yaml"

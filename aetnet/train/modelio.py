@@ -59,9 +59,12 @@ class LoadedModel:
         return self.meta.get("labels")
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load a run's ``model/`` folder (or an exported folder) with its processor and metadata."""
-    path = Path(path)
+def load_model(path: str | Path, revision: str | None = None) -> LoadedModel:
+    """Load a run's ``model/`` folder (or an exported folder, or a Hub id ``OWNER/NAME`` at ``revision``,
+    downloaded into the Hub cache: :func:`aetnet.hub.resolve_model`) with its processor and metadata."""
+    from aetnet.hub import resolve_model
+
+    path = resolve_model(path, revision)
     if (path / "model" / META_FILE).is_file():
         path = path / "model"
     meta_path = path / META_FILE
