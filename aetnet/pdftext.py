@@ -200,9 +200,10 @@ def iter_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
     try:
         pdf = pdfium.PdfDocument(source if isinstance(source, bytes) else str(source))
     except pdfium.PdfiumError as exc:
-        # PDFium also refuses a document whose page tree is empty, hence "or has no pages".
-        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted, not a PDF or "
-                        "has no pages: re-export it", path) from None
+        if getattr(exc, "err_code", None) == 0:  # FPDF_ERR_SUCCESS: PDFium refuses an empty page tree so
+            raise DataError("PDF has no pages; give a PDF with at least one page", path) from None
+        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted or not a PDF: "
+                        "re-export it", path) from None
     try:
         if len(pdf) == 0:
             raise DataError("PDF has no pages; give a PDF with at least one page", path)

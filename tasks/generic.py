@@ -106,6 +106,12 @@ class _OwnData:
     def _map(self, raw: dict[str, list], cfg: RunConfig, group=lambda x: str(x.id)) -> dict[str, list]:
         if "all" in raw:
             raw = {"train": raw.pop("all")}
+        elif not raw.get("train"):
+            # Split files are the user's split: never carve training pages out of validation or test.
+            state = "has no usable page" if "train" in raw else "is missing"
+            raise AetnetError(f"{cfg.data.path}: train.jsonl {state} beside "
+                              f"{', '.join(f'{n}.jsonl' for n in raw if n != 'train')}; put the training pages in "
+                              "train.jsonl (or pass one pages file to have the evaluation share carved out of it)")
         return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
 
     def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str]) -> None:
