@@ -45,6 +45,10 @@ class TooManyPages(DataError):
     """A document with more pages than a limit allows (the service answers 413)."""
 
 
+class PageTooLarge(DataError):
+    """A page with more pixels than a page may have, found before decoding it (the service answers 413)."""
+
+
 @dataclass
 class TextLayer:
     """The text layer of one page.
@@ -249,7 +253,7 @@ def _check_size(page, dpi: int, where: str) -> None:
     width, height = page.get_size()
     pixels = width * height * (dpi / 72) ** 2
     if limit and pixels > limit:
-        raise DataError(f"the page is {width / 72:.0f} x {height / 72:.0f} inches: {pixels / 1e6:.0f} M pixels "
+        raise PageTooLarge(f"the page is {width / 72:.0f} x {height / 72:.0f} inches: {pixels / 1e6:.0f} M pixels "
                         f"at {dpi} dpi, more than the {limit / 1e6:.0f} M a page may have; re-export it at "
                         "a page size", where)
 

@@ -13,9 +13,10 @@ pages`` prints it)::
 - The target is one of ``labels`` (one per word: plain names, or BIO tags), ``entities``
   (``[{"label": ..., "words": [indices]}]``, or ``"box"`` instead of ``"words"`` on pages without
   words), ``class``, or ``qa`` (``[{"question": ..., "answers": [...]}]``). Plain names become BIO
-  over consecutive words of one segment (``O`` is outside); entities give their words B/I tags.
+  over consecutive words of one segment (``O`` is outside); BIOES/BILOU tags become BIO
+  (:mod:`aetnet.data.page_checks`); entities give their words B/I tags. QA answers must be among the words.
 - ``segments`` (one id per word) give segment-level boxes (the union of the segment's word boxes);
-  without them, each labelled entity is a segment. ``links`` pair entity (segment) ids.
+  without them, each labelled entity is a segment. ``links`` pair entity (segment) ids that words carry.
 - A page with no ``words`` goes through Tesseract; its ``entities`` then give ``box`` regions, and
   each OCR word takes the label of the region that covers most of it (at least half).
 
