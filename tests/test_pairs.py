@@ -208,7 +208,8 @@ def test_entity_types_matching_no_linked_pair_are_refused_or_mapped(re_run, funs
     page = sorted((ensure_demo("funsd-re") / "dataset" / "testing_data" / "images").glob("*.png"))[0]
     assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page)]) == 2
     assert "--entity-map" in capsys.readouterr().err
-    assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page), "--entity-map", "QUESTION"]) == 2
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page),
+                 "--entity-map", "QUESTION"]) == 2
     assert "is not TOKEN_TYPE=RELATION_TYPE" in capsys.readouterr().err
     out = tmp_path / "out"
     assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page), "--output", str(out),
