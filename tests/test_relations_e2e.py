@@ -8,6 +8,7 @@ import json
 import pytest
 from PIL import Image
 
+from aetnet.errors import AetnetError
 from aetnet.train.runner import evaluate_model, finetune
 
 BUDGET = ["train.max_steps=2", "train.batch_size=2", "train.logging_steps=1", "train.save_steps=2",
@@ -122,16 +123,19 @@ def test_own_pages_re_task(aetnet_cache, funsd_run, tmp_path):
     assert meta["relations"]["rule"] == [["KEY", "VALUE"], ["TITLE", "KEY"]] and meta["relations"]["ordered"]
     again = evaluate_model(run / "model", str(data))
     assert {k: again[k] for k in KEYS} == pytest.approx({k: metrics[k] for k in KEYS})
-    # predict applies the saved rule: a KEY and a VALUE entity make one candidate pair
+    # predict applies the saved rule: a KEY and a VALUE entity make one candidate pair (the FUNSD token
+    # model's QUESTION/ANSWER mapped onto them; unmapped, the combination is refused)
     record = {"words": [{"text": "Name:", "box": [10, 10, 50, 20]}, {"text": "Ann", "box": [60, 10, 90, 20]}],
-              "entities": [{"type": "KEY", "words": [0], "box": [10, 10, 50, 20]},
-                           {"type": "VALUE", "words": [1], "box": [60, 10, 90, 20]}]}
-    scored = PairPredictor(funsd_run, run).score_pairs(Image.new("RGB", (200, 100), "white"), record)
+              "entities": [{"type": "QUESTION", "words": [0], "box": [10, 10, 50, 20]},
+                           {"type": "ANSWER", "words": [1], "box": [60, 10, 90, 20]}]}
+    with pytest.raises(AetnetError, match="no pair could ever be found"):
+        PairPredictor(funsd_run, run)
+    scored = PairPredictor(funsd_run, run, entity_map={"QUESTION": "KEY", "ANSWER": "VALUE"}).score_pairs(
+        Image.new("RGB", (200, 100), "white"), record)
     assert [(h.text, t.text) for h, t, _ in scored] == [("Name:", "Ann")]
 
 
 def test_re_without_links_fails_clearly(aetnet_cache, tmp_path):
-    from aetnet.errors import AetnetError
 
     page = {"id": "p", "words": ["Name:", "Ann"], "boxes": [[1, 1, 5, 5], [6, 1, 9, 5]], "width": 100,
             "height": 100, "labels": ["KEY", "VALUE"]}
