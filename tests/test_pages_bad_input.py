@@ -203,3 +203,21 @@ def test_a_pdf_without_pages_says_so(tmp_path):
     (tmp_path / "junk.pdf").write_bytes(b"%PDF-1.4\nnothing")
     with pytest.raises(DataError, match="cannot be opened as a PDF"):
         list(iter_pdf(tmp_path / "junk.pdf", dpi=72))
+
+
+def test_predict_on_a_pages_file_names_the_line_of_a_broken_image(folder, funsd_run):
+    from aetnet.predict import Predictor, predict_page_file
+
+    _broken_images(folder)
+    predictor = Predictor(funsd_run)
+    for name, text in (("truncated.png", "cannot be decoded"), ("bomb.png", "too large to be a page")):
+        path = _write(folder, _page(id="ok", labels=None), _page(id="x", image=name, labels=None, width=200,
+                                                                   height=100))
+        with pytest.raises(DataError) as err:
+            predict_page_file(predictor, path)
+        assert str(err.value).startswith(f"{path}:2, field 'image': image {folder / name}: "), str(err.value)
+        assert text in str(err.value)
+    # a page without words goes to OCR: its unreadable image names the line too
+    path = _write(folder, {"id": "o", "image": "garbage.png"})
+    with pytest.raises(DataError, match=rf"^{path}:1, field 'image': image {folder / 'garbage.png'}: "):
+        predict_page_file(predictor, path)

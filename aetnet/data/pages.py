@@ -186,7 +186,10 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
             from aetnet.data.ocr import ocr_image
 
             ocr = ocr_image
-        words, boxes = ocr(image_path)
+        try:
+            words, boxes = ocr(image_path)
+        except DataError as exc:  # an image OCR cannot read: name the line that refers to it
+            raise image_error_at(exc, image_path, where) from None
     labels, segments = (None, None) if kind is None else _target_labels(record, kind, words, boxes, where, size,
                                                                            from_ocr)
     if record.get("segments") is not None:
