@@ -60,6 +60,23 @@ def test_a_coordinate_of_ten_to_the_400_is_a_data_error(folder, mode):
         assert [r["source"] for r in policy.records] == [f"{path}:1"]
 
 
+@pytest.mark.parametrize("fields, field", [
+    ({"width": 0, "height": 100}, "width"),
+    ({"segments": [0, 1, 0]}, "segments[2]"),
+    ({"segments": [0, 1, 1], "links": [[0, 0]]}, "links[0][1]"),
+    ({"labels": None, "entities": [{"label": "KEY", "words": [0]}]}, "entities[0].words[0]"),
+])
+def test_an_integer_of_400_digits_is_a_data_error_in_every_integer_field(folder, fields, field):
+    line = json.dumps(_page(**fields))
+    at = line.rindex("0]") if field != "width" else line.index('"width": 0') + len('"width": ')
+    path = _write(folder, raw=line[:at] + HUGE + line[at + 1:] + "\n")
+    message = _error(path)
+    assert message.startswith(f"{path}:1, field '{field}': expected an integer below 2**53, got a 401-digit "
+                              "integer"), message
+    policy = BadDocuments("skip")
+    assert read_pages(path, "token", policy)["all"] == [] and len(policy.records) == 1
+
+
 def test_an_integer_too_long_for_python_to_read_is_a_data_error(folder):
     path = _write(folder, raw=json.dumps(_page()).replace('"p1"', "1" + "0" * 5000) + "\n")
     assert _error(path).startswith(f"{path}:1: invalid JSON number")

@@ -57,6 +57,10 @@ def describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+#: Integers from a file must stay below this (JSON's safe-integer range; 10**400 overflows a float).
+_BIG = 2 ** 53
+
+
 def _fail(expected: str, value: Any, field: str, source: Any, fix: str | None) -> DataError:
     return DataError(f"expected {expected}, got {describe(value)}; {fix or DEFAULT_FIX}", source, field)
 
@@ -95,13 +99,15 @@ def expect_integer(value: Any, field: str, source: Any, fix: str | None = None) 
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _fail("an integer", value, field, source, fix)
     if isinstance(value, int):
+        if not -_BIG < value < _BIG:  # ids, indices and sizes of this size are mistakes (10**400 overflows)
+            raise _fail("an integer below 2**53", value, field, source, fix)
         return value
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _fail("an integer", value, field, source, fix) from None
-    if not number.is_integer():
-        raise _fail("an integer", value, field, source, fix)
+    if not number.is_integer() or not -_BIG < number < _BIG:
+        raise _fail("an integer below 2**53" if number.is_integer() else "an integer", value, field, source, fix)
     return int(number)
 
 
@@ -118,10 +124,6 @@ def expect_text(value: Any, field: str, source: Any, fix: str | None = None) -> 
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _fail("a text string", value, field, source, fix)
     return value if isinstance(value, str) else str(value)
-
-
-#: Integers beyond this are not taken as coordinates on the fast path (10**400 overflows a float).
-_BIG = 2 ** 53
 
 
 def expect_box(value: Any, field: str, source: Any, size: int = 4, fix: str | None = None) -> list[float]:
