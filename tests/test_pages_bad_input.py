@@ -238,3 +238,13 @@ def test_predict_on_a_pages_file_names_the_line_of_a_broken_image(folder, funsd_
     path = _write(folder, {"id": "o", "image": "garbage.png"})
     with pytest.raises(DataError, match=rf"^{path}:1, field 'image': image {folder / 'garbage.png'}: "):
         predict_page_file(predictor, path)
+
+
+def test_data_labels_given_as_bioes_tags_give_the_bio_label_list():
+    from aetnet.tasks.generic import bio_label_list
+
+    assert bio_label_list(["O", "S-KEY", "B-KEY", "I-KEY", "E-KEY", "S-TOTAL"]) == [
+        "O", "B-KEY", "I-KEY", "B-TOTAL", "I-TOTAL"]
+    assert bio_label_list(["KEY", "TOTAL"]) == ["O", "B-KEY", "I-KEY", "B-TOTAL", "I-TOTAL"]
+    with pytest.raises(AetnetError, match=r"data.labels mix tags \('B-KEY'\) and plain names \('TOTAL'\)"):
+        bio_label_list(["B-KEY", "TOTAL"])
