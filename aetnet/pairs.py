@@ -11,6 +11,11 @@ the token model (e.g. ``funsd``) labels the words and groups them into entities,
 in the page record's ``pairs`` (pixel boxes, score = link probability). A page without questions
 or answers gives ``pairs: []``.
 
+The token model's entity types must be the relation model's (a FUNSD model's QUESTION/ANSWER for
+``funsd-re``): a combination in which no linked pair of types can ever be found (a QUESTION/ANSWER
+token model with a KEY/VALUE ``re`` model) is refused when loading, unless ``entity_map``
+(``--entity-map QUESTION=KEY,ANSWER=VALUE``) renames the token model's types to the relation model's.
+
 Example::
 
     from aetnet.pairs import PairPredictor
@@ -78,11 +83,14 @@ class PairPredictor:
     Args:
         entities: token-model folder (a run's ``model/``, a run folder or an export).
         links: relation-model folder (task kind ``relation``, e.g. ``funsd-re``).
+        entity_map: token-model entity type -> relation-model entity type (see :func:`parse_entity_map`);
+            unmapped types keep their name.
         **options: :class:`~aetnet.predict.Predictor` options shared by both (``device``, ``dtype``,
             ``batch_size``, ``ocr``, ``backend``, ...); OCR settings are the token model's.
     """
 
-    def __init__(self, entities: str | Path, links: str | Path, **options: Any) -> None:
+    def __init__(self, entities: str | Path, links: str | Path, entity_map: dict[str, str] | None = None,
+                 **options: Any) -> None:
         self.entities = Predictor(entities, **options)
         self.links = Predictor(links, **options)
         if self.entities.kind != "token":
@@ -92,6 +100,8 @@ class PairPredictor:
             raise AetnetError(f"--links {links}: a {self.links.meta['task']} model is a {self.links.kind} "
                               "model; give a relation model (e.g. funsd-re)")
         self.schema = RelationSchema.from_meta(self.links.meta.get("relations"))
+        self.entity_map = check_entity_types(entity_types(self.entities.labels or []), self.schema,
+                                             dict(entity_map or {}), str(entities), str(links))
 
     def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
         """Words and boxes of a page by the token model's OCR settings."""
@@ -128,7 +138,8 @@ class PairPredictor:
         """Every candidate (question, answer) pair of a page's token record with its link logit."""
         words = [w["text"] for w in record["words"]]
         boxes = [[float(v) for v in w["box"]] for w in record["words"]]
-        doc = entity_document(words, boxes, record["entities"], image.size)
+        entities = [{**e, "type": self.entity_map.get(str(e["type"]), e["type"])} for e in record["entities"]]
+        doc = entity_document(words, boxes, entities, image.size)
         ents = document_entities(doc, self.schema.labels)
         pairs = candidate_pairs(ents, self.schema)
         if not pairs:
@@ -152,3 +163,55 @@ class PairPredictor:
                  "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6),
                  "key_entity": h.id, "value_entity": t.id}
                 for h, t, x in self.score_pairs(image, record) if x > 0]
+
+
+def parse_entity_map(text: str | None) -> dict[str, str]:
+    """``"QUESTION=KEY,ANSWER=VALUE"`` (``--entity-map``) -> ``{"QUESTION": "KEY", "ANSWER": "VALUE"}``.
+
+    Raises:
+        AetnetError: an item is not ``TOKEN_TYPE=RELATION_TYPE`` or a token type is mapped twice.
+    """
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, target = (part.strip() for part in item.partition("="))
+        if not (sep and name and target):
+            raise AetnetError(f"--entity-map: '{item.strip()}' is not TOKEN_TYPE=RELATION_TYPE; give e.g. "
+                              "--entity-map QUESTION=KEY,ANSWER=VALUE")
+        if name in out:
+            raise AetnetError(f"--entity-map: {name} is mapped twice; map each token-model type once")
+        out[name] = target
+    return out
+
+
+def entity_types(labels: Sequence[str]) -> list[str]:
+    """The entity types of a token model's labels (``B-QUESTION`` -> ``QUESTION``; ``O`` is none), sorted."""
+    return sorted({lb[2:] if lb[:2] in ("B-", "I-") else lb for lb in labels} - {"O"})
+
+
+def check_entity_types(types: Sequence[str], schema: RelationSchema, entity_map: dict[str, str], entities: str,
+                       links: str) -> dict[str, str]:
+    """``entity_map``, checked: its names are types of the two models, and some typed pair that the
+    relation model links (``schema.rule``) can be formed from the token model's (mapped) types.
+
+    Raises:
+        AetnetError: an unknown name in the map, or no linkable pair (``pairs`` would always be empty).
+    """
+    relation_types = list(schema.labels)
+    for name, target in entity_map.items():
+        if name not in types:
+            raise AetnetError(f"--entity-map {name}={target}: the token model {entities} has no entity type {name} "
+                              f"(its types: {', '.join(types) or 'none'})")
+        if target not in relation_types:
+            raise AetnetError(f"--entity-map {name}={target}: the relation model {links} has no entity type "
+                              f"{target} (its types: {', '.join(relation_types)})")
+    mapped = {entity_map.get(t, t) for t in types}
+    if not any(head in mapped and tail in mapped for head, tail in schema.rule):
+        rule = ", ".join(f"{h} -> {t}" for h, t in schema.rule)
+        shown = ", ".join(f"{t}={entity_map[t]}" if t in entity_map else t for t in types) or "none"
+        raise AetnetError(f"--entities {entities} finds entity types {shown}, but the relation model {links} links "
+                          f"{rule}: no pair could ever be found; give models trained on the same entity types, or "
+                          "map the token model's types with --entity-map TOKEN_TYPE=RELATION_TYPE,... "
+                          "(e.g. --entity-map QUESTION=KEY,ANSWER=VALUE)")
+    return entity_map

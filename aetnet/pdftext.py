@@ -45,6 +45,10 @@ class TooManyPages(DataError):
     """A document with more pages than a limit allows (the service answers 413)."""
 
 
+class PageTooLarge(DataError):
+    """A page with more pixels than a page may have, found before decoding it (the service answers 413)."""
+
+
 @dataclass
 class TextLayer:
     """The text layer of one page.
@@ -200,9 +204,10 @@ def iter_pdf(source: str | Path | bytes, dpi: int, text: bool = True, name: str 
     try:
         pdf = pdfium.PdfDocument(source if isinstance(source, bytes) else str(source))
     except pdfium.PdfiumError as exc:
-        # PDFium also refuses a document whose page tree is empty, hence "or has no pages".
-        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted, not a PDF or "
-                        "has no pages: re-export it", path) from None
+        if getattr(exc, "err_code", None) == 0:  # FPDF_ERR_SUCCESS: PDFium refuses an empty page tree so
+            raise DataError("PDF has no pages; give a PDF with at least one page", path) from None
+        raise DataError(f"cannot be opened as a PDF ({exc}); it is corrupt, encrypted or not a PDF: "
+                        "re-export it", path) from None
     try:
         if len(pdf) == 0:
             raise DataError("PDF has no pages; give a PDF with at least one page", path)
@@ -248,7 +253,7 @@ def _check_size(page, dpi: int, where: str) -> None:
     width, height = page.get_size()
     pixels = width * height * (dpi / 72) ** 2
     if limit and pixels > limit:
-        raise DataError(f"the page is {width / 72:.0f} x {height / 72:.0f} inches: {pixels / 1e6:.0f} M pixels "
+        raise PageTooLarge(f"the page is {width / 72:.0f} x {height / 72:.0f} inches: {pixels / 1e6:.0f} M pixels "
                         f"at {dpi} dpi, more than the {limit / 1e6:.0f} M a page may have; re-export it at "
                         "a page size", where)
 

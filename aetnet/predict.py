@@ -312,6 +312,7 @@ def predict_page_file(predictor: Predictor, path: Path,
     """Predict every page of an aetnet pages file (:mod:`aetnet.data.pages`) with its own words, boxes and
     segments (pages without words go through the predictor's OCR); targets, if any, are not read."""
     from aetnet.data.images import open_image
+    from aetnet.data.page_checks import image_error_at
     from aetnet.data.pages import iter_page_lines, parse_page
 
     records, images = [], []
@@ -319,7 +320,10 @@ def predict_page_file(predictor: Predictor, path: Path,
         if isinstance(line, DataError):
             raise line
         doc = parse_page(line, where, path.parent, None, ocr=lambda p: predictor.ocr(open_image(p)))
-        image = doc.load_image()
+        try:
+            image = doc.load_image()
+        except DataError as exc:  # name the line that refers to the image, too
+            raise image_error_at(exc, doc.image_path, where) if doc.image_path else exc from None
         result = predictor.predict_words(image, doc.words, doc.boxes, question, segments=doc.segment_ids)
         records.append({"file": str(path), "page": number, "id": doc.id,
                         "image": str(doc.image_path) if doc.image_path else None, **result})

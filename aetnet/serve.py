@@ -44,7 +44,7 @@ from typing import Any
 
 from aetnet.data.ocr_pool import available_cores
 from aetnet.errors import AetnetError, DataError
-from aetnet.pdftext import PdfPage, iter_pdf
+from aetnet.pdftext import PageTooLarge, PdfPage, iter_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class ServeSettings:
         batch_windows: most windows in one model call (pages of several requests share a call).
         batch_wait_ms: how long the first waiting page waits for others to join its call.
         threads: threads decoding, OCRing and encoding requests in parallel.
+        body_timeout_s: most seconds a request body may take to arrive (408 beyond), so that clients
+            sending half a body and stalling do not hold the queue.
     """
 
     max_upload_mb: float = 20.0
@@ -76,6 +78,7 @@ class ServeSettings:
     batch_windows: int = 32
     batch_wait_ms: float = 10.0
     threads: int = field(default_factory=lambda: min(8, available_cores()))
+    body_timeout_s: float = 60.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -88,6 +91,44 @@ class UnsupportedUpload(DataError):
 
 class UploadTooLarge(DataError):
     """A request body past the upload limit, raised while it streams in (413)."""
+
+
+class BodyTimeout(DataError):
+    """A request body that did not arrive within ``body_timeout_s`` (408)."""
+
+
+def check_image_header(data: bytes, name: str, max_pages: int) -> None:
+    """Refuse an image upload whose frames have more pixels than a page may have, from the header alone
+    (before any pixel is decoded: an 11000 x 11000 PNG of 31 KB would decode to 363 MB).
+
+    Raises:
+        PageTooLarge: a frame over :data:`aetnet.data.images.MAX_IMAGE_PIXELS` (413). Unreadable files,
+            too many frames: left to the decoding, which names them.
+    """
+    from PIL import Image
+
+    from aetnet.data.images import MAX_IMAGE_PIXELS
+
+    def refuse(width: int, height: int, frame: int) -> PageTooLarge:
+        where = f" (frame {frame + 1})" if frame else ""
+        return PageTooLarge(f"the image is {width} x {height} pixels{where}: {width * height / 1e6:.0f} M pixels, "
+                            f"more than the {MAX_IMAGE_PIXELS / 1e6:.0f} M a page may have; downscale it", name)
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header, decodes nothing
+            frames = getattr(img, "n_frames", 1)
+            for frame in range(frames if frames <= max_pages else 0):
+                if frame:
+                    img.seek(frame)
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise refuse(img.width, img.height, frame)
+    except Image.DecompressionBombError:  # PIL refuses twice the limit from the header: so do we
+        raise PageTooLarge(f"the image has more than twice the {MAX_IMAGE_PIXELS / 1e6:.0f} M pixels a page may "
+                           "have; downscale it", name) from None
+    except PageTooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - a corrupt header: decoding reports it (400)
+        return
 
 
 def sniff(data: bytes) -> str | None:
@@ -105,7 +146,8 @@ def upload_pages(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: 
 
     Raises:
         UnsupportedUpload: not a PNG/JPEG/TIFF/PDF; DataError: corrupt; TooManyPages: past ``max_pages``
-            (for a PDF: when its first page is asked for).
+            (for a PDF: when its first page is asked for); PageTooLarge: an image past the pixel limit,
+            from its header (a PDF page: from its size, before rendering).
     """
     from aetnet.inputs import image_pages
 
@@ -117,6 +159,7 @@ def upload_pages(data: bytes, name: str, text_layer: bool, max_pages: int, dpi: 
                                 "send one of those", name)
     if kind == "pdf":
         return iter_pdf(data, dpi, text=text_layer, name=name, max_pages=max_pages)
+    check_image_header(data, name, max_pages)
     return iter([PdfPage(image, None) for image in image_pages(io.BytesIO(data), name, max_pages)])
 
 

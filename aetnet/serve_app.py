@@ -2,13 +2,16 @@
 
 Status codes of ``POST /predict``: 200 with the page records; 400 for a corrupt file, a missing
 ``file`` field, a QA model without ``question`` or ``--ocr never`` on a page without text layer;
+408 for a body that did not arrive within ``body_timeout_s`` (a client that sends half a body and stalls);
 413 for an upload over the byte limit (answered as soon as the body streaming in passes it,
-with or without ``Content-Length``) or the page limit; 415 for a file that is not PNG/JPEG/TIFF/PDF;
+with or without ``Content-Length``), the page limit or the pixel limit (an image's size is read from its
+header, before any pixel is decoded); 415 for a file that is not PNG/JPEG/TIFF/PDF;
 503 (with ``Retry-After``) when ``max_queue`` requests are already being served. Every error body is
 ``{"detail": "<one sentence naming the file and what is wrong>"}``.
 """
 
 
+import asyncio
 import json
 import logging
 import os
@@ -17,8 +20,16 @@ from dataclasses import asdict
 from typing import Any
 
 from aetnet.errors import AetnetError, DataError
-from aetnet.pdftext import TooManyPages
-from aetnet.serve import CONFIG_ENV, ServeSettings, Service, UnsupportedUpload, UploadTooLarge, require_fastapi
+from aetnet.pdftext import PageTooLarge, TooManyPages
+from aetnet.serve import (
+    CONFIG_ENV,
+    BodyTimeout,
+    ServeSettings,
+    Service,
+    UnsupportedUpload,
+    UploadTooLarge,
+    require_fastapi,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,35 +47,49 @@ ENVELOPE_BYTES = 64 * 1024
 
 
 class BodyLimit:
-    """ASGI middleware: a request body is counted as it streams in and stops being read past ``max_bytes``.
+    """ASGI middleware: a request body is counted as it streams in and stops being read past ``max_bytes``
+    or after ``timeout_s``.
 
     Whether the client sent ``Content-Length`` or a chunked body, ``receive`` raises
     :class:`~aetnet.serve.UploadTooLarge` as soon as the bytes received pass the limit, so the
     multipart parser never holds or spools more than ``max_bytes`` (plus one network read); the route
     answers 413 at once and the server discards the rest of the body as it arrives, storing none of it.
+    A body still incomplete ``timeout_s`` after the first read raises :class:`~aetnet.serve.BodyTimeout`
+    (408; the connection is closed), so a stalled client frees its place in the queue.
 
     Args:
         app: the ASGI application.
         max_bytes: most body bytes read per request.
         message: the 413 message.
+        timeout_s: most seconds the whole body may take to arrive.
     """
 
-    def __init__(self, app, max_bytes: int, message: str):
-        self.app, self.max_bytes, self.message = app, max_bytes, message
+    def __init__(self, app, max_bytes: int, message: str, timeout_s: float = 60.0):
+        self.app, self.max_bytes, self.message, self.timeout_s = app, max_bytes, message, timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        received = 0
+        received, deadline, complete = 0, None, False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, deadline, complete
             if received > self.max_bytes:
                 raise UploadTooLarge(self.message)
-            message = await receive()
+            if complete:  # the body is in: later reads wait for the disconnect, without a deadline
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {self.timeout_s:g} s ({received} bytes "
+                                  "came); send the whole body at once, or start the server with a larger "
+                                  "--body-timeout") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise UploadTooLarge(self.message)
             return message
@@ -104,11 +129,16 @@ def create_app(predictor, settings: ServeSettings | None = None):
         title="aetnet prediction service", lifespan=lifespan,
         description=f"{predictor.meta.get('task')} model ({predictor.kind}); upload a page to /predict.")
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES, message=_too_big(settings))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + ENVELOPE_BYTES, message=_too_big(settings),
+                       timeout_s=settings.body_timeout_s)
 
     @app.exception_handler(UploadTooLarge)
     async def too_large(request, exc: UploadTooLarge):  # a body read past the limit outside /predict's own check
         return _error(413, str(exc))
+
+    @app.exception_handler(BodyTimeout)
+    async def too_slow(request, exc: BodyTimeout):  # a stalled body outside /predict's own check
+        return _error(408, str(exc), {"Connection": "close"})
 
     @app.get("/health", summary="Model, settings, load and batching counters")
     async def health() -> dict[str, Any]:
@@ -121,7 +151,8 @@ def create_app(predictor, settings: ServeSettings | None = None):
     @app.post("/predict", summary="Predict every page of an uploaded document", openapi_extra={
         "requestBody": UPLOAD_SCHEMA, "responses": {
             "400": {"description": "corrupt file, missing field or question"},
-            "413": {"description": "upload over the byte or page limit"},
+            "408": {"description": "the request body did not arrive within the body timeout"},
+            "413": {"description": "upload over the byte, page or pixel limit"},
             "415": {"description": "not a PNG, JPEG, TIFF or PDF file"},
             "503": {"description": "too many requests in progress; retry later"}}})
     async def predict(request: fastapi.Request, visualize: bool = False):
@@ -152,6 +183,8 @@ async def _predict(request, service: Service, settings: ServeSettings, visualize
             data = await upload.read(limit + 1)
     except UploadTooLarge as exc:  # BodyLimit: the body streaming in passed the limit
         return _error(413, str(exc))
+    except BodyTimeout as exc:  # BodyLimit: the body did not arrive in time
+        return _error(408, str(exc), {"Connection": "close"})
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body
         if isinstance(exc, AetnetError):
             raise
@@ -161,7 +194,7 @@ async def _predict(request, service: Service, settings: ServeSettings, visualize
         return _error(413, f"{name}: {too_big}")
     try:
         records = await service.predict(data, name, question, visualize)
-    except TooManyPages as exc:
+    except (TooManyPages, PageTooLarge) as exc:
         return _error(413, str(exc))
     except UnsupportedUpload as exc:
         return _error(415, str(exc))

@@ -25,6 +25,7 @@ from typing import Any
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
+from aetnet.data.page_checks import tag_scheme
 from aetnet.data.page_targets import is_bio
 from aetnet.data.pages import read_pages
 from aetnet.errors import AetnetError
@@ -41,7 +42,12 @@ def bio_label_list(names: list[str]) -> list[str]:
     """``data.labels`` or discovered entity names -> the BIO label list (``O``, ``B-X``, ``I-X``, ...)."""
     if is_bio(names):
         return ["O", *[n for n in names if n != "O"]] if "O" in names else ["O", *names]
-    types = [n for n in names if n != "O"]
+    try:
+        tagged = tag_scheme(names)
+    except ValueError as exc:
+        raise AetnetError(f"data.labels {exc}; give entity types (KEY,VALUE) or BIO tags") from None
+    # BIOES / BILOU tags name their types as the pages' tags do (converted to BIO on reading)
+    types = list(dict.fromkeys(n[2:] if tagged else n for n in names if n != "O"))
     return ["O", *[f"{p}-{t}" for t in types for p in ("B", "I")]]
 
 
@@ -106,6 +112,12 @@ class _OwnData:
     def _map(self, raw: dict[str, list], cfg: RunConfig, group=lambda x: str(x.id)) -> dict[str, list]:
         if "all" in raw:
             raw = {"train": raw.pop("all")}
+        elif not raw.get("train"):
+            # Split files are the user's split: never carve training pages out of validation or test.
+            state = "has no usable page" if "train" in raw else "is missing"
+            raise AetnetError(f"{cfg.data.path}: train.jsonl {state} beside "
+                              f"{', '.join(f'{n}.jsonl' for n in raw if n != 'train')}; put the training pages in "
+                              "train.jsonl (or pass one pages file to have the evaluation share carved out of it)")
         return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
 
     def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str]) -> None:

@@ -143,8 +143,12 @@ def test_hf_schema_roundtrip(tmp_path):
 def test_normalize_box_cases():
     assert normalize_box([0, 0, 200, 100], (200, 100)) == [0, 0, 1000, 1000]
     assert normalize_box([50, 25, 150, 75], (200, 100)) == [250, 250, 750, 750]
-    # A small overhang (scanner margin) is clipped onto the page.
-    assert normalize_box([-2, 0, 203, 100], (200, 100)) == [0, 0, 1000, 1000]
+    # A small overhang is fed as the reference computes it, int(1000 * x / w) = 1015 (LayoutLMv3's position
+    # tables hold up to 1023); below 0 there is no table row: 0.
+    assert normalize_box([-2, 0, 203, 100], (200, 100)) == [0, 0, 1015, 1000]
+    assert normalize_box([100, 98, 204, 100.9], (200, 100)) == [500, 980, 1020, 1009]
+    # A coordinate past 1023 (204.8 / 200 -> 1024) clips the whole box to the page.
+    assert normalize_box([201, 98, 204.8, 100.9], (200, 100)) == [1000, 980, 1000, 1000]
     with pytest.raises(DataError, match="inverted"):
         normalize_box([10, 10, 5, 20], (200, 100), "doc.json")
     with pytest.raises(DataError, match="outside the 200x100 page"):

@@ -214,3 +214,56 @@ def test_labelstudio_pre_annotations_carry_the_pairs_as_relations(re_run, funsd_
             seg[s] = f"{seg[s]} {w}" if s in seg else w
         got.append(sorted((seg[a], seg[b]) for a, b in page.get("links", [])))
     assert got == want
+
+
+def _key_value_model(re_run, folder):
+    """The relation model re-typed as an own-pages ``re`` model of KEY/VALUE entities (same weights, the
+    types renamed in place: HEADER, KEY, VALUE, OTHER), as a model trained on KEY -> VALUE links is."""
+    import shutil
+
+    model = folder / "kv"
+    shutil.copytree(re_run / "model", model)
+    meta = json.loads((model / "aetnet.json").read_text())
+    assert meta["relations"] == {"labels": ["HEADER", "QUESTION", "ANSWER", "OTHER"],
+                                 "rule": [["QUESTION", "ANSWER"]], "ordered": False}
+    meta["relations"] = {"labels": ["HEADER", "KEY", "VALUE", "OTHER"], "rule": [["KEY", "VALUE"]], "ordered": False}
+    (model / "aetnet.json").write_text(json.dumps(meta))
+    return model
+
+
+def test_entity_types_matching_no_linked_pair_are_refused_or_mapped(re_run, funsd_run, tmp_path, capsys):
+    from aetnet.data.demo import ensure_demo
+    from aetnet.tasks.funsd import load_funsd
+
+    kv = _key_value_model(re_run, tmp_path)
+    with pytest.raises(AetnetError) as err:
+        PairPredictor(funsd_run, kv)
+    message = str(err.value)
+    assert "finds entity types ANSWER, HEADER, QUESTION, but the relation model" in message
+    assert "links KEY -> VALUE: no pair could ever be found" in message and "--entity-map" in message
+    for bad, text in (({"TOTAL": "KEY"}, "has no entity type TOTAL"), ({"QUESTION": "PRICE"}, "has no entity type "
+                      "PRICE"), ({"QUESTION": "KEY"}, "no pair could ever be found")):
+        with pytest.raises(AetnetError, match=text):
+            PairPredictor(funsd_run, kv, entity_map=bad)
+    # mapped, the same weights score the same pairs as the QUESTION/ANSWER model does unmapped
+    doc = load_funsd(str(ensure_demo("funsd-re")))["eval"][0]
+    record = _gold_record(doc)
+    want = PairPredictor(funsd_run, re_run).score_pairs(doc.load_image(), record)
+    got = PairPredictor(funsd_run, kv, entity_map={"QUESTION": "KEY", "ANSWER": "VALUE"}).score_pairs(
+        doc.load_image(), record)
+    assert len(got) == len(want) > 0
+    assert [(h.text, t.text) for h, t, _ in got] == [(h.text, t.text) for h, t, _ in want]
+    assert [x for _, _, x in got] == pytest.approx([x for _, _, x in want], abs=1e-5)
+    # the command line: refused without the map (exit 2, one line), pairs with it
+    page = sorted((ensure_demo("funsd-re") / "dataset" / "testing_data" / "images").glob("*.png"))[0]
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page)]) == 2
+    assert "--entity-map" in capsys.readouterr().err
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page),
+                 "--entity-map", "QUESTION"]) == 2
+    assert "is not TOKEN_TYPE=RELATION_TYPE" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main(["predict", "--entities", str(funsd_run), "--links", str(kv), str(page), "--output", str(out),
+                 "--entity-map", "QUESTION=KEY, ANSWER=VALUE"]) == 0
+    (record,) = json.loads((out / f"{page.stem}.json").read_text())
+    assert isinstance(record["pairs"], list) and {e["type"] for e in record["entities"]} <= {
+        "QUESTION", "ANSWER", "HEADER"}  # the records keep the token model's own type names

@@ -153,3 +153,32 @@ def test_unstripped_words_tokenise_as_the_reference(tmp_path, tokenizer):
         reference_funsd(folder / "annotations" / "f.json", folder / "images" / "f.png"), tokenizer)
     assert tokenizer.convert_ids_to_tokens(ids).count("\u0120") >= 2  # the trailing spaces' own subwords
     assert mine["f"] == (ids, boxes, labels)
+
+
+def _fed(box):
+    """What LayoutLMv3 can embed of a reference box: its values as computed while they fit the 1024-row
+    position tables (0-1023); a box with a value past them is clipped to the page (0-1000)."""
+    return [min(v, 1000) for v in box] if max(box) > 1023 else box
+
+
+def test_cord_boxes_past_the_page_edge_are_fed_as_the_reference_computes_them(shared_data, tmp_path, tokenizer):
+    """A real CORD receipt (864x1296) whose quads are pushed past the page edge, as receipt_00508's
+    y3 = 867 on an 864-pixel page: the reference's int(1000 * y / h) above 1000 is what aetnet feeds."""
+    (tmp_path / "json").mkdir()
+    gt = json.loads((shared_data / "cord" / "json" / "receipt_00000.json").read_text(encoding="utf-8"))
+    width, height = gt["meta"]["image_size"]["width"], gt["meta"]["image_size"]["height"]
+    lines = gt["valid_line"]
+    lines[0]["words"][0]["quad"].update(y3=height + 4, y4=height + 4)      # 1300 / 1296 -> 1003
+    lines[1]["words"][0]["quad"].update(x3=width + 19, x2=width + 19)      # 883 / 864 -> 1021
+    lines[2]["words"][0]["quad"].update(x3=width + 30, x2=width + 30)      # 894 / 864 -> 1034: past the table
+    (tmp_path / "json" / "receipt_00000.json").write_text(json.dumps(gt), encoding="utf-8")
+    mine = _aetnet_first_windows(CordTask(), tmp_path, tokenizer)
+    rows = [(text, _fed(box), tag) for text, box, tag in reference_cord(tmp_path / "json" / "receipt_00000.json")]
+    ids, boxes, labels = reference_first_window(rows, tokenizer)
+    assert mine["receipt_00000"] == (ids, boxes, labels)
+    # the pushed lines' boxes, by hand: int(1000 * 1300 / 1296) = 1003, int(1000 * 883 / 864) = 1021, and the
+    # third line's 1034 clips its box to the page
+    expected = [[296, 288, 312, 1003], [298, 310, 1021, 322], [298, 330, 1000, 342]]
+    got_boxes = mine["receipt_00000"][1]
+    assert all(box in got_boxes for box in expected)
+    assert max(v for b in got_boxes for v in b) == 1021

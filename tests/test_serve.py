@@ -429,3 +429,90 @@ def test_pdf_is_served_page_by_page_with_few_rendered_pages_alive(funsd_run, tmp
         status, body, _ = post_file(base, pdf)
     assert status == 400 and body["detail"].startswith("six.pdf page 4: --ocr never"), body
     assert count["rendered"] == 16 and count["alive"] == 0, count
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+def test_an_image_past_the_pixel_limit_is_answered_413_from_its_header(funsd_run, shared_data):
+    """A valid 11000 x 11000 PNG (121 M pixels, over the 120 M limit) of a few KB: 413 from its header.
+    Decoding it would take 121 MB as 1-bit pixels and 363 MB as RGB: the server's (this process's)
+    peak memory shows it never happens."""
+    from aetnet.serve import ServeSettings
+    from aetnet.serve_app import create_app
+
+    buffer = io.BytesIO()
+    Image.new("1", (11000, 11000)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    assert len(data) < 1024 * 1024
+    predictor = Predictor(funsd_run)
+    with InProcessServer(create_app(predictor, ServeSettings())) as base:
+        page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
+        assert post_file(base, page)[0] == 200  # the model and the request path are warm
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # reset the peak resident set size (VmHWM) of this process (Linux)
+            measured = True
+        except OSError:
+            measured = False
+        before = _peak_rss_mb() if measured else 0.0
+        status, body, _ = post_file(base, data, "huge.png")
+        grown = _peak_rss_mb() - before if measured else 0.0
+    assert grown < 100, f"peak memory grew by {grown:.0f} MB: the image was decoded"
+    assert status == 413, body
+    assert body["detail"] == ("huge.png: the image is 11000 x 11000 pixels: 121 M pixels, more than the 120 M a "
+                              "page may have; downscale it")
+
+
+def _stalled_client(port: int) -> socket.socket:
+    """A raw loopback connection that sends the headers and half of a 64 KB body, then stalls."""
+    body, ctype = multipart(b"\x89PNG\r\n\x1a\n" + bytes(64 * 1024), "stalled.png")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+    return sock
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict, bool]:
+    """Status, JSON body and whether the server then closed the connection."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += sock.recv(65536)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    closed = sock.recv(1) == b""  # the rest of the stalled body is not waited for
+    return int(head.split()[1]), json.loads(rest[:length]), closed
+
+
+def test_clients_that_stall_mid_body_are_cut_off_with_408_and_free_the_queue(funsd_run, shared_data):
+    from aetnet.serve import ServeSettings
+    from aetnet.serve_app import create_app
+
+    page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
+    settings = ServeSettings(max_queue=2, body_timeout_s=1.5)
+    with InProcessServer(create_app(Predictor(funsd_run), settings)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        started = time.monotonic()
+        stalled = [_stalled_client(port) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 10
+            while request(f"{base}/health")[1]["in_flight"] < 2:  # both hold a place in the queue
+                assert time.monotonic() < deadline, "the stalled requests never reached /predict"
+                time.sleep(0.05)
+            assert post_file(base, page)[0] == 503  # while they hold it, the queue is full
+            answers = [_read_response(sock) for sock in stalled]
+            waited = time.monotonic() - started
+        finally:
+            for sock in stalled:
+                sock.close()
+        for status, body, closed in answers:
+            assert status == 408 and closed, (status, body)
+            assert body["detail"].startswith("the request body did not arrive within 1.5 s (")
+        assert waited >= 1.5  # not before the timeout (and within the sockets' 30 s, or recv raises)
+        assert request(f"{base}/health")[1]["in_flight"] == 0
+        assert post_file(base, page)[0] == 200  # the queue is free again

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--links", metavar="RELATION_MODEL",
                    help="key-value pairs: relation model linking questions to answers (a funsd-re model); each "
                    "page record gets 'pairs': [{key, value, key_box, value_box, score}]")
+    p.add_argument("--entity-map", metavar="TYPE=TYPE,...",
+                   help="key-value pairs: rename the token model's entity types to the relation model's, e.g. "
+                   "QUESTION=KEY,ANSWER=VALUE (without it, models whose types share no linked pair are refused)")
     p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
     p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize); with --format "
                    "labelstudio, the tasks .json file")
@@ -80,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
     if args.entities or args.links:
         if not (args.entities and args.links):
             raise AetnetError("key-value pairs need both --entities TOKEN_MODEL and --links RELATION_MODEL")
-        from aetnet.pairs import PairPredictor
+        from aetnet.pairs import PairPredictor, parse_entity_map
 
         inputs = ([args.model] if args.model else []) + inputs  # no MODEL positional: all are inputs
-        predictor = PairPredictor(args.entities, args.links, **options)
+        predictor = PairPredictor(args.entities, args.links, parse_entity_map(args.entity_map), **options)
     else:
         if args.model is None:
             raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
+        if args.entity_map:
+            raise AetnetError("--entity-map applies to key-value pairs (--entities and --links); drop it")
         predictor = Predictor(args.model, **options)
     if args.format == "labelstudio":
         return write_labelstudio(predictor, args, inputs)

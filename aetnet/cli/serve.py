@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-windows", type=int, default=32, help="most windows in one model call")
     p.add_argument("--batch-wait-ms", type=float, default=10.0,
                    help="how long a page waits for others to share its model call (default 10)")
+    p.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="most seconds a request body may take to arrive (408 beyond; default 60), so that "
+                   "clients sending half a body and stalling do not hold the queue")
     p.add_argument("--threads", type=int, help="threads decoding and OCRing requests (default: cores, max 8)")
     p.set_defaults(func=run)
 
@@ -54,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise AetnetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.max_upload_mb <= 0 or args.batch_wait_ms < 0:
-        raise AetnetError("--max-upload-mb must be positive and --batch-wait-ms not negative")
+    if args.max_upload_mb <= 0 or args.batch_wait_ms < 0 or args.body_timeout <= 0:
+        raise AetnetError("--max-upload-mb and --body-timeout must be positive and --batch-wait-ms not negative")
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_pages=args.max_pages, max_queue=args.max_queue,
-                             batch_windows=args.batch_windows, batch_wait_ms=args.batch_wait_ms)
+                             batch_windows=args.batch_windows, batch_wait_ms=args.batch_wait_ms,
+                             body_timeout_s=args.body_timeout)
     if args.threads:
         settings.threads = args.threads
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings,

@@ -12,8 +12,12 @@ from collections.abc import Sequence
 from aetnet.data.document import Document
 from aetnet.errors import DataError
 
-#: Boxes may overhang the page by this share of its size (scanner margins) and are clipped.
+#: Boxes may overhang the page by this share of its size (scanner margins).
 OVERHANG_TOLERANCE = 0.05
+#: The largest coordinate LayoutLMv3's 2-D position tables hold (``max_2d_position_embeddings`` = 1024 rows).
+#: A normalised coordinate up to it is fed as the reference computes it (a box overhanging the page gives
+#: values above 1000); a box with a coordinate beyond it is clipped to the page (0-1000).
+MAX_COORDINATE = 1023
 
 
 def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "", index: int = 0) -> list[int]:
@@ -26,8 +30,9 @@ def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "",
         index: the word index, for error messages.
 
     Returns:
-        Four integers in ``[0, 1000]``: ``int(1000 * x / width)`` (truncated, as the LayoutLMv3
-        reference preprocessing does) of the box clipped to the page.
+        Four integers: ``int(1000 * x / width)`` (truncated, as the LayoutLMv3 reference preprocessing
+        does), negative values raised to 0; a box overhanging the page keeps values above 1000 up to
+        :data:`MAX_COORDINATE`, and a box with a coordinate beyond that is clipped to the page (0-1000).
 
     Raises:
         DataError: the box is inverted or lies outside the page by more than the tolerance.
@@ -48,13 +53,12 @@ def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "",
             where,
             "boxes",
         )
-    # Truncation, as LayoutLMv3's FUNSD/CORD scripts and its OCR processor do: int(1000 * x / width).
-    return [
-        int(1000 * min(max(x0, 0.0), width) / width),
-        int(1000 * min(max(y0, 0.0), height) / height),
-        int(1000 * min(max(x1, 0.0), width) / width),
-        int(1000 * min(max(y1, 0.0), height) / height),
-    ]
+    # Truncation, as LayoutLMv3's FUNSD/CORD scripts and its OCR processor do: int(1000 * x / width), fed
+    # as is when it overhangs the page a little (the reference gives 1003 for y = 867 on an 864-pixel page).
+    grid = [int(1000 * x0 / width), int(1000 * y0 / height), int(1000 * x1 / width), int(1000 * y1 / height)]
+    if max(grid) > MAX_COORDINATE:  # past LayoutLMv3's position tables: clip the box to the page
+        grid = [min(v, 1000) for v in grid]
+    return [max(v, 0) for v in grid]  # no table row below 0 (the reference clips CORD's x1, y1 at 0)
 
 
 def looks_normalized(boxes: list[list[float]], page_size: tuple[int, int]) -> bool:

@@ -96,6 +96,8 @@ def open_image(path: str | Path) -> Image.Image:
         raise DataError("image file does not exist; check the path or the dataset layout", path, "image")
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # from the header: PIL only warns below twice the limit
+                raise too_large(path, ValueError(f"{img.width}x{img.height}"))
             img.load()
             return upright(img).convert("RGB")
     except Image.DecompressionBombError as exc:

@@ -13,9 +13,10 @@ pages`` prints it)::
 - The target is one of ``labels`` (one per word: plain names, or BIO tags), ``entities``
   (``[{"label": ..., "words": [indices]}]``, or ``"box"`` instead of ``"words"`` on pages without
   words), ``class``, or ``qa`` (``[{"question": ..., "answers": [...]}]``). Plain names become BIO
-  over consecutive words of one segment (``O`` is outside); entities give their words B/I tags.
+  over consecutive words of one segment (``O`` is outside); BIOES/BILOU tags become BIO
+  (:mod:`aetnet.data.page_checks`); entities give their words B/I tags. QA answers must be among the words.
 - ``segments`` (one id per word) give segment-level boxes (the union of the segment's word boxes);
-  without them, each labelled entity is a segment. ``links`` pair entity (segment) ids.
+  without them, each labelled entity is a segment. ``links`` pair entity (segment) ids that words carry.
 - A page with no ``words`` goes through Tesseract; its ``entities`` then give ``box`` regions, and
   each OCR word takes the label of the region that covers most of it (at least half).
 
@@ -34,11 +35,18 @@ from typing import Any
 
 from aetnet.data.boxes import union_boxes
 from aetnet.data.document import Document, QAExample
+from aetnet.data.page_checks import (
+    check_links,
+    image_error_at,
+    page_image_path,
+    shorten,
+    tag_scheme,
+    tags_to_bio,
+)
 from aetnet.data.page_targets import (
     check_box,
     entities_to_labels,
     entity_segments,
-    is_bio,
     plain_to_bio,
     regions_to_labels,
     require_that,
@@ -103,6 +111,10 @@ def iter_page_lines(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataErro
                 yield where, DataError(f"invalid JSON ({exc.msg}, column {exc.colno}); one page object per line",
                                        where)
                 continue
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                yield where, DataError(f"invalid JSON number ({str(exc)[:80]}); give numbers of a normal size",
+                                       where)
+                continue
             if not isinstance(record, dict):
                 yield where, DataError("line is not a JSON object; one page object per line", where)
                 continue
@@ -112,19 +124,16 @@ def iter_page_lines(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataErro
 # ------------------------------------------------------------------------------------- validation
 def _page_size(record: dict, where: str, base: Path) -> tuple[tuple[int, int], Path | None]:
     image = record.get("image")
-    path = None
-    if image is not None:
-        require_that(isinstance(image, str) and image.strip() != "", where, "image",
-                 "must be the image path relative to the JSONL file")
-        path = (base / image) if not Path(image).is_absolute() else Path(image)
-        require_that(path.is_file(), where, "image", f"image file {path} does not exist; fix the path (relative to "
-                 "the JSONL file) or add the image")
+    path = page_image_path(image, where, base) if image is not None else None
     w, h = record.get("width"), record.get("height")
     if w is None and h is None:
         require_that(path is not None, where, "image", "a page needs an image, or width and height for a blank page")
         from aetnet.data.images import image_size
 
-        return image_size(path), path
+        try:
+            return image_size(path), path
+        except DataError as exc:  # unreadable, or too large: name the line that refers to the image
+            raise image_error_at(exc, path, where) from None
     fix = "give width and height as the image's pixel size"
     w, h = require(record, "width", "integer", "", where, fix=fix), require(record, "height", "integer", "", where,
                                                                               fix=fix)
@@ -177,7 +186,10 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
             from aetnet.data.ocr import ocr_image
 
             ocr = ocr_image
-        words, boxes = ocr(image_path)
+        try:
+            words, boxes = ocr(image_path)
+        except DataError as exc:  # an image OCR cannot read: name the line that refers to it
+            raise image_error_at(exc, image_path, where) from None
     labels, segments = (None, None) if kind is None else _target_labels(record, kind, words, boxes, where, size,
                                                                            from_ocr)
     if record.get("segments") is not None:
@@ -187,11 +199,18 @@ def parse_page(record: dict[str, Any], where: str, base: Path, kind: str | None,
                     for i, v in enumerate(expect_list(record["segments"], "segments", where, fix))]
         require_that(len(segments) == len(words), where, "segments", f"{len(words)} words but {len(segments)} segment "
                  "ids; give one per word (-1 for none)")
-    if labels is not None and record.get("labels") is not None and not is_bio(labels):
-        labels = plain_to_bio(labels, segments)
+    if labels is not None and record.get("labels") is not None:
+        try:
+            tagged = tag_scheme(labels)
+        except ValueError as exc:
+            raise DataError(f"labels {exc}; give BIO tags (B-X, I-X, O) or plain names throughout", where,
+                            "labels") from None
+        labels = tags_to_bio(labels, where) if tagged else plain_to_bio(labels, segments)
     if segments is None and labels is not None:
         segments = entity_segments(labels)
     links = _check_links(record.get("links"), where)
+    if kind is not None:
+        check_links(links, segments, where)
     doc = Document(id=str(page_id), words=words, boxes=boxes, page_size=size, image_path=image_path,
                    labels=labels if kind != "qa" else None, segment_ids=segments,
                    segment_boxes=union_boxes(boxes, segments) if segments else {}, links=links,
@@ -251,8 +270,12 @@ def _qa_examples(record: dict, doc: Document, where: str) -> list[QAExample]:
         require_that(item["question"].strip() != "", where, f"{field}.question", "is empty; give the question")
         answers = [expect_string(a, at(f"{field}.answers", i), where, fix)
                    for i, a in enumerate(require(item, "answers", "list", field, where, optional=True, default=[]))]
+        span = locate_answer(doc.words, answers)
+        require_that(span is not None or not any(a.strip() for a in answers), where, f"{field}.answers",
+                     f"no answer of {shorten([shorten(a, 30) for a in answers], 100)} is among the page's words; an "
+                     "answer must be a span of the page's words (correct it, or remove the question)")
         out.append(QAExample(id=f"{doc.id}-{k}", question=item["question"], document=doc, answers=list(answers),
-                             answer_span=locate_answer(doc.words, answers)))
+                             answer_span=span))
     return out
 
 
@@ -293,8 +316,13 @@ def read_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, 
             doc = result[0].document if isinstance(result, list) and result else result
             if isinstance(doc, Document):
                 if doc.id in seen:
-                    raise DataError(f"page id '{doc.id}' is used twice (also at {seen[doc.id]}); give every page a "
-                                    "unique id", where, "id")
+                    error = DataError(f"page id '{doc.id}' is used twice (also at {seen[doc.id]}); give every page "
+                                      "a unique id", where, "id")
+                    if policy is None:
+                        raise error
+                    policy.handle(error, split, doc.id, where)  # skip mode: listed, the first page is kept
+                    count_given(policy, 1 - len(result) if isinstance(result, list) else 0)  # one unit, as a bad line
+                    continue
                 seen[doc.id] = where
             items.extend(result if isinstance(result, list) else [result])
         out[split] = items
@@ -308,6 +336,8 @@ def document_to_page(doc: Document, image: str | None = None, labels: list[str] 
         doc: the page.
         image: the image path to write (relative to the JSONL file); default the document's own.
         labels: labels to write instead of the document's (e.g. predictions).
+
+    Links are written between entities that have words (the only ones a page can name).
     """
     page: dict[str, Any] = {"id": doc.id}
     if image is not None or doc.image_path is not None:
@@ -321,6 +351,10 @@ def document_to_page(doc: Document, image: str | None = None, labels: list[str] 
         page["labels"] = list(labels)
     if doc.doc_label is not None:
         page["class"] = doc.doc_label
-    if doc.links:
-        page["links"] = [list(p) for p in doc.links]
+    # A page names entities by the segment ids of its words: a link to an entity without words (FUNSD's
+    # unfilled answers) or to itself cannot be read back (see page_checks.check_links), so it is not written.
+    ids = set(doc.segment_ids or []) - {-1, None}
+    links = [list(p) for p in doc.links if p[0] in ids and p[1] in ids and p[0] != p[1]]
+    if links:
+        page["links"] = links
     return page

@@ -110,17 +110,27 @@ def check_document(doc: Document, box_level: str, need_words: bool) -> None:
     if doc.image is None and doc.image_ref is not None:
         doc.image_ref.size()  # the row holds a readable image header (pixels stay on disk)
     if doc.image is None and doc.image_path is not None:
+        # Name the line or file that refers to the image (a pages.jsonl line), and the image itself.
+        where, image = doc.source or doc.image_path, f"image {doc.image_path}: " if doc.source else ""
         try:
             with Image.open(doc.image_path) as img:
                 img.verify()
         except FileNotFoundError:
-            raise DataError("image file does not exist; check the dataset layout", doc.image_path, "image") from None
+            raise DataError(f"{image}image file does not exist; check the dataset layout", where, "image") from None
         except Exception as exc:  # PIL raises many types for broken files
             raise DataError(
-                f"image cannot be decoded ({exc}); the file is corrupt or truncated: re-export or remove it",
-                doc.image_path,
+                f"{image}image cannot be decoded ({exc}); the file is corrupt or truncated: re-export or remove it",
+                where,
                 "image",
             ) from None
+        from aetnet.data.images import image_size
+
+        try:
+            image_size(doc.image_path)  # over the page pixel limit (a bomb that PIL only warns about)
+        except DataError as exc:
+            from aetnet.data.page_checks import image_error_at
+
+            raise image_error_at(exc, doc.image_path, where) if doc.source else exc from None
 
 
 def screen_documents(

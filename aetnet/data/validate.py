@@ -46,6 +46,8 @@ def describe(value: Any) -> str:
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"the string {shown!r}"
+    if isinstance(value, int) and abs(value) >= 10 ** 40:
+        return f"a {len(str(abs(value)))}-digit integer"
     if isinstance(value, (int, float)):
         return f"the number {value!r}"
     if isinstance(value, (list, tuple)):
@@ -53,6 +55,10 @@ def describe(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return f"a {type(value).__name__}"
+
+
+#: Integers from a file must stay below this (JSON's safe-integer range; 10**400 overflows a float).
+_BIG = 2 ** 53
 
 
 def _fail(expected: str, value: Any, field: str, source: Any, fix: str | None) -> DataError:
@@ -79,6 +85,8 @@ def expect_number(value: Any, field: str, source: Any, fix: str | None = None) -
         raise _fail("a number", value, field, source, fix)
     try:
         number = float(value)
+    except OverflowError:  # an integer past the float range (10**400)
+        raise _fail("a finite number", value, field, source, fix) from None
     except ValueError:
         raise _fail("a number", value, field, source, fix) from None
     if not math.isfinite(number):
@@ -91,13 +99,15 @@ def expect_integer(value: Any, field: str, source: Any, fix: str | None = None) 
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _fail("an integer", value, field, source, fix)
     if isinstance(value, int):
+        if not -_BIG < value < _BIG:  # ids, indices and sizes of this size are mistakes (10**400 overflows)
+            raise _fail("an integer below 2**53", value, field, source, fix)
         return value
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise _fail("an integer", value, field, source, fix) from None
-    if not number.is_integer():
-        raise _fail("an integer", value, field, source, fix)
+    if not number.is_integer() or not -_BIG < number < _BIG:
+        raise _fail("an integer below 2**53" if number.is_integer() else "an integer", value, field, source, fix)
     return int(number)
 
 
@@ -119,7 +129,7 @@ def expect_text(value: Any, field: str, source: Any, fix: str | None = None) -> 
 def expect_box(value: Any, field: str, source: Any, size: int = 4, fix: str | None = None) -> list[float]:
     """``size`` numbers (``[x0, y0, x1, y1]`` by default), each checked with :func:`expect_number`."""
     if isinstance(value, (list, tuple)) and len(value) == size and all(
-            type(v) in (int, float) and math.isfinite(v) for v in value):
+            type(v) is float and math.isfinite(v) or type(v) is int and -_BIG < v < _BIG for v in value):
         return [float(v) for v in value]  # the common case, checked without building field names
     shape = "[x0, y0, x1, y1]" if size == 4 else f"{size} numbers"
     if not isinstance(value, (list, tuple)) or len(value) != size:
