@@ -21,7 +21,7 @@ from aetnet.export import export_model
 from aetnet.predict import Predictor
 
 FP32_TOL = 1e-4
-INT8_REL_TOL = 0.02  # measured 0.74-0.89 % on these pages
+INT8_REL_TOL = 0.02  # measured 0.70-1.65 % on these pages (7-bit weights, AVX2 CPU)
 
 
 @pytest.fixture(scope="module")
