@@ -162,6 +162,45 @@ def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def phase_times(model, data, is_aet: bool, args, device: torch.device, bf16: bool) -> dict[str, float]:
+    """Mean seconds of each phase of a training step (forward, backward, AdamW, EMA), timed separately.
+
+    A fresh copy of ``model`` trains ``args.steps`` steps after ``args.warmup`` untimed ones, with a device
+    synchronisation between phases (on CPU the phases are synchronous anyway).
+    """
+    model = copy.deepcopy(model).to(device).train()
+    set_attention(model, args.attn)
+    params = model.optimizer_param_groups(0.01) if is_aet else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    names = ("forward", "backward", "AdamW", "EMA") if is_aet else ("forward", "backward", "AdamW")
+    totals = dict.fromkeys(names, 0.0)
+    marks: list[float] = []
+
+    def mark():
+        sync(device)
+        marks.append(time.perf_counter())
+
+    for i in range(args.warmup + args.steps):
+        marks.clear()
+        mark()
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(**data)
+        mark()
+        out["loss"].backward()
+        mark()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        mark()
+        if is_aet:
+            model.momentum_update()
+            mark()
+        if i >= args.warmup:
+            for name, start, end in zip(names, marks, marks[1:]):
+                totals[name] += end - start
+    return {name: value / args.steps for name, value in totals.items()}
+
+
 def count_flops(model, data, bf16: bool, device: torch.device) -> int:
     """Forward + backward FLOPs of one step, with eager attention so every matmul is counted."""
     set_attention(model, "eager")
@@ -259,6 +298,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--terms", action="store_true", help="also time each loss term (fp32, eager)")
+    parser.add_argument("--phases", action="store_true",
+                        help="also time each phase of a step apart (forward, backward, AdamW, EMA), eager")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args()
 
@@ -315,6 +356,23 @@ def main() -> None:
         ratio = times[("AET", compiled)] / times[("full", compiled)]
         print(f"AET / full ({'compiled' if compiled else 'eager'}): time {ratio:.3f}x, FLOPs {flop_ratio:.3f}x "
               f"(target: time ratio <= FLOP ratio) -> {'met' if ratio <= flop_ratio else 'NOT met'}")
+    if args.phases:
+        phases = {label: phase_times(model, batch, is_aet, args, device, bf16)
+                  for label, model, batch, is_aet in (("full", full, data, False), ("AET", aet, aet_data, True))}
+        print("phases of one step (eager, ms; each timed apart, so they add up to about the step):")
+        for label, times_ in phases.items():
+            print(f"  {label:5s}" + "".join(f"{name:>10s} {value * 1e3:8.1f}" for name, value in times_.items()))
+        fb = {label: t["forward"] + t["backward"] for label, t in phases.items()}
+        rest = {label: sum(t.values()) - fb[label] for label, t in phases.items()}
+        total = {label: sum(t.values()) for label, t in phases.items()}
+        print(f"  forward+backward AET/full {fb['AET'] / fb['full']:.3f}x (FLOP ratio {flop_ratio:.3f}x); whole step "
+              f"{total['AET'] / total['full']:.3f}x; AdamW+EMA share of the step: full "
+              f"{100 * rest['full'] / total['full']:.1f} %, AET {100 * rest['AET'] / total['AET']:.1f} %")
+        trainable = {label: sum(p.numel() for p in m.parameters() if p.requires_grad) for label, m in
+                     (("full", full), ("AET", aet))}
+        print(f"  trainable parameters: full {trainable['full'] / 1e6:.1f} M, AET {trainable['AET'] / 1e6:.1f} M "
+              f"({trainable['AET'] / trainable['full']:.2f}x); EMA over "
+              f"{sum(p.numel() for p in aet.momentum_pairs().tensors()[0]) / 1e6:.1f} M")
     if args.terms:
         aet_fp32 = copy.deepcopy(aet).to(device).train()
         set_attention(aet_fp32, args.attn)
