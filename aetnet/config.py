@@ -131,6 +131,10 @@ class TrainConfig:
     """``torch.compile`` the transformer encoders of LayoutLMv3 and the aligners (first steps compile)."""
     compile_backend: str = "inductor"
     """``torch.compile`` backend (``inductor`` generates kernels; ``aot_eager`` only traces, for checks)."""
+    gradient_checkpointing: bool = False
+    """Activation checkpointing of the layers of LayoutLMv3 and both online aligners (not AET's momentum
+    copies): their activations are recomputed in the backward pass, trading about one extra forward pass
+    for memory; losses and gradients are unchanged. Any strategy, DDP and ``train.compile``."""
     logging_steps: int = 10
     eval_strategy: str | None = None
     """Validation during training: ``steps`` (every ``eval_steps``), ``epoch`` or ``no``; unset means

@@ -84,12 +84,16 @@ def _state(model) -> dict[str, torch.Tensor]:
             "momentum": torch.cat([p.flatten() for p in a.text_aligner_m.parameters()])}
 
 
-def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None) -> None:
+def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None, checkpointed: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         model = _build()
+        if checkpointed:  # train.gradient_checkpointing: the ranks recompute, the reference does not
+            from aetnet.models.checkpointing import set_activation_checkpointing
+
+            set_activation_checkpointing(model)
         # Set by the trainer (the per-device batch size): the queues' gather then reads no sizes back.
         model.alignment.image_queue.rows_per_rank = model.alignment.text_queue.rows_per_rank = rows_per_rank
         # No buffer broadcast: each rank's queue must come from its own gathered enqueue.
@@ -118,9 +122,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("rows_per_rank", [None, HALF], ids=["sizes-gathered", "padded-sync-free"])
-def test_two_process_queues_match_single_process_on_concatenated_batch(tmp_path, rows_per_rank):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), rows_per_rank), nprocs=WORLD, join=True)
+@pytest.mark.parametrize(("rows_per_rank", "checkpointed"), [(None, False), (HALF, False), (HALF, True)],
+                         ids=["sizes-gathered", "padded-sync-free", "activation-checkpointed"])
+def test_two_process_queues_match_single_process_on_concatenated_batch(tmp_path, rows_per_rank, checkpointed):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), rows_per_rank, checkpointed), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     single = _build()

@@ -104,7 +104,7 @@ def test_trainer_runs_lean_ddp_fused_adamw_and_non_blocking(tmp_path, paths):
     assert trainer.optimizer.defaults["fused"] is True
     assert trainer.accelerator.dataloader_config.non_blocking is True
     assert trainer.efficiency == {"train_precision": "fp32", "tf32": False, "attn_implementation": "sdpa",
-                                  "compile": "off"}
+                                  "compile": "off", "gradient_checkpointing": False}
 
 
 def test_precision_and_tf32_defaults_on_cpu():

@@ -14,6 +14,8 @@ run records what was used in ``metrics.json`` (``train_precision``, ``tf32``, ``
   the embeddings stay eager because the fusion hooks that add the aligner features there are new
   closures at every forward (compiling through them would recompile at every step). Compiling in
   place (``nn.Module.compile``) keeps parameter names, so checkpoints and saved models are unchanged.
+* ``train.gradient_checkpointing``: activation checkpointing of the layers that train
+  (:mod:`aetnet.models.checkpointing`); switched on before compiling, so the compiled encoders trace it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 from aetnet.config import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.attention import attention_of, freeze_gradless_tables, set_attention
+from aetnet.models.checkpointing import set_activation_checkpointing
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +109,11 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> dict[str, Any]:
     Freezes the gradient-less relative-position tables (DDP runs without looking for unused
     parameters), bounds the feature queues' rows per rank by the per-device batch size (their
     distributed gather then needs no host sync), sets the attention kernel, switches TF32, and
-    compiles the encoders if asked.
+    checkpoints the layers' activations and compiles the encoders if asked.
 
     Returns:
-        ``{"train_precision": "bf16"|"fp32", "tf32": bool, "attn_implementation": str, "compile": backend|"off"}``
-        for ``metrics.json``.
+        ``{"train_precision": "bf16"|"fp32", "tf32": bool, "attn_implementation": str, "compile": backend|"off",
+        "gradient_checkpointing": bool}`` for ``metrics.json``.
     """
     from aetnet.models.queue import FeatureQueue
 
@@ -120,6 +123,9 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> dict[str, Any]:
     set_attention(model, cfg.model.attn_implementation)
     tf32 = resolve_tf32(cfg.train.tf32)
     apply_tf32(tf32)
+    if cfg.train.gradient_checkpointing:
+        layers = set_activation_checkpointing(model)
+        logger.info("activation checkpointing: %d layer(s)", layers)
     if cfg.train.compile:
         compile_encoders(model, cfg.train.compile_backend)
     return {
@@ -127,4 +133,5 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> dict[str, Any]:
         "tf32": tf32,
         "attn_implementation": attention_of(model),
         "compile": cfg.train.compile_backend if cfg.train.compile else "off",
+        "gradient_checkpointing": bool(cfg.train.gradient_checkpointing),
     }
