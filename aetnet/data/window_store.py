@@ -107,6 +107,7 @@ def windows_table(windows: Sequence[Window], offset: int = 0):
         columns["entity_positions"] = _list_array([w.entity_positions for w in windows], np.int32)
         columns["entity_labels"] = _list_array([w.entity_labels for w in windows], np.int16)
         columns["relation_labels"] = _nullable_list([w.relation_labels for w in windows], np.int16)
+        columns["entity_chunks"] = _list_array([w.entity_chunks for w in windows], np.int32)
     return pa.table(columns)
 
 
@@ -126,7 +127,7 @@ def row_to_window(row: dict[str, Any]) -> Window:
     n = len(row["entity_positions"])
     rel = row["relation_labels"]
     return RelationWindow(**fields, entity_index=row["entity_index"], entity_positions=row["entity_positions"],
-                          entity_labels=row["entity_labels"],
+                          entity_labels=row["entity_labels"], entity_chunks=row["entity_chunks"],
                           relation_labels=None if rel is None else [rel[i * n: (i + 1) * n] for i in range(n)])
 
 
