@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from aetnet.data.document import Document
+from aetnet.data.relation_protocols import one_parent
 from aetnet.data.relations import (
     Entity,
     RelationSchema,
@@ -90,7 +93,10 @@ class PairPredictor:
         if self.links.kind != "relation":
             raise AetnetError(f"--links {links}: a {self.links.meta['task']} model is a {self.links.kind} "
                               "model; give a relation model (e.g. funsd-re)")
-        self.schema = RelationSchema.from_meta(self.links.meta.get("relations"))
+        schema = RelationSchema.from_meta(self.links.meta.get("relations"))
+        # A chunks model predicts over whole pages (chunks are an evaluation protocol); all-links keeps
+        # every entity's best parent only.
+        self.schema = replace(schema, protocol="page") if schema.protocol == "chunks" else schema
 
     def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
         """Words and boxes of a page by the token model's OCR settings."""
@@ -146,6 +152,11 @@ class PairPredictor:
         Returns:
             ``[{"key", "value", "key_box", "value_box", "score"}]`` in reading order of the keys.
         """
+        scored = self.score_pairs(image, record)
+        if self.schema.protocol == "all-links":
+            index = {id(e): k for k, e in enumerate({id(e): e for h, t, _ in scored for e in (h, t)}.values())}
+            kept = one_parent([(index[id(h)], index[id(t)]) for h, t, _ in scored], np.array([x for *_, x in scored]))
+            scored = [scored[k] for k in kept]
         return [{"key": h.text, "value": t.text, "key_box": [round(v) for v in h.box],
                  "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6)}
-                for h, t, x in self.score_pairs(image, record) if x > 0]
+                for h, t, x in scored if x > 0]

@@ -232,3 +232,16 @@ def test_chunks_training_targets_stay_inside_chunks(shared_data, tokenizer):
                     assert ci == cj != -1
                 dropped += a.relation_labels[i][j] == 1 and b.relation_labels[i][j] == -100
     assert dropped > 0
+
+
+def test_published_recipe_budget():
+    """funsd-re/full is the published LayoutXLM RE budget: effective batch 8 (on one process), lr 5e-5,
+    2,500 steps."""
+    import yaml
+
+    from aetnet.recipes_io import find_recipe
+
+    recipe = yaml.safe_load(find_recipe("funsd_re/full", "funsd-re", "full").read_text())
+    train = recipe["train"]
+    assert train["batch_size"] * train.get("gradient_accumulation_steps", 1) * 1 == 8
+    assert (train["learning_rate"], train["max_steps"]) == (5e-5, 2500)
