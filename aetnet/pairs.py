@@ -85,8 +85,19 @@ class PairPredictor:
     """
 
     def __init__(self, entities: str | Path, links: str | Path, **options: Any) -> None:
-        self.entities = Predictor(entities, **options)
-        self.links = Predictor(links, **options)
+        self._setup(Predictor(entities, **options), Predictor(links, **options), entities, links)
+
+    @classmethod
+    def from_predictors(cls, entities: Predictor, links: Predictor, entities_name: str | Path,
+                        links_name: str | Path) -> PairPredictor:
+        """A pair predictor over two loaded predictors (``aetnet serve MODEL --links``); the names are
+        their folders, for error messages."""
+        self = cls.__new__(cls)
+        self._setup(entities, links, entities_name, links_name)
+        return self
+
+    def _setup(self, entity_predictor: Predictor, link_predictor: Predictor, entities, links) -> None:
+        self.entities, self.links = entity_predictor, link_predictor
         if self.entities.kind != "token":
             raise AetnetError(f"--entities {entities}: a {self.entities.meta['task']} model is a "
                               f"{self.entities.kind} model; give a token model (e.g. funsd)")
