@@ -117,3 +117,20 @@ def window_entity_chunks(windows: Sequence, num_entities: Sequence[int]) -> list
         for k, c in zip(w.entity_index, w.entity_chunks):
             out[w.doc_index][k] = c
     return out
+
+
+def primary_occurrences(positions: Sequence[Sequence[int]], lengths: Sequence[int], members: Sequence[Sequence[int]],
+                        num_entities: int) -> list[list[int]]:
+    """Per window, per window entity, 1 where that occurrence is the one evaluation keeps (the most context,
+    ``min(position, length - 1 - position)``, the first window on a tie, as ``keep_most_context``)."""
+    best = [(-1, -1, -1)] * num_entities  # (context, window, row)
+    for w, (pos, length, member) in enumerate(zip(positions, lengths, members)):
+        for row, (k, p) in enumerate(zip(member, pos)):
+            context = min(p, length - 1 - p)
+            if context > best[k][0]:
+                best[k] = (context, w, row)
+    out = [[0] * len(m) for m in members]
+    for _, w, row in best:
+        if w >= 0:
+            out[w][row] = 1
+    return out

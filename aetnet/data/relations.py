@@ -29,7 +29,7 @@ import torch
 from aetnet.data.boxes import union_box
 from aetnet.data.document import Document
 from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents, keep_most_context
-from aetnet.data.relation_protocols import all_pairs, entity_chunks, in_one_chunk, parent_first
+from aetnet.data.relation_protocols import all_pairs, entity_chunks, in_one_chunk, parent_first, primary_occurrences
 
 #: FUNSD's entity types in id order (the relation model's label embedding rows).
 ENTITY_LABELS = ["HEADER", "QUESTION", "ANSWER", "OTHER"]
@@ -239,6 +239,11 @@ class RelationWindow(Window):
             candidate (``None`` when the page has no gold links, at inference).
         entity_chunks: per window entity, its chunk under the ``chunks`` protocol (``STRADDLES``: -1);
             filled whatever the protocol, so every run can report the ``chunks`` scores.
+        entity_primary: per window entity, 1 when this window is the one evaluation represents it from
+            (its first token has the most context here), else 0.
+        page_relation_labels: (E, N) targets of each window entity as head against every one of the
+            page's N entities as tail (as ``relation_labels``), for pairs across windows in training;
+            (E, 0) on a page with one window; ``None`` without targets.
     """
 
     entity_index: list[int] = field(default_factory=list)
@@ -246,6 +251,8 @@ class RelationWindow(Window):
     entity_labels: list[int] = field(default_factory=list)
     relation_labels: list[list[int]] | None = None
     entity_chunks: list[int] = field(default_factory=list)
+    entity_primary: list[int] = field(default_factory=list)
+    page_relation_labels: list[list[int]] | None = None
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The entity tensors of this window for :class:`~aetnet.data.encoding.WindowDataset`."""
@@ -254,6 +261,13 @@ class RelationWindow(Window):
         if self.relation_labels is not None:
             n = len(self.entity_positions)
             out["relation_labels"] = torch.tensor(self.relation_labels, dtype=torch.long).reshape(n, n)
+        if self.page_relation_labels is not None:  # training: pairs across the windows of a batch
+            n = len(self.entity_positions)
+            width = len(self.page_relation_labels[0]) if n else 0
+            out["page_relation_labels"] = torch.tensor(self.page_relation_labels, dtype=torch.long).reshape(n, width)
+            out["entity_index"] = torch.tensor(self.entity_index, dtype=torch.long).reshape(-1)
+            out["entity_primary"] = torch.tensor(self.entity_primary, dtype=torch.bool).reshape(-1)
+            out["entity_pages"] = torch.full((n,), self.doc_index, dtype=torch.long)
         return out
 
 
@@ -286,18 +300,22 @@ def encode_relation_documents(
         chunks = entity_chunks(ents, [w.word_ids for w in page], max_length - 2, stride)
         candidates = set(candidate_pairs(ents, schema, chunks))
         gold = set(gold_links(docs[d], ents, schema, chunks).pairs)
-        for window in page:
-            first_token = _first_tokens(window.word_ids)
-            members = [k for k, e in enumerate(ents) if e.first_word in first_token]
-            rel = None
+        firsts = [_first_tokens(w.word_ids) for w in page]
+        members = [[k for k, e in enumerate(ents) if e.first_word in ft] for ft in firsts]
+        primary = primary_occurrences([[ft[ents[k].first_word] for k in m] for ft, m in zip(firsts, members)],
+                                      [len(w.input_ids) for w in page], members, len(ents))
+        for window, first_token, member, main in zip(page, firsts, members, primary):
+            rel = page_rel = None
             if with_targets:
-                rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX for b in members]
-                       for a in members]
+                rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX for b in member]
+                       for a in member]
+                page_rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX
+                             for b in range(len(ents) if len(page) > 1 else 0)] for a in member]
             windows.append(RelationWindow(
-                **vars(window), entity_index=members,
-                entity_positions=[first_token[ents[k].first_word] for k in members],
-                entity_labels=[label_id[ents[k].label] for k in members], relation_labels=rel,
-                entity_chunks=[chunks[k] for k in members]))
+                **vars(window), entity_index=member,
+                entity_positions=[first_token[ents[k].first_word] for k in member],
+                entity_labels=[label_id[ents[k].label] for k in member], relation_labels=rel,
+                entity_chunks=[chunks[k] for k in member], entity_primary=main, page_relation_labels=page_rel))
     return windows
 
 
