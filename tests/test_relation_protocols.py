@@ -245,3 +245,27 @@ def test_published_recipe_budget():
     train = recipe["train"]
     assert train["batch_size"] * train.get("gradient_accumulation_steps", 1) * 1 == 8
     assert (train["learning_rate"], train["max_steps"]) == (5e-5, 2500)
+
+
+@pytest.mark.parametrize("protocol", ["chunks", "all-links"])
+def test_protocol_runs_train_score_and_reload(aetnet_cache, shared_data, tmp_path, protocol, capsys):
+    """A short run under each protocol: metrics.json counts that protocol's gold links (as inspect does),
+    the model records the protocol, and evaluate on the saved model gives the same scores."""
+    from aetnet.cli.main import main
+    from aetnet.train.runner import evaluate_model, finetune
+
+    data = str(shared_data / "funsd")
+    budget = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2", "data.max_eval_documents=6",
+              "train.save_steps=2", f"relations.protocol={protocol}"]
+    run = finetune("funsd-re", base="tiny", data=data, output=tmp_path / "run", overrides=budget)
+    metrics = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["inspect", "funsd-re", "--data", data, "--base", "tiny", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["eval"]["protocols"][protocol]
+    assert metrics["protocol"] == protocol and "chunks_f1" not in metrics
+    assert (metrics["gold_links"], metrics["candidate_pairs"]) == (counts["gold_links"], counts["candidate_pairs"])
+    assert json.loads((run / "model" / "aetnet.json").read_text())["relations"]["protocol"] == protocol
+    again = evaluate_model(run / "model", data, output=tmp_path / "again",
+                           overrides=["data.max_eval_documents=6", f"relations.protocol={protocol}"])
+    assert {k: again[k] for k in ("f1", "true_links", "predicted_links")} == \
+        pytest.approx({k: metrics[k] for k in ("f1", "true_links", "predicted_links")})
