@@ -255,6 +255,19 @@ class PromptSettings:
     num_prompts: int = 20
 
 
+@dataclass
+class RelationsConfig:
+    """Relation tasks (``funsd-re``, ``re``)."""
+
+    protocol: str = "page"
+    """Which pairs train and score (:mod:`aetnet.data.relation_protocols`): ``page`` every candidate pair
+    of a page (default); ``chunks`` the LayoutXLM/LiLT protocol (non-overlapping 512-token chunks);
+    ``all-links`` every annotated link type with one-parent decoding (BROS/GeoLayoutLM)."""
+
+
+#: Tasks that read ``relations``.
+RELATION_TASKS = ("funsd-re", "re")
+
 #: Tasks whose label set a user may fix with ``data.labels``.
 OWN_LABEL_TASKS = ("token", "classify")
 
@@ -272,8 +285,15 @@ class RunConfig:
     aet: AETConfig = field(default_factory=AETConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
+    relations: RelationsConfig = field(default_factory=RelationsConfig)
 
     def __post_init__(self) -> None:
+        from aetnet.data.relation_protocols import PROTOCOLS
+
+        _choice("relations.protocol", self.relations.protocol, PROTOCOLS)
+        if self.relations.protocol != "page" and self.task not in RELATION_TASKS:
+            raise AetnetError(f"relations.protocol applies to the tasks {', '.join(RELATION_TASKS)}; task "
+                              f"'{self.task}' has no links: remove relations.protocol")
         if self.data.labels and self.task not in OWN_LABEL_TASKS:
             raise AetnetError(f"data.labels applies to the tasks {', '.join(OWN_LABEL_TASKS)}; task '{self.task}' has "
                               "a fixed label set: remove data.labels")

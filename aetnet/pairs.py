@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from aetnet.data.document import Document
+from aetnet.data.relation_protocols import one_parent
 from aetnet.data.relations import (
     Entity,
     RelationSchema,
@@ -91,15 +94,33 @@ class PairPredictor:
 
     def __init__(self, entities: str | Path, links: str | Path, entity_map: dict[str, str] | None = None,
                  **options: Any) -> None:
-        self.entities = Predictor(entities, **options)
-        self.links = Predictor(links, **options)
+        # ``revision`` names a branch of the token model's Hub repository; the relation model is read at its
+        # default branch.
+        link_options = {k: v for k, v in options.items() if k != "revision"}
+        self._setup(Predictor(entities, **options), Predictor(links, **link_options), entities, links, entity_map)
+
+    @classmethod
+    def from_predictors(cls, entities: Predictor, links: Predictor, entities_name: str | Path,
+                        links_name: str | Path, entity_map: dict[str, str] | None = None) -> PairPredictor:
+        """A pair predictor over two loaded predictors (``aetnet serve MODEL --links``); the names are
+        their folders, for error messages."""
+        self = cls.__new__(cls)
+        self._setup(entities, links, entities_name, links_name, entity_map)
+        return self
+
+    def _setup(self, entity_predictor: Predictor, link_predictor: Predictor, entities, links,
+               entity_map: dict[str, str] | None) -> None:
+        self.entities, self.links = entity_predictor, link_predictor
         if self.entities.kind != "token":
             raise AetnetError(f"--entities {entities}: a {self.entities.meta['task']} model is a "
                               f"{self.entities.kind} model; give a token model (e.g. funsd)")
         if self.links.kind != "relation":
             raise AetnetError(f"--links {links}: a {self.links.meta['task']} model is a {self.links.kind} "
                               "model; give a relation model (e.g. funsd-re)")
-        self.schema = RelationSchema.from_meta(self.links.meta.get("relations"))
+        schema = RelationSchema.from_meta(self.links.meta.get("relations"))
+        # A chunks model predicts over whole pages (chunks are an evaluation protocol); all-links keeps
+        # every entity's best parent only.
+        self.schema = replace(schema, protocol="page") if schema.protocol == "chunks" else schema
         self.entity_map = check_entity_types(entity_types(self.entities.labels or []), self.schema,
                                              dict(entity_map or {}), str(entities), str(links))
 
@@ -159,10 +180,15 @@ class PairPredictor:
             ``[{"key", "value", "key_box", "value_box", "score", "key_entity", "value_entity"}]`` in reading
             order of the keys (``*_entity``: indices into the record's ``entities``).
         """
+        scored = self.score_pairs(image, record)
+        if self.schema.protocol == "all-links":
+            index = {id(e): k for k, e in enumerate({id(e): e for h, t, _ in scored for e in (h, t)}.values())}
+            kept = one_parent([(index[id(h)], index[id(t)]) for h, t, _ in scored], np.array([x for *_, x in scored]))
+            scored = [scored[k] for k in kept]
         return [{"key": h.text, "value": t.text, "key_box": [round(v) for v in h.box],
                  "value_box": [round(v) for v in t.box], "score": round(link_probability(x), 6),
                  "key_entity": h.id, "value_entity": t.id}
-                for h, t, x in self.score_pairs(image, record) if x > 0]
+                for h, t, x in scored if x > 0]
 
 
 def parse_entity_map(text: str | None) -> dict[str, str]:

@@ -260,8 +260,10 @@ class Batcher:
 class Service:
     """Request handling independent of HTTP: decode, words, windows, batched forward, records."""
 
-    def __init__(self, predictor, settings: ServeSettings):
+    def __init__(self, predictor, settings: ServeSettings, linker=None):
         self.predictor, self.settings = predictor, settings
+        #: an :class:`aetnet.pairs.PairPredictor` over ``predictor`` when a relation model is served too
+        self.linker = linker
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="aetnet-prep")
         self.encode_lock = threading.Lock()  # a fast tokenizer must not be called from two threads
         self.batcher = Batcher(predictor, settings.batch_windows, settings.batch_wait_ms / 1000)
@@ -307,6 +309,10 @@ class Service:
                 outputs = await self.batcher.submit([(w, pixels) for w in windows])
                 record = {"file": name, "page": number, **p.decode(page.image, doc, windows, outputs, question),
                           "source": source}
+                if self.linker is not None:  # key-value pairs, on the model thread like every model call
+                    record["pairs"] = await loop.run_in_executor(self.batcher.model_thread, self.linker.link,
+                                                                 page.image.convert("RGB"), record)
+                    record["links_task"] = self.linker.links.meta["task"]
                 if visualize:
                     record["image"] = await loop.run_in_executor(self.pool, _data_url, [page.image], record)
                 records.append(record)
@@ -321,6 +327,7 @@ class Service:
     def health(self) -> dict[str, Any]:
         p = self.predictor
         return {"status": "ok", "task": p.meta.get("task"), "kind": p.kind, "labels": p.labels,
+                "links_task": self.linker.links.meta["task"] if self.linker is not None else None,
                 "backend": p.backend.name, "ocr": p.ocr_mode, "in_flight": self.in_flight,
                 "waiting_pages": self.batcher.queue.qsize(), "pid": os.getpid(),
                 "settings": asdict(self.settings), "batching": self.batcher.stats}

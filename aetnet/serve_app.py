@@ -108,15 +108,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None):
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
-def create_app(predictor, settings: ServeSettings | None = None):
-    """The FastAPI application serving ``predictor`` (a :class:`~aetnet.predict.Predictor`)."""
+def create_app(predictor, settings: ServeSettings | None = None, linker=None):
+    """The FastAPI application serving ``predictor`` (a :class:`~aetnet.predict.Predictor`); with ``linker``
+    (an :class:`aetnet.pairs.PairPredictor` over it) each page record also carries its key-value ``pairs``."""
     fastapi = require_fastapi()
     from fastapi.responses import HTMLResponse, JSONResponse
 
     from aetnet.serve_page import PAGE
 
     settings = settings or ServeSettings()
-    service = Service(predictor, settings)
+    service = Service(predictor, settings, linker)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -205,28 +206,44 @@ async def _predict(request, service: Service, settings: ServeSettings, visualize
 
 def app_from_env():
     """The application described by ``$AETNET_SERVE_CONFIG`` (how ``--workers N`` processes start)."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    predictor, linker = load_predictors(config["model"], config.get("links"), config["predictor"])
+    return create_app(predictor, ServeSettings(**config["settings"]), linker)
+
+
+def load_predictors(model: str, links: str | None, options: dict[str, Any]):
+    """``(predictor, linker)``: the served model, and with ``links`` a pair predictor over it and the
+    relation model. A relation model cannot be served alone (it needs entities)."""
     from aetnet.predict import Predictor
 
-    config = json.loads(os.environ[CONFIG_ENV])
-    return create_app(Predictor(config["model"], **config["predictor"]), ServeSettings(**config["settings"]))
+    predictor = Predictor(model, **options)
+    if links is None:
+        if predictor.kind == "relation":
+            raise AetnetError(f"{model} is a relation model: it links the entities a token model finds; serve "
+                              f"the token model with it: aetnet serve TOKEN_MODEL --links {model}")
+        return predictor, None
+    from aetnet.pairs import PairPredictor
+
+    # --revision names a branch of MODEL's Hub repository; the relation model is read at its default branch.
+    link_options = {k: v for k, v in options.items() if k != "revision"}
+    return predictor, PairPredictor.from_predictors(predictor, Predictor(links, **link_options), model, links)
 
 
 def run_server(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               settings: ServeSettings | None = None, **predictor_options) -> None:
-    """Serve ``model`` until interrupted; ``workers`` processes each load the model (and batch on
-    their own); ``predictor_options`` go to :class:`~aetnet.predict.Predictor`."""
+               settings: ServeSettings | None = None, links: str | None = None, **predictor_options) -> None:
+    """Serve ``model`` (with ``links``: and the relation model linking its entities) until interrupted;
+    ``workers`` processes each load the models (and batch on their own); ``predictor_options`` go to
+    :class:`~aetnet.predict.Predictor`."""
     require_fastapi()
     import uvicorn
 
-    from aetnet.predict import Predictor
-
     settings = settings or ServeSettings()
     if workers > 1:
-        os.environ[CONFIG_ENV] = json.dumps({"model": str(model), "predictor": predictor_options,
-                                             "settings": asdict(settings)})
-        Predictor(model, **predictor_options)  # fail here, once, on a bad model or option
+        os.environ[CONFIG_ENV] = json.dumps({"model": str(model), "links": None if links is None else str(links),
+                                             "predictor": predictor_options, "settings": asdict(settings)})
+        load_predictors(str(model), links, predictor_options)  # fail here, once, on a bad model or option
         uvicorn.run("aetnet.serve_app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="info")
         return
-    app = create_app(Predictor(model, **predictor_options), settings)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    predictor, linker = load_predictors(str(model), links, predictor_options)
+    uvicorn.run(create_app(predictor, settings, linker), host=host, port=port, log_level="info")

@@ -77,7 +77,8 @@ async function send(file) {
 function summary(records) {
   return records.map(r => r.kind === "sequence" ? `; page ${r.page}: ${r.label}`
     : r.kind === "qa" ? `; page ${r.page}: ${r.answer ? r.answer.text : "no answer"}`
-    : `; page ${r.page}: ${r.entities.length} entities`).join("");
+    : `; page ${r.page}: ${r.entities.length} entities` + (r.pairs ? `, ${r.pairs.length} key-value pairs` : "")
+  ).join("");
 }
 </script>
 </body>

@@ -10,12 +10,14 @@ a predicted link is correct when its question and its answer (in that direction)
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from aetnet.config import RunConfig
 from aetnet.data.document import Document
+from aetnet.data.relation_protocols import PROTOCOLS, one_parent, window_entity_chunks
 from aetnet.data.relations import (
     FUNSD_SCHEMA,
     RelationSchema,
@@ -54,52 +56,84 @@ class RelationTask(Task):
         return encode_relation_documents(examples, tokenizer, cfg.data.max_length, cfg.data.stride,
                                          cfg.data.box_level, with_targets=label2id is not None, schema=self.schema)
 
+    def use_protocol(self, cfg: RunConfig) -> None:
+        """Take ``relations.protocol`` from the run's configuration (it decides training targets and scoring)."""
+        self.schema = replace(self.schema, protocol=cfg.relations.protocol)
+
     def evaluate(self, examples: list[Document], windows, outputs, id2label):
-        """Page-level pairing: entity vectors merged over windows, every candidate pair scored."""
+        """Page-level pairing: entity vectors merged over windows, every candidate pair of the protocol
+        scored. A ``page`` run also reports the ``chunks`` scores of the same predictions (``chunks_*``)."""
         entities = [document_entities(doc, self.schema.labels) for doc in examples]
         merged = merge_entity_vectors(windows, outputs, [len(e) for e in entities])
-        gold_sets, pred_sets, records = [], [], []
-        other = unreachable = n_candidates = unscored = 0
-        for doc, ents, vectors in zip(examples, entities, merged):
-            gold = gold_links(doc, ents, self.schema)
-            other, unreachable = other + gold.other, unreachable + gold.unreachable
-            pairs = candidate_pairs(ents, self.schema)
-            n_candidates += len(pairs)
-            logits = pair_logits(vectors, pairs)
-            unscored += int(np.isinf(logits).sum())  # an entity no window represented (never expected)
-            predicted = [(p, float(x)) for p, x in zip(pairs, logits) if x > 0]
-            gold_sets.append(set(gold.pairs))
-            pred_sets.append({p for p, _ in predicted})
-            records.append({
-                "id": doc.id,
-                "pred": [{"key": ents[h].text, "value": ents[t].text, "key_id": ents[h].id, "value_id": ents[t].id,
-                          "score": round(link_probability(x), 5), "correct": (h, t) in gold_sets[-1]}
-                         for (h, t), x in predicted],
-                "gold": [[ents[h].id, ents[t].id] for h, t in gold.pairs],
-                "missed": [[ents[h].id, ents[t].id] for h, t in gold.pairs if (h, t) not in pred_sets[-1]],
-            })
-        metrics: dict[str, Any] = link_scores(gold_sets, pred_sets)
-        metrics.update({"candidate_pairs": n_candidates, "other_links": other, "unreachable_links": unreachable,
-                        "unscored_pairs": unscored, "pages": len(examples),
-                        "pages_needing_windows": sum(1 for n in Counter(w.doc_index for w in windows).values()
-                                                     if n > 1)})
+        chunks = window_entity_chunks(windows, [len(e) for e in entities])
+        metrics, records = score_links(examples, entities, merged, chunks, self.schema)
+        if self.schema.protocol == "page":
+            chunked, _ = score_links(examples, entities, merged, chunks, replace(self.schema, protocol="chunks"))
+            metrics.update({f"chunks_{k}": chunked[k] for k in
+                            ("precision", "recall", "f1", "true_links", "predicted_links", "gold_links")})
+        metrics["protocol"] = self.schema.protocol
+        metrics["pages_needing_windows"] = sum(1 for n in Counter(w.doc_index for w in windows).values() if n > 1)
         return metrics, records
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
+        """Per split: entities, windows and, per protocol, candidate pairs, gold and unreachable links."""
         out: dict[str, Any] = {}
         for split, docs in splits.items():
             windows = self.encode(docs, tokenizer, None, cfg)
             counts: Counter = Counter()
-            for doc in docs:
-                ents = document_entities(doc, self.schema.labels)
-                gold = gold_links(doc, ents, self.schema)
-                counts.update(entities=len(ents), candidate_pairs=len(candidate_pairs(ents, self.schema)),
-                              gold_links=len(gold.pairs), other_links=gold.other,
-                              unreachable_links=gold.unreachable)
-            out[split] = {"documents": len(docs), **dict(counts), "windows": len(windows),
+            per_protocol = {name: Counter() for name in PROTOCOLS}
+            entities = [document_entities(doc, self.schema.labels) for doc in docs]
+            chunks = window_entity_chunks(windows, [len(e) for e in entities])
+            for doc, ents, chunk in zip(docs, entities, chunks):
+                counts.update(entities=len(ents))
+                for name in PROTOCOLS:
+                    schema = replace(self.schema, protocol=name)
+                    gold = gold_links(doc, ents, schema, chunk)
+                    per_protocol[name].update(candidate_pairs=len(candidate_pairs(ents, schema, chunk)),
+                                              gold_links=len(gold.pairs), other_links=gold.other,
+                                              unreachable_links=gold.unreachable)
+            mine = per_protocol[self.schema.protocol]
+            out[split] = {"documents": len(docs), "entities": counts["entities"], "protocol": self.schema.protocol,
+                          **{k: mine[k] for k in ("candidate_pairs", "gold_links", "other_links",
+                                                  "unreachable_links")},
+                          "protocols": {name: {k: c[k] for k in ("candidate_pairs", "gold_links", "other_links",
+                                                                 "unreachable_links")}
+                                        for name, c in per_protocol.items()},
+                          "windows": len(windows),
                           "documents_needing_windows": sum(
                               1 for n in Counter(w.doc_index for w in windows).values() if n > 1)}
         return out
+
+
+def score_links(examples: list[Document], entities, merged, chunks, schema: RelationSchema):
+    """(metrics, per page records) of the merged entity vectors under ``schema.protocol``: ``page`` and
+    ``chunks`` predict every candidate with logit > 0, ``all-links`` one parent per entity."""
+    gold_sets, pred_sets, records = [], [], []
+    other = unreachable = n_candidates = unscored = 0
+    for doc, ents, vectors, chunk in zip(examples, entities, merged, chunks):
+        gold = gold_links(doc, ents, schema, chunk)
+        other, unreachable = other + gold.other, unreachable + gold.unreachable
+        pairs = candidate_pairs(ents, schema, chunk)
+        n_candidates += len(pairs)
+        logits = pair_logits(vectors, pairs)
+        unscored += int(np.isinf(logits).sum())  # an entity no window represented (never expected)
+        kept = one_parent(pairs, logits) if schema.protocol == "all-links" else \
+            [k for k, x in enumerate(logits) if x > 0]
+        predicted = [(pairs[k], float(logits[k])) for k in kept]
+        gold_sets.append(set(gold.pairs))
+        pred_sets.append({p for p, _ in predicted})
+        records.append({
+            "id": doc.id,
+            "pred": [{"key": ents[h].text, "value": ents[t].text, "key_id": ents[h].id, "value_id": ents[t].id,
+                      "score": round(link_probability(x), 5), "correct": (h, t) in gold_sets[-1]}
+                     for (h, t), x in predicted],
+            "gold": [[ents[h].id, ents[t].id] for h, t in gold.pairs],
+            "missed": [[ents[h].id, ents[t].id] for h, t in gold.pairs if (h, t) not in pred_sets[-1]],
+        })
+    metrics: dict[str, Any] = link_scores(gold_sets, pred_sets)
+    metrics.update({"candidate_pairs": n_candidates, "other_links": other, "unreachable_links": unreachable,
+                    "unscored_pairs": unscored, "pages": len(examples)})
+    return metrics, records
 
 
 @TASKS.register("funsd-re")
@@ -110,6 +144,7 @@ class FunsdRelationTask(RelationTask):
 
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
         """FUNSD as for ``funsd`` (same folders and demo); every page carries its links."""
+        self.use_protocol(cfg)
         if demo:
             from aetnet.data.demo import ensure_demo
 

@@ -57,6 +57,7 @@ class OwnRelationTask(_OwnData, RelationTask):
         splits = self._map(self._read(cfg, demo, kind="token"), cfg)
         self.schema = discover_schema(splits["train"])
         _warn_unreachable(splits, self.schema)
+        self.use_protocol(cfg)
         return splits
 
 

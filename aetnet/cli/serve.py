@@ -9,6 +9,7 @@ EPILOG = """examples:
   aetnet serve exports/rvl --host 0.0.0.0 --port 9000 --workers 2
   aetnet serve exports/funsd --backend onnx-int8 --max-queue 64
   aetnet serve OWNER/NAME --revision main                     # a model on the Hugging Face Hub
+  aetnet serve exports/funsd --links exports/funsd-re        # records also carry key-value pairs
   curl -F file=@form.png http://127.0.0.1:8000/predict
   curl -F file=@letter.pdf -F question="What is the date?" http://127.0.0.1:8000/predict
 """
@@ -27,6 +28,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("model", help="model folder (RUN/model, a run folder or an export) or Hub id OWNER/NAME")
     p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
+    p.add_argument("--links", metavar="RELATION_MODEL",
+                   help="a relation model (e.g. funsd-re) linking the entities MODEL (a token model) finds: "
+                        "each page record gains 'pairs', as `aetnet predict --entities --links` writes them")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model copy")
@@ -65,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         settings.threads = args.threads
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings,
-               device=args.device, ocr=args.ocr, backend=args.backend, revision=args.revision)
+               device=args.device, ocr=args.ocr, backend=args.backend, revision=args.revision,
+               links=args.links)
     return 0

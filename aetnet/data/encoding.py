@@ -259,8 +259,11 @@ class WindowDataset(torch.utils.data.Dataset):
         image_processor,
         extra_views: Callable[[Any, int], dict[str, torch.Tensor]] | None = None,
         doc_ids: bool = False,
+        group_pages: bool = False,
     ):
         self.doc_ids = doc_ids
+        #: training batches keep a page's windows together (relation tasks; :mod:`aetnet.data.page_batches`)
+        self.group_pages = group_pages
         # a WindowStore stays memory-mapped (rows decoded per item); other sequences are kept as given
         self.windows = windows if isinstance(windows, Sequence) else list(windows)
         self.documents = documents
@@ -299,7 +302,8 @@ class WindowDataset(torch.utils.data.Dataset):
 
 
 #: Per-entity tensors (relation windows) padded over every dimension to the batch's largest.
-ENTITY_PADS = {"entity_positions": 0, "entity_labels": -1, "relation_labels": IGNORE_INDEX}
+ENTITY_PADS = {"entity_positions": 0, "entity_labels": -1, "relation_labels": IGNORE_INDEX,
+               "page_relation_labels": IGNORE_INDEX, "entity_index": 0, "entity_pages": -1, "entity_primary": False}
 
 
 class Collator:

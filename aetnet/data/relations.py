@@ -29,6 +29,7 @@ import torch
 from aetnet.data.boxes import union_box
 from aetnet.data.document import Document
 from aetnet.data.encoding import IGNORE_INDEX, Window, encode_token_documents, keep_most_context
+from aetnet.data.relation_protocols import all_pairs, entity_chunks, in_one_chunk, parent_first, primary_occurrences
 
 #: FUNSD's entity types in id order (the relation model's label embedding rows).
 ENTITY_LABELS = ["HEADER", "QUESTION", "ANSWER", "OTHER"]
@@ -45,22 +46,27 @@ class RelationSchema:
         labels: entity types in id order (``OTHER`` among them, for words outside any labelled entity).
         rule: (head type, tail type) pairs whose entities form candidate pairs.
         ordered: links are given as ``[from, to]`` (own pages) rather than unordered (FUNSD).
+        protocol: ``page``, ``chunks`` or ``all-links`` (:mod:`aetnet.data.relation_protocols`):
+            which pairs are candidates and gold, in training and evaluation.
     """
 
     labels: tuple[str, ...] = tuple(ENTITY_LABELS)
     rule: tuple[tuple[str, str], ...] = ((HEAD_LABEL, TAIL_LABEL),)
     ordered: bool = False
+    protocol: str = "page"
 
     def to_meta(self) -> dict:
         """JSON form saved with the model (``aetnet.json`` key ``relations``)."""
-        return {"labels": list(self.labels), "rule": [list(r) for r in self.rule], "ordered": self.ordered}
+        return {"labels": list(self.labels), "rule": [list(r) for r in self.rule], "ordered": self.ordered,
+                "protocol": self.protocol}
 
     @classmethod
     def from_meta(cls, meta: dict | None) -> RelationSchema:
         """The schema of a model's ``aetnet.json`` (FUNSD's when the key is absent)."""
         if not meta:
             return FUNSD_SCHEMA
-        return cls(tuple(meta["labels"]), tuple(tuple(r) for r in meta["rule"]), bool(meta["ordered"]))
+        return cls(tuple(meta["labels"]), tuple(tuple(r) for r in meta["rule"]), bool(meta["ordered"]),
+                   str(meta.get("protocol", "page")))
 
 
 FUNSD_SCHEMA = RelationSchema()
@@ -125,12 +131,25 @@ def document_entities(doc: Document, labels: Sequence[str] = ENTITY_LABELS) -> l
     return out
 
 
-def candidate_pairs(entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA) -> list[tuple[int, int]]:
-    """Every (head index, tail index) pair of the page whose types the rule names (FUNSD: question,
-    answer); indices into ``entities``, heads in reading order, then tails."""
+def candidate_pairs(entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA,
+                    chunks: Sequence[int] | None = None) -> list[tuple[int, int]]:
+    """The candidate (head index, tail index) pairs of a page under ``schema.protocol``; indices into
+    ``entities``, heads in reading order, then tails.
+
+    ``page``: every pair whose types the rule names (FUNSD: question, answer); ``chunks``: those of
+    them whose entities belong to one chunk (``chunks``: per entity, its chunk or ``STRADDLES``);
+    ``all-links``: every ordered pair of distinct entities.
+    """
+    if schema.protocol == "all-links":
+        return all_pairs(len(entities))
     rule = set(schema.rule)
-    return [(i, j) for i, a in enumerate(entities) for j, b in enumerate(entities)
-            if i != j and (a.label, b.label) in rule]
+    pairs = [(i, j) for i, a in enumerate(entities) for j, b in enumerate(entities)
+             if i != j and (a.label, b.label) in rule]
+    if schema.protocol == "chunks":
+        if chunks is None:
+            raise ValueError("the chunks protocol needs each entity's chunk")
+        pairs = [(i, j) for i, j in pairs if in_one_chunk(chunks, i, j)]
+    return pairs
 
 
 @dataclass
@@ -140,7 +159,8 @@ class GoldLinks:
     Attributes:
         pairs: (question index, answer index) pairs, indices into the entity list, sorted.
         other: links between entities that are not a question and an answer (e.g. header -> question).
-        unreachable: links to an entity without words (absent from the entity list).
+        unreachable: links to an entity without words (absent from the entity list) and, under the
+            ``chunks`` protocol, links whose entities do not belong to one chunk.
     """
 
     pairs: list[tuple[int, int]] = field(default_factory=list)
@@ -148,29 +168,55 @@ class GoldLinks:
     unreachable: int = 0
 
 
-def gold_links(doc: Document, entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA) -> GoldLinks:
-    """The page's links as (head, tail) entity indices.
+def gold_links(doc: Document, entities: Sequence[Entity], schema: RelationSchema = FUNSD_SCHEMA,
+               chunks: Sequence[int] | None = None) -> GoldLinks:
+    """The page's links as (head, tail) entity indices, under ``schema.protocol``.
 
     FUNSD (``schema.ordered`` false) lists a link in both its entities, in either order: links are
     read as unordered pairs and normalised to the direction the rule names (question -> answer).
-    Ordered links (own pages) count only in their given direction.
+    Ordered links (own pages) count only in their given direction. ``chunks`` keeps the links whose
+    entities belong to one chunk (the others count as unreachable); ``all-links`` keeps every link
+    between two entities with words, directed from parent to child
+    (:func:`~aetnet.data.relation_protocols.parent_first`; own pages: as given).
 
     Args:
         doc: the page (``doc.links`` holds raw pairs of segment ids, maybe twice).
         entities: :func:`document_entities` of ``doc``.
-        schema: the candidate rule.
+        schema: the candidate rule and protocol.
+        chunks: per entity, its chunk (needed by the ``chunks`` protocol).
     """
     index = {e.id: k for k, e in enumerate(entities) if e.id >= 0}
     rule = set(schema.rule)
     out = GoldLinks()
     pairs = set()
-    raw = {(int(x), int(y)) for x, y in doc.links} if schema.ordered else \
-        {tuple(sorted((int(x), int(y)))) for x, y in doc.links}
+    if schema.ordered:
+        raw = list(dict.fromkeys((int(x), int(y)) for x, y in doc.links))
+    else:  # unordered: one entry per pair, in the direction first annotated
+        seen = {}
+        for x, y in doc.links:
+            seen.setdefault(frozenset((int(x), int(y))), (int(x), int(y)))
+        raw = list(seen.values())
     for a, b in raw:
         if a not in index or b not in index:
             out.unreachable += 1
             continue
         ia, ib = index[a], index[b]
+        if schema.protocol == "all-links":
+            if ia == ib:
+                out.other += 1
+            elif schema.ordered or parent_first(entities[ia].label, entities[ib].label):
+                pairs.add((ia, ib))
+            else:
+                pairs.add((ib, ia))
+            continue
+        if schema.protocol == "chunks" and not (chunks is not None and in_one_chunk(chunks, ia, ib)):
+            if chunks is None:
+                raise ValueError("the chunks protocol needs each entity's chunk")
+            if {(entities[ia].label, entities[ib].label), (entities[ib].label, entities[ia].label)} & rule:
+                out.unreachable += 1
+            else:
+                out.other += 1
+            continue
         if ia != ib and (entities[ia].label, entities[ib].label) in rule:
             pairs.add((ia, ib))
         elif ia != ib and not schema.ordered and (entities[ib].label, entities[ia].label) in rule:
@@ -191,12 +237,22 @@ class RelationWindow(Window):
         entity_labels: per window entity, its label id in :data:`ENTITY_LABELS`.
         relation_labels: (E, E) nested lists: 1 linked candidate, 0 unlinked candidate, -100 not a
             candidate (``None`` when the page has no gold links, at inference).
+        entity_chunks: per window entity, its chunk under the ``chunks`` protocol (``STRADDLES``: -1);
+            filled whatever the protocol, so every run can report the ``chunks`` scores.
+        entity_primary: per window entity, 1 when this window is the one evaluation represents it from
+            (its first token has the most context here), else 0.
+        page_relation_labels: (E, N) targets of each window entity as head against every one of the
+            page's N entities as tail (as ``relation_labels``), for pairs across windows in training;
+            (E, 0) on a page with one window; ``None`` without targets.
     """
 
     entity_index: list[int] = field(default_factory=list)
     entity_positions: list[int] = field(default_factory=list)
     entity_labels: list[int] = field(default_factory=list)
     relation_labels: list[list[int]] | None = None
+    entity_chunks: list[int] = field(default_factory=list)
+    entity_primary: list[int] = field(default_factory=list)
+    page_relation_labels: list[list[int]] | None = None
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The entity tensors of this window for :class:`~aetnet.data.encoding.WindowDataset`."""
@@ -205,6 +261,13 @@ class RelationWindow(Window):
         if self.relation_labels is not None:
             n = len(self.entity_positions)
             out["relation_labels"] = torch.tensor(self.relation_labels, dtype=torch.long).reshape(n, n)
+        if self.page_relation_labels is not None:  # training: pairs across the windows of a batch
+            n = len(self.entity_positions)
+            width = len(self.page_relation_labels[0]) if n else 0
+            out["page_relation_labels"] = torch.tensor(self.page_relation_labels, dtype=torch.long).reshape(n, width)
+            out["entity_index"] = torch.tensor(self.entity_index, dtype=torch.long).reshape(-1)
+            out["entity_primary"] = torch.tensor(self.entity_primary, dtype=torch.bool).reshape(-1)
+            out["entity_pages"] = torch.full((n,), self.doc_index, dtype=torch.long)
         return out
 
 
@@ -229,23 +292,30 @@ def encode_relation_documents(
     label_id = {label: i for i, label in enumerate(schema.labels)}
     windows: list[RelationWindow] = []
     base = encode_token_documents(docs, tokenizer, None, max_length, stride, box_level)
-    cache: dict[int, tuple[list[Entity], set[tuple[int, int]], set[tuple[int, int]]]] = {}
-    for window in base:
-        d = window.doc_index
-        if d not in cache:
-            ents = document_entities(docs[d], schema.labels)
-            cache = {d: (ents, set(candidate_pairs(ents, schema)), set(gold_links(docs[d], ents, schema).pairs))}
-        ents, candidates, gold = cache[d]
-        first_token = _first_tokens(window.word_ids)
-        members = [k for k, e in enumerate(ents) if e.first_word in first_token]
-        rel = None
-        if with_targets:
-            rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX for b in members]
-                   for a in members]
-        windows.append(RelationWindow(
-            **vars(window), entity_index=members,
-            entity_positions=[first_token[ents[k].first_word] for k in members],
-            entity_labels=[label_id[ents[k].label] for k in members], relation_labels=rel))
+    starts = [k for k, w in enumerate(base) if k == 0 or base[k - 1].doc_index != w.doc_index] + [len(base)]
+    for first, end in zip(starts[:-1], starts[1:]):
+        page = base[first:end]
+        d = page[0].doc_index
+        ents = document_entities(docs[d], schema.labels)
+        chunks = entity_chunks(ents, [w.word_ids for w in page], max_length - 2, stride)
+        candidates = set(candidate_pairs(ents, schema, chunks))
+        gold = set(gold_links(docs[d], ents, schema, chunks).pairs)
+        firsts = [_first_tokens(w.word_ids) for w in page]
+        members = [[k for k, e in enumerate(ents) if e.first_word in ft] for ft in firsts]
+        primary = primary_occurrences([[ft[ents[k].first_word] for k in m] for ft, m in zip(firsts, members)],
+                                      [len(w.input_ids) for w in page], members, len(ents))
+        for window, first_token, member, main in zip(page, firsts, members, primary):
+            rel = page_rel = None
+            if with_targets:
+                rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX for b in member]
+                       for a in member]
+                page_rel = [[(1 if (a, b) in gold else 0) if (a, b) in candidates else IGNORE_INDEX
+                             for b in range(len(ents) if len(page) > 1 else 0)] for a in member]
+            windows.append(RelationWindow(
+                **vars(window), entity_index=member,
+                entity_positions=[first_token[ents[k].first_word] for k in member],
+                entity_labels=[label_id[ents[k].label] for k in member], relation_labels=rel,
+                entity_chunks=[chunks[k] for k in member], entity_primary=main, page_relation_labels=page_rel))
     return windows
 
 

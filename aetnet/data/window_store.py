@@ -107,6 +107,9 @@ def windows_table(windows: Sequence[Window], offset: int = 0):
         columns["entity_positions"] = _list_array([w.entity_positions for w in windows], np.int32)
         columns["entity_labels"] = _list_array([w.entity_labels for w in windows], np.int16)
         columns["relation_labels"] = _nullable_list([w.relation_labels for w in windows], np.int16)
+        columns["entity_chunks"] = _list_array([w.entity_chunks for w in windows], np.int32)
+        columns["entity_primary"] = _list_array([w.entity_primary for w in windows], np.int8)
+        columns["page_relation_labels"] = _nullable_list([w.page_relation_labels for w in windows], np.int16)
     return pa.table(columns)
 
 
@@ -124,9 +127,13 @@ def row_to_window(row: dict[str, Any]) -> Window:
     if "entity_index" not in row:
         return Window(**fields)
     n = len(row["entity_positions"])
-    rel = row["relation_labels"]
+    rel, page_rel = row["relation_labels"], row["page_relation_labels"]
+    width = len(page_rel) // n if page_rel is not None and n else 0
     return RelationWindow(**fields, entity_index=row["entity_index"], entity_positions=row["entity_positions"],
-                          entity_labels=row["entity_labels"],
+                          entity_labels=row["entity_labels"], entity_chunks=row["entity_chunks"],
+                          entity_primary=row["entity_primary"],
+                          page_relation_labels=None if page_rel is None else
+                          [page_rel[i * width: (i + 1) * width] for i in range(n)],
                           relation_labels=None if rel is None else [rel[i * n: (i + 1) * n] for i in range(n)])
 
 

@@ -106,6 +106,41 @@ def relation_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def batch_pair_targets(relation_labels: Tensor, entity_index: Tensor, entity_pages: Tensor, entity_primary: Tensor,
+                       page_relation_labels: Tensor) -> Tensor:
+    """Targets of every pair of entity occurrences in a batch, windows of one page meeting as in evaluation.
+
+    Inside a window the pairs are those of ``relation_labels``; across two windows of the same page,
+    a pair is trained when both occurrences are the ones evaluation represents the entities from
+    (``entity_primary``), its target read from the head's ``page_relation_labels`` row at the tail's
+    page index. Other pairs are -100. The batch holds B windows of E entities: (B*E, B*E) targets,
+    so the cost is bounded by the batch, whatever a page's length.
+
+    Args:
+        relation_labels: (B, E, E) in-window targets.
+        entity_index: (B, E) each entity's index among its page's entities.
+        entity_pages: (B, E) each entity's page (-1 on padding).
+        entity_primary: (B, E) bool, the occurrence evaluation keeps.
+        page_relation_labels: (B, E, N) targets of each entity (head) against its page's entities (tails).
+    """
+    b, e = entity_index.shape
+    n = b * e
+    targets = relation_labels.new_full((b, e, b, e), IGNORE_INDEX)
+    rows = torch.arange(b, device=relation_labels.device)
+    targets[rows, :, rows, :] = relation_labels
+    targets = targets.reshape(n, n)
+    width = page_relation_labels.shape[-1]
+    if width == 0:
+        return targets
+    window = rows.repeat_interleave(e)
+    pages, primary = entity_pages.reshape(n), entity_primary.reshape(n).bool()
+    cross = (window[:, None] != window[None, :]) & (pages[:, None] == pages[None, :]) & (pages[:, None] >= 0)
+    cross &= primary[:, None] & primary[None, :]
+    tails = entity_index.reshape(1, n).clamp(0, width - 1).expand(n, n)
+    across = page_relation_labels.reshape(n, width).gather(1, tails)
+    return torch.where(cross, across, targets)
+
+
 class LayoutLMv3ForRelationExtraction(LayoutLMv3PreTrainedModel):
     """LayoutLMv3 + :class:`RelationHead` (``classifier``); ``config.num_labels`` entity types.
 
@@ -134,6 +169,10 @@ class LayoutLMv3ForRelationExtraction(LayoutLMv3PreTrainedModel):
         entity_positions: Tensor | None = None,
         entity_labels: Tensor | None = None,
         relation_labels: Tensor | None = None,
+        page_relation_labels: Tensor | None = None,
+        entity_index: Tensor | None = None,
+        entity_pages: Tensor | None = None,
+        entity_primary: Tensor | None = None,
         **kwargs,
     ) -> RelationOutput:
         """Encode the window, represent its entities, score their pairs.
@@ -143,6 +182,8 @@ class LayoutLMv3ForRelationExtraction(LayoutLMv3PreTrainedModel):
             entity_positions: (B, E) first-token position of each entity.
             entity_labels: (B, E) entity label ids, -1 on padding.
             relation_labels: (B, E, E) pair targets (1, 0, -100); the loss needs them.
+            page_relation_labels, entity_index, entity_pages, entity_primary: training only, so that
+                windows of one page in the batch pair their entities (:func:`batch_pair_targets`).
             **kwargs: further LayoutLMv3 inputs (``inputs_embeds``, ``position_ids``, ...).
         """
         hidden = self.layoutlmv3(input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values,
@@ -153,5 +194,13 @@ class LayoutLMv3ForRelationExtraction(LayoutLMv3PreTrainedModel):
             entity_labels = hidden.new_zeros((batch, 0), dtype=torch.long)
         factors = self.classifier(hidden, entity_positions, entity_labels)
         scores = pair_scores(factors)
-        loss = relation_loss(scores, relation_labels) if relation_labels is not None else None
+        loss = None
+        if relation_labels is not None and page_relation_labels is not None:  # pairs across the batch's windows
+            k = factors.shape[-1] // 2
+            flat = factors.reshape(-1, factors.shape[-1])
+            targets = batch_pair_targets(relation_labels, entity_index, entity_pages, entity_primary,
+                                         page_relation_labels)
+            loss = relation_loss((flat[:, :k] @ flat[:, k:].T)[None], targets[None])
+        elif relation_labels is not None:
+            loss = relation_loss(scores, relation_labels)
         return RelationOutput(loss=loss, logits=factors, pair_logits=scores)

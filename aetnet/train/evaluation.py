@@ -31,6 +31,11 @@ def limit(items: list, n: int | None) -> list:
     return items if n is None else items[:n]
 
 
+#: Batch keys only training reads (targets, and what pairs a page's windows in training).
+TARGET_KEYS = ("labels", "start_positions", "end_positions", "relation_labels", "page_relation_labels",
+               "entity_index", "entity_pages", "entity_primary")
+
+
 @torch.no_grad()
 def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int,
                     num_workers: int = 0) -> list[Any]:
@@ -51,7 +56,7 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
             if kind == "relation":  # one row per entity of the window, not per token
                 lengths = (batch["entity_labels"] >= 0).sum(1).tolist()
             batch = {k: v.to(device) for k, v in batch.items()
-                     if k not in ("labels", "start_positions", "end_positions", "relation_labels")}
+                     if k not in TARGET_KEYS}
             out = model(**batch)
             logits = {name: out[name].float().cpu().numpy() for name in output_names(kind)}
             outputs.extend(window_outputs(kind, logits, lengths))

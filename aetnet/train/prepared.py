@@ -55,7 +55,8 @@ def training_dataset(ctx, windows, pages) -> WindowDataset:
     cfg, strategy = ctx.cfg, ctx.strategy
     views = strategy.extra_views(cfg, ctx.processor)
     with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
-    return WindowDataset(windows, pages, ctx.processor.image_processor, views, with_ids)
+    return WindowDataset(windows, pages, ctx.processor.image_processor, views, with_ids,
+                         group_pages=ctx.task.kind == "relation")
 
 
 def _by_reference(windows, pages: list[PageImage]) -> bool:

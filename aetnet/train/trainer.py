@@ -159,6 +159,19 @@ class AetnetTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def _get_train_sampler(self, train_dataset=None):
+        """Relation tasks: batches that keep a page's windows together (:mod:`aetnet.data.page_batches`)."""
+        from aetnet.data.encoding import WindowDataset
+        from aetnet.data.page_batches import PageGroupedSampler
+        from aetnet.data.window_store import WindowStore
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not (isinstance(dataset, WindowDataset) and dataset.group_pages):
+            return super()._get_train_sampler(train_dataset)
+        windows = dataset.windows
+        pages = windows.doc_indices() if isinstance(windows, WindowStore) else [w.doc_index for w in windows]
+        return PageGroupedSampler(pages, self._train_batch_size, self.args.seed)
+
     def get_train_dataloader(self):
         """The Trainer's loader, drawing its workers' base seed from generators of its own.
 
