@@ -225,8 +225,9 @@ def _key_value_model(re_run, folder):
     shutil.copytree(re_run / "model", model)
     meta = json.loads((model / "aetnet.json").read_text())
     assert meta["relations"] == {"labels": ["HEADER", "QUESTION", "ANSWER", "OTHER"],
-                                 "rule": [["QUESTION", "ANSWER"]], "ordered": False}
-    meta["relations"] = {"labels": ["HEADER", "KEY", "VALUE", "OTHER"], "rule": [["KEY", "VALUE"]], "ordered": False}
+                                 "rule": [["QUESTION", "ANSWER"]], "ordered": False, "protocol": "page"}
+    meta["relations"] = {"labels": ["HEADER", "KEY", "VALUE", "OTHER"], "rule": [["KEY", "VALUE"]], "ordered": False,
+                         "protocol": "page"}
     (model / "aetnet.json").write_text(json.dumps(meta))
     return model
 
