@@ -1,19 +1,26 @@
-# Two commands for a newcomer; both set everything up first (idempotent).
-#   make demo   fine-tune FUNSD on the embedded demo (offline, tiny model, about a minute on CPU)
-#   make test   run the test suite
+# Two commands for a newcomer; both set up what they need first (idempotent).
+#   make demo        fine-tune FUNSD on the embedded demo (offline, tiny model, about a minute on CPU)
+#   make test        run the test suite in parallel (pytest-xdist, one worker per core)
+#   make setup-demo  only set up what the demo needs (.venv, PyTorch, aetnet)
+#   make setup-test  only set up what the tests need (also tesseract-ocr, Chromium, its driver, a font, the test extra)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup setup-demo setup-test demo test clean
 
-setup:
-	@bash scripts/setup.sh
+setup: setup-test
 
-demo: setup
+setup-demo:
+	@bash scripts/setup.sh demo
+
+setup-test:
+	@bash scripts/setup.sh test
+
+demo: setup-demo
 	$(BIN)/aetnet finetune funsd --demo --output runs/demo-funsd
 
-test: setup
-	$(BIN)/python -m pytest -q tests
+test: setup-test
+	$(BIN)/python -m pytest -q -n auto tests
 
 clean:
 	rm -rf runs build dist *.egg-info

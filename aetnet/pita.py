@@ -13,7 +13,7 @@ released ``check_bbox``: cells are half-open, so a box ending ON a cell border s
 own word box, or the segment boxes LayoutLMv3 sees) is the caller's choice (``aet.pita_boxes``).
 
 PITA coverage (share of text tokens mapped to a patch, grid 14) on the real samples in
-``shared/data`` (every split, 512-token windows, stride 128; ``tests/test_pita_coverage.py``):
+``tests/data`` (every split, 512-token windows, stride 128; ``tests/test_pita_coverage.py``):
 
 ==========================================  =======  =======
 boxes / rule / cell                         FUNSD    CORD

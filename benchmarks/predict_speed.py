@@ -31,7 +31,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-FUNSD_TEST = Path("/work/shared/data/funsd/dataset/testing_data")
+FUNSD_TEST = Path(__file__).resolve().parents[1] / "tests" / "data" / "funsd" / "dataset" / "testing_data"
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
                "data.max_eval_documents=1"]
 FUNSD_LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]

@@ -1,5 +1,5 @@
-"""Shared fixtures: one cache folder per test session (tiny base and demos are built once), the
-real data samples, and small helpers."""
+"""Shared fixtures: one cache folder per test session (per xdist worker: tiny base and demos are built
+once in each), the real data samples in ``tests/data``, and small helpers."""
 
 from __future__ import annotations
 
@@ -9,30 +9,27 @@ from pathlib import Path
 
 import pytest
 
-# One cache for the whole session, set before any aetnet import reads it.
-_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="aetnet-test-cache-"))
-os.environ.setdefault("AETNET_CACHE", str(_SESSION_CACHE))
+# One cache for the whole session, set before any aetnet import reads it; under pytest-xdist one per
+# worker process: a worker inherits the controller's environment, so a cache this file made there
+# (recorded in _AETNET_TEST_CACHE) is replaced by the worker's own. A cache the user set is kept.
+if "AETNET_CACHE" not in os.environ or os.environ["AETNET_CACHE"] == os.environ.get("_AETNET_TEST_CACHE"):
+    os.environ["AETNET_CACHE"] = os.environ["_AETNET_TEST_CACHE"] = tempfile.mkdtemp(prefix="aetnet-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def shared_data_root() -> Path:
-    """``$AETNET_SHARED_DATA`` or ``../shared/data`` beside the checkout."""
-    env = os.environ.get("AETNET_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    root = shared_data_root()
-    if not root.is_dir():
-        pytest.fail(
-            f"the real data samples are missing: expected them at {root}; set AETNET_SHARED_DATA to the "
-            "shared/data folder"
-        )
-    return root
+    """The real data samples in ``tests/data`` (FUNSD, CORD, DocVQA, RVL-CDIP, the Tesseract test page),
+    in their original release layouts; see the README of each folder for its source and terms."""
+    if not (DATA / "funsd").is_dir():
+        pytest.fail(f"the real data samples are missing: expected them at {DATA} (part of the repository)")
+    return DATA
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Property-style bad-input test over every reader, on the real samples in shared/data.
+"""Property-style bad-input test over every reader, on the real samples in tests/data.
 
 Each case corrupts ONE field of one real file (wrong type, missing, null, empty, out of range,
 non-UTF-8, invalid JSON) in a small dataset whose other files are untouched, then runs the reader

@@ -1,4 +1,5 @@
-"""The wheel installs tasks/ and recipes/ as aetnet.tasks / aetnet.recipes (never as top-level packages)."""
+"""The wheel installs tasks/ and recipes/ as aetnet.tasks / aetnet.recipes (never as top-level packages),
+and holds none of the test data in tests/data."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def test_wheel_file_list(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for folder in ("aetnet", "tasks", "recipes"):
+    for folder in ("aetnet", "tasks", "recipes", "tests"):  # tests/ too: the build sees tests/data, as in a checkout
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
@@ -35,3 +36,8 @@ def test_wheel_file_list(tmp_path):
     assert {f"aetnet/{p}" for p in shipped} <= names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "aetnet = aetnet.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    # The real samples are test fixtures only (their terms differ from the package's): no file of
+    # tests/data, under any folder, and nothing under tests/.
+    data = {p.name for p in (REPO / "tests" / "data").rglob("*") if p.is_file() and p.name != "README.md"}
+    assert len(data) > 50  # the samples are there to be left out
+    assert not {n for n in names if n.startswith("tests/") or n.rsplit("/", 1)[-1] in data}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ from aetnet.cli.main import main
 from aetnet.errors import AetnetError, DataError
 from aetnet.predict import PDF_DPI, Predictor, group_entities, line_segments
 
-# The real samples: $AETNET_SHARED_DATA or ../shared/data beside the checkout (see conftest.py).
-DATA = Path(os.environ.get("AETNET_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+# The real samples in tests/data (the folder of conftest.py's shared_data fixture; needed here at import time).
+DATA = Path(__file__).resolve().parent / "data"
 FUNSD_PAGE = DATA / "funsd/dataset/testing_data/images/82092117.png"
 RVL_PAGE = DATA / "rvl_cdip/images/80035521.tif"
 DOCVQA_PAGE = DATA / "docvqa/documents/ffhx0227_1.png"
