@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,29 @@ def _update_document(h, doc) -> None:
     h.update(np.asarray(doc.boxes, dtype=np.float64).tobytes())
 
 
-def examples_digest(examples: Sequence[Any]) -> str:
-    """A hash of the examples' content as read, in order (pages, or questions with their pages)."""
+def examples_digest(examples: Iterable[Any]) -> str:
+    """A hash of the examples' content as read, in order (pages, or questions with their pages).
+
+    ``examples`` is read once, front to back, and nothing of it is kept but the last page's hash (the
+    questions of a page follow each other; a page met again is hashed again, to the same value), so a
+    stream of documents is hashed without holding them.
+    """
     h = hashlib.blake2b(digest_size=16)
-    pages: dict[int, str] = {}  # a page shared by many questions is hashed once
+    last_page, last_hash = None, ""  # the page object is kept, so its id() cannot be reused meanwhile
+    count = 0
     for example in examples:
+        count += 1
         doc = getattr(example, "document", None)
         if doc is None:
             h.update(b"\x1d")
             _update_document(h, example)
             continue
-        if id(doc) not in pages:
+        if doc is not last_page:
             page = hashlib.blake2b(digest_size=16)
             _update_document(page, doc)
-            pages[id(doc)] = page.hexdigest()
-        h.update("\x1d".join([pages[id(doc)], example.id, example.question, repr(example.answer_span)]).encode())
-    h.update(str(len(examples)).encode())
+            last_page, last_hash = doc, page.hexdigest()
+        h.update("\x1d".join([last_hash, example.id, example.question, repr(example.answer_span)]).encode())
+    h.update(str(count).encode())
     return h.hexdigest()
 
 
@@ -98,13 +105,13 @@ def code_identity(task) -> dict[str, str]:
     return {"source": h.hexdigest(), "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
-def window_fingerprint(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None,
+def window_fingerprint(task, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None,
                        cfg) -> tuple[str, dict[str, Any]]:
     """``(key, description)`` of the windows ``task.encode(examples, tokenizer, label2id, cfg)`` gives.
 
     Args:
         task: the task (its name, class and relation schema count).
-        examples: the examples, in order.
+        examples: the examples, in order (a sequence, or a stream read once).
         tokenizer: the LayoutLMv3 tokenizer.
         label2id: label ids (``None``: unlabelled).
         cfg: the run configuration (``cfg.data`` minus :data:`NOT_ENCODING`).
