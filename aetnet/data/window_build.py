@@ -96,8 +96,11 @@ def _chunk_records(task, examples, tokenizer, label2id, cfg, partial: Path, done
     def finished(index: int) -> dict[str, Any]:
         return json.loads((partial / f"{index:06d}.json").read_text())
 
+    # (no enumerate(): its reused result tuple would keep the previous chunk alive while the next is read)
+    index = -1
     if workers <= 1:
-        for index, chunk in enumerate(chunks(examples)):
+        for chunk in chunks(examples):
+            index += 1
             if index in done:
                 record = finished(index)
             else:
@@ -110,7 +113,8 @@ def _chunk_records(task, examples, tokenizer, label2id, cfg, partial: Path, done
     # spawn: the workers never inherit the trainer's threads, CUDA state or open files.
     with multiprocessing.get_context("spawn").Pool(workers, ws._init_worker, (task, tokenizer, label2id, cfg)) as pool:
         pending: deque = deque()
-        for index, chunk in enumerate(chunks(examples)):
+        for chunk in chunks(examples):
+            index += 1
             job = None if index in done else pool.apply_async(ws._encode_in_worker, ((index * ws.CHUNK, chunk),))
             pending.append((index, job))
             del chunk
@@ -136,7 +140,9 @@ def build_entry(task, examples: Iterable[Any], tokenizer, label2id, cfg, folder:
     partial, done = _partial_folder(folder)
     if done:
         logger.info("%s: resuming the build of %s, %d chunk(s) already encoded", desc, folder.name, len(done))
-    total = len(examples) if isinstance(examples, Sized) else None
+    from aetnet.data.stream import stream_documents
+
+    total = examples.count if stream_documents(examples) else len(examples) if isinstance(examples, Sized) else None
     workers = ws.encode_workers(cfg, total)
     start, count, n_examples, kind, n_chunks = time.perf_counter(), 0, 0, "window", 0
     with tqdm(total=total, desc=f"encode {desc}", unit="doc", disable=total is not None and total <= ws.CHUNK) as bar:

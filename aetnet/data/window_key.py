@@ -36,30 +36,50 @@ def _update_document(h, doc) -> None:
     h.update(np.asarray(doc.boxes, dtype=np.float64).tobytes())
 
 
+class ExamplesDigest:
+    """The hash of :func:`examples_digest`, fed one example at a time (so a stream can be hashed as it is
+    read for another purpose). Nothing of an example is kept but the last page's hash (the questions of
+    a page follow each other; a page met again is hashed again, to the same value)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.blake2b(digest_size=16)
+        self._last_page, self._last_hash = None, ""  # the page is kept, so its id() cannot be reused meanwhile
+        self.count = 0
+
+    def update(self, example: Any) -> None:
+        self.count += 1
+        doc = getattr(example, "document", None)
+        if doc is None:
+            self._h.update(b"\x1d")
+            _update_document(self._h, example)
+            return
+        if doc is not self._last_page:
+            page = hashlib.blake2b(digest_size=16)
+            _update_document(page, doc)
+            self._last_page, self._last_hash = doc, page.hexdigest()
+        self._h.update("\x1d".join([self._last_hash, example.id, example.question,
+                                    repr(example.answer_span)]).encode())
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(str(self.count).encode())
+        return h.hexdigest()
+
+
 def examples_digest(examples: Iterable[Any]) -> str:
     """A hash of the examples' content as read, in order (pages, or questions with their pages).
 
-    ``examples`` is read once, front to back, and nothing of it is kept but the last page's hash (the
-    questions of a page follow each other; a page met again is hashed again, to the same value), so a
-    stream of documents is hashed without holding them.
+    ``examples`` is read once, front to back, without holding it; a
+    :class:`~aetnet.data.stream.DocumentStream` gives the digest it took while it was scanned (no pass).
     """
-    h = hashlib.blake2b(digest_size=16)
-    last_page, last_hash = None, ""  # the page object is kept, so its id() cannot be reused meanwhile
-    count = 0
+    from aetnet.data.stream import DocumentStream
+
+    if isinstance(examples, DocumentStream):
+        return examples.digest
+    digest = ExamplesDigest()
     for example in examples:
-        count += 1
-        doc = getattr(example, "document", None)
-        if doc is None:
-            h.update(b"\x1d")
-            _update_document(h, example)
-            continue
-        if doc is not last_page:
-            page = hashlib.blake2b(digest_size=16)
-            _update_document(page, doc)
-            last_page, last_hash = doc, page.hexdigest()
-        h.update("\x1d".join([last_hash, example.id, example.question, repr(example.answer_span)]).encode())
-    h.update(str(count).encode())
-    return h.hexdigest()
+        digest.update(example)
+    return digest.hexdigest()
 
 
 def tokenizer_identity(tokenizer) -> dict[str, Any]:
