@@ -215,11 +215,14 @@ def iter_ocr_pages(
     Tesseract), one at a time; bad pages go to ``policy`` in listing order."""
     settings = ocr or OcrSettings()
     results = iter_ocr(_PagesOf(entries), settings, cache_dir, workers, desc=f"OCR {split}".strip())
-    for entry, result in zip(entries, results):
-        doc = guarded(policy, lambda e=entry, r=result: _page_document(e, r, settings), split, entry.doc_id,
-                      entry.source)
-        if doc is not None:
-            yield doc
+    try:
+        for entry, result in zip(entries, results):
+            doc = guarded(policy, lambda e=entry, r=result: _page_document(e, r, settings), split, entry.doc_id,
+                          entry.source)
+            if doc is not None:
+                yield doc
+    finally:  # a bad page's error (or a reader that stops early) closes the progress bar and the pool first
+        results.close()
 
 
 class _PagesOf(Sequence):

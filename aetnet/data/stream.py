@@ -77,6 +77,11 @@ class DocumentStream:
             raise AetnetError(f"the {self.split} split gave {n} documents on a second reading against {self.count} "
                               "on the first: its files changed while the run prepared them; start the run again")
 
+    def __len__(self) -> int:
+        if self.count is None:
+            raise AetnetError(f"the {self.split} documents are counted by scan(), which has not run")
+        return self.count
+
     def __bool__(self) -> bool:
         return bool(self.count)
 
