@@ -102,7 +102,7 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
 #: Modules whose code shapes every window, whatever the task (the task's own classes are added), and
 #: the store's own row format.
 ENCODING_MODULES = ("aetnet.data.encoding", "aetnet.data.qa_encoding", "aetnet.data.relations", "aetnet.data.boxes",
-                    "aetnet.data.window_store")
+                    "aetnet.data.window_store", "aetnet.data.window_build")
 
 
 def code_identity(task) -> dict[str, str]:
