@@ -1,4 +1,4 @@
-"""Benchmark-scale data costs, measured in one run (issue 12), in three sections:
+"""Benchmark-scale data costs, measured in one run (issues 12 and 24), in four sections:
 
 1. ``memory``: resident bytes per encoded window (Python lists vs the memory-mapped window cache) and
    the peak RSS of a one-step ``finetune cord`` run (tiny model) against the number of training
@@ -9,9 +9,13 @@
 3. ``loader``: DataLoader items per second with 0 and N workers, for full fine-tuning and for AET
    (which adds the I+ view per item), and the wait for an epoch's first batch with the N workers
    started again every epoch vs kept across epochs (persistent, as training does).
+4. ``real`` (not in the default sections): the real CORD annotation files copied to 800 and 3,200
+   documents in one ``json/`` folder and ``finetune cord --base tiny train.max_steps=1
+   data.max_eval_documents=8``, cold and warm window cache: peak RSS growth per training document.
 
     python benchmarks/data_scale.py                                  # all sections, default sizes
     python benchmarks/data_scale.py --docs 1000,4000,16000 --workers 8 --json figures.json
+    python benchmarks/data_scale.py --sections real --real-docs 800,3200
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ from pathlib import Path
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="memory,ocr,loader")
+    p.add_argument("--sections", default="memory,ocr,loader",
+                   help="memory,ocr,loader and/or real (the real CORD annotation files copied to --real-docs)")
+    p.add_argument("--real-docs", default="800,3200", help="real: documents in one json/ folder (80%% train)")
+    p.add_argument("--cord-samples", help="real: the folder of real CORD annotation files (default: tests/data/cord "
+                   "or ../shared/data/cord, or $AETNET_SHARED_DATA/cord)")
     p.add_argument("--docs", default="250,1000,4000", help="training document counts for the memory section")
     p.add_argument("--pool", type=int, default=1000,
                    help="memory: receipts generated; larger training sets link to them in turn (generation is slow)")
@@ -135,6 +143,54 @@ def memory_section(sizes: list[int], work: Path, pool: int) -> dict:
             out[f"{label}_bytes_per_document"] = round(slope)
             print(f"[memory] peak RSS slope ({label}): {slope / 1024:.1f} KiB per training document")
     out["runs"] = rows
+    return out
+
+
+def _cord_samples(given: str | None) -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    shared = os.environ.get("AETNET_SHARED_DATA")
+    for candidate in (given, repo / "tests" / "data" / "cord", shared and Path(shared) / "cord",
+                      repo.parent / "shared" / "data" / "cord"):
+        if candidate and (Path(candidate) / "json").is_dir():
+            return Path(candidate) / "json"
+    raise SystemExit("no real CORD samples found; pass --cord-samples FOLDER (holding json/)")
+
+
+def real_cord_section(sizes: list[int], work: Path, samples: str | None) -> dict:
+    """The issue-24 case: real CORD annotation files copied to N documents in one ``json/`` folder, and
+    ``aetnet finetune cord --base tiny train.max_steps=1 data.max_eval_documents=8`` run as a new user would
+    (the flat folder is carved 80/20), cold and warm window cache, default and 0 DataLoader workers."""
+    import shutil
+
+    files = sorted(_cord_samples(samples).glob("*.json"))
+    env = dict(os.environ, AETNET_CACHE=str(work / "real-cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    _run([sys.executable, "-c", "from aetnet.models.tiny import ensure_tiny_base; ensure_tiny_base()"], env)
+    rows = []
+    for n in sizes:
+        folder = work / f"real-cord-{n}" / "json"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            shutil.copyfile(files[i % len(files)], folder / f"receipt_{i:05d}.json")
+        shutil.rmtree(work / "real-cache" / "windows", ignore_errors=True)
+        row: dict = {"documents": n}
+        for label, extra in (("cold", []), ("warm", []), ("warm_workers_0", ["train.num_workers=0"])):
+            run = work / f"real-run-{n}-{label}"
+            cmd = [sys.executable, "-m", "aetnet", "finetune", "cord", "--base", "tiny", "--data", str(folder.parent),
+                   "--output", str(run), "train.max_steps=1", "data.max_eval_documents=8", *extra]
+            _run(cmd, env)
+            metrics = json.loads((run / "metrics.json").read_text())
+            row[label] = metrics["peak_memory_mb"]
+            row["train_documents"] = metrics["train_documents"]
+        rows.append(row)
+        print(f"[real] {n} real CORD files ({row['train_documents']} training): peak RSS cold {row['cold']:.0f} MB, "
+              f"warm {row['warm']:.0f} MB, warm with 0 workers {row['warm_workers_0']:.0f} MB")
+    out: dict = {"runs": rows}
+    if len(rows) > 1:
+        span = rows[-1]["train_documents"] - rows[0]["train_documents"]
+        for label in ("cold", "warm", "warm_workers_0"):
+            slope = (rows[-1][label] - rows[0][label]) * 1024 / span
+            out[f"{label}_kib_per_training_document"] = round(slope, 2)
+            print(f"[real] peak RSS growth ({label}): {slope:.1f} KiB per training document (target <= 8)")
     return out
 
 
@@ -260,6 +316,8 @@ def main() -> None:
         work = Path(tmp)
         if "memory" in sections:
             figures["memory"] = memory_section([int(n) for n in args.docs.split(",")], work, args.pool)
+        if "real" in sections:
+            figures["real"] = real_cord_section([int(n) for n in args.real_docs.split(",")], work, args.cord_samples)
         if "ocr" in sections:
             figures["ocr"] = ocr_section(args.ocr_pages, args.workers, work)
         if "loader" in sections:

@@ -15,7 +15,7 @@ image; it reports accuracy, macro-F1 and a confusion matrix (CSV and PNG in the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from aetnet.config import RunConfig
 from aetnet.data.document import Document
 from aetnet.data.images import image_size
 from aetnet.data.ocr import OcrSettings
-from aetnet.data.ocr_pool import PageOcr, ocr_many
+from aetnet.data.ocr_pool import PageOcr, iter_ocr
 from aetnet.data.page_refs import DatasetRow
 from aetnet.data.screen import count_given, guarded
+from aetnet.data.stream import DocumentStream
 from aetnet.data.validate import DEFAULT_FIX, expect_integer
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
@@ -203,11 +204,40 @@ def ocr_pages(
         split: the split name, for skipped-document records.
         workers: OCR processes (``None``/``0``: every core; ``1``: this process).
     """
+    return list(iter_ocr_pages(entries, ocr, cache_dir, policy, split, workers))
+
+
+def iter_ocr_pages(
+    entries: Sequence[PageEntry], ocr: OcrSettings | None = None, cache_dir: str | Path | None = None,
+    policy=None, split: str = "", workers: int | None = 1,
+) -> Iterator[Document]:
+    """:func:`ocr_pages` as a stream: each page's document as its OCR result comes (from the cache or
+    Tesseract), one at a time; bad pages go to ``policy`` in listing order."""
     settings = ocr or OcrSettings()
-    results = ocr_many([e.page() for e in entries], settings, cache_dir, workers, desc=f"OCR {split}".strip())
-    docs = (guarded(policy, lambda e=e, r=r: _page_document(e, r, settings), split, e.doc_id, e.source)
-            for e, r in zip(entries, results))
-    return [d for d in docs if d is not None]
+    results = iter_ocr(_PagesOf(entries), settings, cache_dir, workers, desc=f"OCR {split}".strip())
+    try:
+        for entry, result in zip(entries, results):
+            doc = guarded(policy, lambda e=entry, r=result: _page_document(e, r, settings), split, entry.doc_id,
+                          entry.source)
+            if doc is not None:
+                yield doc
+    finally:  # a bad page's error (or a reader that stops early) closes the progress bar and the pool first
+        results.close()
+
+
+class _PagesOf(Sequence):
+    """The pages of listed entries, made on access (no second list as long as the split)."""
+
+    def __init__(self, entries: Sequence[PageEntry]):
+        self.entries = entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [e.page() for e in self.entries[i]]
+        return self.entries[i].page()
 
 
 def read_rvl_cdip(
@@ -291,8 +321,14 @@ class RvlCdipTask(SequenceClassificationTask):
                 continue  # no OCR for pages the run does not score
             if limits[name] is not None:
                 chosen = chosen[: limits[name]]
-            splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name,
-                                     workers=cfg.data.ocr_workers)
+            if name == "train":  # read on demand, never held whole (the largest split by far)
+                splits[name] = DocumentStream(
+                    lambda policy, chosen=chosen, name=name: iter_ocr_pages(chosen, settings, policy=policy,
+                                                                             split=name, workers=cfg.data.ocr_workers),
+                    name, self.bad_documents, cfg.data.box_level).scan()
+            else:
+                splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name,
+                                         workers=cfg.data.ocr_workers)
             logger.info("RVL-CDIP %s: %d pages (OCR lang=%s psm=%d)", name, len(chosen), settings.lang,
                         settings.psm)
         return splits

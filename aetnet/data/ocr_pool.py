@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +123,18 @@ def ocr_many(
     Raises:
         AetnetError: Tesseract or a language pack is missing, or Tesseract fails (not a page's fault).
     """
+    return list(iter_ocr(pages, settings, cache_dir, workers, desc))
+
+
+def iter_ocr(
+    pages: Sequence[PageSource],
+    settings: OcrSettings | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    desc: str = "OCR",
+) -> Iterator[PageOcr | DataError]:
+    """:func:`ocr_many` as a stream: each page's result as soon as it is read or recognised, in page order,
+    never all of them at once (the reading of a large split holds one page's words at a time)."""
     from tqdm.auto import tqdm
 
     settings = settings or OcrSettings()
@@ -130,27 +142,32 @@ def ocr_many(
     if n > 1 and not any(_missing(page, settings, cache_dir) for page in pages):
         n = 1  # everything cached (a second run, a waiting rank): reading needs no pool of processes
     cache = str(cache_dir) if cache_dir is not None else None
-    jobs = [(page, settings, cache) for page in pages]
-    bar = tqdm(total=len(jobs), desc=desc, unit="page", disable=len(jobs) < 2)
-    results: list[PageOcr | DataError] = []
+    jobs = ((page, settings, cache) for page in pages)
+    bar = tqdm(total=len(pages), desc=desc, unit="page", disable=len(pages) < 2)
+    counts = {"recognised": 0, "cached": 0, "bad": 0}
     try:
         if n == 1:
-            for job in jobs:
-                results.append(_work(job))
+            results = map(_work, jobs)
+            for result in results:
+                _tally(counts, result)
                 bar.update()
+                yield result
         else:
             # spawn: the workers never inherit the trainer's threads, CUDA state or open files.
             with multiprocessing.get_context("spawn").Pool(n) as pool:
                 for result in pool.imap(_work, jobs, chunksize=1):
-                    results.append(result)
+                    _tally(counts, result)
                     bar.update()
+                    yield result
     finally:
         bar.close()
-    recognised = sum(1 for r in results if isinstance(r, PageOcr) and not r.cached)
     logger.info("%s: %d page(s), %d recognised by Tesseract, %d from the cache, %d bad (%d worker(s))",
-                desc, len(results), recognised, sum(1 for r in results if isinstance(r, PageOcr) and r.cached),
-                sum(1 for r in results if isinstance(r, DataError)), n)
-    return results
+                desc, sum(counts.values()), counts["recognised"], counts["cached"], counts["bad"], n)
+
+
+def _tally(counts: dict[str, int], result: PageOcr | DataError) -> None:
+    key = "bad" if isinstance(result, DataError) else "cached" if result.cached else "recognised"
+    counts[key] += 1
 
 
 def recognise_dataset(task, cfg, demo: bool = False, workers: int | None = None, index: int = 0, count: int = 1,

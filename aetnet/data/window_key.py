@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +36,50 @@ def _update_document(h, doc) -> None:
     h.update(np.asarray(doc.boxes, dtype=np.float64).tobytes())
 
 
-def examples_digest(examples: Sequence[Any]) -> str:
-    """A hash of the examples' content as read, in order (pages, or questions with their pages)."""
-    h = hashlib.blake2b(digest_size=16)
-    pages: dict[int, str] = {}  # a page shared by many questions is hashed once
-    for example in examples:
+class ExamplesDigest:
+    """The hash of :func:`examples_digest`, fed one example at a time (so a stream can be hashed as it is
+    read for another purpose). Nothing of an example is kept but the last page's hash (the questions of
+    a page follow each other; a page met again is hashed again, to the same value)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.blake2b(digest_size=16)
+        self._last_page, self._last_hash = None, ""  # the page is kept, so its id() cannot be reused meanwhile
+        self.count = 0
+
+    def update(self, example: Any) -> None:
+        self.count += 1
         doc = getattr(example, "document", None)
         if doc is None:
-            h.update(b"\x1d")
-            _update_document(h, example)
-            continue
-        if id(doc) not in pages:
+            self._h.update(b"\x1d")
+            _update_document(self._h, example)
+            return
+        if doc is not self._last_page:
             page = hashlib.blake2b(digest_size=16)
             _update_document(page, doc)
-            pages[id(doc)] = page.hexdigest()
-        h.update("\x1d".join([pages[id(doc)], example.id, example.question, repr(example.answer_span)]).encode())
-    h.update(str(len(examples)).encode())
-    return h.hexdigest()
+            self._last_page, self._last_hash = doc, page.hexdigest()
+        self._h.update("\x1d".join([self._last_hash, example.id, example.question,
+                                    repr(example.answer_span)]).encode())
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(str(self.count).encode())
+        return h.hexdigest()
+
+
+def examples_digest(examples: Iterable[Any]) -> str:
+    """A hash of the examples' content as read, in order (pages, or questions with their pages).
+
+    ``examples`` is read once, front to back, without holding it; a
+    :class:`~aetnet.data.stream.DocumentStream` gives the digest it took while it was scanned (no pass).
+    """
+    from aetnet.data.stream import DocumentStream
+
+    if isinstance(examples, DocumentStream):
+        return examples.digest
+    digest = ExamplesDigest()
+    for example in examples:
+        digest.update(example)
+    return digest.hexdigest()
 
 
 def tokenizer_identity(tokenizer) -> dict[str, Any]:
@@ -75,7 +102,8 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
 #: Modules whose code shapes every window, whatever the task (the task's own classes are added), and
 #: the store's own row format.
 ENCODING_MODULES = ("aetnet.data.encoding", "aetnet.data.qa_encoding", "aetnet.data.relations",
-                    "aetnet.data.relation_protocols", "aetnet.data.boxes", "aetnet.data.window_store")
+                    "aetnet.data.relation_protocols", "aetnet.data.boxes", "aetnet.data.window_store",
+                    "aetnet.data.window_build")
 
 
 def code_identity(task) -> dict[str, str]:
@@ -98,13 +126,13 @@ def code_identity(task) -> dict[str, str]:
     return {"source": h.hexdigest(), "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
-def window_fingerprint(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None,
+def window_fingerprint(task, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None,
                        cfg) -> tuple[str, dict[str, Any]]:
     """``(key, description)`` of the windows ``task.encode(examples, tokenizer, label2id, cfg)`` gives.
 
     Args:
         task: the task (its name, class and relation schema count).
-        examples: the examples, in order.
+        examples: the examples, in order (a sequence, or a stream read once).
         tokenizer: the LayoutLMv3 tokenizer.
         label2id: label ids (``None``: unlabelled).
         cfg: the run configuration (``cfg.data`` minus :data:`NOT_ENCODING`).

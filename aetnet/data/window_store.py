@@ -19,10 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,22 +228,27 @@ class WindowStore(Sequence):
         return (self.folder / WINDOWS_FILE).stat().st_size
 
 
-def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, int] | None, cfg,
+def encode_cached(task, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None, cfg,
                   desc: str = "windows") -> WindowStore | list[Window]:
     """``task.encode(examples, ...)`` through the on-disk window cache.
 
     The cache entry of the fingerprint (:func:`window_fingerprint`) is opened when it exists, built
-    otherwise (a chunk of :data:`CHUNK` examples at a time, in ``data.encode_workers`` processes when
-    there are many, with a progress bar; under a file lock, so
-    concurrent processes build it once; written to a temporary folder and renamed into place, so a
-    killed build never leaves a half entry).
+    otherwise (:func:`aetnet.data.window_build.build_entry`: a chunk of :data:`CHUNK` examples at a time,
+    in ``data.encode_workers`` processes when there are many, with a progress bar; under a file lock, so
+    concurrent processes build it once; each finished chunk is kept, so a killed build started again does
+    not encode it twice; the entry is renamed into place when complete, so it is never half written).
     With ``data.window_cache=false`` the windows are encoded in memory as before.
+
+    ``examples`` is a sequence, or an iterable that yields the same examples each time it is iterated (a
+    stream of documents read from disk): it is read twice (the fingerprint, then the chunks of a build),
+    and never held whole, so preparing a split holds at most
+    :func:`~aetnet.data.window_build.chunk_bound` examples at once.
 
     Returns:
         A :class:`WindowStore` (or, with the cache off, the list of windows).
     """
     if not getattr(cfg.data, "window_cache", True):
-        return task.encode(examples, tokenizer, label2id, cfg)
+        return task.encode(examples if isinstance(examples, Sequence) else list(examples), tokenizer, label2id, cfg)
     from filelock import FileLock
 
     key, described = window_fingerprint(task, examples, tokenizer, label2id, cfg)
@@ -257,47 +259,15 @@ def encode_cached(task, examples: Sequence[Any], tokenizer, label2id: dict[str, 
             # processes that need the same entry at once (compare --devices) wait for the one that builds it
             with FileLock(str(folder.parent / LOCKS / f"{key}.lock")):
                 if not (folder / META_FILE).is_file():
-                    return WindowStore(_build(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+                    from aetnet.data.window_build import build_entry
+
+                    return WindowStore(build_entry(task, examples, tokenizer, label2id, cfg, folder, described, desc))
         except OSError as exc:
             raise AetnetError(f"cannot write the window cache in {folder.parent} ({exc.strerror or exc}); set "
                               "AETNET_CACHE to a writable folder with free space, or data.window_cache=false") from exc
     store = WindowStore(folder)
     logger.info("%s: %s windows from the cache %s", desc, f"{len(store):,}", folder)
     return store
-
-
-def _build(task, examples, tokenizer, label2id, cfg, folder: Path, described: dict, desc: str) -> Path:
-    """Encode ``examples`` chunk by chunk into a new cache entry ``folder``; returns it."""
-    from datasets.arrow_writer import ArrowWriter
-    from tqdm.auto import tqdm
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    start, count, kind = time.perf_counter(), 0, "window"
-    try:
-        writer = ArrowWriter(path=str(tmp / WINDOWS_FILE))
-        with tqdm(total=len(examples), desc=f"encode {desc}", unit="doc", disable=len(examples) <= CHUNK) as bar:
-            for table, n_windows, chunk_kind, n_examples in _encoded_chunks(task, examples, tokenizer, label2id, cfg):
-                if table is not None:
-                    writer.write_table(table)
-                    kind = chunk_kind
-                count += n_windows
-                bar.update(n_examples)
-        if count == 0:
-            writer.write_table(windows_table([]))
-        writer.finalize()
-        meta = {**described, "windows": count, "documents": len(examples), "window_type": kind,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "build_seconds": round(time.perf_counter() - start, 3)}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process wrote the same entry first: it is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("%s: %s windows of %s examples encoded into %s", desc, f"{count:,}", f"{len(examples):,}", folder)
-    return folder
 
 
 # ------------------------------------------------------------------------------ parallel encoding
@@ -323,41 +293,20 @@ def _encode_in_worker(job: tuple[int, Sequence[Any]]) -> tuple[Any, int, str, in
     return _encode(_WORKER["task"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], *job)
 
 
-def encode_workers(cfg, n_examples: int) -> int:
-    """Processes for a build: ``data.encode_workers`` (0: every available core), 1 for small builds."""
+def encode_workers(cfg, n_examples: int | None) -> int:
+    """Processes for a build: ``data.encode_workers`` (0: every available core), 1 for small builds
+    (``n_examples=None``: a stream of unknown length, as configured)."""
     from aetnet.data.ocr_pool import available_cores
 
     wanted = int(getattr(cfg.data, "encode_workers", 1))
     if wanted < 0:
         raise AetnetError(f"data.encode_workers={wanted} must be >= 0 (0: every available core)")
+    if n_examples is None:
+        return wanted or available_cores()
     chunks = -(-n_examples // CHUNK)
     if chunks < PARALLEL_CHUNKS:
         return 1
     return min(wanted or available_cores(), chunks)
-
-
-def _encoded_chunks(task, examples, tokenizer, label2id, cfg) -> Iterator[tuple[Any, int, str, int]]:
-    """Per chunk of :data:`CHUNK` examples, in order: what :func:`_encode` returns; chunks are encoded by
-    ``data.encode_workers`` spawned processes (each gets the task and tokenizer once) when there are many."""
-    import multiprocessing
-    import pickle
-
-    jobs = ((offset, examples[offset: offset + CHUNK]) for offset in range(0, len(examples), CHUNK))
-    workers = encode_workers(cfg, len(examples))
-    if workers > 1:
-        try:
-            pickle.dumps(task)
-        except Exception as exc:  # a task defined where workers cannot import it
-            logger.info("encoding in this process: the task cannot be sent to workers (%s)", exc)
-            workers = 1
-    if workers == 1:
-        for offset, chunk in jobs:
-            yield _encode(task, tokenizer, label2id, cfg, offset, chunk)
-        return
-    logger.info("encoding %s examples with %d processes", f"{len(examples):,}", workers)
-    # spawn: the workers never inherit the trainer's threads, CUDA state or open files.
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (task, tokenizer, label2id, cfg)) as pool:
-        yield from pool.imap(_encode_in_worker, jobs)
 
 
 def cache_entries(root: Path | None = None) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from aetnet.data.document import page_images
 from aetnet.data.encoding import WindowDataset
 from aetnet.data.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
 from aetnet.data.screen import BadDocuments, screen_documents
+from aetnet.data.stream import stream_documents
 from aetnet.data.window_store import encode_cached
 from aetnet.errors import AetnetError
 from aetnet.threads import respect_omp_thread_limit
@@ -118,7 +119,7 @@ class RunContext:
     processor: Any = None
     policy: BadDocuments | None = None
     labels: list[str] | None = None
-    train_ex: list = field(default_factory=list)  # emptied once the training windows are encoded
+    train_ex: list = field(default_factory=list)  # (or a DocumentStream) emptied once the windows are encoded
     train_documents: int = 0
     eval_ex: list = field(default_factory=list)
     val_ex: list = field(default_factory=list)
@@ -192,6 +193,11 @@ def load_data(ctx: RunContext) -> None:
     train, validation, ctx.selection_split = split_validation(cfg, task, splits)
 
     def screened(split: str, examples: list, n: int | None) -> list:
+        if stream_documents(examples):  # screened by its reader's scan, within the reader's data.max_*_documents
+            if n is not None and examples.count > n:
+                raise AetnetError(f"the {split} stream holds {examples.count} documents, beyond data.max_{split}_"
+                                  f"documents={n}; the task's reader must apply the limit")
+            return examples
         return screen_documents(limit(examples, n), task.documents(limit(examples, n)), split, cfg.data.box_level,
                                 task.kind == "token", ctx.policy)
 
@@ -222,10 +228,14 @@ def encode_training(ctx: RunContext) -> None:
     cfg, task = ctx.cfg, ctx.task
     ctx.train_windows = encode_cached(task, ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg,
                                       desc="training windows")
-    ctx.train_ds = training_dataset(ctx, ctx.train_windows, page_images(task.documents(ctx.train_ex)))
+    if stream_documents(ctx.train_ex):  # read on demand: its scan kept the page references and the count
+        pages, ctx.train_documents = ctx.train_ex.pages, ctx.train_ex.count
+    else:
+        pages, ctx.train_documents = page_images(task.documents(ctx.train_ex)), len(ctx.train_ex)
+    ctx.train_ds = training_dataset(ctx, ctx.train_windows, pages)
     # From here on training needs the windows and one image reference per page, not the Documents (words,
     # boxes, labels): released, so that neither this process nor its DataLoader workers hold them.
-    ctx.train_documents, ctx.train_ex = len(ctx.train_ex), []
+    ctx.train_ex = []
     if ctx.selection_split:  # encoded here too, so that only the node's main process builds its cache entry
         ctx.validator = EvalSet(task, ctx.processor, ctx.val_ex, cfg, ctx.labels, distributed=True)
 

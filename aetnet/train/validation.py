@@ -32,7 +32,7 @@ def split_validation(cfg: RunConfig, task, splits: dict[str, list[Any]]) -> tupl
     """
     from aetnet.tasks.splits import carve_out_eval
 
-    train = list(splits.get("train", []))
+    train = splits.get("train", [])  # a DocumentStream stays one unless validation is carved out of it
     if cfg.train.eval_strategy == "no":
         return train, [], None
     if cfg.data.select_on == "test":
@@ -41,7 +41,7 @@ def split_validation(cfg: RunConfig, task, splits: dict[str, list[Any]]) -> tupl
         return train, list(splits.get("eval", [])), "test (data.select_on=test)"
     if splits.get("validation"):
         return train, list(splits["validation"]), "validation"
-    train, validation = carve_out_eval(train, cfg.data.val_fraction, cfg.train.seed, lambda ex: page_id(task, ex))
+    train, validation = carve_out_eval(list(train), cfg.data.val_fraction, cfg.train.seed, lambda ex: page_id(task, ex))
     share = f"{100 * cfg.data.val_fraction:g}%"
     logger.info("validation: %d of %d training examples carved out by page (data.val_fraction=%s)",
                 len(validation), len(train) + len(validation), cfg.data.val_fraction)

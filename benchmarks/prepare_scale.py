@@ -1,0 +1,151 @@
+"""Preparation at full size: peak RSS and speed of the process that prepares an RVL-CDIP-shaped split.
+
+Builds N synthetic pages shaped like RVL-CDIP OCR pages (about 300 words each with their boxes, one of
+the 16 classes, a small distinct image file per page held by reference), fills the OCR cache with their
+words (so no time goes to Tesseract), then runs the real preparation path of ``aetnet finetune`` (the
+runner's ``resolve_components``, ``load_data`` and ``encode_training`` stages: listing, OCR cache, the
+streamed training split, the window cache build) in a fresh process for the first N/10 pages and for all
+N, and prints each process's peak RSS, the slope per page between them and pages per second.
+
+    python benchmarks/prepare_scale.py --pages 20000
+    python benchmarks/prepare_scale.py --pages 100000 --work /tmp/prep --keep   # record in benchmarks/README.md
+
+Target (issue 24): a slope of at most 1 KiB per page between N/10 and N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = 300
+VOCAB = ("the of and to in for is on that by this with from at as be are date total page report memo letter "
+         "invoice form budget file email news science resume question advertisement scientific presentation "
+         "specification handwritten publication questionnaire company tobacco research sample").split()
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pages", type=int, default=20000, help="N: pages of the training split")
+    p.add_argument("--words", type=int, default=WORDS, help="words per page")
+    p.add_argument("--work", help="folder for the pages and caches (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--prepare", nargs=2, metavar=("DATA", "CACHE"), help=argparse.SUPPRESS)  # the measured child
+    return p.parse_args()
+
+
+def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Path]:
+    """``images/``, the OCR cache entry of every page, and label folders for N/10 and N training pages."""
+    from PIL import Image
+
+    from aetnet.data.ocr import OcrSettings, _cache_file, _write_cache
+
+    settings = OcrSettings()
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    width, height = 754, 1000  # RVL-CDIP pages are about 754 x 1000 pixels
+    for i in range(pages + 8):
+        name = f"images/{i // 1000:04d}/p{i:07d}.png"
+        path = root / name
+        if not path.is_file():
+            path.parent.mkdir(exist_ok=True)
+            # a small distinct file (the OCR cache key is the file's bytes); the header gives the page size
+            Image.frombytes("L", (8, 8), i.to_bytes(8, "little") * 8).resize((width, height)).save(path, optimize=False)
+            entry, version = _cache_file(path.read_bytes(), settings, cache / "ocr")
+            rows = [f"{VOCAB[(i + k) % len(VOCAB)]}{k % 7 or ''}" for k in range(words)]
+            boxes = [[40 + (k % 12) * 55, 40 + (k // 12) * 36, 90 + (k % 12) * 55, 66 + (k // 12) * 36]
+                     for k in range(words)]
+            _write_cache(entry, {"words": rows, "boxes": boxes, "settings": settings.as_dict(), "tesseract": version,
+                                 "size": [width, height], "format": 1})
+        lines.append(f"{name} {i % 16}")
+    folders = {}
+    for label, n in (("tenth", pages // 10), ("full", pages)):
+        folder = root / label / "labels"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder.parent / "images").exists():
+            (folder.parent / "images").symlink_to(root / "images")  # labels/ beside images/, as released
+        (folder / "train.txt").write_text("\n".join(lines[:n]) + "\n")
+        (folder / "test.txt").write_text("\n".join(lines[pages: pages + 8]) + "\n")
+        folders[label] = folder
+    return folders
+
+
+def prepare(data: str, cache: str) -> None:
+    """The measured child: the runner's preparation stages, then its peak RSS and times as one JSON line."""
+    import resource
+
+    os.environ["AETNET_CACHE"] = cache
+    from aetnet.config import resolve_config
+    from aetnet.train import runner
+
+    cfg = resolve_config({}, {"task": "rvl-cdip", "model": {"base": "tiny"}, "data": {"path": data}},
+                         ["data.ocr_workers=1", "train.num_workers=0"])
+    ctx = runner.RunContext(cfg)
+    runner.resolve_components(ctx)
+    ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    runner.load_data(ctx)
+    loaded = time.perf_counter()
+    runner.encode_training(ctx)
+    done = time.perf_counter()
+    print(json.dumps({"pages": ctx.train_documents, "windows": len(ctx.train_windows),
+                      "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_data_kib": ready,
+                      "load_seconds": round(loaded - start, 2), "encode_seconds": round(done - loaded, 2)}))
+
+
+def measure(folder: Path, cache: Path) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, __file__, "--prepare", str(folder), str(cache)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"preparation failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = parse_args()
+    if args.prepare:
+        prepare(*args.prepare)
+        return
+    work = Path(args.work or tempfile.mkdtemp(prefix="prepare-scale-"))
+    cache = work / "cache"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    print(f"# prepare_scale: {time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    folders = build_pages(work, cache, args.pages, args.words)
+    print(f"built {args.pages:,} pages of {args.words} words (images + OCR cache) in {time.perf_counter() - t0:.0f} s")
+    out = {"pages": args.pages, "words": args.words}
+    for label in ("tenth", "full"):
+        for state in ("cold", "warm"):  # cold: the window cache is built; warm: it is read
+            row = measure(folders[label], cache)
+            seconds = row["load_seconds"] + row["encode_seconds"]
+            row["pages_per_second"] = round(row["pages"] / seconds, 1)
+            out[f"{label}_{state}"] = row
+            print(f"{row['pages']:>8,} pages, window cache {state}: peak RSS {row['peak_rss_kib'] / 1024:,.1f} MiB "
+                  f"(before reading {row['before_data_kib'] / 1024:,.1f} MiB), read {row['load_seconds']} s + "
+                  f"encode {row['encode_seconds']} s = {row['pages_per_second']} pages/s")
+    span = out["full_cold"]["pages"] - out["tenth_cold"]["pages"]
+    for state in ("cold", "warm"):
+        slope = (out[f"full_{state}"]["peak_rss_kib"] - out[f"tenth_{state}"]["peak_rss_kib"]) / span
+        out[f"slope_kib_per_page_{state}"] = round(slope, 3)
+        print(f"peak RSS slope, window cache {state}: {slope:.3f} KiB per page (target <= 1)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if not args.keep and not args.work:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
