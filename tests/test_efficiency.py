@@ -177,4 +177,5 @@ def test_gpu_options_are_accepted_and_recorded_on_cpu(paths):
     cfg = resolve_config({}, {"strategy": "full"}, ["train.bf16=true", "train.tf32=true", "train.compile=true",
                                                     "train.compile_backend=eager"])
     record = prepare_model(build("full", paths), cfg)
-    assert record == {"train_precision": "bf16", "tf32": False, "attn_implementation": "sdpa", "compile": "eager"}
+    assert record == {"train_precision": "bf16", "tf32": False, "attn_implementation": "sdpa", "compile": "eager",
+                      "gradient_checkpointing": False}

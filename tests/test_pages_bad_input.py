@@ -52,7 +52,7 @@ def test_a_coordinate_of_ten_to_the_400_is_a_data_error(folder, mode):
     if mode == "error":
         message = _error(path)
         assert message.startswith(f"{path}:1, field 'boxes[2][2]': expected a finite number, got a 401-digit")
-        assert len(message) < 200
+        assert len(message) - len(str(path)) < 200  # the number is not spelt out (the path's length varies)
     else:
         policy = BadDocuments("skip")
         docs = read_pages(path, "token", policy)["all"]
@@ -198,7 +198,7 @@ def test_an_over_long_image_name_is_a_data_error(folder):
     path = _write(folder, _page(image="x" * 300 + ".png"))
     message = _error(path)
     assert message.startswith(f"{path}:1, field 'image': image path ") and "cannot be used" in message
-    assert len(message) < 400
+    assert len(message) - len(str(path)) < 300  # the 300-character name is cut (the folder's length varies)
 
 
 def test_a_pdf_without_pages_says_so(tmp_path):

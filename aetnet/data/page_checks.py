@@ -17,6 +17,10 @@ from aetnet.errors import DataError
 _TAGS = {"B", "I", "E", "S", "L", "U"}
 
 
+#: The longest file path shown whole in an error (a longer one is cut, e.g. a 300-character file name).
+PATH_SHOWN = 240
+
+
 def shorten(text: Any, limit: int = 80) -> str:
     """``text`` as a string of at most ``limit`` characters (``...`` and the full length when cut)."""
     text = str(text)
@@ -42,10 +46,10 @@ def page_image_path(image: Any, where: str, base: Path) -> Path:
         raise DataError(f"image path {shorten(path)} cannot be used ({exc.strerror or exc}); give the image file's "
                         "path relative to the JSONL file", where, "image") from None
     if is_dir:
-        raise DataError(f"image path {shorten(path)} is a directory, not an image file; name the image file itself",
+        raise DataError(f"image path {shorten(path, PATH_SHOWN)} is a directory, not an image file; name the image file itself",
                         where, "image")
     if not is_file:
-        raise DataError(f"image file {shorten(path)} does not exist; fix the path (relative to the JSONL file) or "
+        raise DataError(f"image file {shorten(path, PATH_SHOWN)} does not exist; fix the path (relative to the JSONL file) or "
                         "add the image", where, "image")
     return path
 
@@ -56,7 +60,7 @@ def image_error_at(error: DataError, image: Path, where: str) -> DataError:
     if error.path and text.startswith(error.path):
         text = text[len(error.path):].lstrip(",: ")
         text = text.removeprefix("field 'image': ")
-    return DataError(f"image {shorten(image)}: {text}", where, "image")
+    return DataError(f"image {shorten(image, PATH_SHOWN)}: {text}", where, "image")
 
 
 def tag_scheme(labels: list[str]) -> str | None:
