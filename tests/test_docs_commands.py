@@ -176,8 +176,9 @@ def test_a_broken_or_unmarked_command_fails(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     places = {"data": "", "fixtures": "", "workspace": str(tmp_path)}
     page = "```bash\naetnet recipes ls --no-such-flag\naetnet inspect funsd --data ~/data/XFUND\n" \
-           "aetnet inspect funsd --data ~/data/XFUND   # needs: real data\n```\n"
+           "aetnet inspect funsd --data ~/data/XFUND   # needs: real data\naetnet serve exports/funsd --port 8000\n" \
+           "aetnet recipes ls   # a comment, no marker\n```\n"
     ran, failures = run_guides({"page.md": page}, places)
-    assert len(ran) == 2 and len(failures) == 2, failures
-    assert "--no-such-flag" in failures[0] and "XFUND" in failures[1]
+    assert len(ran) == 4 and len(failures) == 3, failures
+    assert "--no-such-flag" in failures[0] and "XFUND" in failures[1] and "runs until stopped" in failures[2]
 
