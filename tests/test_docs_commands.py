@@ -119,6 +119,9 @@ def prepare_workspace(work: Path, funsd_run: Path, qa_model: Path, funsd_pages, 
     """The files and folders the guides' commands read, under the names they show."""
     from PIL import Image
 
+    from aetnet.data.demo import ensure_demo
+    from tests.test_relations_e2e import _own_pages
+
     form = shared_data / "funsd" / "dataset" / "testing_data" / "images" / "82092117.png"
     (work / "runs").mkdir()
     shutil.copytree(funsd_run, work / "runs" / "funsd-full")       # a trained run (the tiny FUNSD run)
@@ -132,6 +135,8 @@ def prepare_workspace(work: Path, funsd_run: Path, qa_model: Path, funsd_pages, 
     for pdf in ("letter.pdf", "invoice.pdf", "scan.pdf"):             # the FUNSD page as a PDF
         Image.open(form).convert("RGB").save(work / pdf)
     funsd_pages(work / "data")                                       # own pages: train.jsonl, test.jsonl
+    (work / "pages").mkdir()                                          # own pages with entity links
+    _own_pages(work / "pages", ensure_demo("funsd"))
     assert main(["recipes", "cp", "funsd/full", str(work / "mine.yaml")]) == 0  # as the quickstart says
     recipe = (work / "mine.yaml").read_text(encoding="utf-8")               # ... on the tiny base
     assert "base: microsoft/layoutlmv3-base" in recipe
