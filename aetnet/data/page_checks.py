@@ -46,11 +46,11 @@ def page_image_path(image: Any, where: str, base: Path) -> Path:
         raise DataError(f"image path {shorten(path)} cannot be used ({exc.strerror or exc}); give the image file's "
                         "path relative to the JSONL file", where, "image") from None
     if is_dir:
-        raise DataError(f"image path {shorten(path, PATH_SHOWN)} is a directory, not an image file; name the image file itself",
-                        where, "image")
+        raise DataError(f"image path {shorten(path, PATH_SHOWN)} is a directory, not an image file; name the image "
+                        "file itself", where, "image")
     if not is_file:
-        raise DataError(f"image file {shorten(path, PATH_SHOWN)} does not exist; fix the path (relative to the JSONL file) or "
-                        "add the image", where, "image")
+        raise DataError(f"image file {shorten(path, PATH_SHOWN)} does not exist; fix the path (relative to the JSONL "
+                        "file) or add the image", where, "image")
     return path
 
 
