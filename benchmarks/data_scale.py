@@ -37,8 +37,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sections", default="memory,ocr,loader",
                    help="memory,ocr,loader and/or real (the real CORD annotation files copied to --real-docs)")
     p.add_argument("--real-docs", default="800,3200", help="real: documents in one json/ folder (80%% train)")
-    p.add_argument("--cord-samples", help="real: the folder of real CORD annotation files (default: tests/data/cord "
-                   "or ../shared/data/cord, or $AETNET_SHARED_DATA/cord)")
+    p.add_argument("--cord-samples", help="real: the folder of real CORD annotation files, holding json/ (default: tests/data/cord)")
     p.add_argument("--docs", default="250,1000,4000", help="training document counts for the memory section")
     p.add_argument("--pool", type=int, default=1000,
                    help="memory: receipts generated; larger training sets link to them in turn (generation is slow)")
@@ -148,9 +147,7 @@ def memory_section(sizes: list[int], work: Path, pool: int) -> dict:
 
 def _cord_samples(given: str | None) -> Path:
     repo = Path(__file__).resolve().parents[1]
-    shared = os.environ.get("AETNET_SHARED_DATA")
-    for candidate in (given, repo / "tests" / "data" / "cord", shared and Path(shared) / "cord",
-                      repo.parent / "shared" / "data" / "cord"):
+    for candidate in (given, repo / "tests" / "data" / "cord"):
         if candidate and (Path(candidate) / "json").is_dir():
             return Path(candidate) / "json"
     raise SystemExit("no real CORD samples found; pass --cord-samples FOLDER (holding json/)")
