@@ -37,7 +37,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sections", default="memory,ocr,loader",
                    help="memory,ocr,loader and/or real (the real CORD annotation files copied to --real-docs)")
     p.add_argument("--real-docs", default="800,3200", help="real: documents in one json/ folder (80%% train)")
-    p.add_argument("--cord-samples", help="real: the folder of real CORD annotation files, holding json/ (default: tests/data/cord)")
+    p.add_argument("--cord-samples",
+                   help="real: the folder of real CORD annotation files, holding json/ (default: tests/data/cord)")
     p.add_argument("--docs", default="250,1000,4000", help="training document counts for the memory section")
     p.add_argument("--pool", type=int, default=1000,
                    help="memory: receipts generated; larger training sets link to them in turn (generation is slow)")
