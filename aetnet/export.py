@@ -159,7 +159,7 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
             meta["onnx"]["int8"] = {"file": ONNX_INT8_FILE, "max_abs_diff": int8_diff,
                                     "quantization": "dynamic int8, MatMul weights per channel (7-bit)"}
         (output / META_FILE).write_text(json.dumps(meta, indent=2))
-    demo = _trained_on_demo(model_dir)
+    demo = _trained_on_demo(metrics)
     (output / "README.md").write_text(model_card(meta, metrics, demo=demo), encoding="utf-8")
     terms = licence_file(meta, demo)
     if terms:  # the card's license_link: both the base's and the data's terms
@@ -168,18 +168,11 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
     return output
 
 
-def _trained_on_demo(model_dir: Path) -> bool:
-    """Whether the run trained on aetnet's synthetic demo pages (its config names no data path)."""
-    import yaml
-
-    config = model_dir.parent / "config.yaml"
-    if not config.is_file():
-        return False
-    try:
-        data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
-    except yaml.YAMLError:
-        return False
-    return not data.get("path")
+def _trained_on_demo(metrics: dict[str, Any]) -> bool:
+    """Whether the run trained on aetnet's synthetic demo pages, as its ``metrics.json`` records
+    (``demo_data``). A run without a data path may have downloaded the real dataset (FUNSD, CORD), so
+    nothing else counts as the demo: a run that does not say so is taken to carry its dataset's terms."""
+    return metrics.get("demo_data") is True
 
 
 def _read_metrics(model_dir: Path) -> dict[str, Any]:

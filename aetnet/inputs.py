@@ -10,7 +10,7 @@ from typing import IO
 
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from aetnet.data.images import too_large, undecodable, upright
+from aetnet.data.images import MAX_IMAGE_PIXELS, too_large, undecodable, upright
 from aetnet.errors import DataError
 from aetnet.pdftext import PdfPage, TooManyPages, iter_pdf, read_pdf
 
@@ -54,8 +54,13 @@ def image_pages(source: str | Path | IO[bytes], name: str | Path,
             frames = getattr(img, "n_frames", 1)
             if max_pages is not None and frames > max_pages:
                 raise TooManyPages(f"{frames} pages, more than the limit of {max_pages}; split the file", name)
-            # upright: the page as shown (EXIF orientation), as in training
-            pages = [upright(frame).convert("RGB") for frame in ImageSequence.Iterator(img)]
+            pages = []
+            for frame in ImageSequence.Iterator(img):
+                # from the header, before decoding: PIL only warns below twice the limit
+                if frame.width * frame.height > MAX_IMAGE_PIXELS:
+                    raise too_large(name, ValueError(f"{frame.width}x{frame.height}"))
+                # upright: the page as shown (EXIF orientation), as in training
+                pages.append(upright(frame).convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise too_large(name, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

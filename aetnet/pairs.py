@@ -162,7 +162,11 @@ class PairPredictor:
         entities = [{**e, "type": self.entity_map.get(str(e["type"]), e["type"])} for e in record["entities"]]
         doc = entity_document(words, boxes, entities, image.size)
         ents = document_entities(doc, self.schema.labels)
-        pairs = candidate_pairs(ents, self.schema)
+        # Only the token model's entities are linked: under all-links every entity is a candidate, and the
+        # line fragments entity_document makes of the words outside them (ids from len(entities)) would
+        # give pairs whose ends are no entity of the record.
+        pairs = [(h, t) for h, t in candidate_pairs(ents, self.schema)
+                 if ents[h].id < len(entities) and ents[t].id < len(entities)]
         if not pairs:
             return []
         windows = encode_relation_documents([doc], self.links.processor.tokenizer, self.links.max_length,

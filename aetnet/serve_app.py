@@ -207,13 +207,16 @@ async def _predict(request, service: Service, settings: ServeSettings, visualize
 def app_from_env():
     """The application described by ``$AETNET_SERVE_CONFIG`` (how ``--workers N`` processes start)."""
     config = json.loads(os.environ[CONFIG_ENV])
-    predictor, linker = load_predictors(config["model"], config.get("links"), config["predictor"])
+    predictor, linker = load_predictors(config["model"], config.get("links"), config["predictor"],
+                                        config.get("entity_map"))
     return create_app(predictor, ServeSettings(**config["settings"]), linker)
 
 
-def load_predictors(model: str, links: str | None, options: dict[str, Any]):
+def load_predictors(model: str, links: str | None, options: dict[str, Any],
+                    entity_map: dict[str, str] | None = None):
     """``(predictor, linker)``: the served model, and with ``links`` a pair predictor over it and the
-    relation model. A relation model cannot be served alone (it needs entities)."""
+    relation model (``entity_map``: the token model's entity types renamed for the relation model, as
+    ``predict --entity-map``). A relation model cannot be served alone (it needs entities)."""
     from aetnet.predict import Predictor
 
     predictor = Predictor(model, **options)
@@ -221,16 +224,20 @@ def load_predictors(model: str, links: str | None, options: dict[str, Any]):
         if predictor.kind == "relation":
             raise AetnetError(f"{model} is a relation model: it links the entities a token model finds; serve "
                               f"the token model with it: aetnet serve TOKEN_MODEL --links {model}")
+        if entity_map:
+            raise AetnetError("--entity-map applies to key-value pairs (MODEL with --links RELATION_MODEL); drop it")
         return predictor, None
     from aetnet.pairs import PairPredictor
 
     # --revision names a branch of MODEL's Hub repository; the relation model is read at its default branch.
     link_options = {k: v for k, v in options.items() if k != "revision"}
-    return predictor, PairPredictor.from_predictors(predictor, Predictor(links, **link_options), model, links)
+    return predictor, PairPredictor.from_predictors(predictor, Predictor(links, **link_options), model, links,
+                                                    entity_map)
 
 
 def run_server(model: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               settings: ServeSettings | None = None, links: str | None = None, **predictor_options) -> None:
+               settings: ServeSettings | None = None, links: str | None = None,
+               entity_map: dict[str, str] | None = None, **predictor_options) -> None:
     """Serve ``model`` (with ``links``: and the relation model linking its entities) until interrupted;
     ``workers`` processes each load the models (and batch on their own); ``predictor_options`` go to
     :class:`~aetnet.predict.Predictor`."""
@@ -240,10 +247,11 @@ def run_server(model: str, host: str = "127.0.0.1", port: int = 8000, workers: i
     settings = settings or ServeSettings()
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps({"model": str(model), "links": None if links is None else str(links),
+                                             "entity_map": entity_map or None,
                                              "predictor": predictor_options, "settings": asdict(settings)})
-        load_predictors(str(model), links, predictor_options)  # fail here, once, on a bad model or option
+        load_predictors(str(model), links, predictor_options, entity_map)  # fail here, once, on a bad option
         uvicorn.run("aetnet.serve_app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level="info")
         return
-    predictor, linker = load_predictors(str(model), links, predictor_options)
+    predictor, linker = load_predictors(str(model), links, predictor_options, entity_map)
     uvicorn.run(create_app(predictor, settings, linker), host=host, port=port, log_level="info")

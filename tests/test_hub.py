@@ -211,17 +211,25 @@ def _serve_once(env: dict[str, str], model: str, page: Path, log: Path) -> list[
         proc.wait(timeout=60)
 
 
-def test_export_of_a_run_on_real_data_writes_the_licence_file(funsd_run, tmp_path):
-    """A run whose config names a data path (not the demo) gets the FUNSD terms and LICENSE.md."""
+@pytest.mark.parametrize("recorded", ["real data", "not recorded"])
+def test_export_of_a_run_on_real_data_writes_the_licence_file(funsd_run, tmp_path, recorded):
+    """A run that did not train on the demo gets the FUNSD terms and LICENSE.md, also when its config names no
+    data path (``aetnet finetune funsd`` without --data downloads the official FUNSD) and when its metrics.json
+    predates the ``demo_data`` record: only a run recorded as a demo run is one."""
     import shutil
 
     import yaml
 
     run = tmp_path / "run"
     shutil.copytree(funsd_run, run, ignore=shutil.ignore_patterns("checkpoints"))
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["data"]["path"] = str(tmp_path / "FUNSD")
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert json.loads((run / "metrics.json").read_text())["demo_data"] is True  # the fixture trained on the demo
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] is None
+    metrics = json.loads((run / "metrics.json").read_text())
+    if recorded == "real data":
+        metrics["demo_data"] = False
+    else:
+        del metrics["demo_data"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
     assert main(["export", str(run), "--output", str(tmp_path / "out")]) == 0
     data = ModelCard.load(tmp_path / "out" / "README.md", ignore_metadata_errors=False).data
     assert (data.license, data.license_name, data.license_link) == ("other", "apache-2.0-and-funsd-terms",

@@ -248,3 +248,18 @@ def test_data_labels_given_as_bioes_tags_give_the_bio_label_list():
     assert bio_label_list(["KEY", "TOTAL"]) == ["O", "B-KEY", "I-KEY", "B-TOTAL", "I-TOTAL"]
     with pytest.raises(AetnetError, match=r"data.labels mix tags \('B-KEY'\) and plain names \('TOTAL'\)"):
         bio_label_list(["B-KEY", "TOTAL"])
+
+
+def test_predict_inputs_refuse_an_image_over_the_pixel_limit_from_its_header(tmp_path):
+    """`aetnet predict big.png` (aetnet.inputs): 121 Mpx, over the 120 Mpx limit but under PIL's own error
+    threshold (twice it), is refused from the header, as training readers and the service refuse it, instead of
+    being decoded (a 16 KB file that decodes to ~360 MB)."""
+    from PIL import Image
+
+    from aetnet.errors import DataError
+    from aetnet.inputs import load_pages
+
+    big = tmp_path / "big.png"
+    Image.new("1", (11000, 11000)).save(big)
+    with pytest.raises(DataError, match="too large to be a page"):
+        load_pages(big)

@@ -269,3 +269,36 @@ def test_protocol_runs_train_score_and_reload(aetnet_cache, shared_data, tmp_pat
                            overrides=["data.max_eval_documents=6", f"relations.protocol={protocol}"])
     assert {k: again[k] for k in ("f1", "true_links", "predicted_links")} == \
         pytest.approx({k: metrics[k] for k in ("f1", "true_links", "predicted_links")})
+    # An export (no config.yaml beside the model, as from the Hub) is scored by the protocol it records.
+    from aetnet.export import export_model
+
+    exported = export_model(run, tmp_path / "export")
+    from_export = evaluate_model(exported, data, output=tmp_path / "from-export",
+                                 overrides=["data.max_eval_documents=6"])
+    assert from_export["protocol"] == protocol
+    assert {k: from_export[k] for k in ("f1", "gold_links", "candidate_pairs")} == \
+        pytest.approx({k: metrics[k] for k in ("f1", "gold_links", "candidate_pairs")})
+
+
+def test_all_links_pairs_link_only_the_token_models_entities(funsd_run, shared_data, tmp_path):
+    """An all-links relation model makes every entity a candidate; the pairs of a token record must still join
+    two of the record's entities (``key_entity``/``value_entity`` index ``entities``), never the line fragments
+    of the words the token model left outside its entities."""
+    from PIL import Image
+
+    from aetnet.pairs import PairPredictor
+    from aetnet.predict import Predictor
+    from aetnet.train.runner import finetune
+
+    run = finetune("funsd-re", base="tiny", demo=True, output=tmp_path / "run",
+                   overrides=["train.max_steps=1", "train.batch_size=2", "data.max_train_documents=2",
+                              "data.max_eval_documents=1", "relations.protocol=all-links"])
+    page = sorted((shared_data / "funsd" / "dataset" / "testing_data" / "images").glob("*.png"))[0]
+    record = Predictor(funsd_run).predict_file(page)[0]
+    covered = {i for e in record["entities"] for i in e["words"]}
+    assert len(covered) < len(record["words"]), "every word is in an entity: the test could not tell"
+    linker = PairPredictor(funsd_run, run / "model")
+    scored = linker.score_pairs(Image.open(page).convert("RGB"), record)
+    assert scored, "no candidate pair: the test could not tell"
+    n = len(record["entities"])
+    assert all(h.id < n and t.id < n for h, t, _ in scored)

@@ -82,3 +82,32 @@ def test_a_relation_model_alone_cannot_be_served(re_run, funsd_run):
         load_predictors(str(re_run), None, {})
     with pytest.raises(AetnetError, match="token model"):
         load_predictors(str(re_run), str(re_run), {})
+
+
+def test_served_pairs_with_an_entity_map(re_run, funsd_run, shared_data, tmp_path, monkeypatch):
+    """`serve TOKEN --links KV_RE --entity-map QUESTION=KEY,ANSWER=VALUE`: a relation model of other entity
+    types is refused without the map and serves the same pairs as the FUNSD-typed original with it, also in the
+    `--workers N` processes (the map travels in $AETNET_SERVE_CONFIG)."""
+    import json
+
+    from aetnet.pairs import PairPredictor, parse_entity_map
+    from aetnet.serve import CONFIG_ENV
+    from aetnet.serve_app import app_from_env, load_predictors
+    from tests.test_pairs import _key_value_model
+
+    kv = _key_value_model(re_run.parent, tmp_path)  # re_run is the model folder; the helper takes its run
+    page = next((shared_data / "funsd" / "dataset" / "testing_data" / "images").glob("*.png"))
+    want = PairPredictor(funsd_run, re_run).predict_file(page)[0]["pairs"]
+    assert want, "the relation model links nothing on this page: the test could not tell"
+    with pytest.raises(AetnetError, match="--entity-map"):
+        load_predictors(str(funsd_run), str(kv), {})
+    with pytest.raises(AetnetError, match="drop it"):
+        load_predictors(str(funsd_run), None, {}, {"QUESTION": "KEY"})
+    mapping = parse_entity_map("QUESTION=KEY,ANSWER=VALUE")
+    monkeypatch.setenv(CONFIG_ENV, json.dumps({"model": str(funsd_run), "links": str(kv), "entity_map": mapping,
+                                               "predictor": {}, "settings": {}}))
+    with InProcessServer(app_from_env()) as base:
+        status, records, _ = post_file(base, page)
+    assert status == 200
+    assert [(p["key"], p["value"]) for p in records[0]["pairs"]] == [(p["key"], p["value"]) for p in want]
+    assert [p["score"] for p in records[0]["pairs"]] == pytest.approx([p["score"] for p in want], abs=1e-5)

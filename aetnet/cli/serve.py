@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--links", metavar="RELATION_MODEL",
                    help="a relation model (e.g. funsd-re) linking the entities MODEL (a token model) finds: "
                         "each page record gains 'pairs', as `aetnet predict --entities --links` writes them")
+    p.add_argument("--entity-map", metavar="TYPE=TYPE,...",
+                   help="with --links: rename the token model's entity types for the relation model, e.g. "
+                        "QUESTION=KEY,ANSWER=VALUE (as `aetnet predict --entity-map`)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model copy")
@@ -54,6 +57,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
+    from aetnet.pairs import parse_entity_map
     from aetnet.serve import ServeSettings
     from aetnet.serve_app import run_server
 
@@ -70,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
         settings.threads = args.threads
     run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings,
                device=args.device, ocr=args.ocr, backend=args.backend, revision=args.revision,
-               links=args.links)
+               links=args.links, entity_map=parse_entity_map(args.entity_map))
     return 0

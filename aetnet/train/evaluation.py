@@ -217,6 +217,8 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
         base["output"] = None
     flags = {"task": meta["task"], "strategy": meta["strategy"],
              "data": {"box_level": meta["box_level"], "max_length": meta["max_length"], "stride": meta["stride"]}}
+    if meta.get("relations"):  # a relation model scores by the protocol it was trained with (overrides still win)
+        flags["relations"] = {"protocol": meta["relations"].get("protocol", "page")}
     if data:
         flags["data"]["path"] = data
     cfg = resolve_config(base, flags, overrides)

@@ -302,6 +302,7 @@ def evaluate_test(ctx: RunContext) -> None:
             "eval_split": ctx.eval_split,
             "train_windows": len(ctx.train_windows),
             "world_size": trainer.args.world_size,
+            "demo_data": ctx.demo,  # trained on aetnet's synthetic demo pages (the model card's data terms)
             **getattr(trainer, "efficiency", {}),  # train_precision, tf32, attn_implementation, compile
         }
     )
