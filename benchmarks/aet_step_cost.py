@@ -5,7 +5,7 @@ Builds base-shaped models (hidden 768, 12 heads, 12 layers in LayoutLMv3, the Vi
 training steps of
 
 * full fine-tuning: ``LayoutLMv3ForTokenClassification`` forward + backward + fused AdamW step;
-* AET: :class:`aetnet.models.aetnet.AETNetModel` forward (aligners, fused LayoutLMv3, momentum
+* AET: :class:`aetnet.strategies.aet.model.AETNetModel` forward (aligners, fused LayoutLMv3, momentum
   encoders, the four losses) + backward + fused AdamW step + the fused EMA update;
 
 each eager and again with ``torch.compile`` of the encoders (as ``train.compile`` does), the two
@@ -44,11 +44,11 @@ from transformers import (
     ViTModel,
 )
 
-from aetnet.config import AETConfig
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss
-from aetnet.models.aetnet import AETNetModel
+from aetnet.config.settings import AETConfig
 from aetnet.models.attention import freeze_gradless_tables, set_attention
-from aetnet.pita import pita_loss
+from aetnet.strategies.aet.losses import ditc_loss, glitc_loss, imc_loss
+from aetnet.strategies.aet.model import AETNetModel
+from aetnet.strategies.aet.pita import pita_loss
 from aetnet.train.efficiency import apply_tf32, compile_encoders, resolve_bf16, resolve_tf32
 
 VOCAB = 50265

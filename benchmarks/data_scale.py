@@ -57,9 +57,9 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 def window_bytes(cord: Path, n: int) -> dict[str, float]:
     """Python heap per window of the in-memory encoding vs of a WindowStore over the same windows."""
-    from aetnet.config import resolve_config
-    from aetnet.data.processor import load_processor
-    from aetnet.data.window_store import WindowStore, encode_cached
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.data.encoding.store import WindowStore, encode_cached
     from aetnet.models.tiny import resolve_base
     from aetnet.train.runner import get_task
 
@@ -219,7 +219,7 @@ def parallel_capacity(workers: int) -> float:
 
 def ocr_section(pages: int, workers: int, work: Path) -> dict:
     from aetnet.data.demo import make_rvl_cdip_demo
-    from aetnet.data.ocr_pool import ocr_many
+    from aetnet.data.ocr.pool import ocr_many
     from aetnet.tasks.rvl_cdip import list_rvl_cdip
 
     per_class = max(1, pages // 4)
@@ -246,9 +246,9 @@ def ocr_section(pages: int, workers: int, work: Path) -> dict:
 def loader_section(items: int, workers: int, work: Path) -> dict:
     import torch
 
-    from aetnet.config import resolve_config
-    from aetnet.data.encoding import Collator, WindowDataset
-    from aetnet.data.processor import load_processor
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.data.encoding.windows import Collator, WindowDataset
     from aetnet.models.tiny import resolve_base
     from aetnet.train.runner import get_strategy, get_task
 

@@ -44,10 +44,10 @@ def parse_args() -> argparse.Namespace:
 
 def dataset(work: Path, receipts: int, image: int, aet: bool):
     """The training dataset of CORD-format receipts as a run builds it; (dataset, collator)."""
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.data.demo import make_cord_demo
-    from aetnet.data.encoding import Collator, WindowDataset
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.data.encoding.windows import Collator, WindowDataset
     from aetnet.models.tiny import resolve_base
     from aetnet.train.runner import get_strategy, get_task
 

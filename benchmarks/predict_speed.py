@@ -93,9 +93,9 @@ def _children_cpu() -> float:
 def words_section(pdfs: list[Path], model_dir: str, scratch: Path) -> dict:
     import pypdfium2 as pdfium
 
-    from aetnet.data.ocr import ocr_image
-    from aetnet.pdftext import read_text_layer
-    from aetnet.predict import PDF_DPI, Predictor, predict_paths
+    from aetnet.data.ocr.pdftext import read_text_layer
+    from aetnet.data.ocr.tesseract import ocr_image
+    from aetnet.predict.predictor import PDF_DPI, Predictor, predict_paths
 
     ocr_s, layer_s, render_s, ocr_cpu = [], [], [], []
     for i, path in enumerate(pdfs):
@@ -134,7 +134,7 @@ def base_model_folder(folder: Path) -> Path:
     import torch
     import transformers
 
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
     from aetnet.models.tiny import ensure_tiny_base
     from aetnet.train.runner import save_model
 
@@ -158,8 +158,8 @@ def model_section(pages: list, scratch: Path, repeats: int) -> dict:
     all threads counted, which a busy machine disturbs less than wall time)."""
     from PIL import Image
 
-    from aetnet.export import export_model
-    from aetnet.predict import Predictor
+    from aetnet.export.folder import export_model
+    from aetnet.predict.predictor import Predictor
 
     start = time.perf_counter()
     export = export_model(base_model_folder(scratch / "base-model"), scratch / "base-export", onnx=True,

@@ -46,7 +46,7 @@ def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Pa
     """``images/``, the OCR cache entry of every page, and label folders for N/10 and N training pages."""
     from PIL import Image
 
-    from aetnet.data.ocr import OcrSettings, _cache_file, _write_cache
+    from aetnet.data.ocr.tesseract import OcrSettings, _cache_file, _write_cache
 
     settings = OcrSettings()
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def prepare(data: str, cache: str) -> None:
     import resource
 
     os.environ["AETNET_CACHE"] = cache
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.train import runner
 
     cfg = resolve_config({}, {"task": "rvl-cdip", "model": {"base": "tiny"}, "data": {"path": data}},

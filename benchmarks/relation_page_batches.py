@@ -6,7 +6,7 @@ Usage::
     python benchmarks/relation_page_batches.py --batch 2 --entities 60
 
 A page of W windows with E entities each trains in batches of at most ``--batch`` windows (the
-page-packed sampler, :mod:`aetnet.data.page_batches`): each batch builds (B*E)^2 pair targets and
+page-packed sampler, :mod:`aetnet.data.encoding.page_batches`): each batch builds (B*E)^2 pair targets and
 logits. The script builds them with :func:`aetnet.models.relation.batch_pair_targets` for one batch
 of a page of W = 1, 4, 16, 64 windows and prints the tensors' bytes and the time, beside what pairing
 the whole page at once would cost ((W*E)^2), and their ratio, all measured in this run. The page

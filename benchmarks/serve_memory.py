@@ -33,7 +33,7 @@ TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_docume
                "data.max_eval_documents=1"]
 HOLD_ALL = """
 import sys
-from aetnet.pdftext import read_pdf
+from aetnet.data.ocr.pdftext import read_pdf
 def hwm():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 before = hwm()

@@ -1,6 +1,6 @@
 """MkDocs hook: the settings page is generated from the configuration dataclasses at build time."""
 
-from aetnet.config_docs import settings_markdown
+from aetnet.config.reference import settings_markdown
 
 MARKER = "<!-- settings-table -->"
 

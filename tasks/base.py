@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from aetnet.config import RunConfig
-from aetnet.data.boxes import document_boxes
-from aetnet.data.document import Document, QAExample
-from aetnet.data.encoding import (
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.boxes import document_boxes
+from aetnet.data.documents.document import Document, QAExample
+from aetnet.data.encoding.qa import decode_spans, encode_qa_examples
+from aetnet.data.encoding.windows import (
     Window,
     encode_token_documents,
     merge_token_predictions,
@@ -24,7 +25,6 @@ from aetnet.data.encoding import (
     word_boxes_of,
     word_predictions,
 )
-from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
 from aetnet.errors import AetnetError, DataError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Task:
     name = ""
     kind = ""
     metric = ""
-    #: The run's ``--on-bad-document`` policy (:class:`aetnet.data.screen.BadDocuments`), set by the
+    #: The run's ``--on-bad-document`` policy (:class:`aetnet.data.documents.screen.BadDocuments`), set by the
     #: runner before :meth:`load`; readers hand per-file errors to it. ``None`` means ``error``.
     bad_documents = None
 
@@ -130,7 +130,7 @@ class TokenClassificationTask(Task):
         )
 
     def evaluate(self, examples, windows, outputs, id2label):
-        from aetnet.train.metrics import entity_scores
+        from aetnet.metrics import entity_scores
 
         logits = outputs
         merged = merge_token_predictions(windows, logits, [len(d.words) for d in examples])
@@ -212,8 +212,8 @@ class SequenceClassificationTask(Task):
 
     def score(self, gold: list[str], pred: list[str]) -> dict[str, Any]:
         """Accuracy, macro-F1 and the confusion matrix over :meth:`label_list` (rows gold, columns
-        predicted); see :func:`aetnet.train.metrics.classification_metrics`."""
-        from aetnet.train.metrics import classification_metrics
+        predicted); see :func:`aetnet.metrics.classification_metrics`."""
+        from aetnet.metrics import classification_metrics
 
         if not gold:
             return {"accuracy": 0.0, "macro_f1": 0.0, "confusion_matrix": []}
@@ -223,7 +223,7 @@ class SequenceClassificationTask(Task):
 
     def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
         """``confusion_matrix.csv`` and ``confusion_matrix.png`` beside ``metrics.json``."""
-        from aetnet.train.metrics import save_confusion
+        from aetnet.metrics import save_confusion
 
         if metrics.get("confusion_matrix"):
             save_confusion(metrics["confusion_matrix"], self.label_list(), folder)
@@ -285,7 +285,7 @@ class QuestionAnsweringTask(Task):
     def evaluate(self, examples, windows, outputs, id2label):
         """ANLS (threshold 0.5, best over gold answers) and exact match, averaged over the questions
         that have gold answers; a question without any gold answer is predicted but not scored."""
-        from aetnet.data.answers import anls, exact_match
+        from aetnet.data.documents.answers import anls, exact_match
 
         spans = decode_spans(windows, outputs, len(examples), self.max_answer_tokens)
         records, anls_scores, em_scores = [], [], []

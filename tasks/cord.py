@@ -1,6 +1,6 @@
 """CORD receipts (Park et al., 2019): word labelling over 30 categories.
 
-Three sources are read into :class:`~aetnet.data.document.Document` objects:
+Three sources are read into :class:`~aetnet.data.documents.document.Document` objects:
 
 * the original release, ``{train,dev,test}/{json,image}/receipt_XXXXX.{json,png}`` -> splits
   ``train``, ``dev``, ``test``;
@@ -26,15 +26,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from aetnet.config import RunConfig
-from aetnet.data.document import Document
-from aetnet.data.screen import count_given, guarded
-from aetnet.data.validate import expect_image, read_json, require
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
+from aetnet.data.documents.validate import expect_image, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import TokenClassificationTask
 from aetnet.tasks.cord_annotation import CORD_CATEGORIES, cord_document, cord_label_list
-from aetnet.tasks.splits import Splits, carve_out_eval, map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], polic
 
 
 def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str, list[Document]]:
-    """Split one pool into ``train``/``test`` reproducibly with :func:`~aetnet.tasks.splits.carve_out_eval`
+    """Split one pool into ``train``/``test`` reproducibly with :func:`~aetnet.data.documents.splits.carve_out_eval`
     (ids sorted, permuted with ``seed``; ``round(eval_fraction * n)`` documents, at least one when the
     fraction is positive and there are two or more, go to ``test``); both splits stay sorted by id.
     """
@@ -163,7 +163,7 @@ def read_cord(
             ``naver-clova-ix/cord-v2`` schema, or a hub id such as ``"naver-clova-ix/cord-v2"``.
         eval_fraction: share of documents carved out as ``test`` when the source has one split.
         seed: seed of that carve-out.
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a malformed file or row is
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments`; with ``skip`` a malformed file or row is
             recorded and left out; ``None`` raises.
 
     Returns:

@@ -1,4 +1,4 @@
-"""One CORD annotation (``valid_line`` + ``meta``) -> one :class:`~aetnet.data.document.Document`.
+"""One CORD annotation (``valid_line`` + ``meta``) -> one :class:`~aetnet.data.documents.document.Document`.
 
 Each annotation line ``valid_line[i]`` has a ``category`` and ``words`` with a ``quad``
 (``x1..x4``, ``y1..y4`` pixel corners). As in LayoutLMv3's CORD preprocessing, a word's box is
@@ -19,10 +19,10 @@ from typing import Any
 
 from PIL import Image
 
-from aetnet.data.boxes import union_boxes
-from aetnet.data.document import Box, Document
-from aetnet.data.images import image_size as read_image_size
-from aetnet.data.validate import expect_object, require
+from aetnet.data.documents.boxes import union_boxes
+from aetnet.data.documents.document import Box, Document
+from aetnet.data.documents.validate import expect_object, require
+from aetnet.data.ocr.images import image_size as read_image_size
 from aetnet.errors import DataError
 
 #: The 30 CORD v2 categories (``group.subgroup``), in alphabetical order; this order fixes the

@@ -5,9 +5,9 @@ The official JSON holds ``dataset_split`` and ``data[]`` entries with ``question
 test split). Words come from the official OCR files (``<ocr_root>/<image stem>.json``, Microsoft
 Read format: ``recognitionResults[].lines[].words[]`` with ``text`` and an 8-number
 ``boundingBox``) when present, from Tesseract otherwise. Every page is recognised once and its
-:class:`~aetnet.data.document.Document` shared by all its questions.
+:class:`~aetnet.data.documents.document.Document` shared by all its questions.
 
-Answers are strings; :func:`~aetnet.data.answers.locate_answer` finds their word span. A question
+Answers are strings; :func:`~aetnet.data.documents.answers.locate_answer` finds their word span. A question
 whose answer cannot be located is kept with ``answer_span=None`` (training targets ``<s>``, evaluation
 still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logged.
 
@@ -21,18 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aetnet.config import RunConfig
-from aetnet.data.answers import locate_answer
-from aetnet.data.document import Box, Document, QAExample
-from aetnet.data.images import image_size
-from aetnet.data.ocr import OcrSettings, ocr_with
-from aetnet.data.ocr_pool import ocr_many
-from aetnet.data.screen import count_given, guarded
-from aetnet.data.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.answers import locate_answer
+from aetnet.data.documents.document import Box, Document, QAExample
+from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.splits import map_splits
+from aetnet.data.documents.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
+from aetnet.data.ocr.images import image_size
+from aetnet.data.ocr.pool import ocr_many
+from aetnet.data.ocr.tesseract import OcrSettings, ocr_with
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import QuestionAnsweringTask
-from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -168,9 +168,9 @@ def read_docvqa(
         ocr_root: the folder of official OCR files; default ``ocr_results/`` beside the JSON when
             it exists. Pages without an OCR file there are recognised with Tesseract.
         ocr: Tesseract settings; default :class:`OcrSettings` ().
-        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr.tesseract`).
         fuzzy_threshold: minimal similarity for a fuzzy answer match (see ``locate_answer``).
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a broken entry or page is
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments`; with ``skip`` a broken entry or page is
             recorded and left out instead of stopping the read.
         workers: OCR processes for pages that need Tesseract and are not cached yet (``None``/``0``:
             every core; ``1``: this process).

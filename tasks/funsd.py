@@ -16,11 +16,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from aetnet.config import RunConfig
-from aetnet.data.boxes import union_box
-from aetnet.data.document import Document
-from aetnet.data.screen import count_given, guarded
-from aetnet.data.validate import (
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.boxes import union_box
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.splits import map_splits
+from aetnet.data.documents.validate import (
     DEFAULT_FIX,
     at,
     describe,
@@ -35,7 +36,6 @@ from aetnet.data.validate import (
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import TokenClassificationTask
-from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
     ``any_label``: accept any entity label (the ``token`` task on a FUNSD-layout folder of one's own
     documents): ``other`` is outside (``O``), every other label is an entity type as written.
 
-    Every field is checked for presence and type (:mod:`aetnet.data.validate`): a malformed value
+    Every field is checked for presence and type (:mod:`aetnet.data.documents.validate`): a malformed value
     is a :class:`DataError` naming the file and the field path (``form[3].words[0].box[1]``).
     """
     data = read_json(path, "the FUNSD annotation")
@@ -154,7 +154,7 @@ def _entity_words(ent_words: list, where: str, path: Path) -> list[tuple[str, li
 
 def _image_size(image_path: Path | None, boxes: list, source: Path) -> tuple[int, int]:
     if image_path is not None:
-        from aetnet.data.images import image_size
+        from aetnet.data.ocr.images import image_size
 
         return image_size(image_path)
     raise DataError(
@@ -169,7 +169,7 @@ def read_funsd_folder(root: Path, policy=None, any_label: bool = False) -> dict[
 
     Args:
         root: the folder holding ``training_data/`` and ``testing_data/``.
-        policy: a :class:`aetnet.data.screen.BadDocuments` deciding whether a broken annotation
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments` deciding whether a broken annotation
             stops the read or is skipped and recorded; ``None`` raises.
     """
     splits: dict[str, list[Document]] = {}
@@ -205,7 +205,7 @@ def read_funsd_hf(dataset_or_path: Any, policy=None) -> dict[str, list[Document]
 
     Args:
         dataset_or_path: the dataset, its folder or its hub id.
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a malformed row is recorded
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments`; with ``skip`` a malformed row is recorded
             and left out; ``None`` raises.
     """
     import datasets
@@ -324,7 +324,7 @@ def load_funsd(path: str | None, policy=None) -> dict[str, list[Document]]:
 
 
 def funsd_splits(raw: dict[str, list[Document]], cfg: RunConfig, where: str):
-    """The reader's ``train``/``eval`` through :func:`~aetnet.tasks.splits.map_splits`: testing_data is
+    """The reader's ``train``/``eval`` through :func:`~aetnet.data.documents.splits.map_splits`: testing_data is
     the official test split; a release with one split only is carved by form (never scored on what
     trains)."""
     return map_splits({"train": raw.get("train", []), "test": raw.get("eval", [])}, ("test",),

@@ -3,7 +3,7 @@
 Gold entities are given (the standard protocol); the model scores every candidate
 (question, answer) pair of a page and predicts a link where the pair's logit is above 0
 (probability 0.5). The candidate rule and the normalisation of FUNSD's unordered ``linking`` are
-in :mod:`aetnet.data.relations`. Metric: micro precision / recall / F1 over the links of all pages;
+in :mod:`aetnet.data.documents.relations`. Metric: micro precision / recall / F1 over the links of all pages;
 a predicted link is correct when its question and its answer (in that direction) form a gold link.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from aetnet.config import RunConfig
-from aetnet.data.document import Document
-from aetnet.data.relation_protocols import PROTOCOLS, one_parent, window_entity_chunks
-from aetnet.data.relations import (
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.relation_protocols import PROTOCOLS, one_parent, window_entity_chunks
+from aetnet.data.documents.relations import (
     FUNSD_SCHEMA,
     RelationSchema,
     candidate_pairs,

@@ -2,7 +2,7 @@
 
 Data (``--data``) is one of:
 
-- the aetnet page format (:mod:`aetnet.data.pages`): a ``pages.jsonl`` file, or a folder of
+- the aetnet page format (:mod:`aetnet.data.documents.pages`): a ``pages.jsonl`` file, or a folder of
   ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl``;
 - (``token``) a folder in the FUNSD layout (``training_data``/``testing_data`` with ``annotations/*.json``
   and ``images/``) with any entity labels (``other`` is outside);
@@ -23,15 +23,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from aetnet.config import RunConfig
-from aetnet.data.document import Document
-from aetnet.data.page_checks import tag_scheme
-from aetnet.data.page_targets import is_bio
-from aetnet.data.pages import read_pages
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.page_checks import tag_scheme
+from aetnet.data.documents.page_targets import is_bio
+from aetnet.data.documents.pages import read_pages
+from aetnet.data.documents.splits import map_splits
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import QuestionAnsweringTask, SequenceClassificationTask, TokenClassificationTask
-from aetnet.tasks.splits import map_splits
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _is_hf_folder(path: Path) -> bool:
 
 def _pages_without_words(path: str | Path) -> list[Path]:
     """Existing images of the page lines that give no ``words`` (what :func:`read_pages` sends to OCR)."""
-    from aetnet.data.pages import find_page_files, iter_page_lines
+    from aetnet.data.documents.pages import find_page_files, iter_page_lines
 
     found: dict[Path, None] = {}
     for file in find_page_files(path).values():
@@ -93,11 +93,11 @@ class _OwnData:
             raise AetnetError(f"task '{self.name}' needs --data: a pages .jsonl file, a folder of train/validation/"
                               "test .jsonl files" + (", or a save_to_disk dataset" if self.kind == "token" else "")
                               + self.pages_hint)
-        from aetnet.data.ocr import OcrSettings, ocr_with
+        from aetnet.data.ocr.tesseract import OcrSettings, ocr_with
 
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         if cfg.data.ocr_workers != 1:
-            from aetnet.data.ocr_pool import ocr_many
+            from aetnet.data.ocr.pool import ocr_many
 
             # Fill the OCR cache in parallel; reading then finds every page cached (a bad one fails there).
             ocr_many(_pages_without_words(cfg.data.path), settings, workers=cfg.data.ocr_workers, desc="OCR pages")

@@ -1,6 +1,6 @@
 """``re``: relation extraction (key -> value links) on your own pages.
 
-Pages use the aetnet page format (:mod:`aetnet.data.pages`) with entity targets (``labels`` with
+Pages use the aetnet page format (:mod:`aetnet.data.documents.pages`) with entity targets (``labels`` with
 ``segments``, or ``entities``) and ``links``: ``[from entity, to entity]`` pairs of segment / entity
 ids, read in their given direction. The entity types are discovered from the training split; the
 candidate rule is every (head type, tail type) combination that some training link has (for
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from aetnet.config import RunConfig
-from aetnet.data.document import Document
-from aetnet.data.relations import OUTSIDE, RelationSchema, document_entities, gold_links
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.relations import OUTSIDE, RelationSchema, document_entities, gold_links
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.funsd_re import RelationTask

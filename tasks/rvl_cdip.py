@@ -20,20 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aetnet.config import RunConfig
-from aetnet.data.document import Document
-from aetnet.data.images import image_size
-from aetnet.data.ocr import OcrSettings
-from aetnet.data.ocr_pool import PageOcr, iter_ocr
-from aetnet.data.page_refs import DatasetRow
-from aetnet.data.screen import count_given, guarded
-from aetnet.data.stream import DocumentStream
-from aetnet.data.validate import DEFAULT_FIX, expect_integer
+from aetnet.config.settings import RunConfig
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.page_refs import DatasetRow
+from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.splits import Splits, map_splits, reads_validation
+from aetnet.data.documents.stream import DocumentStream
+from aetnet.data.documents.validate import DEFAULT_FIX, expect_integer
+from aetnet.data.ocr.images import image_size
+from aetnet.data.ocr.pool import PageOcr, iter_ocr
+from aetnet.data.ocr.tesseract import OcrSettings
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import SequenceClassificationTask
 from aetnet.tasks.rvl_cdip_labels import RVL_CDIP_CLASSES, find_image_root, find_label_files, parse_label_file
-from aetnet.tasks.splits import Splits, map_splits, reads_validation
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def list_rvl_cdip(
         path: as for :func:`read_rvl_cdip`.
         image_root: as for :func:`read_rvl_cdip`.
         splits: list only these splits.
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` every bad label line (or
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments`; with ``skip`` every bad label line (or
             row) and every line naming a missing image is recorded and left out; ``None`` raises.
 
     Returns:
@@ -199,7 +199,7 @@ def ocr_pages(
     Args:
         entries: pages from :func:`list_rvl_cdip`.
         ocr: Tesseract settings; default :class:`OcrSettings` ().
-        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr.tesseract`).
         policy: the ``--on-bad-document`` policy (``None``: errors propagate).
         split: the split name, for skipped-document records.
         workers: OCR processes (``None``/``0``: every core; ``1``: this process).
@@ -256,7 +256,7 @@ def read_rvl_cdip(
         image_root: the folder label paths are relative to; default ``images/`` beside
             ``labels/`` when the first listed image is there, else the folder holding ``labels/``.
         ocr: Tesseract settings; default :class:`OcrSettings` ().
-        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr`).
+        cache_dir: the OCR cache folder (see :mod:`aetnet.data.ocr.tesseract`).
         splits: read only these splits (e.g. ``["test"]``).
         workers: OCR processes for pages not yet cached (``None``/``0``: every core).
 
@@ -285,7 +285,7 @@ class RvlCdipTask(SequenceClassificationTask):
 
     Splits: ``train`` trains; evaluation is ``test`` when present, else ``val``/``validation``;
     a dataset with a single label file (or a single Hugging Face split) is split with
-    ``data.eval_fraction`` and ``train.seed`` (:func:`aetnet.tasks.splits.carve_out_eval`). Pages
+    ``data.eval_fraction`` and ``train.seed`` (:func:`aetnet.data.documents.splits.carve_out_eval`). Pages
     are listed first and only the pages the run uses (after ``data.max_train_documents`` /
     ``data.max_eval_documents``) go through OCR, with ``data.ocr_lang`` / ``data.ocr_psm``.
     """

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aetnet.data.screen import count_given, guarded
-from aetnet.data.validate import expect_integer
+from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.validate import expect_integer
 from aetnet.errors import DataError
 
 #: The 16 classes in the order of the official readme (class id = index).
@@ -43,7 +43,7 @@ def parse_label_file(label_file: Path, policy=None, split: str = "") -> list[tup
 
     Args:
         label_file: the file.
-        policy: a :class:`aetnet.data.screen.BadDocuments`; with ``skip`` a bad line is recorded
+        policy: a :class:`aetnet.data.documents.screen.BadDocuments`; with ``skip`` a bad line is recorded
             (file, line number, reason) and the good lines are returned; ``None`` raises.
         split: the split name recorded with a skipped line.
 

@@ -64,7 +64,7 @@ def funsd_pages(shared_data):
     plain label names (``QUESTION``, not ``B-QUESTION``) and the FUNSD entities as segments."""
     import json
 
-    from aetnet.data.pages import document_to_page
+    from aetnet.data.documents.pages import document_to_page
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     def write(out: Path) -> Path:
@@ -89,7 +89,7 @@ def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
     import torch
     import transformers
 
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
     from aetnet.models.tiny import ensure_tiny_base
     from aetnet.train.runner import save_model
 
@@ -160,24 +160,24 @@ def padded_windows():
 
 @pytest.fixture(scope="session")
 def tiny_aet_model():
-    """Factory of a tiny :class:`~aetnet.models.aetnet.AETNetModel` built in memory (no dropout).
+    """Factory of a tiny :class:`~aetnet.strategies.aet.model.AETNetModel` built in memory (no dropout).
 
     ``build(image, patch, hidden=32, vocab=100, pad=1, queue_size=8, seed=0, model_kwargs=None, **aet)``:
     a 1-layer LayoutLMv3 token model (4 labels) with tiny ViT and RoBERTa aligners, ``torch`` seeded with
-    ``seed`` first; ``aet`` are :class:`~aetnet.config.AETConfig` options (``embed_dim`` 16 by default),
+    ``seed`` first; ``aet`` are :class:`~aetnet.config.settings.AETConfig` options (``embed_dim`` 16 by default),
     ``model_kwargs`` extra :class:`AETNetModel` arguments.
     """
     import torch
     from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
-    from aetnet.config import AETConfig
-    from aetnet.models.aetnet import AETNetModel
-    from aetnet.models.aligners import (
+    from aetnet.config.settings import AETConfig
+    from aetnet.strategies.aet.aligners import (
         build_image_aligner,
         build_text_aligner,
         tiny_image_aligner_config,
         tiny_text_aligner_config,
     )
+    from aetnet.strategies.aet.model import AETNetModel
 
     def build(image: int, patch: int, hidden: int = 32, vocab: int = 100, pad: int = 1, queue_size: int = 8,
               seed: int = 0, model_kwargs: dict | None = None, **aet) -> AETNetModel:

@@ -13,10 +13,12 @@ from torch import nn
 
 import aetnet
 from aetnet.cli.main import main
-from aetnet.config import resolve_config
-from aetnet.export import sample_inputs, training_only_tensors
-from aetnet.models.aetnet import AETNetModel
-from aetnet.models.aligners import build_image_aligner, build_text_aligner
+from aetnet.config.settings import resolve_config
+from aetnet.export.folder import sample_inputs, training_only_tensors
+from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner
+from aetnet.strategies.aet.model import AETNetModel
+from aetnet.strategies.aet_lora import ADAPTER_FILE, LORA_FILE, AETLoraModel
+from aetnet.strategies.base import BasePaths, count_parameters, load_task_model
 from aetnet.train.runner import (
     evaluate_model,
     finetune,
@@ -26,8 +28,6 @@ from aetnet.train.runner import (
     load_processor,
     save_model,
 )
-from aetnet.tuning.aet_lora import ADAPTER_FILE, LORA_FILE, AETLoraModel
-from aetnet.tuning.base import BasePaths, count_parameters, load_task_model
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 PAD = 1  # the tiny tokenizer's <pad> id

@@ -1,7 +1,7 @@
 """The released-code preset equals the released computation; momentum passes; PITA boxes and coverage.
 
 The released forms are rebuilt here from the model's sub-modules with plain torch and explicit loops
-(not through aetnet.losses): ALBEF-style ITA with hard targets, IMC with v+ = v~ and w+ = w~ (one
+(not through aetnet.strategies.aet.losses): ALBEF-style ITA with hard targets, IMC with v+ = v~ and w+ = w~ (one
 momentum ViT pass on I+, one momentum RoBERTa pass on T), GLITC with the 196 momentum patches
 projected and L2-normalised THEN avg-pooled (5, stride 4) to 9, and CE-form PITA with the released
 ``check_bbox`` (``floor(x0/72) == floor(x1/72)``) on the boxes LayoutLMv3 sees.
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetnet.config import AETConfig
-from aetnet.models.aetnet import AETNetModel
+from aetnet.config.settings import AETConfig
+from aetnet.strategies.aet.model import AETNetModel
 
 HIDDEN, IMAGE, PATCH, VOCAB, PAD = 32, 56, 4, 100, 1  # a 14 x 14 patch grid, as in the base models
 GRID = IMAGE // PATCH
@@ -104,8 +104,8 @@ def _released_pita(patches: torch.Tensor, tokens: torch.Tensor, bbox: torch.Tens
 
 
 def test_official_recipes_set_the_released_options():
-    from aetnet.config import load_recipe_dict
-    from aetnet.recipes_io import find_recipe
+    from aetnet.config.recipes import find_recipe
+    from aetnet.config.settings import load_recipe_dict
 
     for name in ("funsd/aet_official", "cord/aet_official"):
         aet = load_recipe_dict(find_recipe(name, name.split("/")[0], "aet"))["aet"]

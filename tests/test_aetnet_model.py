@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from aetnet.models.aetnet import AETNetModel
+from aetnet.strategies.aet.model import AETNetModel
 
 HIDDEN, IMAGE, PATCH, VOCAB, PAD = 32, 32, 8, 100, 1
 B, L, K = 3, 8, 8

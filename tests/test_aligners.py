@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from aetnet.errors import AetnetError
-from aetnet.models.aligners import (
+from aetnet.strategies.aet.aligners import (
     ProjectionHead,
     build_image_aligner,
     build_text_aligner,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aetnet.data.answers import anls, exact_match, locate_answer, mean_anls, normalize_answer
+from aetnet.data.documents.answers import anls, exact_match, locate_answer, mean_anls, normalize_answer
 
 WORDS = ["Gifts", "made", "to", "VANDERBILT", "UNIVERSITY", "constitute", "a", "deduction", "of",
          "$5,000", "."]

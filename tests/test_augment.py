@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aetnet.data.augment import (
+from aetnet.data.encoding.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     LAYOUTLMV3_MEAN,

@@ -17,8 +17,8 @@ import pytest
 
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError
-from aetnet.export import export_model
-from aetnet.predict import Predictor
+from aetnet.export.folder import export_model
+from aetnet.predict.predictor import Predictor
 
 FP32_TOL = 1e-4
 INT8_REL_TOL = 0.02  # measured 0.70-1.65 % on these pages (7-bit weights, AVX2 CPU)

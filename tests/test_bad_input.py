@@ -138,7 +138,7 @@ def _bomb_png(path):
 
 
 def test_decompression_bomb_is_refused_everywhere(tmp_path, capsys):
-    from aetnet.data.images import image_size, open_image
+    from aetnet.data.ocr.images import image_size, open_image
     from aetnet.errors import DataError
     from aetnet.tasks.funsd import parse_funsd_annotation
 

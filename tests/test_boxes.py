@@ -1,8 +1,8 @@
-"""Box unions (aetnet.data.boxes): one helper serves entities, segments, answers and OCR lines."""
+"""Box unions (aetnet.data.documents.boxes): one helper serves entities, segments, answers and OCR lines."""
 
 import pytest
 
-from aetnet.data.boxes import line_segments, union_box, union_boxes
+from aetnet.data.documents.boxes import line_segments, union_box, union_boxes
 
 
 def test_union_box_hand_worked():

@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-from aetnet.config import resolve_config
+from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
 from aetnet.models.checkpointing import checkpointed_layers, set_activation_checkpointing
+from aetnet.strategies.base import BasePaths
 from aetnet.train.runner import get_strategy, get_task
-from aetnet.tuning.base import BasePaths
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 STRATEGIES = ["full", "head", "lora", "prompt", "aet", "aet-lora"]
@@ -39,7 +39,7 @@ def build(strategy: str, paths: BasePaths):
 
 def layer_count(model) -> int:
     """Transformer layers of LayoutLMv3 and, for AET, of both online aligners, read from their configs."""
-    from aetnet.models.aetnet import AETNetModel
+    from aetnet.strategies.aet.model import AETNetModel
 
     aet = next((m for m in model.modules() if isinstance(m, AETNetModel)), None)
     if aet is not None:

@@ -1,4 +1,4 @@
-"""Compact documents (aetnet.data.compact): the arrays read exactly like the lists and dicts they replace,
+"""Compact documents (aetnet.data.documents.compact): the arrays read exactly like the lists and dicts they replace,
 and a training run keeps one image reference per page instead of the Documents."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aetnet.data.compact import BoxArray, SegmentBoxes
-from aetnet.data.document import Document, PageImage, page_images
-from aetnet.data.encoding import WindowDataset
+from aetnet.data.documents.compact import BoxArray, SegmentBoxes
+from aetnet.data.documents.document import Document, PageImage, page_images
+from aetnet.data.encoding.windows import WindowDataset
 from aetnet.errors import DataError
 
 
@@ -103,7 +103,7 @@ def test_page_images_load_the_same_pixels_and_are_shared_per_page(tmp_path):
 
 
 def test_window_dataset_gives_the_same_items_from_page_images():
-    from aetnet.data.encoding import Window
+    from aetnet.data.encoding.windows import Window
 
     docs = [_doc(page_size=(64, 48)), _doc(page_size=(32, 80))]
     windows = [Window(doc_index=i % 2, input_ids=[0, 5, 6, 2], bbox=[[0, 0, 0, 0]] * 4, word_ids=[None, 0, 1, None],

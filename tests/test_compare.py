@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aetnet.compare import compare
+from aetnet.compare.runs import compare
 from aetnet.errors import AetnetError
 
 STRATEGIES = ["lora", "prompt"]
@@ -121,7 +121,7 @@ def test_cli_reports_unknown_strategy_and_bad_key(tmp_path, capsys):
 def test_markdown_table_shows_inference_and_training_only_counts_and_dashes_for_old_runs():
     import pandas as pd
 
-    from aetnet.compare import markdown_table
+    from aetnet.compare.runs import markdown_table
 
     table = pd.DataFrame([
         {"strategy": "aet", "runs": 1, "f1_mean": 0.5, "f1_std": float("nan"), "trainable_parameters": 300,
@@ -166,7 +166,7 @@ def test_devices_run_in_parallel_processes_and_give_the_sequential_table(tmp_pat
 
 
 def test_bad_devices_are_refused():
-    from aetnet.compare import parse_devices
+    from aetnet.compare.runs import parse_devices
 
     assert parse_devices("0, 1") == ["0", "1"]
     for bad in ("", "0,0"):

@@ -1,4 +1,4 @@
-"""Every field of the config dataclasses is read somewhere outside aetnet/config.py.
+"""Every field of the config dataclasses is read somewhere outside aetnet/config/settings.py.
 
 A setting that nothing reads does nothing, and a setting that does nothing must not exist. The
 check is static and cheap: it parses the package (``aetnet/`` and ``tasks/``, without config.py)
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "aetnet" / "config.py"
+CONFIG = ROOT / "aetnet" / "config" / "settings.py"
 
 
 def config_fields() -> dict[str, list[str]]:
@@ -75,7 +75,7 @@ def test_every_config_field_is_read(cls):
     names, patterns = package_reads()
     unread = [f for f in config_fields()[cls]
               if f not in names and not any(p.fullmatch(f) for p in patterns)]
-    assert not unread, (f"{cls} fields never read outside aetnet/config.py: {unread}; a setting that "
+    assert not unread, (f"{cls} fields never read outside aetnet/config/settings.py: {unread}; a setting that "
                         "does nothing must not exist (use it or remove it, and its recipes' keys)")
 
 

@@ -102,7 +102,7 @@ def test_checkpointed_bf16_step_matches_plain(aet_model, padded_windows):
 
 
 def test_pinned_persistent_workers_feed_a_cuda_run(tmp_path):
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.train.runner import finetune
     from aetnet.train.trainer import training_arguments
 
@@ -162,7 +162,7 @@ def _funsd_page(shared_data):
 
 
 def test_predict_on_cuda_matches_cpu(funsd_run, shared_data):
-    from aetnet.predict import Predictor
+    from aetnet.predict.predictor import Predictor
 
     image, words, boxes = _funsd_page(shared_data)
     on_cpu = Predictor(funsd_run, device="cpu").predict_words(image, words, boxes)
@@ -176,8 +176,8 @@ def test_predict_on_cuda_matches_cpu(funsd_run, shared_data):
 def test_serve_on_cuda_answers_like_the_cpu_predictor(funsd_run, shared_data):
     import uvicorn
 
-    from aetnet.predict import Predictor
-    from aetnet.serve_app import create_app
+    from aetnet.predict.predictor import Predictor
+    from aetnet.serve.app import create_app
 
     page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
     want = Predictor(funsd_run, device="cpu").predict_file(page)

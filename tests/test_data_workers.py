@@ -8,8 +8,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from aetnet.errors import AetnetError
+from aetnet.strategies.aet.strategy import AETViews
 from aetnet.train.trainer import data_workers, training_arguments
-from aetnet.tuning.aet import AETViews
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -54,7 +54,7 @@ def test_persistent_workers_see_the_epoch_set_by_the_callback():
 
 
 def test_default_worker_count(monkeypatch):
-    import aetnet.data.ocr_pool as pool
+    import aetnet.data.ocr.pool as pool
 
     monkeypatch.setattr(pool, "available_cores", lambda: 32)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -69,7 +69,7 @@ def test_default_worker_count(monkeypatch):
 
 
 def test_training_arguments_use_workers_and_pin_only_on_gpu(tmp_path):
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
 
     cfg = resolve_config({}, {"task": "funsd"}, ["train.num_workers=2"])
     args = training_arguments(cfg, tmp_path)
@@ -95,7 +95,7 @@ def test_training_loader_never_draws_from_the_global_rng(tmp_path, workers):
     new loaders, sees the same dropout stream as the uninterrupted one."""
     from accelerate import skip_first_batches
 
-    from aetnet.config import RunConfig
+    from aetnet.config.settings import RunConfig
     from aetnet.train.trainer import AetnetTrainer
 
     cfg = RunConfig()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aetnet.cli.main import build_parser
-from aetnet.config import RunConfig, parse_overrides, resolve_config
+from aetnet.config.settings import RunConfig, parse_overrides, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from aetnet.config import resolve_config
+from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
 from aetnet.models.attention import attention_of, freeze_gradless_tables, set_attention
+from aetnet.strategies.base import BasePaths
 from aetnet.train.efficiency import compile_encoders, resolve_bf16, resolve_tf32
 from aetnet.train.runner import get_strategy, get_task
-from aetnet.tuning.base import BasePaths
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 STRATEGIES = ["full", "head", "lora", "prompt", "aet", "aet-lora"]

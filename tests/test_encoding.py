@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aetnet.data.document import Document
-from aetnet.data.encoding import IGNORE_INDEX, Collator, encode_token_documents, merge_token_predictions
-from aetnet.data.processor import load_processor
+from aetnet.data.documents.document import Document
+from aetnet.data.encoding.processor import load_processor
+from aetnet.data.encoding.windows import IGNORE_INDEX, Collator, encode_token_documents, merge_token_predictions
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_no_continuation_subword_carries_a_label_in_any_window(tokenizer):
 def test_windows_match_the_tokenizer_overflow(tokenizer):
     """ids, boxes and word ids of every window equal the tokenizer's own overflowing windows."""
     doc = _cut_word_doc()
-    from aetnet.data.boxes import document_boxes
+    from aetnet.data.documents.boxes import document_boxes
 
     for max_length, stride in [(16, 0), (23, 5), (512, 128)]:
         windows = encode_token_documents([doc], tokenizer, None, max_length, stride, "segment")

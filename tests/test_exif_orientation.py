@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aetnet.data.images import image_size, open_image
-from aetnet.data.ocr import ocr_image
+from aetnet.data.ocr.images import image_size, open_image
+from aetnet.data.ocr.tesseract import ocr_image
 
 SAMPLE = "funsd/dataset/training_data/images/0000971160.png"
 SIZE = (762, 1000)
@@ -77,9 +77,9 @@ def test_ocr_reads_the_upright_page(photos, tmp_path):
 
 def test_training_reader_feeds_the_upright_page(photos, shared_data, tiny_base, tmp_path):
     """A pages.jsonl line naming a turned photo gives the windows and pixels of the upright page."""
-    from aetnet.data.encoding import WindowDataset, encode_token_documents
-    from aetnet.data.pages import read_pages
-    from aetnet.data.processor import load_processor
+    from aetnet.data.documents.pages import read_pages
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.data.encoding.windows import WindowDataset, encode_token_documents
 
     form = json.loads((shared_data / "funsd/dataset/training_data/annotations/0000971160.json").read_text())["form"]
     entities = [e for e in form if e["words"] and e["label"] != "other"][:12]
@@ -108,7 +108,7 @@ def test_training_reader_feeds_the_upright_page(photos, shared_data, tiny_base, 
 
 @pytest.fixture(scope="module")
 def predictor(funsd_run):
-    from aetnet.predict import Predictor
+    from aetnet.predict.predictor import Predictor
 
     return Predictor(funsd_run / "model")
 
@@ -120,7 +120,7 @@ def _as_ocr(records: list[dict]) -> tuple[list[str], list[list[float]]]:
 
 def test_predict_and_serve_see_the_upright_page(photos, predictor):
     pytest.importorskip("fastapi")
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
     from tests.test_serve import InProcessServer, post_file
 
     up = predictor.predict_file(photos["up"])
@@ -176,8 +176,8 @@ def test_dataset_rows_are_read_upright(photos, tmp_path):
     """Pages stored in a ``save_to_disk`` dataset (hub copies, RVL-CDIP rows) and Hugging Face image cells."""
     import datasets
 
-    from aetnet.data.page_refs import DatasetRow
-    from aetnet.data.validate import expect_image
+    from aetnet.data.documents.page_refs import DatasetRow
+    from aetnet.data.documents.validate import expect_image
 
     raw = photos["o6"].read_bytes()
     table = datasets.Dataset.from_dict({"image": [{"bytes": raw, "path": None}]},

@@ -14,7 +14,7 @@ from PIL import Image
 import aetnet
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError
-from aetnet.export import merge_adapters, model_card, training_only_tensors
+from aetnet.export.folder import merge_adapters, model_card, training_only_tensors
 from aetnet.train.runner import finetune, load_model
 
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
@@ -106,7 +106,7 @@ def test_onnx_graph_matches_pytorch_on_new_shapes(funsd_run, exported):
 def test_onnx_without_onnxruntime_fails_with_install_hint(funsd_run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     with pytest.raises(AetnetError, match=r"pip install aetnet\[onnx\]"):
-        aetnet.export.export_model(funsd_run, tmp_path / "out", onnx=True)
+        aetnet.export.folder.export_model(funsd_run, tmp_path / "out", onnx=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -167,7 +167,7 @@ def test_export_errors(funsd_run, tmp_path, capsys):
     busy.mkdir()
     (busy / "notes.txt").write_text("keep me")
     with pytest.raises(AetnetError, match="not empty"):
-        aetnet.export.export_model(funsd_run, busy)
+        aetnet.export.folder.export_model(funsd_run, busy)
     assert (busy / "notes.txt").read_text() == "keep me"
 
 
@@ -176,7 +176,7 @@ def test_aet_export_keeps_aligners_drops_training_parts_and_matches(funsd_run, t
 
     run = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "aet-run",
                    overrides=TINY_BUDGET)
-    out = aetnet.export.export_model(run, tmp_path / "aet-export", onnx=True)
+    out = aetnet.export.folder.export_model(run, tmp_path / "aet-export", onnx=True)
     assert (out / "image_aligner" / "model.safetensors").is_file()
     assert (out / "text_aligner" / "model.safetensors").is_file()
     assert training_only_tensors(out) == []

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from aetnet.data.boxes import document_boxes, looks_normalized, normalize_box
-from aetnet.data.document import Document
+from aetnet.data.documents.boxes import document_boxes, looks_normalized, normalize_box
+from aetnet.data.documents.document import Document
 from aetnet.errors import AetnetError, DataError
 from aetnet.tasks.funsd import (
     FUNSD_LABELS,

@@ -8,13 +8,13 @@ from torch import nn
 from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification, LayoutLMv3Model
 
 from aetnet.errors import AetnetError
-from aetnet.models.aligners import (
+from aetnet.strategies.aet.aligners import (
     build_image_aligner,
     build_text_aligner,
     tiny_image_aligner_config,
     tiny_text_aligner_config,
 )
-from aetnet.models.fusion import find_layoutlmv3, fused_features
+from aetnet.strategies.aet.fusion import find_layoutlmv3, fused_features
 
 HIDDEN, IMAGE, PATCH, VOCAB = 32, 32, 8, 100
 GRID = IMAGE // PATCH

@@ -115,8 +115,8 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
-from aetnet.config import resolve_config
-from aetnet.train.evaluation import EvalSet
+from aetnet.config.settings import resolve_config
+from aetnet.inference.evaluation import EvalSet
 
 rank, out = int(sys.argv[1]), sys.argv[2]
 dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=2, timeout=timedelta(seconds=60))

@@ -74,7 +74,7 @@ def counting(monkeypatch):
 
 
 def _run_trainer(tmp_path, strategy, overrides, callbacks):
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.train import runner
     from aetnet.train.trainer import build_trainer
 
@@ -113,7 +113,7 @@ def test_no_host_sync_outside_logging_steps(tmp_path, counting, strategy, extra)
 def test_non_finite_term_names_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     """A NaN at step 3 (no logging there) is found at the next save/log, named with its step; the
     checkpoint of step 2 stays and none is written after the NaN."""
-    from aetnet.config import RunConfig
+    from aetnet.config.settings import RunConfig
     from aetnet.train.trainer import AetnetTrainer, NonFiniteLossError, training_arguments
 
     class NanAtStep3(torch.nn.Module):
@@ -153,7 +153,7 @@ def _queue_worker(rank: int, port: int, out_dir: str) -> None:
 
     import torch.distributed as dist
 
-    from aetnet.models.queue import FeatureQueue
+    from aetnet.strategies.aet.queue import FeatureQueue
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
@@ -201,7 +201,7 @@ def test_distributed_enqueue_is_sync_free_and_equals_one_process(tmp_path):
 
     import torch.multiprocessing as mp
 
-    from aetnet.models.queue import FeatureQueue
+    from aetnet.strategies.aet.queue import FeatureQueue
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from aetnet.cli.main import main
-from aetnet.model_card import card_licence, licence_file, model_card
+from aetnet.export.card import card_licence, licence_file, model_card
 
 _spec = importlib.util.spec_from_file_location("hub_standin", Path(__file__).with_name("hub_standin.py"))
 hub_standin = importlib.util.module_from_spec(_spec)
@@ -240,7 +240,7 @@ def test_export_of_a_run_on_real_data_writes_the_licence_file(funsd_run, tmp_pat
 
 def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
     env = _env(tmp_path, hub)
-    code = ("from aetnet.hub import push_folder; import sys; "
+    code = ("from aetnet.inference.hub import push_folder; import sys; "
             f"print(push_folder({str(exported)!r}, 'alice/rev', revision='dev'))")
     done = _python(env, code)
     assert done.returncode == 0, done.stderr
@@ -262,7 +262,7 @@ def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
 
 def test_push_errors_are_one_sentence(exported, hub, tmp_path):
     def push(env, repo="alice/x"):
-        return _python(env, f"from aetnet.hub import push_folder; push_folder({str(exported)!r}, {repo!r})")
+        return _python(env, f"from aetnet.inference.hub import push_folder; push_folder({str(exported)!r}, {repo!r})")
 
     def message(done):
         assert done.returncode != 0
@@ -296,7 +296,7 @@ def test_compare_pushes_the_best_model_with_its_table(funsd_run, hub, tmp_path):
     although head's seed 0 (0.9) is the best single run."""
     import pandas as pd
 
-    from aetnet.compare_hub import best_run
+    from aetnet.compare.hub import best_run
 
     out = tmp_path / "comparison"
     out.mkdir()
@@ -308,7 +308,7 @@ def test_compare_pushes_the_best_model_with_its_table(funsd_run, hub, tmp_path):
     (out / "results.md").write_text("# funsd: strategy comparison\n\n| strategy | f1 |\n|---|---|\n| full | 0.475 |\n")
     (out / "results.png").write_bytes(b"\x89PNG fake")
     assert best_run(out, "f1") == ("full", funsd_run)
-    code = f"from aetnet.compare_hub import push_comparison; push_comparison({str(out)!r}, 'funsd', 'alice/cmp')"
+    code = f"from aetnet.compare.hub import push_comparison; push_comparison({str(out)!r}, 'funsd', 'alice/cmp')"
     done = _python(_env(tmp_path, hub), code)
     assert done.returncode == 0, done.stderr
     repo = hub.repos["alice/cmp"]

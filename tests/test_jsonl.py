@@ -2,7 +2,7 @@
 
 import json
 
-from aetnet.data.jsonl import write_jsonl
+from aetnet.data.documents.jsonl import write_jsonl
 
 
 def test_write_jsonl_one_line_each_utf8(tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from aetnet.cli.main import main
-from aetnet.data.labelstudio import envelope
-from aetnet.data.pages import read_pages
+from aetnet.data.documents.labelstudio import envelope
+from aetnet.data.documents.pages import read_pages
 
 FIXTURE = Path(__file__).parent / "fixtures" / "labelstudio_ocr_export.json"
 

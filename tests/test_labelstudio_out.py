@@ -8,7 +8,7 @@ import json
 import shutil
 
 from aetnet.cli.main import main
-from aetnet.data.labelstudio_out import predictions_to_tasks
+from aetnet.data.documents.labelstudio_out import predictions_to_tasks
 
 SAMPLE = "funsd/dataset/training_data"
 STOCK_OCR_TEMPLATE = """<View>
@@ -106,7 +106,7 @@ def test_relations_round_trip_with_their_direction(shared_data, tmp_path):
     assert len(relations) == len(record["pairs"]) and {r["direction"] for r in relations} == {"right"}
     text = {r["id"]: r["value"]["text"][0] for r in result if r["type"] == "textarea"}
     assert {(text[r["from_id"]], text[r["to_id"]]) for r in relations} == gold  # from the key to the value
-    from aetnet.data.labelstudio_out import labelling_config
+    from aetnet.data.documents.labelstudio_out import labelling_config
 
     assert _interface(labelling_config(["QUESTION", "ANSWER"])).validate_prediction(
         task["predictions"][0], return_errors=True) == []

@@ -6,14 +6,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "aetnet"
 TASKS = Path(__file__).resolve().parents[1] / "tasks"
 #: The inference and tooling side (prediction, export, serving, run comparison) sits above training.
-APPS = ("aetnet.predict", "aetnet.inputs", "aetnet.pairs", "aetnet.backends", "aetnet.export", "aetnet.serve",
-        "aetnet.compare")
+APPS = ("aetnet.predict", "aetnet.export", "aetnet.serve", "aetnet.compare")
 # layer -> packages it must not import
 FORBIDDEN = {
-    "data": ("aetnet.models", "aetnet.losses", "aetnet.tuning", "aetnet.train", "aetnet.cli", "aetnet.tasks")
-    + APPS,
-    "models": ("aetnet.tuning", "aetnet.train", "aetnet.cli", "aetnet.tasks") + APPS,
-    "tuning": ("aetnet.train", "aetnet.cli") + APPS,
+    "data": ("aetnet.models", "aetnet.strategies", "aetnet.train", "aetnet.cli", "aetnet.tasks") + APPS,
+    "models": ("aetnet.strategies", "aetnet.train", "aetnet.cli", "aetnet.tasks") + APPS,
+    "strategies": ("aetnet.train", "aetnet.cli") + APPS,
     "train": ("aetnet.cli",) + APPS,
 }
 
@@ -62,9 +60,9 @@ def test_the_check_sees_a_forbidden_import(tmp_path):
 
 
 def test_modules_stay_small():
-    """One concept per module, about 100-400 lines (the project's shape rule): a module past 400 lines holds
-    more than one concept; move one out rather than squeezing lines."""
+    """One concept per module, grouped by what belongs together, not split by a line cap. A module past 700 lines
+    almost surely holds more than one concept: move one out."""
     sizes = {str(p.relative_to(ROOT.parent)): len(p.read_text().splitlines())
              for folder in (ROOT, TASKS) for p in folder.rglob("*.py")}
     assert len(sizes) > 50
-    assert {path: n for path, n in sizes.items() if n > 400} == {}
+    assert {path: n for path, n in sizes.items() if n > 700} == {}

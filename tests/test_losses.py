@@ -1,4 +1,4 @@
-"""Tests for aetnet.losses against explicit per-document / per-token / per-patch loops."""
+"""Tests for aetnet.strategies.aet.losses against explicit per-document / per-token / per-patch loops."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from aetnet import losses, pita
-from aetnet.losses import ditc_loss, glitc_loss, imc_loss
-from aetnet.pita import pita_loss, token_patch_index
+from aetnet.strategies.aet.losses import ditc_loss, glitc_loss, imc_loss
+from aetnet.strategies.aet.pita import pita_loss, token_patch_index
 
 
 def _normed(*shape: int, seed: int) -> torch.Tensor:
@@ -208,7 +208,7 @@ def test_glitc_single_document_returns_zero_and_warns_once(caplog, monkeypatch):
     monkeypatch.setattr(losses, "_GLITC_SINGLE_DOC_WARNED", False)
     g = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
     locs = torch.randn(1, 3, 4, dtype=torch.float64)
-    with caplog.at_level(logging.WARNING, logger="aetnet.losses"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.strategies.aet.losses"):
         first = glitc_loss(g, locs, 0.1)
         second = glitc_loss(g, locs, 0.1)
     assert first.item() == 0.0 and second.item() == 0.0

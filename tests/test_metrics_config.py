@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aetnet.config import RunConfig, resolve_config
+from aetnet.config.settings import RunConfig, resolve_config
 from aetnet.errors import AetnetError
-from aetnet.train.metrics import entity_scores
+from aetnet.metrics import entity_scores
 
 
 def test_entity_scores_hand_checked():
@@ -51,8 +51,8 @@ def test_config_errors_name_the_key(overrides, message):
 
 
 def test_every_shipped_recipe_loads():
-    from aetnet.config import load_recipe_dict
-    from aetnet.recipes_io import list_recipes, recipes_dir
+    from aetnet.config.recipes import list_recipes, recipes_dir
+    from aetnet.config.settings import load_recipe_dict
 
     names = list_recipes()
     assert "funsd/full" in names
@@ -63,7 +63,7 @@ def test_every_shipped_recipe_loads():
 
 
 def test_default_recipe_for_every_strategy_with_a_dash():
-    from aetnet.recipes_io import find_recipe
+    from aetnet.config.recipes import find_recipe
 
     path = find_recipe(None, "funsd", "aet-lora")
     assert path is not None and path.name == "aet_lora.yaml"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from aetnet.models.momentum import MomentumPairs, ema_update_, make_momentum_copy, momentum_param_pairs
+from aetnet.strategies.aet.momentum import MomentumPairs, ema_update_, make_momentum_copy, momentum_param_pairs
 
 
 def _tiny() -> nn.Module:

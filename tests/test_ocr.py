@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from aetnet.data import ocr as ocr_mod
-from aetnet.data.ocr import OcrSettings, default_cache_dir, ocr_image
+from aetnet.data.ocr.tesseract import OcrSettings, default_cache_dir, ocr_image
 from aetnet.errors import AetnetError
 
 

@@ -23,9 +23,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.data.demo import make_rvl_cdip_demo
-from aetnet.data.ocr import OcrSettings
-from aetnet.data.ocr_pool import PageOcr, ocr_many, parse_shard, shard
-from aetnet.data.screen import BadDocuments
+from aetnet.data.documents.screen import BadDocuments
+from aetnet.data.ocr.pool import PageOcr, ocr_many, parse_shard, shard
+from aetnet.data.ocr.tesseract import OcrSettings
 from aetnet.errors import AetnetError, DataError
 from aetnet.tasks.rvl_cdip import list_rvl_cdip, ocr_pages
 
@@ -184,7 +184,7 @@ def test_dataset_rows_share_the_file_cache_key_and_stay_undecoded(pages, tmp_pat
 
 BOUNDED = """
 import resource, sys
-from aetnet.data.ocr import OcrSettings
+from aetnet.data.ocr.tesseract import OcrSettings
 from aetnet.tasks.rvl_cdip import list_rvl_cdip, ocr_pages
 rows = list_rvl_cdip(sys.argv[1])["train"]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -246,7 +246,7 @@ def test_own_pages_without_words_recognised_in_the_pool(tmp_path, counted, capsy
     """Own pages (pages.jsonl) without words: `aetnet ocr classify` recognises exactly those, and a
     pooled read (data.ocr_workers=2) gives the serial read's words with no further Tesseract run."""
     from aetnet.cli.main import main
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.train.runner import get_task
 
     lines = []
@@ -279,7 +279,7 @@ def test_own_pages_without_words_recognised_in_the_pool(tmp_path, counted, capsy
 
 def test_no_process_pool_when_every_page_is_cached(pages, tmp_path, monkeypatch):
     """A second run (or a rank waiting for the main process) reads the cache without starting a pool."""
-    import aetnet.data.ocr_pool as pool
+    import aetnet.data.ocr.pool as pool
 
     files = [e.image_path for e in list_rvl_cdip(pages)["test"]]
     first = ocr_many(files, cache_dir=tmp_path, workers=2)

@@ -28,7 +28,7 @@ def test_wheel_file_list(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for expected in ("aetnet/tasks/__init__.py", "aetnet/tasks/base.py", "aetnet/tasks/funsd.py",
                      "aetnet/recipes/funsd/full.yaml", "aetnet/cli/main.py", "aetnet/data/corpus.txt",
-                     "aetnet/data/demo/forms.py", "aetnet/data/pages.schema.json", "aetnet/tasks/generic.py"):
+                     "aetnet/data/demo/forms.py", "aetnet/data/documents/pages.schema.json", "aetnet/tasks/generic.py"):
         assert expected in names, expected
     tops = {n.split("/")[0] for n in names}
     assert "tasks" not in tops and "recipes" not in tops

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from aetnet.cli.main import main
-from aetnet.data.page_targets import entity_segments, plain_to_bio, region_of
-from aetnet.data.pages import parse_page, read_pages
+from aetnet.data.documents.page_targets import entity_segments, plain_to_bio, region_of
+from aetnet.data.documents.pages import parse_page, read_pages
 from aetnet.errors import AetnetError, DataError
 
 
@@ -123,7 +123,7 @@ def test_unknown_label_in_evaluation_split_names_the_page(tmp_path, page_image, 
     for name, pages in (("train", train), ("test", test)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
     import aetnet.tasks  # noqa: F401
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.registry import TASKS
 
     task = TASKS.get("token")()
@@ -138,8 +138,8 @@ def test_unknown_label_is_skipped_and_listed_in_skip_mode(tmp_path, page_image):
     for name, pages in (("train", train), ("test", test)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pages))
     import aetnet.tasks  # noqa: F401
-    from aetnet.config import resolve_config
-    from aetnet.data.screen import BadDocuments
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.documents.screen import BadDocuments
     from aetnet.registry import TASKS
 
     task = TASKS.get("token")()
@@ -156,7 +156,7 @@ def test_unknown_label_is_skipped_and_listed_in_skip_mode(tmp_path, page_image):
 
 
 def test_skip_mode_lists_bad_lines_and_keeps_the_others(tmp_path, page_image):
-    from aetnet.data.screen import BadDocuments
+    from aetnet.data.documents.screen import BadDocuments
 
     lines = [json.dumps(_page(id="a")), "{not json", json.dumps(_page(id="b", labels=["KEY"])),
              json.dumps(_page(id="c"))]
@@ -256,7 +256,7 @@ def test_save_to_disk_dataset_trains_with_its_classlabel_names(tmp_path, tiny_ba
 
 
 def test_data_labels_is_refused_for_fixed_label_tasks():
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
 
     with pytest.raises(AetnetError, match="fixed label set"):
         resolve_config({"task": "funsd", "data": {"labels": ["A"]}})
@@ -276,7 +276,7 @@ def test_funsd_layout_folder_with_any_label_set(tmp_path, shared_data, tiny_base
             (tmp_path / "forms" / split / "annotations" / f"{stem}.json").write_text(json.dumps(data))
             (tmp_path / "forms" / split / "images" / f"{stem}.png").symlink_to(src / "images" / f"{stem}.png")
     import aetnet.tasks  # noqa: F401
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.registry import TASKS
 
     task = TASKS.get("token")()

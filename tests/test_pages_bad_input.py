@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aetnet.data.pages import read_pages
-from aetnet.data.screen import BadDocuments, check_document
+from aetnet.data.documents.pages import read_pages
+from aetnet.data.documents.screen import BadDocuments, check_document
 from aetnet.errors import AetnetError, DataError
 
 
@@ -137,7 +137,7 @@ def test_bad_links_are_errors_and_listed_in_skip_mode(folder, links, text):
 # ----------------------------------------------------------------------------- splits, duplicates
 def test_empty_train_file_beside_a_test_file_is_an_error(folder):
     import aetnet.tasks  # noqa: F401
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.registry import TASKS
 
     _write(folder, name="train.jsonl", raw="\n")
@@ -202,7 +202,7 @@ def test_an_over_long_image_name_is_a_data_error(folder):
 
 
 def test_a_pdf_without_pages_says_so(tmp_path):
-    from aetnet.pdftext import iter_pdf
+    from aetnet.data.ocr.pdftext import iter_pdf
 
     objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [] /Count 0 >>"]
     data, offsets = b"%PDF-1.4\n", []
@@ -223,7 +223,7 @@ def test_a_pdf_without_pages_says_so(tmp_path):
 
 
 def test_predict_on_a_pages_file_names_the_line_of_a_broken_image(folder, funsd_run):
-    from aetnet.predict import Predictor, predict_page_file
+    from aetnet.predict.predictor import Predictor, predict_page_file
 
     _broken_images(folder)
     predictor = Predictor(funsd_run)
@@ -251,13 +251,13 @@ def test_data_labels_given_as_bioes_tags_give_the_bio_label_list():
 
 
 def test_predict_inputs_refuse_an_image_over_the_pixel_limit_from_its_header(tmp_path):
-    """`aetnet predict big.png` (aetnet.inputs): 121 Mpx, over the 120 Mpx limit but under PIL's own error
+    """`aetnet predict big.png` (aetnet.data.ocr.inputs): 121 Mpx, over the 120 Mpx limit but under PIL's own error
     threshold (twice it), is refused from the header, as training readers and the service refuse it, instead of
     being decoded (a 16 KB file that decodes to ~360 MB)."""
     from PIL import Image
 
+    from aetnet.data.ocr.inputs import load_pages
     from aetnet.errors import DataError
-    from aetnet.inputs import load_pages
 
     big = tmp_path / "big.png"
     Image.new("1", (11000, 11000)).save(big)

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from aetnet.cli.main import main
-from aetnet.data.relations import document_entities
+from aetnet.data.documents.relations import document_entities
 from aetnet.errors import AetnetError
-from aetnet.pairs import PairPredictor, entity_document
+from aetnet.predict.pairs import PairPredictor, entity_document
 from aetnet.train.runner import finetune
 
 
@@ -31,12 +31,12 @@ def _gold_record(doc):
 
 
 def test_link_on_gold_entities_equals_the_evaluation(re_run, funsd_run):
-    from aetnet.config import RunConfig
+    from aetnet.config.settings import RunConfig
     from aetnet.data.demo import ensure_demo
-    from aetnet.data.encoding import WindowDataset
-    from aetnet.data.relations import candidate_pairs, merge_entity_vectors, pair_logits
+    from aetnet.data.documents.relations import candidate_pairs, merge_entity_vectors, pair_logits
+    from aetnet.data.encoding.windows import WindowDataset
+    from aetnet.inference.evaluation import predict_windows
     from aetnet.tasks.funsd import load_funsd
-    from aetnet.train.evaluation import predict_windows
     from aetnet.train.runner import get_task, load_model
 
     pages = load_funsd(str(ensure_demo("funsd-re")))["eval"][:6]
@@ -115,7 +115,7 @@ def test_cli_pairs_with_visualize(re_run, funsd_run, tmp_path):
 
 def test_onnx_export_gives_the_same_pair_scores(re_run, funsd_run, tmp_path):
     from aetnet.data.demo import ensure_demo
-    from aetnet.export import export_model
+    from aetnet.export.folder import export_model
     from aetnet.tasks.funsd import load_funsd
 
     exported = {}

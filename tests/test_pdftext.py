@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.cli.main import main
+from aetnet.data.ocr.pdftext import TextLayer, choose_source, read_pdf
 from aetnet.errors import DataError
-from aetnet.pdftext import TextLayer, choose_source, read_pdf
-from aetnet.predict import PDF_DPI, Predictor, line_segments
+from aetnet.predict.predictor import PDF_DPI, Predictor, line_segments
 
 SCALE = PDF_DPI / 72  # PDF points -> pixels of the rendered page
 # (text, x, y baseline in points from the bottom, font size): two lines, then one word in a larger font.

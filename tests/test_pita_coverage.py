@@ -13,9 +13,9 @@ from fractions import Fraction
 import pytest
 import torch
 
-from aetnet.config import resolve_config
-from aetnet.data.processor import load_processor
-from aetnet.pita import pita_coverage
+from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
+from aetnet.strategies.aet.pita import pita_coverage
 from aetnet.tasks.cord import CordTask
 from aetnet.tasks.funsd import FunsdTask
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError, DataError
-from aetnet.predict import PDF_DPI, Predictor, group_entities, line_segments
+from aetnet.predict.predictor import PDF_DPI, Predictor, group_entities, line_segments
 
 # The real samples in tests/data (the folder of conftest.py's shared_data fixture; needed here at import time).
 DATA = Path(__file__).resolve().parent / "data"
@@ -213,6 +213,6 @@ def test_cli_reports_a_missing_file_without_traceback(funsd_run, tmp_path, capsy
 
 def test_ocr_settings_default_to_training_and_warn_when_changed(funsd_run, caplog):
     assert (Predictor(funsd_run).ocr_lang, Predictor(funsd_run).ocr_psm) == ("eng", 3)
-    with caplog.at_level(logging.WARNING, logger="aetnet.predict"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.predict.predictor"):
         predictor = Predictor(funsd_run, ocr_psm=6)
     assert predictor.ocr_psm == 6 and "psm 6 differs" in caplog.text

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytesseract
 from PIL import Image, ImageDraw, ImageFont
 
-from aetnet.data.ocr import OcrSettings
-from aetnet.predict import Predictor, iter_document, predict_paths
-from aetnet.predict_ocr import prefetch_ocr
+from aetnet.data.ocr.tesseract import OcrSettings
+from aetnet.predict.ocr import prefetch_ocr
+from aetnet.predict.predictor import Predictor, iter_document, predict_paths
 
 
 def _page(text: str, size=(850, 1100)) -> Image.Image:
@@ -51,7 +51,7 @@ def test_iter_document_renders_on_demand(tmp_path):
 
 STREAM = """
 import resource, sys
-from aetnet.predict import Predictor, predict_paths
+from aetnet.predict.predictor import Predictor, predict_paths
 predictor = Predictor(sys.argv[1], ocr="always", ocr_cache=sys.argv[3])
 predict_paths(predictor, [sys.argv[2]], None, ocr_workers=1)  # warm-up: every page's words now cached
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from aetnet.models.queue import FeatureQueue, gather_features
+from aetnet.strategies.aet.queue import FeatureQueue, gather_features
 
 
 class _ListRing:
@@ -113,7 +113,7 @@ def test_rejects_wrong_shape_and_casts_dtype():
 
 def test_capacity_warning(caplog):
     q = FeatureQueue(2, 100)
-    with caplog.at_level(logging.WARNING, logger="aetnet.models.queue"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.strategies.aet.queue"):
         assert q.check_capacity(1000)
         assert not caplog.records
         assert not q.check_capacity(40)

@@ -21,9 +21,9 @@ import json
 import pytest
 from PIL import Image
 
-from aetnet.config import resolve_config
-from aetnet.data.encoding import IGNORE_INDEX
-from aetnet.data.processor import load_processor
+from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
+from aetnet.data.encoding.windows import IGNORE_INDEX
 from aetnet.tasks.cord import CordTask
 from aetnet.tasks.funsd import FunsdTask
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from aetnet.data.encoding import Collator
-from aetnet.data.page_batches import PageGroupedSampler, pack_pages
-from aetnet.data.relations import candidate_pairs, document_entities, encode_relation_documents, gold_links
+from aetnet.data.documents.relations import candidate_pairs, document_entities, encode_relation_documents, gold_links
+from aetnet.data.encoding.page_batches import PageGroupedSampler, pack_pages
+from aetnet.data.encoding.windows import Collator
 from aetnet.models.relation import batch_pair_targets
 from tests.test_relations import _long_form
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
 
     return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
 

@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from aetnet.config import resolve_config
-from aetnet.data.relations import document_entities, encode_relation_documents, gold_links
+from aetnet.config.settings import resolve_config
+from aetnet.data.documents.relations import document_entities, encode_relation_documents, gold_links
 from aetnet.errors import AetnetError
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
 
     return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
 
@@ -82,7 +82,7 @@ def test_inspect_counts_per_protocol_equal_an_independent_count(shared_data, tok
 
 
 def test_chunk_rule_hand_worked():
-    from aetnet.data.relation_protocols import STRADDLES, chunk_of
+    from aetnet.data.documents.relation_protocols import STRADDLES, chunk_of
 
     assert chunk_of(0, 10) == 0
     assert chunk_of(500, 511) == 0
@@ -93,7 +93,7 @@ def test_chunk_rule_hand_worked():
 
 
 def test_one_parent_keeps_the_best_parent_above_half():
-    from aetnet.data.relation_protocols import one_parent
+    from aetnet.data.documents.relation_protocols import one_parent
 
     pairs = [(0, 2), (1, 2), (0, 1), (2, 0), (1, 3)]
     logits = np.array([0.5, 2.0, -0.1, 3.0, -5.0])
@@ -102,8 +102,8 @@ def test_one_parent_keeps_the_best_parent_above_half():
 
 
 def test_all_links_direction_from_parent():
-    from aetnet.data.document import Document
-    from aetnet.data.relations import FUNSD_SCHEMA
+    from aetnet.data.documents.document import Document
+    from aetnet.data.documents.relations import FUNSD_SCHEMA
 
     doc = Document(id="p", words=["Title", "Name:", "Ann", "x", "y"], boxes=[[0, 0, 1, 1]] * 5, page_size=(10, 10),
                    labels=["B-HEADER", "B-QUESTION", "B-ANSWER", "O", "O"], segment_ids=[0, 1, 2, 3, 4],
@@ -217,7 +217,7 @@ def test_chunks_training_targets_stay_inside_chunks(shared_data, tokenizer):
     """Under chunks, no training target joins entities of two chunks or an entity that straddles."""
     from dataclasses import replace
 
-    from aetnet.data.relations import FUNSD_SCHEMA
+    from aetnet.data.documents.relations import FUNSD_SCHEMA
     from aetnet.tasks.funsd import load_funsd
 
     docs = load_funsd(str(shared_data / "funsd"))["eval"]
@@ -239,7 +239,7 @@ def test_published_recipe_budget():
     2,500 steps."""
     import yaml
 
-    from aetnet.recipes_io import find_recipe
+    from aetnet.config.recipes import find_recipe
 
     recipe = yaml.safe_load(find_recipe("funsd_re/full", "funsd-re", "full").read_text())
     train = recipe["train"]
@@ -270,7 +270,7 @@ def test_protocol_runs_train_score_and_reload(aetnet_cache, shared_data, tmp_pat
     assert {k: again[k] for k in ("f1", "true_links", "predicted_links")} == \
         pytest.approx({k: metrics[k] for k in ("f1", "true_links", "predicted_links")})
     # An export (no config.yaml beside the model, as from the Hub) is scored by the protocol it records.
-    from aetnet.export import export_model
+    from aetnet.export.folder import export_model
 
     exported = export_model(run, tmp_path / "export")
     from_export = evaluate_model(exported, data, output=tmp_path / "from-export",
@@ -286,8 +286,8 @@ def test_all_links_pairs_link_only_the_token_models_entities(funsd_run, shared_d
     of the words the token model left outside its entities."""
     from PIL import Image
 
-    from aetnet.pairs import PairPredictor
-    from aetnet.predict import Predictor
+    from aetnet.predict.pairs import PairPredictor
+    from aetnet.predict.predictor import Predictor
     from aetnet.train.runner import finetune
 
     run = finetune("funsd-re", base="tiny", demo=True, output=tmp_path / "run",

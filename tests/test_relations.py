@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from aetnet.data.document import Document
-from aetnet.data.encoding import Collator
-from aetnet.data.relations import (
+from aetnet.data.documents.document import Document
+from aetnet.data.documents.relations import (
     ENTITY_LABELS,
     candidate_pairs,
     document_entities,
@@ -21,6 +20,7 @@ from aetnet.data.relations import (
     merge_entity_vectors,
     pair_logits,
 )
+from aetnet.data.encoding.windows import Collator
 from aetnet.models.relation import RelationHead, pair_scores, relation_loss
 from aetnet.tasks.funsd import parse_funsd_annotation
 
@@ -95,7 +95,7 @@ def test_link_metric_hand_worked():
 # ------------------------------------------------------------------------------------------ windows
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
 
     return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
 

@@ -106,7 +106,7 @@ def _own_pages(folder, funsd_root):
 
 def test_own_pages_re_task(aetnet_cache, funsd_run, tmp_path):
     from aetnet.data.demo import ensure_demo
-    from aetnet.pairs import PairPredictor
+    from aetnet.predict.pairs import PairPredictor
 
     data = tmp_path / "pages"
     data.mkdir()

@@ -99,10 +99,10 @@ def test_finetune_trains_the_tables_only_with_the_option(tmp_path, tiny_base):
 
 
 def test_aet_keeps_the_tables_trainable_with_the_option(tmp_path):
-    from aetnet.config import resolve_config
+    from aetnet.config.settings import resolve_config
     from aetnet.models.tiny import resolve_base
+    from aetnet.strategies.base import BasePaths
     from aetnet.train.runner import get_strategy, get_task
-    from aetnet.tuning.base import BasePaths
 
     cfg = resolve_config({}, {"task": "funsd", "strategy": "aet", "model": {"base": "tiny"}},
                          ["model.train_relative_position_bias=true"])

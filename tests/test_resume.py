@@ -59,7 +59,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_non_finite_loss_names_term_and_step(tmp_path):
-    from aetnet.config import RunConfig
+    from aetnet.config.settings import RunConfig
     from aetnet.train.trainer import AetnetTrainer, NonFiniteLossError, training_arguments
 
     class Exploding(torch.nn.Module):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aetnet.config import resolve_config
+from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
-from aetnet.train.evaluation import EvalSet
+from aetnet.inference.evaluation import EvalSet
 from aetnet.train.runner import finetune
 from aetnet.train.validation import split_validation
 
@@ -78,7 +78,7 @@ def test_own_validation_split_test_only_on_request_and_none_without_evaluation()
 
 
 def test_map_splits_hands_a_dev_split_over_as_validation():
-    from aetnet.tasks.splits import map_splits
+    from aetnet.data.documents.splits import map_splits
 
     splits = {"train": [SimpleNamespace(id="a")], "dev": [SimpleNamespace(id="b")], "test": [SimpleNamespace(id="c")]}
     out = map_splits(splits, ("test", "dev"), 0.2, 0, "x")
@@ -249,7 +249,7 @@ windows = [{"input_ids": torch.arange(1, n + 1) + i, "attention_mask": torch.one
 _SHARD_MAIN = """
 import sys
 import torch.distributed as dist
-from aetnet.train.evaluation import predict_sharded
+from aetnet.inference.evaluation import predict_sharded
 
 rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -267,7 +267,7 @@ def test_validation_is_shared_among_processes_and_gathered_in_order(tmp_path):
     import subprocess
     import sys
 
-    from aetnet.train.evaluation import predict_windows
+    from aetnet.inference.evaluation import predict_windows
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aetnet.data.ocr import OcrSettings
+from aetnet.data.ocr.tesseract import OcrSettings
 from aetnet.errors import DataError
+from aetnet.metrics import classification_metrics, save_confusion
 from aetnet.tasks.rvl_cdip import RVL_CDIP_CLASSES, parse_label_file, read_rvl_cdip
-from aetnet.train.metrics import classification_metrics, save_confusion
 
 
 @pytest.fixture(scope="session")

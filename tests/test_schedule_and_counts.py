@@ -50,7 +50,7 @@ def test_learning_rate_rises_during_warmup_for_step_and_epoch_schedules(tmp_path
 
 @pytest.mark.parametrize("strategy", ["aet", "aet-lora"])
 def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path, strategy):
-    from aetnet.export import export_model
+    from aetnet.export.folder import export_model
 
     run = finetune("funsd", strategy=strategy, base="tiny", demo=True, output=tmp_path / "run",
                    overrides=["train.max_steps=1", "train.save_steps=1", "train.batch_size=2",
@@ -84,10 +84,10 @@ def test_aet_parameter_figures_add_up_and_match_the_export(tmp_path, strategy):
 def test_pita_coverage_warning_is_given_once_and_only_under_five_percent(caplog):
     import logging
 
-    from aetnet.tuning.aet import PitaCoverageCallback
+    from aetnet.strategies.aet.strategy import PitaCoverageCallback
 
     callback = PitaCoverageCallback()
-    with caplog.at_level(logging.WARNING, logger="aetnet.tuning.aet"):
+    with caplog.at_level(logging.WARNING, logger="aetnet.strategies.aet.strategy"):
         callback.on_log(None, None, None, logs={"loss": 1.0})  # a log without the figure
         callback.on_log(None, None, None, logs={"pita_coverage": 0.05})
         assert not caplog.records

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from aetnet.predict import Predictor
+from aetnet.predict.predictor import Predictor
 
 
 def free_port() -> int:
@@ -220,7 +220,7 @@ def test_cli_server_bad_uploads_get_one_clear_4xx_and_leave_no_temp_files(cli_se
 
 
 def test_sequence_and_qa_models_in_process(seq_model, qa_model, shared_data):
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
 
     tiff = shared_data / "rvl_cdip/images/80035521.tif"
     seq = Predictor(seq_model)
@@ -242,8 +242,8 @@ def test_sequence_and_qa_models_in_process(seq_model, qa_model, shared_data):
 
 def test_pages_of_concurrent_requests_share_one_model_call_and_a_full_queue_answers_503(
         funsd_run, shared_data, text_pdf):
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
+    from aetnet.serve.service import ServeSettings
 
     page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
     predictor = Predictor(funsd_run)
@@ -335,8 +335,8 @@ def stream_upload(base: str, file_bytes: int, chunked: bool, piece: int = 64 * 1
 
 
 def test_upload_limit_is_enforced_while_the_body_streams_in_chunked_or_not(funsd_run, shared_data):
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
+    from aetnet.serve.service import ServeSettings
 
     page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
     predictor = Predictor(funsd_run)
@@ -385,8 +385,8 @@ def test_pdf_is_served_page_by_page_with_few_rendered_pages_alive(funsd_run, tmp
 
     from aetnet import pdftext
     from aetnet.cli.main import main
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
+    from aetnet.serve.service import ServeSettings
 
     pdf = _multi_page_pdf(tmp_path / "six.pdf", 6, blank=4)
     assert main(["predict", str(funsd_run), str(pdf), "--output", str(tmp_path / "out"), "--ocr-workers", "1"]) == 0
@@ -440,8 +440,8 @@ def test_an_image_past_the_pixel_limit_is_answered_413_from_its_header(funsd_run
     """A valid 11000 x 11000 PNG (121 M pixels, over the 120 M limit) of a few KB: 413 from its header.
     Decoding it would take 121 MB as 1-bit pixels and 363 MB as RGB: the server's (this process's)
     peak memory shows it never happens."""
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
+    from aetnet.serve.service import ServeSettings
 
     buffer = io.BytesIO()
     Image.new("1", (11000, 11000)).save(buffer, format="PNG")
@@ -490,8 +490,8 @@ def _read_response(sock: socket.socket) -> tuple[int, dict, bool]:
 
 
 def test_clients_that_stall_mid_body_are_cut_off_with_408_and_free_the_queue(funsd_run, shared_data):
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
+    from aetnet.serve.service import ServeSettings
 
     page = shared_data / "funsd/dataset/testing_data/images/82092117.png"
     settings = ServeSettings(max_queue=2, body_timeout_s=1.5)

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aetnet.predict import Predictor
+from aetnet.predict.predictor import Predictor
 
 PAGE = "funsd/dataset/testing_data/images/82092117.png"
 QA_PAGE = "docvqa/documents/ffhx0227_1.png"
@@ -268,7 +268,7 @@ def test_web_page_in_headless_chromium_qa_model_question_and_dropped_file(browse
     the drop zone (a drag-and-drop event carrying the file) give the Predictor's answer."""
     from selenium.webdriver.common.by import By
 
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
 
     doc = shared_data / QA_PAGE
     question = next(q["question"] for q in json.loads((shared_data / "docvqa/val_v1.0_sample.json").read_text())
@@ -303,7 +303,7 @@ def test_web_page_in_headless_chromium_sequence_model_shows_the_class(browser, s
     PNG, so the browser shows a TIFF upload too), the class in the JSON and the status line."""
     from selenium.webdriver.common.by import By
 
-    from aetnet.serve_app import create_app
+    from aetnet.serve.app import create_app
 
     tiff = shared_data / SEQ_PAGE
     predictor = Predictor(seq_model)

@@ -39,10 +39,10 @@ def _picture(record) -> Image.Image:
 
 @pytest.mark.parametrize("how", ["create_app", "workers_env"])
 def test_served_records_carry_the_pairs_of_predict(re_run, funsd_run, shared_data, monkeypatch, how):
-    from aetnet.pairs import PairPredictor
-    from aetnet.predict import draw_page
-    from aetnet.serve import CONFIG_ENV
-    from aetnet.serve_app import app_from_env, create_app, load_predictors
+    from aetnet.predict.pairs import PairPredictor
+    from aetnet.predict.predictor import draw_page
+    from aetnet.serve.app import app_from_env, create_app, load_predictors
+    from aetnet.serve.service import CONFIG_ENV
 
     page = next((shared_data / "funsd" / "dataset" / "testing_data" / "images").glob("*.png"))
     want = PairPredictor(funsd_run, re_run).predict_file(page)
@@ -76,7 +76,7 @@ def test_served_records_carry_the_pairs_of_predict(re_run, funsd_run, shared_dat
 
 
 def test_a_relation_model_alone_cannot_be_served(re_run, funsd_run):
-    from aetnet.serve_app import load_predictors
+    from aetnet.serve.app import load_predictors
 
     with pytest.raises(AetnetError, match="--links"):
         load_predictors(str(re_run), None, {})
@@ -90,9 +90,9 @@ def test_served_pairs_with_an_entity_map(re_run, funsd_run, shared_data, tmp_pat
     `--workers N` processes (the map travels in $AETNET_SERVE_CONFIG)."""
     import json
 
-    from aetnet.pairs import PairPredictor, parse_entity_map
-    from aetnet.serve import CONFIG_ENV
-    from aetnet.serve_app import app_from_env, load_predictors
+    from aetnet.predict.pairs import PairPredictor, parse_entity_map
+    from aetnet.serve.app import app_from_env, load_predictors
+    from aetnet.serve.service import CONFIG_ENV
     from tests.test_pairs import _key_value_model
 
     kv = _key_value_model(re_run.parent, tmp_path)  # re_run is the model folder; the helper takes its run

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aetnet.config import resolve_config
+from aetnet.config.settings import resolve_config
 from aetnet.registry import TASKS
 
 
@@ -101,7 +101,7 @@ def test_docvqa_with_only_a_val_file(shared_data, tmp_path):
 def test_map_splits_never_evaluates_on_the_training_pool(names):
     from types import SimpleNamespace as NS
 
-    from aetnet.tasks.splits import map_splits
+    from aetnet.data.documents.splits import map_splits
 
     pool = [NS(id=f"d{i}") for i in range(10)]
     out = map_splits({names[0]: pool}, ("val", "test"), 0.2, 3, "here")

@@ -11,9 +11,9 @@ import weakref
 import pytest
 from PIL import Image
 
-from aetnet.config import resolve_config
+from aetnet.config.settings import resolve_config
 from aetnet.data import window_build, window_store
-from aetnet.data.ocr import OcrSettings, _cache_file, _write_cache
+from aetnet.data.ocr.tesseract import OcrSettings, _cache_file, _write_cache
 
 PAGES = 2000
 BAD = (7, 1500)  # corrupt image files (not in the OCR cache): skipped, listed once
@@ -78,7 +78,7 @@ class LiveDocuments:
 
 
 def test_two_thousand_pages_stream_through_one_chunk(tmp_path, own_cache, monkeypatch):
-    from aetnet.data.screen import BadDocuments
+    from aetnet.data.documents.screen import BadDocuments
     from aetnet.tasks.rvl_cdip import list_rvl_cdip, ocr_pages
     from aetnet.train import runner
 
@@ -122,9 +122,9 @@ class Killed(Exception):
 
 
 def test_killed_build_resumes_without_encoding_finished_chunks(shared_data, tiny_base, tmp_path, monkeypatch):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import get_task
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
-    from aetnet.train.modelio import get_task
 
     monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(window_store, "CHUNK", 2)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from aetnet.cli.main import main
-from aetnet.data.document import Document, QAExample
-from aetnet.data.encoding import Window
-from aetnet.data.qa_encoding import decode_spans, encode_qa_examples
+from aetnet.data.documents.document import Document, QAExample
+from aetnet.data.encoding.qa import decode_spans, encode_qa_examples
+from aetnet.data.encoding.windows import Window
 
 TINY_BUDGET = ["train.max_steps=3", "train.batch_size=2", "train.logging_steps=1", "train.save_steps=3",
                "data.max_train_documents=4", "data.max_eval_documents=3"]
@@ -19,7 +19,7 @@ TINY_BUDGET = ["train.max_steps=3", "train.batch_size=2", "train.logging_steps=1
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
 
     return load_processor(str(tiny_base / "layoutlmv3")).tokenizer
 
@@ -132,8 +132,8 @@ def test_decode_spans_matches_brute_force():
 def test_map_splits_prefers_named_eval_then_carves_out_whole_pages():
     from types import SimpleNamespace as NS
 
+    from aetnet.data.documents.splits import map_splits
     from aetnet.errors import AetnetError
-    from aetnet.tasks.splits import map_splits
 
     train, dev, test = [NS(id=f"t{i}") for i in range(5)], [NS(id="d0")], [NS(id="x0"), NS(id="x1")]
     out = map_splits({"train": train, "dev": dev, "test": test}, ("test", "dev"), 0.2, 0, "here")
@@ -216,7 +216,7 @@ def test_rvl_cdip_full_demo(tmp_path, monkeypatch):
 
 
 def test_docvqa_full_demo(tmp_path):
-    from aetnet.data.answers import anls, exact_match
+    from aetnet.data.documents.answers import anls, exact_match
 
     run_dir, metrics, records = _finetune(tmp_path, "docvqa")
     assert {"anls", "exact_match", "located", "unlocated", "questions"} <= set(metrics)

@@ -39,7 +39,7 @@ def test_thread_limit_guard_gives_correct_conv_gradients(tmp_path):
 
 
 def test_ocr_does_not_leak_the_thread_limit(shared_data, tmp_path):
-    from aetnet.data.ocr import ocr_image
+    from aetnet.data.ocr.tesseract import ocr_image
 
     before = os.environ.get("OMP_THREAD_LIMIT")
     words, _ = ocr_image(shared_data / "ocr" / "phototest.tif", cache_dir=tmp_path)  # a real Tesseract run

@@ -1,4 +1,4 @@
-"""The shared field checks (aetnet.data.validate), the run accounting and one-sentence YAML errors."""
+"""The shared field checks (aetnet.data.documents.validate), the run accounting and one-sentence YAML errors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from aetnet.data.screen import BadDocuments
-from aetnet.data.validate import (
+from aetnet.data.documents.screen import BadDocuments
+from aetnet.data.documents.validate import (
     at,
     describe,
     expect_box,
@@ -103,7 +103,7 @@ def test_accounting_adds_up():
 
 def test_recipe_that_is_not_yaml_is_one_sentence(tmp_path, capsys):
     from aetnet.cli.main import main
-    from aetnet.config import load_recipe_dict
+    from aetnet.config.settings import load_recipe_dict
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: funsd\ntrain:\n  learning_rate: 1e-5\n   batch_size: 2\n")
@@ -122,7 +122,7 @@ def test_recipe_that_is_not_yaml_is_one_sentence(tmp_path, capsys):
 
 
 def test_override_that_is_not_yaml():
-    from aetnet.config import parse_overrides
+    from aetnet.config.settings import parse_overrides
 
     with pytest.raises(AetnetError, match=r"override 'train.seed=\[': the value is not valid YAML at line 1, column 2"):
         parse_overrides(["train.seed=["])

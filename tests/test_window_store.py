@@ -9,16 +9,16 @@ import pickle
 import pyarrow as pa
 import pytest
 
-from aetnet.config import resolve_config
-from aetnet.data.encoding import Window, WindowDataset
-from aetnet.data.window_store import WindowStore, encode_cached, window_cache_dir, windows_table
+from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.store import WindowStore, encode_cached, window_cache_dir, windows_table
+from aetnet.data.encoding.windows import Window, WindowDataset
 from aetnet.errors import AetnetError
-from aetnet.train.modelio import get_task
+from aetnet.inference.modelio import get_task
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_base):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
 
     return load_processor(tiny_base / "layoutlmv3").tokenizer
 
@@ -114,7 +114,7 @@ def test_sequence_windows_keep_int_labels(shared_data, tokenizer, own_cache):
 
 
 def test_rebuilt_when_tokenizer_or_setting_changes_reused_otherwise(shared_data, tiny_base, own_cache):
-    from aetnet.data.processor import load_processor
+    from aetnet.data.encoding.processor import load_processor
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     tokenizer = load_processor(tiny_base / "layoutlmv3").tokenizer
@@ -290,7 +290,7 @@ def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "AETNET_CACHE": str(cache)}, capture_output=True,
                           text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    log = [line for line in (proc.stdout + proc.stderr).splitlines() if "aetnet.data.window_store" in line]
+    log = [line for line in (proc.stdout + proc.stderr).splitlines() if "aetnet.data.encoding.store" in line]
     built = [line for line in log if "encoded into" in line]
     read = [line for line in log if "from the cache" in line]
     # main process: training and validation windows built (before rank 1 starts), test windows after training;
@@ -332,7 +332,7 @@ def test_changed_encoder_code_is_a_new_entry(shared_data, tokenizer, own_cache, 
     """Editing the module of a task's class (a fix, a local change) makes a new fingerprint: no stale windows."""
     import importlib.util
 
-    from aetnet.data.window_key import window_fingerprint
+    from aetnet.data.encoding.key import window_fingerprint
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     source = tmp_path / "my_task_module.py"

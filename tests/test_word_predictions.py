@@ -1,10 +1,10 @@
-"""softmax and per-word labels (aetnet.data.encoding): shared by training evaluation and prediction."""
+"""softmax and per-word labels (aetnet.data.encoding.windows): shared by training evaluation and prediction."""
 
 import math
 
 import numpy as np
 
-from aetnet.data.encoding import softmax, word_predictions
+from aetnet.data.encoding.windows import softmax, word_predictions
 
 
 def test_softmax_hand_worked_and_stable():
@@ -23,7 +23,7 @@ def test_word_predictions_label_probability_and_unseen_words():
 
 
 def test_keep_most_context_hand_worked():
-    from aetnet.data.encoding import keep_most_context
+    from aetnet.data.encoding.windows import keep_most_context
 
     occurrences = [
         (0, 0, 1, 10, [1.0]),  # context min(1, 8) = 1
@@ -38,7 +38,7 @@ def test_keep_most_context_hand_worked():
 
 
 def test_link_probability_hand_worked():
-    from aetnet.data.relations import link_probability
+    from aetnet.data.documents.relations import link_probability
 
     assert link_probability(0.0) == 0.5
     assert math.isclose(link_probability(math.log(3.0)), 0.75)  # 1 / (1 + 1/3)

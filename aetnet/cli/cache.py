@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from aetnet.data.window_store import cache_entries, window_cache_dir
+    from aetnet.data.encoding.store import cache_entries, window_cache_dir
     from aetnet.errors import AetnetError
 
     entries = cache_entries()

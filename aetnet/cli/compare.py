@@ -56,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if (args.private or args.revision) and not args.push_to_hub:
         raise AetnetError("--private and --revision apply to --push-to-hub OWNER/NAME; add it or drop them")
     from aetnet.cli.finetune import demo_overrides
-    from aetnet.compare import compare
+    from aetnet.compare.runs import compare
     from aetnet.registry import STRATEGIES
 
     strategies = args.strategies
     if strategies is None:
-        import aetnet.tuning  # noqa: F401  (registers the built-in strategies)
+        import aetnet.strategies  # noqa: F401  (registers the built-in strategies)
 
         strategies = STRATEGIES.names()
     overrides = (demo_overrides(args.task) if args.demo else []) + list(args.overrides)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"output": str(out_dir), "results": str(out_dir / "results.md")}, indent=2))
     print((out_dir / "results.md").read_text(encoding="utf-8"))
     if args.push_to_hub:
-        from aetnet.compare_hub import push_comparison
+        from aetnet.compare.hub import push_comparison
 
         url = push_comparison(out_dir, args.task, args.push_to_hub, private=args.private, revision=args.revision)
         print(f"pushed the best model and the comparison to {args.push_to_hub}: {url}")

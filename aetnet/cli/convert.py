@@ -38,9 +38,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from aetnet.data.jsonl import write_jsonl
-    from aetnet.data.labelstudio import convert_export
-    from aetnet.data.ocr import ocr_image
+    from aetnet.data.documents.jsonl import write_jsonl
+    from aetnet.data.documents.labelstudio import convert_export
+    from aetnet.data.ocr.tesseract import ocr_image
     from aetnet.errors import AetnetError
 
     source, images, out = Path(args.export), Path(args.images), Path(args.output)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise AetnetError(f"{source}: not a JSON export ({exc}); export the project as JSON (not JSON-MIN)") from None
     if not isinstance(export, list):
         raise AetnetError(f"{source}: a Label Studio JSON export is a list of tasks; export as JSON (not JSON-MIN)")
-    from aetnet.data.labelstudio import json_min_tasks
+    from aetnet.data.documents.labelstudio import json_min_tasks
 
     if json_min_tasks(export):
         raise AetnetError(f"{source}: this is a JSON-MIN export, whose flat records keep no region ids, so labels, "

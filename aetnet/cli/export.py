@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from aetnet.errors import AetnetError
-    from aetnet.export import export_model
+    from aetnet.export.folder import export_model
 
     if (args.private or args.revision) and not args.push_to_hub:
         raise AetnetError("--private and --revision apply to --push-to-hub OWNER/NAME; add it or drop them")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             print(f"exported to {out}")
         if args.push_to_hub:
-            from aetnet.hub import push_folder
+            from aetnet.inference.hub import push_folder
 
             url = push_folder(out, args.push_to_hub, private=args.private, revision=args.revision)
             print(f"pushed to {args.push_to_hub}" + (f" (branch {args.revision})" if args.revision else "")

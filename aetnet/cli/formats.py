@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
 
     if args.name == "labelstudio-config":
-        from aetnet.backends import read_meta
-        from aetnet.data.labelstudio_out import entity_types, labelling_config
+        from aetnet.data.documents.labelstudio_out import entity_types, labelling_config
+        from aetnet.inference.backends import read_meta
 
         if not args.model:
             raise AetnetError("labelstudio-config needs the model: aetnet formats show labelstudio-config MODEL")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.model:
         raise AetnetError(f"formats show {args.name} takes no model")
-    from aetnet.data.pages import page_schema
+    from aetnet.data.documents.pages import page_schema
 
     print(json.dumps(page_schema(), indent=2))
     return 0

@@ -54,9 +54,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import aetnet.tasks  # noqa: F401  (registers the built-in tasks; the trainer stack is not needed here)
-    from aetnet.config import resolve_config
-    from aetnet.data.processor import load_processor
-    from aetnet.data.screen import BadDocuments, screen_documents
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.documents.screen import BadDocuments, screen_documents
+    from aetnet.data.encoding.processor import load_processor
     from aetnet.models.tiny import resolve_base
     from aetnet.registry import TASKS
 

@@ -40,9 +40,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.config import resolve_config
-    from aetnet.data.ocr_pool import PageOcr, parse_shard, recognise_dataset
-    from aetnet.data.screen import BadDocuments
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.ocr.pool import PageOcr, parse_shard, recognise_dataset
     from aetnet.errors import DataError
     from aetnet.train.runner import get_task
 

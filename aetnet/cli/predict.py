@@ -75,7 +75,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
-    from aetnet.predict import Predictor, predict_paths
+    from aetnet.predict.predictor import Predictor, predict_paths
 
     options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
                    ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend, revision=args.revision)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.entities or args.links:
         if not (args.entities and args.links):
             raise AetnetError("key-value pairs need both --entities TOKEN_MODEL and --links RELATION_MODEL")
-        from aetnet.pairs import PairPredictor, parse_entity_map
+        from aetnet.predict.pairs import PairPredictor, parse_entity_map
 
         inputs = ([args.model] if args.model else []) + inputs  # no MODEL positional: all are inputs
         predictor = PairPredictor(args.entities, args.links, parse_entity_map(args.entity_map), **options)
@@ -133,11 +133,11 @@ def write_labelstudio(predictor, args: argparse.Namespace, inputs: list[str]) ->
     """
     from pathlib import Path
 
-    from aetnet.data.labelstudio_out import entity_types, labelling_config, predictions_to_tasks
-    from aetnet.data.labelstudio_refs import image_url
+    from aetnet.data.documents.labelstudio_out import entity_types, labelling_config, predictions_to_tasks
+    from aetnet.data.documents.labelstudio_refs import image_url
+    from aetnet.data.ocr.inputs import load_pages
     from aetnet.errors import AetnetError
-    from aetnet.inputs import load_pages
-    from aetnet.predict import predict_paths
+    from aetnet.predict.predictor import predict_paths
 
     token = predictor.entities if args.entities else predictor
     if token.kind != "token":
@@ -189,7 +189,7 @@ def model_version(folder, meta: dict) -> str:
     the weight files and metadata (the same model gives the same name wherever its folder is)."""
     import hashlib
 
-    from aetnet.backends import META_FILE, model_folder
+    from aetnet.inference.backends import META_FILE, model_folder
 
     folder = model_folder(folder)
     digest = hashlib.sha256((folder / META_FILE).read_bytes())

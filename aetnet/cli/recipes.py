@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aetnet.config.recipes import find_recipe, list_recipes
     from aetnet.errors import AetnetError
-    from aetnet.recipes_io import find_recipe, list_recipes
 
     if args.action == "ls":
         for name in list_recipes():

@@ -57,9 +57,9 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
-    from aetnet.pairs import parse_entity_map
-    from aetnet.serve import ServeSettings
-    from aetnet.serve_app import run_server
+    from aetnet.predict.pairs import parse_entity_map
+    from aetnet.serve.app import run_server
+    from aetnet.serve.service import ServeSettings
 
     for name in ("workers", "max_pages", "max_queue", "batch_windows", "threads"):
         value = getattr(args, name)

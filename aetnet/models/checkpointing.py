@@ -31,16 +31,25 @@ from torch.utils.checkpoint import checkpoint
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from aetnet.errors import AetnetError
-from aetnet.models.alignment import AlignmentHeads
 
-__all__ = ["checkpointed_layers", "set_activation_checkpointing"]
+__all__ = ["checkpointed_layers", "runs_without_gradients", "set_activation_checkpointing"]
+
+#: Module types whose layers run under ``torch.no_grad`` (AET's momentum copies): never checkpointed.
+_NO_GRAD_CONTAINERS: list[type[nn.Module]] = []
+
+
+def runs_without_gradients(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: the layers inside modules of this type keep no activations; leave them alone."""
+    _NO_GRAD_CONTAINERS.append(cls)
+    return cls
 
 _CHECKPOINT = functools.partial(checkpoint, use_reentrant=False)
 
 
 def _online_layers(model: nn.Module) -> list[GradientCheckpointingLayer]:
     """Every transformers layer block of ``model`` outside AET's momentum copies, in module order."""
-    momentum = {id(m) for heads in model.modules() if isinstance(heads, AlignmentHeads) for m in heads.modules()}
+    skip = tuple(_NO_GRAD_CONTAINERS)
+    momentum = {id(m) for heads in model.modules() if isinstance(heads, skip) for m in heads.modules()}
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and id(m) not in momentum]
 
 

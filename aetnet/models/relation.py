@@ -10,7 +10,7 @@ The score is computed as a dot product of two per-entity factors,
 ``head factor = [W h, u_h . h + b, 1]`` and ``tail factor = [t, 1, u_t . t]``, so the model's output
 per window is one (2K,) vector per entity (``logits``) and pairs of entities seen in different
 windows of a long page are scored exactly like pairs inside one window (see
-:func:`aetnet.data.relations.pair_logits`). The loss is the binary cross-entropy (two-class
+:func:`aetnet.data.documents.relations.pair_logits`). The loss is the binary cross-entropy (two-class
 cross-entropy with the no-link logit fixed at 0) over every candidate pair in the window.
 """
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aetnet.config import RunConfig
+from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.attention import attention_of, freeze_gradless_tables, set_attention
 from aetnet.models.checkpointing import set_activation_checkpointing
@@ -115,7 +115,7 @@ def prepare_model(model: nn.Module, cfg: RunConfig) -> dict[str, Any]:
         ``{"train_precision": "bf16"|"fp32", "tf32": bool, "attn_implementation": str, "compile": backend|"off",
         "gradient_checkpointing": bool}`` for ``metrics.json``.
     """
-    from aetnet.models.queue import FeatureQueue
+    from aetnet.strategies.aet.queue import FeatureQueue
 
     freeze_gradless_tables(model)
     for queue in (m for m in model.modules() if isinstance(m, FeatureQueue)):

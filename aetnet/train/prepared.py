@@ -3,7 +3,7 @@
 Under ``torchrun``/``accelerate launch`` the main process of each node reads the documents, fills the
 OCR and window caches and builds the training set (:func:`aetnet.train.distributed.local_main_first`).
 What the node's other processes need of it is small: the window cache entries (memory-mapped files),
-one :class:`~aetnet.data.document.PageImage` per page, the label set and what the task learnt from the
+one :class:`~aetnet.data.documents.document.PageImage` per page, the label set and what the task learnt from the
 data (a discovered label set or relation schema). :func:`prepared_data` packs that and
 :func:`take_prepared_data` unpacks it, so those processes never read a document: at RVL-CDIP scale
 (320,000 pages of about 30 KB as read) that is gigabytes per process and a pass over every page image
@@ -16,11 +16,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aetnet.data.document import PageImage, page_images
-from aetnet.data.encoding import WindowDataset
-from aetnet.data.screen import BadDocuments
-from aetnet.data.window_store import WindowStore
-from aetnet.train.evaluation import EvalSet
+from aetnet.data.documents.document import PageImage, page_images
+from aetnet.data.documents.screen import BadDocuments
+from aetnet.data.encoding.store import WindowStore
+from aetnet.data.encoding.windows import WindowDataset
+from aetnet.inference.evaluation import EvalSet
 
 logger = logging.getLogger(__name__)
 

@@ -23,18 +23,15 @@ from typing import Any
 
 import torch
 
-from aetnet.config import RunConfig, load_recipe_dict, resolve_config
-from aetnet.data.document import page_images
-from aetnet.data.encoding import WindowDataset
-from aetnet.data.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
-from aetnet.data.screen import BadDocuments, screen_documents
-from aetnet.data.stream import stream_documents
-from aetnet.data.window_store import encode_cached
+from aetnet.config.settings import RunConfig, load_recipe_dict, resolve_config
+from aetnet.data.documents.document import page_images
+from aetnet.data.documents.screen import BadDocuments, screen_documents
+from aetnet.data.documents.stream import stream_documents
+from aetnet.data.encoding.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
+from aetnet.data.encoding.store import encode_cached
+from aetnet.data.encoding.windows import WindowDataset
 from aetnet.errors import AetnetError
-from aetnet.threads import respect_omp_thread_limit
-from aetnet.train.curves import CURVES_FILE
-from aetnet.train.distributed import local_main_first
-from aetnet.train.evaluation import (  # noqa: F401  (re-exported public names)
+from aetnet.inference.evaluation import (  # noqa: F401  (re-exported public names)
     EvalSet,
     evaluate_examples,
     evaluate_model,
@@ -42,7 +39,7 @@ from aetnet.train.evaluation import (  # noqa: F401  (re-exported public names)
     predict_windows,
     write_outputs,
 )
-from aetnet.train.modelio import (  # noqa: F401  (re-exported public names)
+from aetnet.inference.modelio import (  # noqa: F401  (re-exported public names)
     META_FILE,
     LoadedModel,
     get_strategy,
@@ -50,10 +47,13 @@ from aetnet.train.modelio import (  # noqa: F401  (re-exported public names)
     load_model,
     save_model,
 )
+from aetnet.strategies.base import BasePaths, parameter_counts
+from aetnet.threads import respect_omp_thread_limit
+from aetnet.train.curves import CURVES_FILE
+from aetnet.train.distributed import local_main_first
 from aetnet.train.prepared import prepared_data, take_prepared_data, training_dataset
 from aetnet.train.tracking import LOG_FILE, write_log_file
 from aetnet.train.validation import split_validation
-from aetnet.tuning.base import BasePaths, parameter_counts
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def finetune(
         resume: continue from the last checkpoint in the run folder.
         overrides: ``key=value`` strings (``train.max_steps=10``).
     """
-    from aetnet.recipes_io import find_recipe
+    from aetnet.config.recipes import find_recipe
 
     flags: dict[str, Any] = {"task": task}
     if strategy:

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from aetnet.config import RunConfig
-from aetnet.data.encoding import Collator
+from aetnet.config.settings import RunConfig
+from aetnet.data.encoding.windows import Collator
 from aetnet.errors import AetnetError
 from aetnet.train.efficiency import prepare_model, resolve_bf16
 from aetnet.train.tracking import model_log_values
@@ -51,7 +51,7 @@ class AetnetTrainer(Trainer):
 
     Args:
         validator: model -> {metric: value} on the validation split (an
-            :class:`aetnet.train.evaluation.EvalSet`); used by :meth:`evaluate`.
+            :class:`aetnet.inference.evaluation.EvalSet`); used by :meth:`evaluate`.
     """
 
     def __init__(self, *args, validator=None, **kwargs):
@@ -160,10 +160,10 @@ class AetnetTrainer(Trainer):
         return metrics
 
     def _get_train_sampler(self, train_dataset=None):
-        """Relation tasks: batches that keep a page's windows together (:mod:`aetnet.data.page_batches`)."""
-        from aetnet.data.encoding import WindowDataset
-        from aetnet.data.page_batches import PageGroupedSampler
-        from aetnet.data.window_store import WindowStore
+        """Relation tasks: batches that keep a page's windows together (:mod:`aetnet.data.encoding.page_batches`)."""
+        from aetnet.data.encoding.page_batches import PageGroupedSampler
+        from aetnet.data.encoding.store import WindowStore
+        from aetnet.data.encoding.windows import WindowDataset
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not (isinstance(dataset, WindowDataset) and dataset.group_pages):
@@ -334,7 +334,7 @@ def data_workers(num_workers: int | None) -> int:
         if num_workers < 0:
             raise AetnetError(f"train.num_workers={num_workers} must be >= 0 (0: load data in the training process)")
         return int(num_workers)
-    from aetnet.data.ocr_pool import available_cores
+    from aetnet.data.ocr.pool import available_cores
 
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(1, min(8, available_cores() // local))
@@ -345,7 +345,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     """An :class:`AetnetTrainer` for the run (optimizer from the model's param groups when it has them).
 
     Args:
-        validator: the validation :class:`~aetnet.train.evaluation.EvalSet` (needed when
+        validator: the validation :class:`~aetnet.inference.evaluation.EvalSet` (needed when
             ``train.eval_strategy`` is not ``no``).
         metric: the task's headline metric, for best-checkpoint selection and early stopping.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aetnet.config import RunConfig
+from aetnet.config.settings import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def split_validation(cfg: RunConfig, task, splits: dict[str, list[Any]]) -> tupl
         when the run does not validate) and how they were chosen (``"validation"``,
         ``"carved from train (10%)"``, ``"test (data.select_on=test)"``; ``None`` without validation).
     """
-    from aetnet.tasks.splits import carve_out_eval
+    from aetnet.data.documents.splits import carve_out_eval
 
     train = splits.get("train", [])  # a DocumentStream stays one unless validation is carved out of it
     if cfg.train.eval_strategy == "no":

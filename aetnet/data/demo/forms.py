@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from aetnet.data.boxes import union_box
 from aetnet.data.demo.drawing import WordBox, draw_words, seeded_rng, text_width, wrap, write_json
 from aetnet.data.demo.vocabulary import FIELDS, FORM_CODES, FORM_HEADERS, FORM_NOTES, field_value
+from aetnet.data.documents.boxes import union_box
 
 logger = logging.getLogger(__name__)
 

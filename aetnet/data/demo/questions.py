@@ -6,9 +6,9 @@ import logging
 import random
 from pathlib import Path
 
-from aetnet.data.boxes import union_box
 from aetnet.data.demo.drawing import Canvas, seeded_rng, write_json
 from aetnet.data.demo.vocabulary import DOC_TITLES, DOCVQA_FACTS, FORM_NOTES, LETTER_SENTENCES, field_value
+from aetnet.data.documents.boxes import union_box
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,94 @@
+"""A split read on demand: documents stream from the reader (and the OCR cache) and are never held whole.
+
+A :class:`DocumentStream` is what a task's ``load`` returns for a split too large to hold (RVL-CDIP's
+training pages): each iteration reads the documents again, in the same order. Its first pass,
+:meth:`DocumentStream.scan`, runs inside the reader's ``load`` so that bad documents reach the run's
+``--on-bad-document`` policy in page order, at the same moment as with a list; it screens each document as
+the runner does (:func:`aetnet.data.documents.screen.check_document`), counts them, keeps one
+:class:`~aetnet.data.documents.document.PageImage` per document (where its pixels are: what training needs of it)
+and the digest the window cache fingerprint uses (:class:`aetnet.data.encoding.key.ExamplesDigest`). Later
+passes (the window cache build) read the same documents again; their problems were recorded already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aetnet.data.documents.document import Document, PageImage
+from aetnet.data.documents.screen import BadDocuments, check_document
+from aetnet.errors import AetnetError
+
+
+class DocumentStream:
+    """One split's documents, read again at each iteration.
+
+    Args:
+        read: ``read(policy)`` -> the documents in order; the reader hands each bad document to
+            ``policy`` (``None``: the error propagates) and leaves it out.
+        split: the split's name, for ``skipped.jsonl``.
+        policy: the run's :class:`~aetnet.data.documents.screen.BadDocuments` (``None``: errors propagate).
+        box_level: ``data.box_level``, for screening.
+        need_words: whether a document without words is bad (token tasks).
+
+    Attributes (after :meth:`scan`):
+        count: the documents that passed.
+        digest: their content hash (see :func:`aetnet.data.encoding.key.examples_digest`).
+        pages: one :class:`PageImage` per document, in order.
+    """
+
+    def __init__(self, read: Callable[[BadDocuments | None], Iterator[Document]], split: str,
+                 policy: BadDocuments | None = None, box_level: str = "segment", need_words: bool = False):
+        self._read, self.split, self.policy = read, split, policy
+        self.box_level, self.need_words = box_level, need_words
+        self.count: int | None = None
+        self.digest = ""
+        self.pages: list[PageImage] = []
+
+    def _documents(self, policy: BadDocuments | None) -> Iterator[Document]:
+        for doc in self._read(policy):
+            if policy is None:
+                check_document(doc, self.box_level, self.need_words)
+            elif not policy.run(lambda d=doc: check_document(d, self.box_level, self.need_words) or True,
+                                self.split, doc.id, doc.source):
+                continue
+            yield doc
+
+    def scan(self) -> DocumentStream:
+        """The first pass: problems to the policy (in page order), count, digest and page references."""
+        from aetnet.data.encoding.key import ExamplesDigest
+
+        digest, pages = ExamplesDigest(), []
+        for doc in self._documents(self.policy):
+            digest.update(doc)
+            pages.append(doc.page_image())
+        self.count, self.digest, self.pages = digest.count, digest.hexdigest(), pages
+        return self
+
+    def __iter__(self) -> Iterator[Document]:
+        if self.count is None:
+            raise AetnetError(f"the {self.split} documents are read before they were scanned (call scan() first)")
+        quiet = BadDocuments("skip")  # the scan recorded every problem once already
+        n = 0
+        for doc in self._documents(quiet):
+            n += 1
+            yield doc
+        if n != self.count:
+            raise AetnetError(f"the {self.split} split gave {n} documents on a second reading against {self.count} "
+                              "on the first: its files changed while the run prepared them; start the run again")
+
+    def __len__(self) -> int:
+        if self.count is None:
+            raise AetnetError(f"the {self.split} documents are counted by scan(), which has not run")
+        return self.count
+
+    def __bool__(self) -> bool:
+        return bool(self.count)
+
+    def __repr__(self) -> str:
+        return f"DocumentStream({self.split!r}, count={self.count})"
+
+
+def stream_documents(examples: Any) -> bool:
+    """Whether ``examples`` is a :class:`DocumentStream` (read on demand) rather than a list."""
+    return isinstance(examples, DocumentStream)

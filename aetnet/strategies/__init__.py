@@ -1,0 +1,9 @@
+"""Tuning strategies; importing this package registers the built-in ones."""
+
+from aetnet.strategies import (  # noqa: F401
+    aet,  # noqa: F401
+    aet_lora,  # noqa: F401
+    lora,
+    prompt,
+)
+from aetnet.strategies.base import BasePaths, Strategy, count_parameters  # noqa: F401

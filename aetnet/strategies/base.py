@@ -1,0 +1,126 @@
+"""Tuning strategies: how a task model is built and which of its parameters train.
+
+A strategy turns (task, config, base weights) into a model whose ``forward(**batch)`` returns the
+loss (and, for AET, every loss term), plus optional dataset views and trainer callbacks. Strategies
+register themselves in :data:`aetnet.registry.STRATEGIES` under the names ``--strategy`` accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from aetnet.config.settings import RunConfig
+from aetnet.errors import AetnetError
+from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
+from aetnet.registry import STRATEGIES
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class BasePaths:
+    """Resolved weights: LayoutLMv3 and the two aligners (hub ids or local folders)."""
+
+    layoutlmv3: str
+    image_aligner: str | None = None
+    text_aligner: str | None = None
+
+
+def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConfig | None = None) -> nn.Module:
+    """``LayoutLMv3For...from_pretrained`` with the label maps, and a clear error when it cannot load."""
+    cls = head_class(kind)
+    kwargs: dict[str, Any] = {}
+    if labels is not None:
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    if cfg is not None and cfg.model.dropout is not None:
+        kwargs["hidden_dropout_prob"] = cfg.model.dropout
+        kwargs["attention_probs_dropout_prob"] = cfg.model.dropout
+    try:
+        model = cls.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
+        raise AetnetError(
+            f"could not load LayoutLMv3 weights '{path}' ({str(exc).splitlines()[0][:160]}); pass a local "
+            "folder, `--base tiny` offline, or connect to the Hugging Face hub"
+        ) from None
+    if cfg is not None and cfg.model.train_relative_position_bias:
+        from aetnet.models.relpos import train_relative_position_biases
+
+        train_relative_position_biases(model)
+    return model
+
+
+class Strategy:
+    """Base strategy: full fine-tuning of LayoutLMv3 and its head."""
+
+    name = "full"
+
+    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None) -> nn.Module:
+        """The model to train, with ``requires_grad`` set as the strategy wants."""
+        return load_task_model(task.kind, paths.layoutlmv3, labels, cfg)
+
+    def extra_views(self, cfg: RunConfig, processor) -> Callable | None:
+        """Extra per-item tensors the strategy's model needs (``None``: only the clean inputs)."""
+        return None
+
+    def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
+        """Trainer callbacks (EMA updates, ...)."""
+        return []
+
+
+@STRATEGIES.register("full")
+class FullStrategy(Strategy):
+    """Every parameter of LayoutLMv3 and the head trains (the baseline)."""
+
+    name = "full"
+
+
+@STRATEGIES.register("head")
+class HeadStrategy(Strategy):
+    """Backbone frozen; only the task head trains (a floor for comparisons)."""
+
+    name = "head"
+
+    def build(self, task, cfg, paths, labels):
+        model = super().build(task, cfg, paths, labels)
+        for name, param in model.named_parameters():
+            param.requires_grad = not name.startswith("layoutlmv3.")
+        return model
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """The parameter figures a run records in ``metrics.json``.
+
+    Returns:
+        ``trainable_parameters`` (what the optimizer updates), ``inference_parameters`` (what an
+        export holds: for AET the fusion model and both aligners), ``training_only_parameters``
+        (AET: momentum copies, projection heads, temperature and the queues' entries; 0 otherwise)
+        and ``total_parameters`` = inference + training-only.
+    """
+    trainable, parameters = count_parameters(model)
+    only_params, queue_values = model.training_only_numel() if hasattr(model, "training_only_numel") else (0, 0)
+    return {"trainable_parameters": trainable, "inference_parameters": parameters - only_params,
+            "training_only_parameters": only_params + queue_values,
+            "total_parameters": parameters + queue_values}
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total
+

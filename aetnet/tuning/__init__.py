@@ -1,9 +1,0 @@
-"""Tuning strategies; importing this package registers the built-in ones."""
-
-from aetnet.tuning import (  # noqa: F401
-    aet,  # noqa: F401
-    aet_lora,  # noqa: F401
-    lora,
-    prompt,
-)
-from aetnet.tuning.base import BasePaths, Strategy, count_parameters  # noqa: F401
