@@ -54,7 +54,6 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner, check_compatible
 from aetnet.strategies.aet.model import FUSION_FILE, AETNetModel
 from aetnet.strategies.aet.momentum import MomentumPairs
@@ -270,7 +269,6 @@ class AETLoraModel(AETNetModel):
         return model.train(self.training)
 
 
-@STRATEGIES.register("aet-lora")
 class AETLoraStrategy(AETStrategy):
     """AET with LoRA on LayoutLMv3 and both aligners; heads, projections and temperature train in full.
 

@@ -29,6 +29,7 @@ backbone and the trained head) plus ``prompts.safetensors`` holding ``prompt_emb
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,20 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.base import Strategy, head_class, load_task_model
 
 logger = logging.getLogger(__name__)
 
 PROMPTS_FILE = "prompts.safetensors"
 IGNORE_INDEX = -100
+
+
+@dataclass
+class PromptSettings:
+    """Prompt tuning (strategy ``prompt``)."""
+
+    num_prompts: int = 20
+    """Learned prompt vectors inserted after ``<s>``; ``data.max_length`` plus this must fit the base's positions."""
 
 
 def max_text_tokens(config) -> int:
@@ -198,7 +206,6 @@ class PromptTuningModel(nn.Module):
                   str(folder / PROMPTS_FILE), metadata={"format": "pt"})
 
 
-@STRATEGIES.register("prompt")
 class PromptStrategy(Strategy):
     """Prompt tuning: ``prompt.num_prompts`` vectors after ``<s>``; backbone frozen, head trained."""
 
