@@ -60,6 +60,8 @@ def test_recipes_keys_json_lists_every_setting_with_its_default(capsys):
     assert main(["recipes", "keys", "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)
     expected = flat(RunConfig().to_dict())
+    assert expected["train.eval_strategy"] == "no"
+    expected["train.eval_strategy"] = None  # the field's default is "unset", which a run resolves from eval_steps
     assert [e["key"] for e in entries] == list(expected)
     assert {e["key"]: e["default"] for e in entries} == expected
     by_key = {e["key"]: e for e in entries}
