@@ -81,15 +81,16 @@ class StrategyRegistry(Registry):
             self._loaded = True  # before the import: the package's own registrations must not recurse
             importlib.import_module(self.package)
 
-    def add(self, name: str, cls: type, **sections: type) -> type:
-        """Register the strategy class ``cls`` as ``name``, with its settings sections.
+    def add(self, name: str, cls: type | str, **sections: type) -> None:
+        """Register the strategy ``cls`` as ``name``, with its settings sections.
 
         Args:
             name: the ``strategy:`` value of recipes and ``--strategy``.
-            cls: the strategy class (instantiated without arguments for each run).
-            sections: section name -> settings dataclass (``lora=LoraSettings``); the section is a top-level
-                key of recipes and ``config.yaml`` and a ``name.`` prefix of ``key=value`` overrides. Several
-                strategies may share a section with the same dataclass (``aet-lora`` reads ``aet`` and ``lora``).
+            cls: the strategy class (instantiated without arguments for each run), or ``"module:Class"``,
+                imported on the first :meth:`get` of ``name`` (so that reading a configuration imports no model code).
+            sections: section name -> settings dataclass (``lora=LoraSettings``); the section is a top-level key of
+                recipes and ``config.yaml`` and a ``name.`` prefix of ``key=value`` overrides. Several strategies
+                may share a section with the same dataclass (``aet-lora`` reads ``aet`` and ``lora``).
 
         Raises:
             KeyError: ``name`` is taken, a section is not a dataclass, or a section name is taken by another
@@ -103,7 +104,6 @@ class StrategyRegistry(Registry):
                                f"as {self._sections[section].__name__}")
         self.register(name)(cls)
         self._sections.update(sections)
-        return cls
 
     def sections(self) -> dict[str, type]:
         """Every registered settings section: name -> dataclass, in registration order."""
@@ -111,8 +111,13 @@ class StrategyRegistry(Registry):
         return dict(self._sections)
 
     def get(self, name: str) -> Any:
+        """The strategy class registered as ``name`` (imported now when it was registered as ``"module:Class"``)."""
         self._load()
-        return super().get(name)
+        obj = super().get(name)
+        if isinstance(obj, str):
+            module, _, attr = obj.partition(":")
+            obj = self._items[name] = getattr(importlib.import_module(module), attr)
+        return obj
 
     def names(self) -> list[str]:
         self._load()

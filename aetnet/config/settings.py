@@ -223,7 +223,12 @@ def strategy_sections() -> dict[str, type]:
     Each strategy declares its sections where it registers (``aetnet/strategies/__init__.py``); the
     configuration learns them from :data:`aetnet.registry.STRATEGIES`.
     """
-    return STRATEGIES.sections()
+    sections = STRATEGIES.sections()
+    clash = sorted(set(sections) & {f.name for f in dataclasses.fields(RunConfig)})
+    if clash:
+        raise AetnetError(f"a strategy registered the settings section '{clash[0]}', which is a field of every run; "
+                          "give the section its strategy's name")
+    return sections
 
 
 def _default_sections() -> dict[str, Any]:

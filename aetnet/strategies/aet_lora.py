@@ -59,7 +59,7 @@ from aetnet.strategies.aet.model import FUSION_FILE, AETNetModel
 from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.strategy import AETStrategy
 from aetnet.strategies.base import BasePaths, count_parameters, head_class, load_task_model
-from aetnet.strategies.lora import _LORA_TYPES, _check_lora_settings, base_state_dict
+from aetnet.strategies.lora.strategy import _LORA_TYPES, _check_lora_settings, base_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,6 @@ from aetnet.strategies.base import Strategy, head_class, load_task_model
 
 logger = logging.getLogger(__name__)
 
-
-
-@dataclass
-class LoraSettings:
-    """LoRA through peft (strategies ``lora`` and ``aet-lora``)."""
-
-    r: int = 8
-    """Rank of each low-rank adapter (the A and B matrices are r x in and out x r)."""
-    alpha: int = 16
-    """LoRA scaling numerator: an adapter's update is multiplied by ``alpha / r``."""
-    dropout: float = 0.1
-    """Dropout on an adapter's input, in [0, 1)."""
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-    """Layer names (last part of the module name) that get adapters, in the LayoutLMv3 backbone (``aet-lora``: in the
-    aligners too); for example ``query,value`` or ``query,key,value,dense``."""
 
 
 #: The task head of each LayoutLMv3 class: trained in full, never given adapters.

@@ -29,7 +29,6 @@ backbone and the trained head) plus ``prompts.safetensors`` holding ``prompt_emb
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +43,6 @@ logger = logging.getLogger(__name__)
 
 PROMPTS_FILE = "prompts.safetensors"
 IGNORE_INDEX = -100
-
-
-@dataclass
-class PromptSettings:
-    """Prompt tuning (strategy ``prompt``)."""
-
-    num_prompts: int = 20
-    """Learned prompt vectors inserted after ``<s>``; ``data.max_length`` plus this must fit the base's positions."""
 
 
 def max_text_tokens(config) -> int:
