@@ -76,3 +76,15 @@ def test_the_toy_strategy_trains_end_to_end(toy, tmp_path, tiny_base):
     assert norms > 0 and head > 0
     assert metrics["trainable_parameters"] == head + biases + norms  # the override, not the recipe's [bias]
     assert metrics["total_parameters"] == sum(p.numel() for p in params.values())
+
+
+def test_the_toy_settings_are_documented_and_listed(toy, capsys):
+    """A registered strategy's section is part of the reference: described, and printed by ``recipes keys``."""
+    from aetnet.cli.main import main
+    from aetnet.config.reference import settings_entries
+
+    assert [e["key"] for e in settings_entries() if not e["description"].strip()] == []
+    assert main(["recipes", "keys", "toy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{
+        "key": "toy.suffixes", "type": "list[str]", "default": ["bias"],
+        "description": "Endings of the backbone parameter names that train (the task head always trains)."}]
