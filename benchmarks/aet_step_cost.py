@@ -44,8 +44,8 @@ from transformers import (
     ViTModel,
 )
 
-from aetnet.config.settings import AETConfig
 from aetnet.models.attention import freeze_gradless_tables, set_attention
+from aetnet.strategies.aet.config import AETConfig
 from aetnet.strategies.aet.losses import ditc_loss, glitc_loss, imc_loss
 from aetnet.strategies.aet.model import AETNetModel
 from aetnet.strategies.aet.pita import pita_loss

@@ -164,19 +164,19 @@ def tiny_aet_model():
 
     ``build(image, patch, hidden=32, vocab=100, pad=1, queue_size=8, seed=0, model_kwargs=None, **aet)``:
     a 1-layer LayoutLMv3 token model (4 labels) with tiny ViT and RoBERTa aligners, ``torch`` seeded with
-    ``seed`` first; ``aet`` are :class:`~aetnet.config.settings.AETConfig` options (``embed_dim`` 16 by default),
+    ``seed`` first; ``aet`` are :class:`~aetnet.strategies.aet.config.AETConfig` options (``embed_dim`` 16 by default),
     ``model_kwargs`` extra :class:`AETNetModel` arguments.
     """
     import torch
     from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
-    from aetnet.config.settings import AETConfig
     from aetnet.strategies.aet.aligners import (
         build_image_aligner,
         build_text_aligner,
         tiny_image_aligner_config,
         tiny_text_aligner_config,
     )
+    from aetnet.strategies.aet.config import AETConfig
     from aetnet.strategies.aet.model import AETNetModel
 
     def build(image: int, patch: int, hidden: int = 32, vocab: int = 100, pad: int = 1, queue_size: int = 8,

@@ -30,13 +30,13 @@ def _build():
     # Imported lazily so spawned children build the model the same way as the parent.
     from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
-    from aetnet.config.settings import AETConfig
     from aetnet.strategies.aet.aligners import (
         build_image_aligner,
         build_text_aligner,
         tiny_image_aligner_config,
         tiny_text_aligner_config,
     )
+    from aetnet.strategies.aet.config import AETConfig
     from aetnet.strategies.aet.model import AETNetModel
 
     torch.manual_seed(0)

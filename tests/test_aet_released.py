@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetnet.config.settings import AETConfig
+from aetnet.strategies.aet.config import AETConfig
 from aetnet.strategies.aet.model import AETNetModel
 
 HIDDEN, IMAGE, PATCH, VOCAB, PAD = 32, 56, 4, 100, 1  # a 14 x 14 patch grid, as in the base models

@@ -1,7 +1,9 @@
-"""Every field of the config dataclasses is read somewhere outside aetnet/config/settings.py.
+"""Every field of the config dataclasses is read somewhere outside its own dataclass.
 
-A setting that nothing reads does nothing, and a setting that does nothing must not exist. The
-check is static and cheap: it parses the package (``aetnet/`` and ``tasks/``, without config.py)
+A setting that nothing reads does nothing, and a setting that does nothing must not exist. The config dataclasses
+are those of aetnet/config/settings.py and the settings sections the strategies register (``AETConfig`` in
+strategies/aet/config.py, ``LoraSettings``, ``PromptSettings``). The check is static and cheap: it parses the package
+(``aetnet/`` and ``tasks/``, without the bodies of the config dataclasses, whose own validation reads every field)
 and collects every attribute name read (``cfg.train.seed``, ``t.seed``) and every name read through
 ``getattr`` (a constant, or an f-string such as ``f"{name}_weight"`` taken as a pattern).
 """
@@ -9,6 +11,7 @@ and collects every attribute name read (``cfg.train.seed``, ``t.seed``) and ever
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
 
@@ -18,16 +21,29 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "aetnet" / "config" / "settings.py"
 
 
+def _is_dataclass(node: ast.AST) -> bool:
+    return isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list)
+
+
+def config_classes() -> dict[Path, set[str]]:
+    """Source file -> names of the config dataclasses it defines: every dataclass of settings.py and every
+    strategy's registered settings section."""
+    from aetnet.registry import STRATEGIES
+
+    out = {CONFIG: {node.name for node in ast.parse(CONFIG.read_text()).body if _is_dataclass(node)}}
+    for cls in STRATEGIES.sections().values():
+        out.setdefault(Path(inspect.getsourcefile(cls)).resolve(), set()).add(cls.__name__)
+    return out
+
+
 def config_fields() -> dict[str, list[str]]:
-    """Class name -> annotated field names, for every dataclass in config.py."""
+    """Class name -> annotated field names, for every config dataclass."""
     out: dict[str, list[str]] = {}
-    for node in ast.parse(CONFIG.read_text()).body:
-        is_dataclass = isinstance(node, ast.ClassDef) and any(
-            "dataclass" in ast.unparse(d) for d in node.decorator_list
-        )
-        if is_dataclass:
-            out[node.name] = [s.target.id for s in node.body
-                              if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+    for path, names in config_classes().items():
+        for node in ast.parse(path.read_text()).body:
+            if _is_dataclass(node) and node.name in names:
+                out[node.name] = [s.target.id for s in node.body
+                                  if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
     return out
 
 
@@ -45,13 +61,26 @@ def _getattr_name(node: ast.Call) -> str | re.Pattern | None:
     return None
 
 
+def _outside(tree: ast.AST, skip: set[str]):
+    """Every node of ``tree`` except those inside the classes named in ``skip``."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.ClassDef) and node.name in skip:
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def package_reads() -> tuple[set[str], list[re.Pattern]]:
-    """Attribute names read in the package (config.py excepted), and getattr f-string patterns."""
+    """Attribute names read in the package (the config dataclasses' bodies excepted), and getattr f-string
+    patterns."""
     names: set[str] = set()
     patterns: list[re.Pattern] = []
-    files = [p for d in ("aetnet", "tasks") for p in (ROOT / d).rglob("*.py") if p != CONFIG]
+    classes = config_classes()
+    files = [p for d in ("aetnet", "tasks") for p in (ROOT / d).rglob("*.py")]
     for path in files:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _outside(ast.parse(path.read_text()), classes.get(path.resolve(), set())):
             if isinstance(node, ast.Attribute):
                 names.add(node.attr)
             elif isinstance(node, ast.Call):
@@ -66,8 +95,9 @@ def package_reads() -> tuple[set[str], list[re.Pattern]]:
 def test_config_has_the_sections():
     """The parser finds the dataclasses (guards the test itself against reading nothing)."""
     fields = config_fields()
-    assert {"DataConfig", "ModelConfig", "TrainConfig", "AETConfig", "RunConfig"} <= set(fields)
-    assert "seed" in fields["TrainConfig"] and "pita_rule" in fields["AETConfig"]
+    assert {"DataConfig", "ModelConfig", "TrainConfig", "AETConfig", "LoraSettings", "PromptSettings",
+            "RunConfig"} <= set(fields)
+    assert "seed" in fields["TrainConfig"] and "pita_rule" in fields["AETConfig"] and "r" in fields["LoraSettings"]
 
 
 @pytest.mark.parametrize("cls", sorted(config_fields()))
@@ -75,7 +105,7 @@ def test_every_config_field_is_read(cls):
     names, patterns = package_reads()
     unread = [f for f in config_fields()[cls]
               if f not in names and not any(p.fullmatch(f) for p in patterns)]
-    assert not unread, (f"{cls} fields never read outside aetnet/config/settings.py: {unread}; a setting that "
+    assert not unread, (f"{cls} fields never read outside their dataclass: {unread}; a setting that "
                         "does nothing must not exist (use it or remove it, and its recipes' keys)")
 
 
@@ -84,3 +114,10 @@ def test_the_check_can_fail():
     names, patterns = package_reads()
     assert "no_such_setting_xyz" not in names
     assert not any(p.fullmatch("no_such_setting_xyz") for p in patterns)
+
+
+def test_a_dataclass_body_does_not_count_as_a_reader():
+    """The reads inside a config dataclass (its validation) are skipped, so they cannot hide an unused field."""
+    tree = ast.parse("class S:\n    def check(self):\n        return self.only_in_s\nx = cfg.elsewhere\n")
+    read = {n.attr for n in _outside(tree, {"S"}) if isinstance(n, ast.Attribute)}
+    assert read == {"elsewhere"}

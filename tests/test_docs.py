@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aetnet.cli.main import build_parser
-from aetnet.config.settings import RunConfig, parse_overrides, resolve_config
+from aetnet.config.settings import RunConfig, config_sections, parse_overrides, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -58,12 +58,12 @@ def test_mkdocs_build_strict(tmp_path):
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     settings = (site / "settings" / "index.html").read_text(encoding="utf-8")
-    for f in dataclasses.fields(RunConfig):
-        default = f.default_factory() if f.default is dataclasses.MISSING else None
-        names = [f"{f.name}.{g.name}" for g in dataclasses.fields(default)] if dataclasses.is_dataclass(default) \
-            else [f.name]
-        for name in names:
-            assert f"<code>{name}</code>" in settings, f"{name} missing from the settings page"
+    sections = config_sections()  # the shared sections and every registered strategy's (aet, lora, prompt)
+    assert {"data", "train", "aet", "lora", "prompt", "relations"} <= set(sections)
+    names = [f.name for f in dataclasses.fields(RunConfig) if f.name not in sections and f.name != "sections"]
+    names += [f"{section}.{g.name}" for section, cls in sections.items() for g in dataclasses.fields(cls)]
+    for name in names:
+        assert f"<code>{name}</code>" in settings, f"{name} missing from the settings page"
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     assert "resolve_model" in api and "Predictor" in api and "push_folder" in api
 

@@ -68,3 +68,40 @@ def test_default_recipe_for_every_strategy_with_a_dash():
     path = find_recipe(None, "funsd", "aet-lora")
     assert path is not None and path.name == "aet_lora.yaml"
     assert find_recipe(None, "rvl-cdip", "full").parent.name == "rvl_cdip"
+
+
+def test_strategy_sections_round_trip(tmp_path):
+    """The strategies' sections (registered beside their code) survive config.yaml, pickling and copies."""
+    import copy
+    import pickle
+
+    from aetnet.config.settings import load_recipe_dict
+
+    cfg = resolve_config({"strategy": "aet-lora", "aet": {"alpha": 0.0}}, {},
+                         ["lora.r=4", "lora.target_modules=query,key", "prompt.num_prompts=3", "aet.pita_rule=center"])
+    assert (cfg.aet.alpha, cfg.aet.pita_rule, cfg.lora.r, cfg.prompt.num_prompts) == (0.0, "center", 4, 3)
+    cfg.save(tmp_path / "config.yaml")
+    saved = load_recipe_dict(tmp_path / "config.yaml")
+    assert list(saved) == ["task", "strategy", "output", "data", "model", "train", "aet", "lora", "prompt", "relations"]
+    assert saved["lora"] == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "key"]}
+    assert resolve_config(saved) == cfg
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and copy.deepcopy(cfg) == cfg
+    assert resolve_config(saved) != resolve_config(saved, {}, ["lora.r=5"])
+    with pytest.raises(AttributeError, match="no attribute or settings section 'lorra'"):
+        cfg.lorra  # noqa: B018
+
+
+def test_a_config_yaml_saved_before_the_sections_moved_loads_the_same(tmp_path):
+    """tests/fixtures/config_before_strategy_sections.yaml was written by aetnet before the strategies' settings moved
+    beside their code (commit 9a0d1cf: aet, lora, prompt fixed fields of RunConfig); it loads to the same values
+    and is written back byte for byte."""
+    from pathlib import Path
+
+    from aetnet.config.settings import load_recipe_dict
+
+    old = Path(__file__).parent / "fixtures" / "config_before_strategy_sections.yaml"
+    cfg = resolve_config(load_recipe_dict(old))
+    assert (cfg.strategy, cfg.aet.alpha, cfg.aet.pita_rule, cfg.aet.queue_size) == ("aet-lora", 0.0, "center", 16)
+    assert (cfg.lora.r, cfg.lora.target_modules, cfg.prompt.num_prompts) == (4, ["query", "key"], 3)
+    cfg.save(tmp_path / "config.yaml")
+    assert (tmp_path / "config.yaml").read_bytes() == old.read_bytes()

@@ -30,6 +30,10 @@ def test_wheel_file_list(tmp_path):
                      "aetnet/recipes/funsd/full.yaml", "aetnet/cli/main.py", "aetnet/data/corpus.txt",
                      "aetnet/data/demo/forms.py", "aetnet/data/documents/pages.schema.json", "aetnet/tasks/generic.py"):
         assert expected in names, expected
+    # Every package of the source tree is in the wheel (the package list of pyproject.toml is explicit).
+    packages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "aetnet").rglob("__init__.py")}
+    assert {"aetnet/strategies/lora", "aetnet/strategies/prompt"} <= packages
+    assert sorted(f"{package}/__init__.py" for package in packages if f"{package}/__init__.py" not in names) == []
     tops = {n.split("/")[0] for n in names}
     assert "tasks" not in tops and "recipes" not in tops
     shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.yaml")}

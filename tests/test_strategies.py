@@ -10,8 +10,8 @@ from torch import nn
 from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
 from aetnet.strategies.base import BasePaths, load_task_model
-from aetnet.strategies.lora import base_state_dict
-from aetnet.strategies.prompt import PromptTuningModel
+from aetnet.strategies.lora.strategy import base_state_dict
+from aetnet.strategies.prompt.strategy import PromptTuningModel
 from aetnet.train.runner import get_strategy, get_task, load_model, load_processor, save_model
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]

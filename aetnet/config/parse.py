@@ -68,20 +68,28 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raise naming the setting ``name`` and the valid ``choices`` when ``value`` is not one of them."""
+    if value not in choices:
+        raise AetnetError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "", fixed: dict[str, Any] | None = None) -> Any:
     """Build the dataclass ``cls`` from a nested dict, coercing each value to its field's type.
 
     Args:
         cls: the dataclass; fields that are dataclasses are built from nested mappings.
         values: the settings, by field name.
         prefix: dotted path of ``cls`` in the whole config (``"train."``), for error messages.
+        fixed: fields passed to ``cls`` as they are (already built), never read from ``values``.
 
     Raises:
         AetnetError: an unknown key (listing the valid ones), a section that is not a mapping, or a value
             that does not match its field's type.
     """
-    types = _field_types(cls)
-    kwargs = {}
+    fixed = fixed or {}
+    types = {name: tp for name, tp in _field_types(cls).items() if name not in fixed}
+    kwargs = dict(fixed)
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in types:

@@ -1,8 +1,9 @@
-"""The settings reference: every field of the run configuration (:class:`aetnet.config.settings.RunConfig` and its
-sections), with its type, default and the docstring written under it in ``aetnet/config/settings.py``.
+"""The settings reference: every setting of a run (:class:`aetnet.config.settings.RunConfig`, its shared sections and
+the registered strategies' sections), with its type, default and the docstring written under its field.
 
 :func:`settings_markdown` renders it; the documentation site's ``settings`` page is generated from it
-(``docs/hooks.py``), so the page cannot fall behind the dataclasses.
+(``docs/hooks.py``), so the page cannot fall behind the dataclasses; ``aetnet recipes keys`` prints
+:func:`settings_entries`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import textwrap
 from typing import Any
-
-#: The run's own fields carry no docstring in ``config.py``; their descriptions here.
-RUN_FIELDS = {"task": "Registered task (`funsd`, `cord`, `rvl-cdip`, `docvqa`, `funsd-re`, `token`, `classify`, "
-                      "`qa`, `re`).",
-              "strategy": "Tuning strategy (`full`, `aet`, `lora`, `prompt`, `aet-lora`, `head`).",
-              "output": "Run folder; `None`: `runs/<task>-<strategy>-<time>/`."}
-
 
 PIPE = "\\|"  # a | inside a Markdown table cell
 
 
 def field_docs(cls: type) -> dict[str, str]:
     """The attribute docstrings of a dataclass: the string literal right under each field."""
-    tree = ast.parse(inspect.getsource(cls))
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
@@ -42,25 +37,33 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
-def settings_rows() -> list[tuple[str, str, str, str]]:
-    """``(key, type, default, description)`` of every setting, ``section.name`` for nested ones."""
-    from aetnet.config.settings import RunConfig
+def settings_entries() -> list[dict[str, Any]]:
+    """Every setting: ``key`` (``section.name`` for nested ones), ``type``, ``default`` (the value) and
+    ``description`` (empty when the field has no docstring), in the order of ``config.yaml``."""
+    from aetnet.config.settings import RunConfig, config_sections
 
-    rows = []
-    top_docs = {**field_docs(RunConfig), **RUN_FIELDS}
+    out = []
+    top_docs = field_docs(RunConfig)
+    sections = config_sections()
     for f in dataclasses.fields(RunConfig):
-        value = _default(f)
-        if dataclasses.is_dataclass(value):
-            docs = field_docs(type(value))
-            for sub in dataclasses.fields(value):
-                rows.append((f"{f.name}.{sub.name}", str(sub.type), repr(_default(sub)), docs.get(sub.name, "")))
-        else:
-            rows.append((f.name, str(f.type), repr(value), top_docs.get(f.name, "")))
-    return rows
+        if f.name not in sections and f.name != "sections":
+            out.append({"key": f.name, "type": str(f.type), "default": _default(f),
+                        "description": top_docs.get(f.name, "")})
+    for name, cls in sections.items():
+        docs = field_docs(cls)
+        for sub in dataclasses.fields(cls):
+            out.append({"key": f"{name}.{sub.name}", "type": str(sub.type), "default": _default(sub),
+                        "description": docs.get(sub.name, "")})
+    return out
+
+
+def settings_rows() -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, description)`` of every setting, the default as ``repr``."""
+    return [(e["key"], e["type"], repr(e["default"]), e["description"]) for e in settings_entries()]
 
 
 def settings_markdown() -> str:
-    """One table per section of the configuration, in the order of :class:`~aetnet.config.settings.RunConfig`."""
+    """One table per section of the configuration, in the order of ``config.yaml``."""
     out, section = [], None
     header = ["| setting | type | default | what it does |", "|---|---|---|---|"]
     for key, kind, default, doc in settings_rows():

@@ -9,6 +9,7 @@ text to the fields' types is :mod:`aetnet.config.parse`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,17 @@ import yaml
 from aetnet.config.parse import (
     YAML_HINT,
     build_dataclass,
+    check_choice,
     load_recipe_dict,
     merge_nested,
     parse_overrides,
     yaml_problem,
 )
 from aetnet.errors import AetnetError
+from aetnet.registry import STRATEGIES
 
-__all__ = ["AETConfig", "DataConfig", "LoraSettings", "ModelConfig", "OWN_LABEL_TASKS", "PromptSettings", "RunConfig",
-           "TrainConfig", "YAML_HINT", "load_recipe_dict", "parse_overrides", "resolve_config", "yaml_problem"]
+__all__ = ["DataConfig", "ModelConfig", "OWN_LABEL_TASKS", "RunConfig", "TrainConfig", "YAML_HINT", "config_sections",
+           "load_recipe_dict", "parse_overrides", "resolve_config", "yaml_problem"]
 
 
 @dataclass
@@ -72,11 +75,11 @@ class DataConfig:
     builds of fewer than 10,240 examples always run in the run's own process."""
 
     def __post_init__(self) -> None:
-        _choice("data.box_level", self.box_level, ("segment", "word"))
-        _choice("data.select_on", self.select_on, ("validation", "test"))
+        check_choice("data.box_level", self.box_level, ("segment", "word"))
+        check_choice("data.select_on", self.select_on, ("validation", "test"))
         if not 0.0 < self.val_fraction < 1.0:
             raise AetnetError(f"data.val_fraction={self.val_fraction} must lie in (0, 1)")
-        _choice("data.on_bad_document", self.on_bad_document, ("error", "skip"))
+        check_choice("data.on_bad_document", self.on_bad_document, ("error", "skip"))
         if self.encode_workers < 0:
             raise AetnetError(f"data.encode_workers={self.encode_workers} must be >= 0 (0: every available core)")
         if self.stride < 0 or self.stride >= self.max_length:
@@ -105,7 +108,7 @@ class ModelConfig:
     """Attention kernel of LayoutLMv3 and both aligners: ``sdpa`` (fused, no host sync) or ``eager`` (reference)."""
 
     def __post_init__(self) -> None:
-        _choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
+        check_choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
 
 
 @dataclass
@@ -113,16 +116,27 @@ class TrainConfig:
     """Optimisation settings, passed to the Hugging Face Trainer."""
 
     learning_rate: float = 1e-5
+    """Peak learning rate of AdamW (reached after the warmup)."""
     weight_decay: float = 0.0
+    """AdamW weight decay (the Trainer exempts biases and LayerNorm weights)."""
     batch_size: int = 16
+    """Training windows per step in each training process (times processes and ``gradient_accumulation_steps``:
+    the effective batch)."""
     eval_batch_size: int = 16
+    """Windows per forward pass in each process when evaluating and predicting."""
     gradient_accumulation_steps: int = 1
+    """Batches whose gradients add up before each optimizer step."""
     max_steps: int = 1000
     """Optimizer steps; ``-1`` uses ``epochs``."""
     epochs: float = 1.0
+    """Passes over the training windows when ``max_steps`` is ``-1`` (fractions allowed)."""
     warmup_ratio: float = 0.0
+    """Share of the optimizer steps over which the learning rate rises linearly from 0, in [0, 1)."""
     lr_scheduler: str = "linear"
+    """Learning-rate schedule after the warmup, any of the Trainer's (``linear`` decay to 0, ``cosine``,
+    ``constant``, ...)."""
     seed: int = 42
+    """Seed of the model's initial head weights, the data order, dropout and the AET views."""
     bf16: bool | None = None
     """bfloat16 mixed precision; ``None`` (default): on for GPUs that support it, fp32 on CPU."""
     tf32: bool | None = None
@@ -136,6 +150,7 @@ class TrainConfig:
     copies): their activations are recomputed in the backward pass, trading about one extra forward pass
     for memory; losses and gradients are unchanged. Any strategy, DDP and ``train.compile``."""
     logging_steps: int = 10
+    """Log the loss terms and learning rate every N optimizer steps (``log.jsonl``, trackers, ``curves.png``)."""
     eval_strategy: str | None = None
     """Validation during training: ``steps`` (every ``eval_steps``), ``epoch`` or ``no``; unset means
     ``steps`` when ``eval_steps`` is given, else ``no``. The test split is scored once, at the end."""
@@ -150,6 +165,7 @@ class TrainConfig:
     save_steps: int = 500
     """Checkpoint every N steps (with ``keep=best``: at every evaluation instead)."""
     save_total_limit: int = 2
+    """Checkpoints kept in ``checkpoints/`` (older ones are deleted; with ``keep=best`` the best one stays too)."""
     num_workers: int | None = None
     """DataLoader worker processes per training process (decode pages, build AET views). They start with
     the first training epoch and are kept for the following ones (persistent; a resumed run starts a set
@@ -163,8 +179,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.eval_strategy is None:
             self.eval_strategy = "steps" if self.eval_steps is not None else "no"
-        _choice("train.eval_strategy", self.eval_strategy, ("steps", "epoch", "no"))
-        _choice("train.keep", self.keep, ("last", "best"))
+        check_choice("train.eval_strategy", self.eval_strategy, ("steps", "epoch", "no"))
+        check_choice("train.keep", self.keep, ("last", "best"))
         if self.eval_strategy == "steps" and self.eval_steps is None:
             self.eval_steps = self.logging_steps
         if self.eval_steps is not None and self.eval_strategy != "steps":
@@ -185,77 +201,6 @@ class TrainConfig:
 
 
 @dataclass
-class AETConfig:
-    """Alignment-enriched tuning: loss weights and every option of the spec (paper defaults)."""
-
-    task_weight: float = 1.0
-    ditc_weight: float = 1.0
-    imc_weight: float = 1.0
-    glitc_weight: float = 1.0
-    pita_weight: float = 1.0
-    alpha: float = 0.4
-    temp: float = 0.07
-    queue_size: int = 4096
-    momentum: float = 0.995
-    embed_dim: int = 256
-    pita_form: str = "cosine"
-    pita_cell: float = 1000 / 14
-    pita_skip_special: bool = True
-    pita_mask_empty: bool = True
-    pita_rule: str = "inside"
-    """``inside``: a token counts when its whole box lies in one cell (``floor(x0/cell) == floor(x1/cell)``,
-    as released); ``center``: the cell holding the box centre (every text token counts)."""
-    pita_boxes: str = "word"
-    """Boxes PITA maps: ``word`` (each token's own word box, ``word_bbox`` in the batch; the paper locates
-    text with the OCR layout) or ``model`` (the boxes LayoutLMv3 sees, segment-level in the recipes: the
-    released code)."""
-    momentum_image: str = "both"
-    """``both``: the momentum ViT runs on [I; I+] (v~ from I, v+ from I+); ``augmented``: once on I+ only,
-    whose output is both v~ and v+ and gives the GLITC image locals (the released code)."""
-    glitc_image_locals: int = 196
-    """196: every momentum patch; 9: the released code's 3x3 average pooling."""
-    augment_main_image: bool = False
-    """Released code: the main image is augmented too (even at evaluation)."""
-    vit_norm: str = "imagenet"
-    text_view: str = "none"
-    """``none`` (w+ differs from w~ by dropout only, as released) or ``mask`` (token masking)."""
-    mask_prob: float = 0.15
-    alignment_for_classification: bool = True
-    mask_same_document: bool = False
-    """Windows of one long document are not each other's negatives (batch and queue, DITC/IMC/GLITC)."""
-
-    def __post_init__(self) -> None:
-        _choice("aet.pita_form", self.pita_form, ("cosine", "ce"))
-        _choice("aet.vit_norm", self.vit_norm, ("imagenet", "clip"))
-        _choice("aet.text_view", self.text_view, ("none", "mask"))
-        _choice("aet.glitc_image_locals", self.glitc_image_locals, (196, 9))
-        _choice("aet.pita_rule", self.pita_rule, ("inside", "center"))
-        _choice("aet.pita_boxes", self.pita_boxes, ("word", "model"))
-        _choice("aet.momentum_image", self.momentum_image, ("both", "augmented"))
-        if not 0.0 <= self.momentum <= 1.0:
-            raise AetnetError(f"aet.momentum={self.momentum} must lie in [0, 1]")
-        if self.queue_size < 1:
-            raise AetnetError(f"aet.queue_size={self.queue_size} must be positive")
-
-
-@dataclass
-class LoraSettings:
-    """LoRA through peft (strategies ``lora`` and ``aet-lora``)."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
-
-
-@dataclass
-class PromptSettings:
-    """Prompt tuning (strategy ``prompt``)."""
-
-    num_prompts: int = 20
-
-
-@dataclass
 class RelationsConfig:
     """Relation tasks (``funsd-re``, ``re``)."""
 
@@ -272,25 +217,52 @@ RELATION_TASKS = ("funsd-re", "re")
 OWN_LABEL_TASKS = ("token", "classify")
 
 
+def strategy_sections() -> dict[str, type]:
+    """The settings sections of the registered strategies (``aet``, ``lora``, ``prompt``, ...): name -> dataclass.
+
+    Each strategy declares its sections where it registers (``aetnet/strategies/__init__.py``); the
+    configuration learns them from :data:`aetnet.registry.STRATEGIES`.
+    """
+    sections = STRATEGIES.sections()
+    clash = sorted(set(sections) & {f.name for f in dataclasses.fields(RunConfig)})
+    if clash:
+        raise AetnetError(f"a strategy registered the settings section '{clash[0]}', which is a field of every run; "
+                          "give the section its strategy's name")
+    return sections
+
+
+def _default_sections() -> dict[str, Any]:
+    return {name: settings() for name, settings in strategy_sections().items()}
+
+
 @dataclass
 class RunConfig:
-    """Everything one fine-tuning run needs."""
+    """Everything one fine-tuning run needs.
+
+    The strategies' settings sections are read as attributes (``cfg.aet.alpha``, ``cfg.lora.r``) and stand beside
+    the shared sections in recipes, ``key=value`` overrides and ``config.yaml``; they are held in
+    :attr:`sections`, one instance of each registered section's dataclass.
+    """
 
     task: str = "funsd"
+    """Registered task (``funsd``, ``cord``, ``rvl-cdip``, ``docvqa``, ``funsd-re``, ``token``, ``classify``, ``qa``,
+    ``re``)."""
     strategy: str = "full"
+    """Registered tuning strategy (``full``, ``head``, ``aet``, ``lora``, ``aet-lora``, ``prompt``); its settings
+    section (if any) is read, the others are kept as they are."""
     output: str | None = None
+    """Run folder; ``None``: ``runs/<task>-<strategy>-<time>/``."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    aet: AETConfig = field(default_factory=AETConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    prompt: PromptSettings = field(default_factory=PromptSettings)
+    sections: dict[str, Any] = field(default_factory=_default_sections)
+    """The registered strategies' settings sections by name (written as top-level sections, never as ``sections``)."""
     relations: RelationsConfig = field(default_factory=RelationsConfig)
 
     def __post_init__(self) -> None:
         from aetnet.data.documents.relation_protocols import PROTOCOLS
 
-        _choice("relations.protocol", self.relations.protocol, PROTOCOLS)
+        check_choice("relations.protocol", self.relations.protocol, PROTOCOLS)
         if self.relations.protocol != "page" and self.task not in RELATION_TASKS:
             raise AetnetError(f"relations.protocol applies to the tasks {', '.join(RELATION_TASKS)}; task "
                               f"'{self.task}' has no links: remove relations.protocol")
@@ -298,18 +270,62 @@ class RunConfig:
             raise AetnetError(f"data.labels applies to the tasks {', '.join(OWN_LABEL_TASKS)}; task '{self.task}' has "
                               "a fixed label set: remove data.labels")
 
+    def __getattr__(self, name: str) -> Any:
+        """A strategy's settings section by name (``cfg.aet``); only called when no field has the name."""
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or settings section '{name}'")
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-safe)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML-safe): the strategies' sections stand beside the shared ones."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sections":
+                out.update({name: dataclasses.asdict(section) for name, section in value.items()})
+            else:
+                out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
 
     def save(self, path: str | Path) -> None:
         """Write the resolved configuration as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise AetnetError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+def config_sections() -> dict[str, type]:
+    """Every settings section of a run, name -> dataclass, in the order of ``config.yaml`` (shared and strategies')."""
+    out: dict[str, type] = {}
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "sections":
+            out.update(strategy_sections())
+        elif dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = hints[f.name]
+    return out
+
+
+def build_run_config(values: dict[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` from a nested dict (a recipe, ``config.yaml``), each strategy section built as its
+    registered dataclass.
+
+    Raises:
+        AetnetError: an unknown key (listing the valid ones), a section that is not a mapping, or a value that does
+            not match its field's type.
+    """
+    sections = strategy_sections()
+    valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "sections"] + list(sections)
+    for key in values:
+        if key not in valid:
+            raise AetnetError(f"unknown config key '{key}'; valid keys here: {', '.join(sorted(valid))}")
+    built = {}
+    for name, settings in sections.items():
+        value = values.get(name, {})
+        if not isinstance(value, dict):
+            raise AetnetError(f"config section '{name}' must be a mapping")
+        built[name] = build_dataclass(settings, value, prefix=f"{name}.")
+    shared = {key: value for key, value in values.items() if key not in sections}
+    return build_dataclass(RunConfig, shared, fixed={"sections": built})
 
 
 def resolve_config(
@@ -321,4 +337,4 @@ def resolve_config(
     merged: dict[str, Any] = {}
     for layer in (recipe or {}, flags or {}, parse_overrides(overrides or [])):
         merged = merge_nested(merged, layer)
-    return build_dataclass(RunConfig, merged)
+    return build_run_config(merged)

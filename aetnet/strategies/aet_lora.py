@@ -54,13 +54,12 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner, check_compatible
 from aetnet.strategies.aet.model import FUSION_FILE, AETNetModel
 from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.strategy import AETStrategy
 from aetnet.strategies.base import BasePaths, count_parameters, head_class, load_task_model
-from aetnet.strategies.lora import _LORA_TYPES, _check_lora_settings, base_state_dict
+from aetnet.strategies.lora.strategy import _LORA_TYPES, _check_lora_settings, base_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +269,6 @@ class AETLoraModel(AETNetModel):
         return model.train(self.training)
 
 
-@STRATEGIES.register("aet-lora")
 class AETLoraStrategy(AETStrategy):
     """AET with LoRA on LayoutLMv3 and both aligners; heads, projections and temperature train in full.
 

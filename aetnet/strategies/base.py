@@ -1,8 +1,9 @@
 """Tuning strategies: how a task model is built and which of its parameters train.
 
 A strategy turns (task, config, base weights) into a model whose ``forward(**batch)`` returns the
-loss (and, for AET, every loss term), plus optional dataset views and trainer callbacks. Strategies
-register themselves in :data:`aetnet.registry.STRATEGIES` under the names ``--strategy`` accepts.
+loss (and, for AET, every loss term), plus optional dataset views and trainer callbacks. Each strategy is
+registered once, with its settings sections, in the table of ``aetnet/strategies/__init__.py``
+(:data:`aetnet.registry.STRATEGIES`), under the name ``--strategy`` accepts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from torch import nn
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
-from aetnet.registry import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +75,12 @@ class Strategy:
         return []
 
 
-@STRATEGIES.register("full")
 class FullStrategy(Strategy):
     """Every parameter of LayoutLMv3 and the head trains (the baseline)."""
 
     name = "full"
 
 
-@STRATEGIES.register("head")
 class HeadStrategy(Strategy):
     """Backbone frozen; only the task head trains (a floor for comparisons)."""
 

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import RobertaModel, ViTModel
 
-from aetnet.config.settings import AETConfig
 from aetnet.data.encoding.augment import mask_tokens
 from aetnet.models.checkpointing import runs_without_gradients
 from aetnet.strategies.aet.aligners import ProjectionHead
+from aetnet.strategies.aet.config import AETConfig
 from aetnet.strategies.aet.losses import ditc_loss, glitc_loss, imc_loss
 from aetnet.strategies.aet.momentum import make_momentum_copy
 from aetnet.strategies.aet.pita import pita_loss

@@ -38,7 +38,6 @@ from torch import Tensor, nn
 from transformers import RobertaModel, ViTModel
 from transformers.utils import ModelOutput
 
-from aetnet.config.settings import AETConfig
 from aetnet.data.encoding.augment import (
     CLIP_MEAN,
     CLIP_STD,
@@ -52,6 +51,7 @@ from aetnet.errors import AetnetError
 from aetnet.models.relpos import trains_relative_position_biases
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner
 from aetnet.strategies.aet.alignment import AlignmentHeads, alignment_losses, momentum_features, pool_image_locals
+from aetnet.strategies.aet.config import AETConfig
 from aetnet.strategies.aet.fusion import fused_features
 from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.pita import pita_coverage

@@ -22,7 +22,6 @@ from transformers import TrainerCallback
 from aetnet.config.settings import RunConfig
 from aetnet.data.encoding.augment import momentum_view, to_tensor_normalized
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner, check_compatible
 from aetnet.strategies.aet.model import VIT_NORMS, AETNetModel
 from aetnet.strategies.base import BasePaths, Strategy, load_task_model
@@ -132,7 +131,6 @@ class MomentumCallback(TrainerCallback):
         model.momentum_update()
 
 
-@STRATEGIES.register("aet")
 class AETStrategy(Strategy):
     """Alignment-enriched tuning: LayoutLMv3 + ViT and RoBERTa aligners + DITC/IMC/GLITC/PITA."""
 

@@ -31,10 +31,11 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.base import Strategy, head_class, load_task_model
 
 logger = logging.getLogger(__name__)
+
+
 
 #: The task head of each LayoutLMv3 class: trained in full, never given adapters.
 HEAD_MODULES = {"token": "classifier", "sequence": "classifier", "qa": "qa_outputs", "relation": "classifier"}
@@ -125,7 +126,6 @@ def lora_config(cfg: RunConfig, kind: str, targets: list[str]) -> LoraConfig:
     )
 
 
-@STRATEGIES.register("lora")
 class LoraStrategy(Strategy):
     """LoRA adapters on the backbone (``cfg.lora``), backbone weights frozen, task head trained."""
 

@@ -37,7 +37,6 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.registry import STRATEGIES
 from aetnet.strategies.base import Strategy, head_class, load_task_model
 
 logger = logging.getLogger(__name__)
@@ -198,7 +197,6 @@ class PromptTuningModel(nn.Module):
                   str(folder / PROMPTS_FILE), metadata={"format": "pt"})
 
 
-@STRATEGIES.register("prompt")
 class PromptStrategy(Strategy):
     """Prompt tuning: ``prompt.num_prompts`` vectors after ``<s>``; backbone frozen, head trained."""
 

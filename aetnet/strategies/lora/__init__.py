@@ -1,0 +1,1 @@
+"""Strategy ``lora``: its settings (:mod:`.config`) and its code (:mod:`.strategy`)."""

@@ -1,0 +1,1 @@
+"""Strategy ``prompt``: its settings (:mod:`.config`) and its code (:mod:`.strategy`)."""
