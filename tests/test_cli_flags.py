@@ -20,6 +20,7 @@ SHARED = [
     ("--backend", ("predict", "serve")),
     ("--ocr", ("predict", "serve")),
     ("--device", ("predict", "serve")),
+    ("model", ("evaluate", "serve")),
 ]
 
 
@@ -32,7 +33,8 @@ def _commands():
 def test_a_flag_shared_by_commands_has_one_help():
     _, commands = _commands()
     for flag, names in SHARED:
-        helps = {name: next(a.help for a in commands[name]._actions if flag in a.option_strings) for name in names}
+        helps = {name: next(a.help for a in commands[name]._actions if flag in (a.option_strings or [a.dest]))
+                 for name in names}
         assert len(set(helps.values())) == 1, (flag, helps)
         assert next(iter(helps.values()))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from aetnet.cli.model_flags import add_revision_flag
+from aetnet.cli.model_flags import add_model_arg
 from aetnet.cli.run_flags import add_data_flag, add_overrides, add_setting_flags, setting_overrides
 
 EPILOG = """examples:
@@ -23,8 +23,7 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model), run folder or Hub id OWNER/NAME")
-    add_revision_flag(p)
+    add_model_arg(p)
     add_data_flag(p)
     p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
     p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")

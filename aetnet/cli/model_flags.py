@@ -8,6 +8,15 @@ import argparse
 
 from aetnet.errors import AetnetError
 
+#: What a MODEL argument may be.
+MODEL_HELP = "model folder (RUN/model, a run folder or an export) or Hub id OWNER/NAME"
+
+
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    """The ``MODEL`` positional and ``--revision``."""
+    p.add_argument("model", help=MODEL_HELP)
+    add_revision_flag(p)
+
 
 def add_revision_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")

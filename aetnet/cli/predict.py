@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from aetnet.cli.model_flags import add_model_flags, add_pair_flags, add_revision_flag
+from aetnet.cli.model_flags import MODEL_HELP, add_model_flags, add_pair_flags, add_revision_flag
 
 EPILOG = """examples:
   aetnet predict runs/funsd-full/model form.png --output preds/ --visualize
@@ -31,8 +31,8 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", help="model folder (RUN/model, a run folder or an export) or Hub id "
-                   "OWNER/NAME (downloaded into the Hub cache once); omit it with --entities/--links")
+    p.add_argument("model", nargs="?", help=f"{MODEL_HELP} (downloaded into the Hub cache once); omit it with "
+                   "--entities/--links")
     add_revision_flag(p)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="PNG, JPEG, TIFF or PDF files, or folders")

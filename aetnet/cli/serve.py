@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aetnet.cli.model_flags import add_model_flags, add_pair_flags, add_revision_flag
+from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags
 
 EPILOG = """examples:
   aetnet serve exports/funsd                                  # http://127.0.0.1:8000 (page), /docs (API)
@@ -28,8 +28,7 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model, a run folder or an export) or Hub id OWNER/NAME")
-    add_revision_flag(p)
+    add_model_arg(p)
     add_pair_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
