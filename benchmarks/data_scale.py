@@ -78,7 +78,7 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
     in_memory = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     os.environ["AETNET_CACHE"] = str(cord.parent / "window-bytes-cache")
-    folder = encode_cached(task, docs, tokenizer, label2id, cfg).folder
+    folder = encode_cached(task.window_encoder(), docs, tokenizer, label2id, cfg).folder
     tracemalloc.start()
     store = WindowStore(folder)
     count = len(store)  # opens the memory-mapped table

@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--output", default="runs/funsd-re-demo", help="folder for one run per strategy")
     args = parser.parse_args()
 
-    from aetnet.cli.finetune import demo_overrides
+    from aetnet.cli.run_flags import demo_overrides
     from aetnet.train.runner import finetune
 
     print("| strategy | F1 | P | R | chance F1 | F1 / chance | wall s | train s |")

@@ -16,6 +16,7 @@ import numpy as np
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.boxes import document_boxes
 from aetnet.data.documents.document import Document, QAExample
+from aetnet.data.encoding.key import WindowEncoder
 from aetnet.data.encoding.qa import decode_spans, encode_qa_examples
 from aetnet.data.encoding.windows import (
     Window,
@@ -96,6 +97,11 @@ class Task:
     def encode(self, examples: list[Any], tokenizer, label2id: dict[str, int] | None, cfg: RunConfig) -> list[Window]:
         """Examples -> windows."""
         raise NotImplementedError
+
+    def window_encoder(self) -> WindowEncoder:
+        """:meth:`encode` with what the window cache's fingerprint must know of it: the task's name and
+        classes (their source is hashed); see :func:`aetnet.data.encoding.store.encode_cached`."""
+        return WindowEncoder(self.encode, self.name, type(self))
 
     def evaluate(
         self, examples: list[Any], windows: list[Window], outputs: Any, id2label: dict[int, str]

@@ -19,8 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from aetnet.data.documents.boxes import union_boxes
 from aetnet.data.documents.document import Box, Document
+from aetnet.data.documents.entities import Entity, entity_words
 from aetnet.data.documents.validate import expect_object, require
 from aetnet.data.ocr.images import image_size as read_image_size
 from aetnet.errors import DataError
@@ -120,12 +120,8 @@ def cord_document(
     """
     gt = expect_object(gt, "", source)
     lines = require(gt, "valid_line", "list", "", source, fix="is this a CORD annotation?")
-    words: list[str] = []
-    boxes: list[Box] = []
-    labels: list[str] = []
-    segment_ids: list[int] = []
-    group_ids: list[int] = []
-    skipped = 0
+    entities: list[Entity] = []
+    groups: dict[int, int] = {}
     for i, raw in enumerate(lines):
         where = f"valid_line[{i}]"
         line = expect_object(raw, where, source)
@@ -137,25 +133,17 @@ def cord_document(
                 f"{where}.category",
             )
         # The menu item the line belongs to: kept in meta, not a box.
-        group = require(line, "group_id", "integer", where, source, optional=True, default=-1)
-        first = True
+        groups[i] = require(line, "group_id", "integer", where, source, optional=True, default=-1)
+        line_words = []
         for j, raw_word in enumerate(require(line, "words", "list", where, source)):
             word = expect_object(raw_word, f"{where}.words[{j}]", source)
             # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
             text = require(word, "text", "text", f"{where}.words[{j}]", source)
-            box = _quad_box(require(word, "quad", "object", f"{where}.words[{j}]", source), source,
-                            f"{where}.words[{j}].quad")
-            if not text.strip():
-                skipped += 1  # a box without text cannot be tokenised
-                continue
-            words.append(text)
-            boxes.append(box)
-            labels.append(("B-" if first else "I-") + category)
-            segment_ids.append(i)  # one line = one entity = one segment, as the reference
-            group_ids.append(group)
-            first = False
-
-    segment_boxes = union_boxes(boxes, segment_ids)  # a line's box: the union of its (non-empty) words' boxes
+            line_words.append((text, _quad_box(require(word, "quad", "object", f"{where}.words[{j}]", source),
+                                               source, f"{where}.words[{j}].quad")))
+        # One line = one entity = one segment (its box: the union of its non-empty words' boxes), as the reference.
+        entities.append(Entity(i, category, line_words))
+    page = entity_words(entities)
 
     image_size = None
     if image is not None:
@@ -164,17 +152,12 @@ def cord_document(
         image_size = read_image_size(image_path)  # header only
     meta = gt.get("meta") or {}  # checked to be an object by _page_size
     page_size = _page_size(gt, image_size, source)
-    return Document(
+    return page.document(
         id=doc_id,
-        words=words,
-        boxes=boxes,
         page_size=page_size,
         image=image,
         image_path=image_path,
-        labels=labels,
-        segment_ids=segment_ids,
-        segment_boxes=segment_boxes,
         source=source,
-        meta={"skipped_words": skipped, "image_id": meta.get("image_id"), "cord_split": meta.get("split"),
-              "group_ids": group_ids},
+        meta={"skipped_words": page.skipped_words, "image_id": meta.get("image_id"), "cord_split": meta.get("split"),
+              "group_ids": [groups[line] for line in page.segment_ids]},
     )

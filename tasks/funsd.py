@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from aetnet.config.settings import RunConfig
-from aetnet.data.documents.boxes import union_box
 from aetnet.data.documents.document import Document
+from aetnet.data.documents.entities import Entity, entity_words
 from aetnet.data.documents.screen import count_given, guarded
 from aetnet.data.documents.splits import map_splits
 from aetnet.data.documents.validate import (
@@ -74,10 +74,8 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
     data = read_json(path, "the FUNSD annotation")
     form = require(expect_object(data, "", path), "form", "list", "", path,
                    fix="a FUNSD annotation is {\"form\": [entities]}")
-    words, boxes, labels, segments = [], [], [], []
-    segment_boxes: dict[int, list[float]] = {}
+    entities: list[Entity] = []
     links: set[tuple[int, int]] = set()
-    empty_entities = skipped_words = 0
     for n, raw in enumerate(form):
         where = f"form[{n}]"
         entity = expect_object(raw, where, path)
@@ -93,36 +91,21 @@ def parse_funsd_annotation(path: Path, image_path: Path | None, any_label: bool 
                 f"{where}.label",
             )
         ent_words = require(entity, "words", "list", where, path)
-        # Checked, but not the segment box: the reference takes the union of the word boxes.
+        # Checked, but not the segment box: the reference takes the union of the word boxes (which differs
+        # from the annotated entity "box" on some entities).
         require(entity, "box", "box", where, path, optional=True)
         links.update(_links(entity, where, path))
-        kept = _entity_words(ent_words, where, path)
-        skipped_words += len(ent_words) - len(kept)
-        if not kept:
-            empty_entities += 1
-            continue
         kind = ENTITY_TYPES[label] if not any_label else (None if label == "other" else entity["label"].strip())
-        for i, (text, word_box) in enumerate(kept):
-            words.append(text)
-            boxes.append(word_box)
-            labels.append("O" if kind is None else f"{'B' if i == 0 else 'I'}-{kind}")
-            segments.append(ent_id)
-        # The segment box is the union of the entity's (non-empty) word boxes, as LayoutLMv3's FUNSD
-        # script computes it; the annotated entity "box" differs from it on some entities.
-        segment_boxes[ent_id] = [float(v) for v in union_box([word_box for _, word_box in kept])]
-    size = _image_size(image_path, boxes, path)
-    return Document(
+        entities.append(Entity(ent_id, kind, _entity_words(ent_words, where, path)))
+    page = entity_words(entities)
+    size = _image_size(image_path, page.boxes, path)
+    return page.document(
         id=path.stem,
-        words=words,
-        boxes=boxes,
         page_size=size,
         image_path=image_path,
-        labels=labels,
-        segment_ids=segments,
-        segment_boxes=segment_boxes,
         links=sorted(links),
         source=str(path),
-        meta={"entities": len(form), "empty_entities": empty_entities, "skipped_words": skipped_words},
+        meta={"entities": len(form), "empty_entities": page.empty_entities, "skipped_words": page.skipped_words},
     )
 
 
@@ -139,16 +122,14 @@ def _links(entity: dict, where: str, path: Path) -> list[tuple[int, int]]:
 
 
 def _entity_words(ent_words: list, where: str, path: Path) -> list[tuple[str, list[float]]]:
-    """``(text, box)`` of an entity's words with text; every word (blank ones too) is checked."""
-    kept = []
+    """``(text, box)`` of each of an entity's words, checked (blank ones too: :func:`entity_words` drops them)."""
+    checked = []
     for i, raw_word in enumerate(ent_words):
         word = expect_object(raw_word, f"{where}.words[{i}]", path)
-        # The text as annotated (the reference tokenises it unstripped); blank words are dropped.
+        # The text as annotated (the reference tokenises it unstripped).
         text = require(word, "text", "text", f"{where}.words[{i}]", path)
-        word_box = require(word, "box", "box", f"{where}.words[{i}]", path)
-        if text.strip():
-            kept.append((text, word_box))
-    return kept
+        checked.append((text, require(word, "box", "box", f"{where}.words[{i}]", path)))
+    return checked
 
 
 

@@ -30,6 +30,7 @@ from aetnet.data.documents.relations import (
     merge_entity_vectors,
     pair_logits,
 )
+from aetnet.data.encoding.key import WindowEncoder
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import Task
@@ -55,6 +56,11 @@ class RelationTask(Task):
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig):
         return encode_relation_documents(examples, tokenizer, cfg.data.max_length, cfg.data.stride,
                                          cfg.data.box_level, with_targets=label2id is not None, schema=self.schema)
+
+    def window_encoder(self) -> WindowEncoder:
+        """:meth:`encode` for the window cache; the schema (entity types, candidate rule, protocol) shapes the
+        windows, so it is in the fingerprint."""
+        return WindowEncoder(self.encode, self.name, type(self), schema=self.schema)
 
     def use_protocol(self, cfg: RunConfig) -> None:
         """Take ``relations.protocol`` from the run's configuration (it decides training targets and scoring)."""

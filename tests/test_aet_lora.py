@@ -28,6 +28,7 @@ from aetnet.train.runner import (
     load_processor,
     save_model,
 )
+from tests.helpers import one_step, snapshot
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 PAD = 1  # the tiny tokenizer's <pad> id
@@ -55,17 +56,6 @@ def make_batch(padded_windows):
     """Two windows of different lengths (padded like the Collator), clean and augmented images."""
     return lambda seed=0: padded_windows(seed, (9, 6), 9, len(LABELS), pad=PAD, box_span=60, pixels="uniform",
                                          augmented=True)
-
-
-def one_step(model: nn.Module, batch) -> None:
-    model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model(**batch)["loss"].backward()
-    opt.step()
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 def independent_trainable_count(paths: BasePaths, r: int, targets: list[str]) -> int:

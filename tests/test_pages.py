@@ -13,6 +13,7 @@ from aetnet.cli.main import main
 from aetnet.data.documents.page_targets import entity_segments, plain_to_bio, region_of
 from aetnet.data.documents.pages import parse_page, read_pages
 from aetnet.errors import AetnetError, DataError
+from tests.helpers import page_record
 
 
 @pytest.fixture()
@@ -24,10 +25,7 @@ def page_image(tmp_path) -> Path:
 
 
 def _page(**fields):
-    base = {"id": "p1", "image": "img/p.png", "words": ["Total:", "12.00", "EUR"],
-            "boxes": [[10, 10, 50, 20], [60, 10, 90, 20], [95, 10, 120, 20]], "labels": ["KEY", "VALUE", "VALUE"]}
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not None}
+    return page_record("img/p.png", **fields)
 
 
 def _parse(tmp_path, record, kind="token"):

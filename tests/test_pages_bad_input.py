@@ -11,6 +11,7 @@ from PIL import Image
 from aetnet.data.documents.pages import read_pages
 from aetnet.data.documents.screen import BadDocuments, check_document
 from aetnet.errors import AetnetError, DataError
+from tests.helpers import page_record
 
 
 @pytest.fixture()
@@ -20,10 +21,7 @@ def folder(tmp_path) -> Path:
 
 
 def _page(**fields):
-    base = {"id": "p1", "image": "p.png", "words": ["Total:", "12.00", "EUR"],
-            "boxes": [[10, 10, 50, 20], [60, 10, 90, 20], [95, 10, 120, 20]], "labels": ["KEY", "VALUE", "VALUE"]}
-    base.update(fields)
-    return {k: v for k, v in base.items() if v is not None}
+    return page_record("p.png", **fields)
 
 
 def _write(folder: Path, *pages, name="pages.jsonl", raw: str | None = None) -> Path:

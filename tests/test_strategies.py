@@ -13,6 +13,7 @@ from aetnet.strategies.base import BasePaths, load_task_model
 from aetnet.strategies.lora.strategy import base_state_dict
 from aetnet.strategies.prompt.strategy import PromptTuningModel
 from aetnet.train.runner import get_strategy, get_task, load_model, load_processor, save_model
+from tests.helpers import one_step, snapshot
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 PAD = 1  # the tiny tokenizer's <pad> id (special tokens <s>, <pad>, </s>, ...)
@@ -40,17 +41,6 @@ def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
     room = ["data.max_length=256", "data.stride=64"] if strategy == "prompt" else []
     cfg = resolve_config({}, {"strategy": strategy}, room + list(overrides))
     return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
-
-
-def one_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
-    model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model(**batch)["loss"].backward()
-    opt.step()
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
 def eval_logits(model: nn.Module, batch) -> torch.Tensor:

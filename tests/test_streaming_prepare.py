@@ -148,11 +148,11 @@ def test_killed_build_resumes_without_encoding_finished_chunks(shared_data, tiny
 
     task.encode = dies_at_third
     with pytest.raises(Killed):
-        window_store.encode_cached(task, docs, tokenizer, label2id, cfg)
+        window_store.encode_cached(task.window_encoder(), docs, tokenizer, label2id, cfg)
     assert not list(window_store.window_cache_dir().glob("*/meta.json"))  # no entry: it was not finished
     calls.clear()
     task.encode = lambda examples, *args: (calls.append([d.id for d in examples]), real(examples, *args))[1]
-    store = window_store.encode_cached(task, docs, tokenizer, label2id, cfg)
+    store = window_store.encode_cached(task.window_encoder(), docs, tokenizer, label2id, cfg)
     assert calls == [[d.id for d in docs[i: i + 2]] for i in range(4, len(docs), 2)]  # chunks 0 and 1 kept
     assert list(store) == expected
     assert json.loads((store.folder / "meta.json").read_text())["documents"] == len(docs)

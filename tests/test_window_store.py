@@ -38,19 +38,20 @@ class CountingEncode:
     """Wraps a task's real ``encode`` and counts the examples given to it."""
 
     def __init__(self, task):
-        self.task, self.real, self.calls, self.examples = task, task.encode, 0, 0
+        # the class's function, not the bound method: unpickled in a worker, a bound ``task.encode`` would be this spy
+        self.task, self.real, self.calls, self.examples = task, type(task).encode, 0, 0
         task.encode = self
 
     def __call__(self, examples, *args, **kwargs):
         self.calls += 1
         self.examples += len(examples)
-        return self.real(examples, *args, **kwargs)
+        return self.real(self.task, examples, *args, **kwargs)
 
 
 def _check_same(task_name, examples, tokenizer, label2id, cfg):
     task = get_task(task_name)
     expected = task.encode(examples, tokenizer, label2id, cfg)
-    store = encode_cached(task, examples, tokenizer, label2id, cfg)
+    store = encode_cached(task.window_encoder(), examples, tokenizer, label2id, cfg)
     assert isinstance(store, WindowStore) and len(store) == len(expected) > 0
     assert list(store) == expected  # ids, boxes, word boxes, labels, word ids, positions, doc_index
     assert store[len(store) - 1] == expected[-1] and store[-1] == expected[-1]
@@ -126,7 +127,7 @@ def test_rebuilt_when_tokenizer_or_setting_changes_reused_otherwise(shared_data,
 
     def builds(cfg, examples=docs, tok=tokenizer, l2i=label2id):
         before = spy.calls
-        encode_cached(task, examples, tok, l2i, cfg)
+        encode_cached(task.window_encoder(), examples, tok, l2i, cfg)
         return spy.calls - before
 
     assert builds(_cfg("funsd")) == 1
@@ -153,7 +154,7 @@ def test_store_is_memory_mapped_and_pickles_by_path(shared_data, tokenizer, own_
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
-    store = encode_cached(get_task("funsd"), docs, tokenizer, None, _cfg("funsd"))
+    store = encode_cached(get_task("funsd").window_encoder(), docs, tokenizer, None, _cfg("funsd"))
     fresh = WindowStore(store.folder)
     allocated = pa.total_allocated_bytes()
     rows = fresh.table
@@ -177,12 +178,12 @@ def test_unwritable_cache_is_one_clear_error(shared_data, tokenizer, tmp_path, m
     monkeypatch.setenv("AETNET_CACHE", str(blocker))
     docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
     with pytest.raises(AetnetError, match="cannot write the window cache in .*not-a-folder.*window_cache=false"):
-        encode_cached(get_task("funsd"), docs, tokenizer, None, _cfg("funsd"))
+        encode_cached(get_task("funsd").window_encoder(), docs, tokenizer, None, _cfg("funsd"))
 
 
 @pytest.mark.parametrize("task_name", ["funsd", "docvqa", "funsd-re"])
 def test_no_examples_is_an_empty_store(task_name, tokenizer, own_cache):
-    store = encode_cached(get_task(task_name), [], tokenizer, None, _cfg(task_name))
+    store = encode_cached(get_task(task_name).window_encoder(), [], tokenizer, None, _cfg(task_name))
     assert isinstance(store, WindowStore) and len(store) == 0 and list(store) == []
     with pytest.raises(IndexError):
         store[0]
@@ -256,8 +257,8 @@ def test_concurrent_builders_encode_once(shared_data, tokenizer, own_cache):
     docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
     task = get_task("funsd")
     spy = CountingEncode(task)
-    stores = []
-    threads = [threading.Thread(target=lambda: stores.append(encode_cached(task, docs, tokenizer, None, _cfg("funsd"))))
+    stores, encoder, cfg = [], task.window_encoder(), _cfg("funsd")
+    threads = [threading.Thread(target=lambda: stores.append(encode_cached(encoder, docs, tokenizer, None, cfg)))
                for _ in range(2)]
     for t in threads:
         t.start()
@@ -319,10 +320,10 @@ def test_parallel_build_equals_serial(shared_data, tokenizer, own_cache, monkeyp
     label2id = {label: i for i, label in enumerate(task.label_list(splits))}
     expected = task.encode(docs, tokenizer, label2id, _cfg("funsd"))
     spy = CountingEncode(task)
-    store = encode_cached(task, docs, tokenizer, label2id, _cfg("funsd", encode_workers=2))
+    store = encode_cached(task.window_encoder(), docs, tokenizer, label2id, _cfg("funsd", encode_workers=2))
     assert spy.calls == 0  # every chunk was encoded in a worker process
     assert list(store) == expected
-    again = encode_cached(task, docs, tokenizer, label2id, _cfg("funsd", encode_workers=1))
+    again = encode_cached(task.window_encoder(), docs, tokenizer, label2id, _cfg("funsd", encode_workers=1))
     assert again.folder == store.folder and spy.calls == 0  # the worker count is not part of the fingerprint
     with pytest.raises(AetnetError, match="encode_workers"):
         _cfg("funsd", encode_workers=-1)
@@ -346,10 +347,52 @@ def test_changed_encoder_code_is_a_new_entry(shared_data, tokenizer, own_cache, 
         spec.loader.exec_module(module)
         task = module.MyTask()
         docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
-        before, described = window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))
-        assert window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))[0] == before
+        before, described = window_fingerprint(task.window_encoder(), docs, tokenizer, None, _cfg("funsd"))
+        assert window_fingerprint(task.window_encoder(), docs, tokenizer, None, _cfg("funsd"))[0] == before
         source.write_text(source.read_text() + "    # a changed encoder\n")
-        assert window_fingerprint(task, docs, tokenizer, None, _cfg("funsd"))[0] != before
+        assert window_fingerprint(task.window_encoder(), docs, tokenizer, None, _cfg("funsd"))[0] != before
         assert described["code"]["transformers"] and described["code"]["tokenizers"]
     finally:
         del sys.modules["my_task_module"]
+
+
+def _first_words_encode(examples, tokenizer, label2id, cfg):
+    """A stand-in encoder (not a task): the FUNSD task's windows of each page's first 5 words."""
+    from dataclasses import replace
+
+    return get_task("funsd").encode([replace(d, words=d.words[:5], boxes=d.boxes.tolist()[:5], labels=None,
+                                             segment_ids=None) for d in examples], tokenizer, None, cfg)
+
+
+def test_the_cache_takes_an_encode_function_not_a_task(shared_data, tokenizer, own_cache):
+    """encode_cached runs any WindowEncoder's function; a task's windows and another function's under the same
+    task name are two entries (the function and its module are in the fingerprint), never one read for the other."""
+    from aetnet.data.encoding.key import WindowEncoder, window_fingerprint
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"]
+    cfg = _cfg("funsd")
+    task_store = encode_cached(get_task("funsd").window_encoder(), docs, tokenizer, None, cfg)
+    mine = WindowEncoder(_first_words_encode, "funsd")
+    store = encode_cached(mine, docs, tokenizer, None, cfg)
+    assert store.folder != task_store.folder
+    assert list(store) == _first_words_encode(docs, tokenizer, None, cfg)
+    assert all(len({i for i in w.word_ids if i is not None and i >= 0}) <= 5 for w in store)
+    _, described = window_fingerprint(mine, docs, tokenizer, None, cfg)
+    assert described["task"] == "funsd" and described["task_class"] == f"{__name__}._first_words_encode"
+    with pytest.raises(TypeError, match="WindowEncoder"):
+        encode_cached(get_task("funsd"), docs, tokenizer, None, cfg)  # the old call: refused, not misread
+
+
+def test_a_relation_schema_is_part_of_the_fingerprint(shared_data, tokenizer):
+    """The relation task's schema (its protocol) shapes its windows and is not in cfg.data: two protocols, two keys."""
+    from aetnet.data.encoding.key import window_fingerprint
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    docs = read_funsd_folder(find_funsd_root(shared_data / "funsd"))["train"][:2]
+    task, cfg = get_task("funsd-re"), _cfg("funsd-re")
+    keys = set()
+    for protocol in ("page", "chunks"):
+        task.use_protocol(resolve_config({}, {"task": "funsd-re", "relations": {"protocol": protocol}}, []))
+        keys.add(window_fingerprint(task.window_encoder(), docs, tokenizer, {"x": 0}, cfg)[0])
+    assert len(keys) == 2

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from aetnet.cli.model_flags import add_push_flags, check_push_flags
+from aetnet.cli.run_flags import add_run_flags, run_base, run_overrides
+
 EPILOG = """examples:
   aetnet compare funsd --strategies full,lora,prompt,head --seeds 2 --demo
   aetnet compare funsd --strategies full,aet,lora,prompt,head --seeds 3 \\
@@ -30,32 +33,21 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("task", help="task name, e.g. funsd")
+    add_run_flags(p, output="comparison folder (default runs/compare-<task>)",
+                  overrides="config overrides for every run, e.g. train.max_steps=10")
     p.add_argument("--strategies", default=None,
                    help="comma-separated strategies, e.g. full,aet,lora,prompt,head "
                    "(default: every registered one)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per strategy: 0..N-1 (default 3)")
-    p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
-    p.add_argument("--base", help="LayoutLMv3 hub id or folder, or 'tiny' (the default with --demo)")
-    p.add_argument("--demo", action="store_true", help="embedded demo data, tiny base, short schedule")
-    p.add_argument("--output", help="comparison folder (default runs/compare-<task>)")
     p.add_argument("--devices", help="run in parallel, one process per device: GPU ids such as 0,1,2,3 "
                    "(on CPU, the number of ids is the number of processes)")
-    p.add_argument("--push-to-hub", metavar="OWNER/NAME",
-                   help="push the best model (best seed of the best strategy) with results.md/.csv/.png to this "
+    add_push_flags(p, "push the best model (best seed of the best strategy) with results.md/.csv/.png to this "
                    "Hugging Face model repository")
-    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
-    p.add_argument("--revision", help="with --push-to-hub: the branch to push to (default main)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.errors import AetnetError
-
-    if (args.private or args.revision) and not args.push_to_hub:
-        raise AetnetError("--private and --revision apply to --push-to-hub OWNER/NAME; add it or drop them")
-    from aetnet.cli.finetune import demo_overrides
+    check_push_flags(args)
     from aetnet.compare.runs import compare
     from aetnet.registry import STRATEGIES
 
@@ -64,16 +56,15 @@ def run(args: argparse.Namespace) -> int:
         import aetnet.strategies  # noqa: F401  (registers the built-in strategies)
 
         strategies = STRATEGIES.names()
-    overrides = (demo_overrides(args.task) if args.demo else []) + list(args.overrides)
     out_dir = compare(
         args.task,
         strategies,
         seeds=args.seeds,
         data=args.data,
-        base=args.base or ("tiny" if args.demo else None),
+        base=run_base(args),
         demo=args.demo,
         output=args.output,
-        overrides=overrides,
+        overrides=run_overrides(args),
         devices=args.devices,
     )
     print(json.dumps({"output": str(out_dir), "results": str(out_dir / "results.md")}, indent=2))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from aetnet.cli.model_flags import add_model_arg
+from aetnet.cli.run_flags import add_data_flag, add_overrides, add_setting_flags, setting_overrides
+
 EPILOG = """examples:
   aetnet evaluate runs/funsd-full/model --data ~/data/FUNSD
   aetnet evaluate runs/funsd-full/model --demo --output eval-out
@@ -20,23 +23,19 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model), run folder or Hub id OWNER/NAME")
-    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
-    p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
+    add_model_arg(p)
+    add_data_flag(p)
     p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
     p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")
-    p.add_argument("--on-bad-document", choices=("error", "skip"), default=None,
-                   help="stop at the first bad document (default) or skip it, list it and go on")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_setting_flags(p, "--on-bad-document")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.train.runner import evaluate_model
 
-    overrides = list(args.overrides)
-    if args.on_bad_document:
-        overrides.append(f"data.on_bad_document={args.on_bad_document}")
+    overrides = list(args.overrides) + setting_overrides(args, "--on-bad-document")  # the flag wins
     metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,
                              revision=args.revision)
     print(json.dumps(metrics, indent=2, sort_keys=True))

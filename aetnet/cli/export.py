@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from aetnet.cli.model_flags import add_push_flags, check_push_flags
+
 EPILOG = """examples:
   aetnet export runs/funsd-full --output exports/funsd
   aetnet export runs/funsd-lora --output exports/funsd-merged --merge-lora
@@ -34,11 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quantize", action="store_true",
                    help="with --onnx: also write model.int8.onnx (dynamic int8; run it with --backend onnx-int8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
-    p.add_argument("--push-to-hub", metavar="OWNER/NAME",
-                   help="upload the export to this Hugging Face model repository (created when missing); "
-                   "token from `huggingface-cli login` or HF_TOKEN")
-    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
-    p.add_argument("--revision", help="with --push-to-hub: the branch to push to (created when missing; default main)")
+    add_push_flags(p, "upload the export to this Hugging Face model repository (created when missing); token from "
+                   "`huggingface-cli login` or HF_TOKEN")
     p.set_defaults(func=run)
 
 
@@ -49,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
     from aetnet.export.folder import export_model
 
-    if (args.private or args.revision) and not args.push_to_hub:
-        raise AetnetError("--private and --revision apply to --push-to-hub OWNER/NAME; add it or drop them")
+    check_push_flags(args)
     if not args.output and not args.push_to_hub:
         raise AetnetError("give --output DIR (the export folder), --push-to-hub OWNER/NAME, or both")
     with tempfile.TemporaryDirectory(prefix="aetnet-export-") as scratch:

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from aetnet.cli.run_flags import add_data_flag, add_setting_flags
+
 logger = logging.getLogger(__name__)
 
 EPILOG = """examples:
@@ -35,12 +37,11 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task")
-    p.add_argument("--data", help="dataset folder, save_to_disk folder or hub id")
+    add_data_flag(p)
     p.add_argument("--demo", action="store_true", help="inspect the embedded demo data")
     p.add_argument("--base", default=None, help="tokenizer to count tokens with (default: tiny)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--on-bad-document", choices=("error", "skip"), default=None,
-                   help="stop at the first bad document (default) or skip it and go on, as finetune does")
+    add_setting_flags(p, "--on-bad-document")
     p.add_argument("--check", action="store_true",
                    help="only read and check every document (no tokenizer, no token counts): print how many "
                         "documents were given, used and skipped")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from aetnet.cli.model_flags import MODEL_HELP, add_model_flags, add_pair_flags, add_revision_flag
+
 EPILOG = """examples:
   aetnet predict runs/funsd-full/model form.png --output preds/ --visualize
   aetnet predict exports/rvl scans/ --output preds/            # every PNG/JPEG/TIFF/PDF in scans/
@@ -29,19 +31,14 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", help="model folder (RUN/model, a run folder or an export) or Hub id "
-                   "OWNER/NAME (downloaded into the Hub cache once); omit it with --entities/--links")
-    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
+    p.add_argument("model", nargs="?", help=f"{MODEL_HELP} (downloaded into the Hub cache once); omit it with "
+                   "--entities/--links")
+    add_revision_flag(p)
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
                    help="PNG, JPEG, TIFF or PDF files, or folders")
     p.add_argument("--entities", metavar="TOKEN_MODEL",
                    help="key-value pairs: token model finding the entities (e.g. a funsd model); needs --links")
-    p.add_argument("--links", metavar="RELATION_MODEL",
-                   help="key-value pairs: relation model linking questions to answers (a funsd-re model); each "
-                   "page record gets 'pairs': [{key, value, key_box, value_box, score}]")
-    p.add_argument("--entity-map", metavar="TYPE=TYPE,...",
-                   help="key-value pairs: rename the token model's entity types to the relation model's, e.g. "
-                   "QUESTION=KEY,ANSWER=VALUE (without it, models whose types share no linked pair are refused)")
+    add_pair_flags(p)
     p.add_argument("--question", help="the question, for question-answering (DocVQA) models")
     p.add_argument("--output", help="folder for <stem>.json (and PNGs with --visualize); with --format "
                    "labelstudio, the tasks .json file")
@@ -58,18 +55,12 @@ def add_parser(sub) -> None:
     p.add_argument("--visualize", action="store_true", help="write a PNG per page with the prediction drawn")
     p.add_argument("--ocr-lang", help="Tesseract language (default: the one used in training)")
     p.add_argument("--ocr-psm", type=int, help="Tesseract page segmentation mode (default: training's)")
-    p.add_argument("--ocr", choices=("auto", "always", "never"), default="auto",
-                   help="auto: PDF text layers where usable, OCR otherwise (default); always: OCR every "
-                   "page; never: text layers only (a scanned page is an error). Each record's 'source' "
-                   "says which was used")
     p.add_argument("--ocr-workers", type=int, default=0,
                    help="processes recognising the pages that need OCR before predicting (default 0: every core; "
                    "1: one page at a time in this process)")
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
-                   help="torch (default), or onnxruntime on an export's model.onnx / model.int8.onnx")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="model precision")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    add_model_flags(p)
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags
+
 EPILOG = """examples:
   aetnet serve exports/funsd                                  # http://127.0.0.1:8000 (page), /docs (API)
   aetnet serve exports/rvl --host 0.0.0.0 --port 9000 --workers 2
@@ -26,22 +28,12 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model folder (RUN/model, a run folder or an export) or Hub id OWNER/NAME")
-    p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
-    p.add_argument("--links", metavar="RELATION_MODEL",
-                   help="a relation model (e.g. funsd-re) linking the entities MODEL (a token model) finds: "
-                        "each page record gains 'pairs', as `aetnet predict --entities --links` writes them")
-    p.add_argument("--entity-map", metavar="TYPE=TYPE,...",
-                   help="with --links: rename the token model's entity types for the relation model, e.g. "
-                        "QUESTION=KEY,ANSWER=VALUE (as `aetnet predict --entity-map`)")
+    add_model_arg(p)
+    add_pair_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model copy")
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
-                   help="torch (default), or onnxruntime on an export's model.onnx / model.int8.onnx")
-    p.add_argument("--ocr", choices=("auto", "always", "never"), default="auto",
-                   help="auto: PDF text layers where usable, OCR otherwise (default); always; never")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    add_model_flags(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MB (413 beyond)")
     p.add_argument("--max-pages", type=int, default=20, help="most pages per document (413 beyond)")
     p.add_argument("--max-queue", type=int, default=32, help="requests served at once (503 beyond)")

@@ -131,7 +131,7 @@ class EvalSet:
             self.windows, pages = prepared
         else:
             label2id = {label: i for i, label in enumerate(labels)} if labels else None
-            self.windows = encode_cached(task, examples, processor.tokenizer, label2id, cfg,
+            self.windows = encode_cached(task.window_encoder(), examples, processor.tokenizer, label2id, cfg,
                                          desc="evaluation windows")
             pages = task.documents(examples)
         self.dataset = WindowDataset(self.windows, pages, processor.image_processor)

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from aetnet.data.documents.document import Document
+from aetnet.data.documents.entities import entity_tags
 from aetnet.data.documents.relation_protocols import one_parent
 from aetnet.data.documents.relations import (
     Entity,
@@ -71,9 +72,8 @@ def entity_document(words: list[str], boxes: list[list[float]], entities: Sequen
     segments = [offset + s for s in lines]
     segment_boxes = {offset + s: b for s, b in line_boxes.items()}
     for k, ent in enumerate(entities):
-        kind = str(ent["type"])
-        for n, i in enumerate(ent["words"]):
-            labels[i] = f"{'B' if n == 0 else 'I'}-{kind}"
+        for i, tag in zip(ent["words"], entity_tags(str(ent["type"]), len(ent["words"]))):
+            labels[i] = tag
             segments[i] = k
         segment_boxes[k] = [float(v) for v in ent["box"]]
     return Document(id="page", words=words, boxes=boxes, page_size=size, labels=labels, segment_ids=segments,

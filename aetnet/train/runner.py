@@ -226,7 +226,7 @@ def encode_training(ctx: RunContext) -> None:
     """Training examples -> windows (through the on-disk window cache) -> the dataset the Trainer reads (with
     the strategy's extra views); the validation windows too."""
     cfg, task = ctx.cfg, ctx.task
-    ctx.train_windows = encode_cached(task, ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg,
+    ctx.train_windows = encode_cached(task.window_encoder(), ctx.train_ex, ctx.processor.tokenizer, ctx.label2id, cfg,
                                       desc="training windows")
     if stream_documents(ctx.train_ex):  # read on demand: its scan kept the page references and the count
         pages, ctx.train_documents = ctx.train_ex.pages, ctx.train_ex.count

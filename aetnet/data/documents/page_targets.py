@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aetnet.data.documents.entities import entity_tags
 from aetnet.data.documents.validate import at, expect_box, expect_integer, expect_list, expect_object, require
 from aetnet.errors import DataError
 
@@ -86,10 +87,10 @@ def entities_to_labels(entities: Any, n: int, where: str) -> tuple[list[str], li
         require_that(ent["label"].strip() != "", where, f"{field}.label", "is empty; give the entity's label name")
         idx = sorted(_check_index_list(ent.get("words"), n, where, f"{field}.words"))
         require_that(bool(idx), where, f"{field}.words", "is empty; an entity needs at least one word")
-        for j, i in enumerate(idx):
+        for i, tag in zip(idx, entity_tags(ent["label"], len(idx))):
             require_that(segments[i] == -1, where, f"{field}.words", f"word {i} already belongs to entity "
                      f"{segments[i]}; a word belongs to one entity at most")
-            labels[i] = f"{'B' if j == 0 else 'I'}-{ent['label']}"
+            labels[i] = tag
             segments[i] = k
     return labels, segments
 

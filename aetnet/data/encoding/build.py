@@ -88,7 +88,7 @@ def _save_chunk(partial: Path, index: int, result: tuple[Any, int, str, int]) ->
     return record
 
 
-def _chunk_records(task, examples, tokenizer, label2id, cfg, partial: Path, done: set[int],
+def _chunk_records(encode, examples, tokenizer, label2id, cfg, partial: Path, done: set[int],
                    workers: int) -> Iterator[dict[str, Any]]:
     """Per chunk, in order: its record (``windows``, ``kind``, ``examples``), encoding only unfinished chunks."""
     import multiprocessing
@@ -104,14 +104,15 @@ def _chunk_records(task, examples, tokenizer, label2id, cfg, partial: Path, done
             if index in done:
                 record = finished(index)
             else:
-                record = _save_chunk(partial, index, ws._encode(task, tokenizer, label2id, cfg, index * ws.CHUNK,
+                record = _save_chunk(partial, index, ws._encode(encode, tokenizer, label2id, cfg, index * ws.CHUNK,
                                                                 chunk))
             del chunk
             yield record
         return
     logger.info("encoding with %d processes", workers)
     # spawn: the workers never inherit the trainer's threads, CUDA state or open files.
-    with multiprocessing.get_context("spawn").Pool(workers, ws._init_worker, (task, tokenizer, label2id, cfg)) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, ws._init_worker, (encode, tokenizer, label2id, cfg)) as pool:
         pending: deque = deque()
         for chunk in chunks(examples):
             index += 1
@@ -126,9 +127,10 @@ def _chunk_records(task, examples, tokenizer, label2id, cfg, partial: Path, done
             yield finished(index_) if job_ is None else _save_chunk(partial, index_, job_.get())
 
 
-def build_entry(task, examples: Iterable[Any], tokenizer, label2id, cfg, folder: Path, described: dict,
+def build_entry(encode, examples: Iterable[Any], tokenizer, label2id, cfg, folder: Path, described: dict,
                 desc: str) -> Path:
-    """Encode ``examples`` (a sequence, or a stream read once) into the new cache entry ``folder``; returns it.
+    """Encode ``examples`` (a sequence, or a stream read once) with ``encode`` (``(examples, tokenizer,
+    label2id, cfg) -> windows``) into the new cache entry ``folder``; returns it.
 
     The caller holds the entry's file lock (one builder per fingerprint at a time).
     """
@@ -146,7 +148,7 @@ def build_entry(task, examples: Iterable[Any], tokenizer, label2id, cfg, folder:
     workers = ws.encode_workers(cfg, total)
     start, count, n_examples, kind, n_chunks = time.perf_counter(), 0, 0, "window", 0
     with tqdm(total=total, desc=f"encode {desc}", unit="doc", disable=total is not None and total <= ws.CHUNK) as bar:
-        for record in _chunk_records(task, examples, tokenizer, label2id, cfg, partial, done, workers):
+        for record in _chunk_records(encode, examples, tokenizer, label2id, cfg, partial, done, workers):
             count += record["windows"]
             n_examples += record["examples"]
             kind = record["kind"] if record["windows"] else kind

@@ -4,9 +4,10 @@ Two encodings give the same windows when they see the same examples' content (wo
 page sizes, labels, segments, links, questions and located answers, as read: so any change of the
 data files, the OCR settings, the screening or the document selection changes the key), the same
 tokenizer (its serialised vocabulary and special-token boxes, not where it was loaded from), the same
-``data.*`` settings (all but :data:`NOT_ENCODING`), the same task, label ids and encoder code
-(the source of the encoding modules and of the task's classes, the transformers and tokenizers
-versions) and the same aetnet version and cache format.
+``data.*`` settings (all but :data:`NOT_ENCODING`), the same label ids, the same encoder (a
+:class:`WindowEncoder`: its task name, the source of the encoding modules and of the encoder's own code,
+a task's classes, its relation schema, and the transformers and tokenizers versions) and the same aetnet
+version and cache format.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +101,51 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
             "settings": json.dumps(settings, sort_keys=True, default=str)}
 
 
-#: Modules whose code shapes every window, whatever the task (the task's own classes are added), and
+#: Modules whose code shapes every window, whatever the encoder (the encoder's own code is added), and
 #: the store's own row format.
 ENCODING_MODULES = ("aetnet.data.encoding.windows", "aetnet.data.encoding.qa", "aetnet.data.documents.relations",
                     "aetnet.data.documents.relation_protocols", "aetnet.data.documents.boxes",
                     "aetnet.data.encoding.store", "aetnet.data.encoding.build")
 
 
-def code_identity(task) -> dict[str, str]:
-    """A hash of the source of the encoding modules and of every module defining the task's classes, and
-    the tokenizer libraries' versions: a changed encoder (a fix, a local edit) never reads stale windows."""
+@dataclass(frozen=True)
+class WindowEncoder:
+    """An encode function and what the window cache's fingerprint must know of it
+    (:func:`~aetnet.data.encoding.store.encode_cached` takes this, never a task).
+
+    A task gives its own (:meth:`aetnet.tasks.base.Task.window_encoder`); any other encoder is
+    ``WindowEncoder(my_encode, "my-task")``.
+
+    Attributes:
+        encode: ``(examples, tokenizer, label2id, cfg) -> windows``; picklable when ``data.encode_workers``
+            builds in several processes (a task's bound ``encode`` is).
+        name: the task's name: in the fingerprint and in the entry's ``meta.json`` (``aetnet cache ls``).
+        origin: the class (every class of its MRO) or function whose code shapes the windows, besides
+            :data:`ENCODING_MODULES`: its qualified name and the source of its modules are in the fingerprint.
+            ``None``: ``encode`` itself.
+        schema: a setting of the encoder that is not in its code nor in ``cfg.data`` (a relation task's
+            :class:`~aetnet.data.documents.relation_protocols.RelationSchema`); its ``repr`` is in the fingerprint.
+    """
+
+    encode: Callable[..., Sequence[Any]]
+    name: str
+    origin: type | Callable[..., Any] | None = None
+    schema: Any = None
+
+    @property
+    def code_origin(self) -> type | Callable[..., Any]:
+        return self.encode if self.origin is None else self.origin
+
+    def qualified_name(self) -> str:
+        """``module.QualName`` of what encodes."""
+        origin = self.code_origin
+        return f"{origin.__module__}.{origin.__qualname__}"
+
+
+def code_identity(origin: type | Callable[..., Any]) -> dict[str, str]:
+    """A hash of the source of the encoding modules and of every module defining ``origin`` (each class of a
+    class's MRO, or a function's module), and the tokenizer libraries' versions: a changed encoder (a fix, a
+    local edit) never reads stale windows."""
     import importlib
     import sys
 
@@ -116,9 +153,9 @@ def code_identity(task) -> dict[str, str]:
     import transformers
 
     files = {Path(importlib.import_module(name).__file__) for name in ENCODING_MODULES}
-    for cls in type(task).__mro__:
-        module = sys.modules.get(cls.__module__)
-        if module is not None and getattr(module, "__file__", None) and cls.__module__ != "builtins":
+    for item in (origin.__mro__ if isinstance(origin, type) else (origin,)):
+        module = sys.modules.get(item.__module__)
+        if module is not None and getattr(module, "__file__", None) and item.__module__ != "builtins":
             files.add(Path(module.__file__))
     h = hashlib.blake2b(digest_size=16)
     for path in sorted(files):
@@ -126,12 +163,12 @@ def code_identity(task) -> dict[str, str]:
     return {"source": h.hexdigest(), "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
-def window_fingerprint(task, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None,
+def window_fingerprint(encoder: WindowEncoder, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None,
                        cfg) -> tuple[str, dict[str, Any]]:
-    """``(key, description)`` of the windows ``task.encode(examples, tokenizer, label2id, cfg)`` gives.
+    """``(key, description)`` of the windows ``encoder.encode(examples, tokenizer, label2id, cfg)`` gives.
 
     Args:
-        task: the task (its name, class and relation schema count).
+        encoder: the encode function, its task name, the code behind it and its schema.
         examples: the examples, in order (a sequence, or a stream read once).
         tokenizer: the LayoutLMv3 tokenizer.
         label2id: label ids (``None``: unlabelled).
@@ -143,10 +180,10 @@ def window_fingerprint(task, examples: Iterable[Any], tokenizer, label2id: dict[
     described = {
         "format": CACHE_FORMAT,
         "aetnet_version": __version__,
-        "task": task.name,
-        "task_class": f"{type(task).__module__}.{type(task).__qualname__}",
-        "schema": repr(getattr(task, "schema", None)),
-        "code": code_identity(task),
+        "task": encoder.name,
+        "task_class": encoder.qualified_name(),
+        "schema": repr(encoder.schema),
+        "code": code_identity(encoder.code_origin),
         "settings": settings,
         "label2id": label2id,
         "tokenizer": tokenizer_identity(tokenizer),

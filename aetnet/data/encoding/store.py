@@ -1,15 +1,16 @@
 """Encoded windows on disk, memory-mapped, written once per fingerprint and shared by every run.
 
-:func:`encode_cached` turns examples into windows with the task's own encoder, a chunk of examples
-at a time, and writes them to an Arrow file (Hugging Face ``datasets``) with compact dtypes: ids
-int32, boxes and word boxes int16 (flattened, 4 per token), token labels int16, word ids int32
+:func:`encode_cached` turns examples into windows with an encode function (a
+:class:`~aetnet.data.encoding.key.WindowEncoder`; a task gives its own), a chunk of examples at a
+time, and writes them to an Arrow file (Hugging Face ``datasets``) with compact dtypes: ids int32,
+boxes and word boxes int16 (flattened, 4 per token), token labels int16, word ids int32
 (-1 for none). The file lives in ``$AETNET_CACHE/windows/<fingerprint>/`` and is reused by later
 runs, by every strategy and seed of ``aetnet compare`` and by every process of a distributed run
 (the main process builds it under the runner's local-main-first barrier; the others open it).
 
 The fingerprint (:mod:`aetnet.data.encoding.key`) covers everything the windows depend on: the
-examples' content as read, the tokenizer, the encoding settings, the task, its label ids and its
-encoder code, the versions and the cache format.
+examples' content as read, the tokenizer, the encoding settings, the label ids, the encoder (its task name,
+code and schema), the versions and the cache format.
 :class:`WindowStore` is a read-only sequence of :class:`~aetnet.data.encoding.windows.Window`
 rows decoded on access: nothing per token stays in Python memory for the whole dataset.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from aetnet.data.documents.relations import RelationWindow
-from aetnet.data.encoding.key import window_fingerprint
+from aetnet.data.encoding.key import WindowEncoder, window_fingerprint
 from aetnet.data.encoding.windows import Window
 from aetnet.errors import AetnetError
 
@@ -228,9 +229,12 @@ class WindowStore(Sequence):
         return (self.folder / WINDOWS_FILE).stat().st_size
 
 
-def encode_cached(task, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None, cfg,
+def encode_cached(encoder: WindowEncoder, examples: Iterable[Any], tokenizer, label2id: dict[str, int] | None, cfg,
                   desc: str = "windows") -> WindowStore | list[Window]:
-    """``task.encode(examples, ...)`` through the on-disk window cache.
+    """``encoder.encode(examples, tokenizer, label2id, cfg)`` through the on-disk window cache.
+
+    ``encoder`` is the encode function with what the fingerprint must know of it (a task's is
+    :meth:`aetnet.tasks.base.Task.window_encoder`).
 
     The cache entry of the fingerprint (:func:`window_fingerprint`) is opened when it exists, built
     otherwise (:func:`aetnet.data.encoding.build.build_entry`: a chunk of :data:`CHUNK` examples at a time,
@@ -247,11 +251,14 @@ def encode_cached(task, examples: Iterable[Any], tokenizer, label2id: dict[str, 
     Returns:
         A :class:`WindowStore` (or, with the cache off, the list of windows).
     """
+    if not isinstance(encoder, WindowEncoder):
+        raise TypeError(f"encode_cached takes a WindowEncoder (a task's is task.window_encoder()), not "
+                        f"{type(encoder).__name__}")
     if not getattr(cfg.data, "window_cache", True):
-        return task.encode(examples if isinstance(examples, Sequence) else list(examples), tokenizer, label2id, cfg)
+        return encoder.encode(examples if isinstance(examples, Sequence) else list(examples), tokenizer, label2id, cfg)
     from filelock import FileLock
 
-    key, described = window_fingerprint(task, examples, tokenizer, label2id, cfg)
+    key, described = window_fingerprint(encoder, examples, tokenizer, label2id, cfg)
     folder = window_cache_dir() / key
     if not (folder / META_FILE).is_file():
         try:
@@ -261,7 +268,8 @@ def encode_cached(task, examples: Iterable[Any], tokenizer, label2id: dict[str, 
                 if not (folder / META_FILE).is_file():
                     from aetnet.data.encoding.build import build_entry
 
-                    return WindowStore(build_entry(task, examples, tokenizer, label2id, cfg, folder, described, desc))
+                    return WindowStore(build_entry(encoder.encode, examples, tokenizer, label2id, cfg, folder,
+                                                   described, desc))
         except OSError as exc:
             raise AetnetError(f"cannot write the window cache in {folder.parent} ({exc.strerror or exc}); set "
                               "AETNET_CACHE to a writable folder with free space, or data.window_cache=false") from exc
@@ -277,20 +285,20 @@ PARALLEL_CHUNKS = 40
 _WORKER: dict[str, Any] = {}
 
 
-def _encode(task, tokenizer, label2id, cfg, offset: int, chunk: Sequence[Any]) -> tuple[Any, int, str, int]:
-    """(Arrow table or None, windows, window type, examples) of one chunk of examples."""
-    windows = task.encode(chunk, tokenizer, label2id, cfg)
+def _encode(encode, tokenizer, label2id, cfg, offset: int, chunk: Sequence[Any]) -> tuple[Any, int, str, int]:
+    """(Arrow table or None, windows, window type, examples) of one chunk of examples, encoded by ``encode``."""
+    windows = encode(chunk, tokenizer, label2id, cfg)
     kind = "relation" if windows and isinstance(windows[0], RelationWindow) else "window"
     return (windows_table(windows, offset) if windows else None), len(windows), kind, len(chunk)
 
 
-def _init_worker(task, tokenizer, label2id, cfg) -> None:
+def _init_worker(encode, tokenizer, label2id, cfg) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _WORKER.update(task=task, tokenizer=tokenizer, label2id=label2id, cfg=cfg)
+    _WORKER.update(encode=encode, tokenizer=tokenizer, label2id=label2id, cfg=cfg)
 
 
 def _encode_in_worker(job: tuple[int, Sequence[Any]]) -> tuple[Any, int, str, int]:
-    return _encode(_WORKER["task"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], *job)
+    return _encode(_WORKER["encode"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], *job)
 
 
 def encode_workers(cfg, n_examples: int | None) -> int:
