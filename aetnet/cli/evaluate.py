@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")
     p.add_argument("--on-bad-document", choices=("error", "skip"), default=None,
                    help="stop at the first bad document (default) or skip it, list it and go on")
+    p.add_argument("--lang", help="XFUND language (xfund, xfund-re): zh, ja, es, fr, it, de, pt or all")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.train.runner import evaluate_model
 
     overrides = list(args.overrides)
+    if args.lang:
+        overrides.insert(0, f"data.lang={args.lang}")
     if args.on_bad_document:
         overrides.append(f"data.on_bad_document={args.on_bad_document}")
     metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,

@@ -12,6 +12,7 @@ EPILOG = """examples:
   aetnet finetune funsd --strategy aet --base microsoft/layoutlmv3-base --data ~/data/FUNSD
   aetnet finetune funsd --demo train.max_steps=20 train.learning_rate=1e-4
   aetnet finetune funsd-re --demo                             # question -> answer links (key-value pairs)
+  aetnet finetune xfund --lang zh --data ~/data/XFUND          # Chinese forms (--lang all: all seven)
   aetnet finetune funsd --output runs/funsd-full --resume      # continue an interrupted run
   aetnet finetune funsd --data ~/data/FUNSD train.eval_steps=100 train.keep=best \\
       train.early_stopping_patience=5 train.report_to=tensorboard   # validate, keep the best, watch it
@@ -63,6 +64,7 @@ def add_parser(sub) -> None:
     p.add_argument("--stride", type=int, help="tokens shared by consecutive windows of long documents")
     p.add_argument("--box-level", choices=("segment", "word"), help="segment (entity) or word boxes")
     p.add_argument("--on-bad-document", choices=("error", "skip"), help="stop on a bad document or skip it")
+    p.add_argument("--lang", help="XFUND language (xfund, xfund-re): zh, ja, es, fr, it, de, pt or all")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=10")
     p.set_defaults(func=run)
 
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = demo_overrides(args.task) if args.demo else []
     for flag, key in (("bf16", "train.bf16"), ("seed", "train.seed"), ("stride", "data.stride"),
-                      ("box_level", "data.box_level"), ("on_bad_document", "data.on_bad_document")):
+                      ("box_level", "data.box_level"), ("on_bad_document", "data.on_bad_document"),
+                      ("lang", "data.lang")):
         value = getattr(args, flag)
         if value not in (None, False):
             overrides.append(f"{key}={value}")

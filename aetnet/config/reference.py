@@ -14,7 +14,7 @@ from typing import Any
 
 #: The run's own fields carry no docstring in ``config.py``; their descriptions here.
 RUN_FIELDS = {"task": "Registered task (`funsd`, `cord`, `rvl-cdip`, `docvqa`, `funsd-re`, `token`, `classify`, "
-                      "`qa`, `re`).",
+                      "`qa`, `re`, `xfund`, `xfund-re`).",
               "strategy": "Tuning strategy (`full`, `aet`, `lora`, `prompt`, `aet-lora`, `head`).",
               "output": "Run folder; `None`: `runs/<task>-<strategy>-<time>/`."}
 
