@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -63,9 +64,14 @@ def xfund_inventory(root: Path) -> dict[str, list[str]]:
     return found
 
 
-@functools.lru_cache(maxsize=16)
 def _open_zip(path: str) -> zipfile.ZipFile:
-    """One open handle per release zip and process (members are read on demand)."""
+    """One open handle per release zip and process (members are read on demand). A forked DataLoader
+    worker opens its own: a handle inherited over a fork shares its file offset with the parent's."""
+    return _open_zip_in(path, os.getpid())
+
+
+@functools.lru_cache(maxsize=16)
+def _open_zip_in(path: str, pid: int) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
@@ -176,6 +182,7 @@ def parse_xfund_document(raw: dict, where: str, path: Path, lang: str, images: I
     segment_boxes: dict[int, list[float]] = {}
     segment_texts: dict[int, str] = {}
     links: set[tuple[int, int]] = set()
+    link_fields: list[tuple[tuple[int, int], str]] = []
     entity_labels: Counter = Counter()
     ids: set[int] = set()
     raw_words = empty_entities = 0
@@ -194,7 +201,9 @@ def parse_xfund_document(raw: dict, where: str, path: Path, lang: str, images: I
         entity_labels[label] += 1
         text = require(entity, "text", "text", ent_where, path)
         require(entity, "box", "box", ent_where, path)
-        links.update(tuple(sorted(pair)) for pair in _links(entity, ent_where, path))
+        for k, pair in enumerate(_links(entity, ent_where, path)):
+            links.add(tuple(sorted(pair)))
+            link_fields.append((pair, at(f"{ent_where}.linking", k)))
         ent_words = require(entity, "words", "list", ent_where, path)
         raw_words += len(ent_words)
         checked = []
@@ -216,10 +225,10 @@ def parse_xfund_document(raw: dict, where: str, path: Path, lang: str, images: I
             segments.append(ent_id)
         segment_boxes[ent_id] = [float(v) for v in union_box([box for _, box in checked])]
         segment_texts[ent_id] = text
-    for a, b in sorted(links):
+    for (a, b), field in link_fields:
         if a not in ids or b not in ids:
             raise DataError(f"link [{a}, {b}] names entity {b if a in ids else a}, which form '{doc_id}' lacks; "
-                            f"{DEFAULT_FIX}", path, f"{where}.document")
+                            f"{DEFAULT_FIX}", path, field)
     image_path, image_ref = images.find(fname, path, f"{where}.img.fname")
     if image_path is not None:
         from aetnet.data.ocr.images import image_size
