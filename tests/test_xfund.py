@@ -167,12 +167,13 @@ def test_images_from_the_release_zip_equal_the_files(shared_data, tmp_path):
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_finetune_xfund_zh(aetnet_cache, shared_data, tmp_path, strategy):
-    from aetnet.train.runner import finetune
+    from aetnet.cli.main import main
 
     folder = _release(tmp_path / "xfund", shared_data / "xfund", {("zh", "train"): "zh", ("zh", "val"): "zh"},
                       zipped=strategy == "lora")
-    run = finetune("xfund", strategy=strategy, base="tiny", data=str(folder), output=tmp_path / "run",
-                   overrides=[*BUDGET, "data.lang=zh"])
+    run = tmp_path / "run"
+    assert main(["finetune", "xfund", "--lang", "zh", "--base", "tiny", "--strategy", strategy, "--data", str(folder),
+                 "--output", str(run), *BUDGET]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert metrics["eval_split"] == "val" and metrics["languages"] == ["zh"]
@@ -180,15 +181,61 @@ def test_finetune_xfund_zh(aetnet_cache, shared_data, tmp_path, strategy):
     assert metrics["f1_zh"] == metrics["f1"] == metrics["f1_language_mean"]
     # every token of the three forms is scored: as many as the XFUND encoding gives
     assert all(len(r["gold"]) == len(r["pred"]) > 100 for r in records)
+    assert main(["evaluate", str(run / "model"), "--data", str(folder), "--lang", "zh", "--output",
+                 str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert {k: again[k] for k in ("f1", "precision", "recall", "f1_zh")} == pytest.approx(
+        {k: metrics[k] for k in ("f1", "precision", "recall", "f1_zh")})
 
 
 def test_finetune_xfund_re_all_languages(aetnet_cache, shared_data, tmp_path):
-    from aetnet.train.runner import finetune
+    from aetnet.cli.main import main
 
     sources = {lang: ("zh", "ja", "pt")[i % 3] for i, lang in enumerate(LANGS)}
     files = {(lang, split): sources[lang] for lang in LANGS for split in ("train", "val")}
     folder = _release(tmp_path / "xfund", shared_data / "xfund", files)
-    run = finetune("xfund-re", base="tiny", data=str(folder), output=tmp_path / "run",
-                   overrides=[*BUDGET, "data.lang=all", "data.max_train_documents=4", "data.max_eval_documents=4"])
+    run = tmp_path / "run"
+    assert main(["finetune", "xfund-re", "--lang", "all", "--base", "tiny", "--data", str(folder), "--output",
+                 str(run), *BUDGET, "data.max_train_documents=4", "data.max_eval_documents=4"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["pages"] == 4 and metrics["gold_links"] > 0 and metrics["eval_split"] == "val"
+
+
+def test_all_reports_every_language_and_their_mean():
+    """``evaluate`` of the xfund task on hand-made windows: per-language F1 and their mean, by hand."""
+    import numpy as np
+
+    import aetnet.tasks  # noqa: F401
+    from aetnet.data.documents.document import Document
+    from aetnet.data.encoding.windows import Window
+    from aetnet.registry import TASKS
+
+    task = TASKS.get("xfund")()
+    labels = task.label_list()
+    ids = {name: i for i, name in enumerate(labels)}
+
+    def doc(lang):
+        return Document(id=lang, words=["a"], boxes=[[0, 0, 1, 1]], page_size=(10, 10), meta={"lang": lang})
+
+    def window(index, gold):
+        return Window(index, [0, *range(len(gold)), 2], [[0, 0, 0, 0]] * (len(gold) + 2),
+                      [None, *range(len(gold)), None], [-100, *(ids[g] for g in gold), -100])
+
+    def logits(pred):
+        out = np.zeros((len(pred) + 2, len(labels)))
+        for t, name in enumerate(pred):
+            out[t + 1, ids[name]] = 5.0
+        return out
+
+    gold_zh = ["B-QUESTION", "I-QUESTION", "B-ANSWER", "O"]       # 2 entities, 1 found: P 1/1, R 1/2
+    pred_zh = ["B-QUESTION", "I-QUESTION", "O", "O"]
+    gold_pt = ["B-HEADER", "O", "B-ANSWER"]                       # 2 entities, 2 predicted, 1 right
+    pred_pt = ["B-HEADER", "O", "B-QUESTION"]
+    metrics, records = task.evaluate([doc("zh"), doc("pt")], [window(0, gold_zh), window(1, gold_pt)],
+                                     [logits(pred_zh), logits(pred_pt)], dict(enumerate(labels)))
+    assert metrics["languages"] == ["zh", "pt"]
+    assert metrics["f1_zh"] == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert metrics["f1_pt"] == pytest.approx(0.5)
+    assert metrics["f1_language_mean"] == pytest.approx((2 / 3 + 0.5) / 2)
+    assert metrics["f1"] == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))  # micro: 2 right of 3 / 4
+    assert [r["pred"] for r in records] == [pred_zh, pred_pt]
