@@ -239,3 +239,17 @@ def test_all_reports_every_language_and_their_mean():
     assert metrics["f1_language_mean"] == pytest.approx((2 / 3 + 0.5) / 2)
     assert metrics["f1"] == pytest.approx(2 * (2 / 3) * (2 / 4) / (2 / 3 + 2 / 4))  # micro: 2 right of 3 / 4
     assert [r["pred"] for r in records] == [pred_zh, pred_pt]
+
+
+def test_window_cache_key_sees_the_entity_texts(shared_data):
+    """The xfund encoding tokenises entity texts, not words: a text changed with the same words (XFUND's
+    "CITYCOUNCIL" over the words CITY, COUNCIL) gives other windows, so another cache entry."""
+    from aetnet.data.documents.xfund import read_xfund_file
+    from aetnet.data.encoding.key import examples_digest
+
+    docs = read_xfund_file(shared_data / "xfund", "zh", "val")
+    before = examples_digest(docs)
+    texts = docs[0].meta["segment_texts"]
+    seg = next(iter(texts))
+    texts[seg] = texts[seg] + " x"
+    assert examples_digest(docs) != before
