@@ -3,7 +3,8 @@
 ``xfund`` labels entities (BIO over FUNSD's header / question / answer; ``other`` is ``O``) with the
 reference XFUND encoding (:mod:`aetnet.data.encoding.xfund`: each entity's text tokenised whole,
 tokens boxed by character offsets) and scores entity F1 over tokens as the reference does;
-``xfund-re`` links questions to answers with funsd-re's relation machinery and protocols.
+``xfund-re`` links questions to answers with funsd-re's relation machinery and protocols, over the same
+reference tokens.
 
 ``data.lang`` (``--lang``) picks one language, or ``all``: the seven training splits together (the
 "multitask" setting), scored per language (``f1_zh``, ...) and as their mean (``f1_language_mean``).
@@ -12,11 +13,13 @@ XFUND's ``val`` is the test split; validation during training is carved from tra
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from typing import Any
 
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
+from aetnet.data.documents.relations import encode_relation_documents
 from aetnet.data.documents.splits import Splits
 from aetnet.data.documents.xfund import LANGUAGES, read_xfund
 from aetnet.data.encoding.windows import merge_token_predictions, word_predictions
@@ -140,6 +143,12 @@ class XfundRelationTask(RelationTask):
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
         self.use_protocol(cfg)
         return load_xfund(self, cfg, demo)
+
+    def encode(self, examples, tokenizer, label2id, cfg: RunConfig):
+        """funsd-re's relation windows over the reference XFUND tokens (entity texts tokenised whole)."""
+        return encode_relation_documents(examples, tokenizer, cfg.data.max_length, cfg.data.stride,
+                                         cfg.data.box_level, with_targets=label2id is not None, schema=self.schema,
+                                         encode=functools.partial(encode_xfund_documents, word_units=True))
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         out = super().statistics(splits, tokenizer, cfg)

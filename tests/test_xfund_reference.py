@@ -189,3 +189,33 @@ def test_hand_worked_cjk_entity(tmp_path):
     (segment,) = encode_xfund_documents([doc], tok, label2id, box_level="segment")
     assert [list(b) for b in segment.bbox[1:-1]] == [[50, 100, 150, 160]] * 7
     assert [list(b) for b in segment.word_bbox] == [list(b) for b in window.word_bbox]
+
+
+def test_relation_windows_use_the_reference_tokens(shared_data, tokenizer):
+    """xfund-re reads the same tokens as xfund, and each entity is represented at its first token, where the
+    reference puts an entity's ``start`` (the token labelled ``B-`` for header / question / answer)."""
+    import aetnet.tasks  # noqa: F401  (registers the tasks)
+    from aetnet.config.settings import resolve_config
+    from aetnet.registry import TASKS
+
+    folder = shared_data / "xfund"
+    cfg = resolve_config({}, {"task": "xfund-re", "data": {"path": str(folder)}})
+    relation, token = TASKS.get("xfund-re")(), TASKS.get("xfund")()
+    relation.partial = True
+    docs = [doc for split in relation.load(cfg).values() for doc in split]
+    labels = token.label_list()
+    names = relation.label_list()
+    rel_windows = relation.encode(docs, tokenizer, {}, cfg)
+    tok_windows = token.encode(docs, tokenizer, {name: i for i, name in enumerate(labels)}, cfg)
+    assert len(rel_windows) == len(tok_windows) > len(docs)
+    starts, seen = 0, set()
+    for rel, tok in zip(rel_windows, tok_windows):
+        assert rel.input_ids == tok.input_ids and rel.bbox == tok.bbox
+        if rel.doc_index in seen:  # a later window may open inside an entity (its start lies in the one before)
+            continue
+        seen.add(rel.doc_index)
+        for position, kind in zip(rel.entity_positions, rel.entity_labels):
+            if names[kind] in ("HEADER", "QUESTION", "ANSWER"):
+                assert labels[tok.labels[position]] == f"B-{names[kind]}"
+                starts += 1
+    assert starts > 90  # of the 9 forms' first windows

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from aetnet.data.documents.boxes import normalize_box, union_box
 from aetnet.data.documents.document import Document
-from aetnet.data.encoding.windows import IGNORE_INDEX, NO_BOX, Window, window_starts, word_boxes_of
+from aetnet.data.encoding.windows import IGNORE_INDEX, NO_BOX, Window, window_starts
 from aetnet.errors import AetnetError
 
 #: Pieces that mark a word boundary and carry no character of their own (SentencePiece, byte-level BPE).
@@ -51,13 +51,15 @@ def entity_runs(doc: Document) -> list[tuple[int, int, int]]:
     return runs
 
 
-def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] | None], list[list[float]], list[str]]:
+def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] | None], list[list[float]],
+                                                    list[str], list[int]]:
     """The reference's token sequence of one form.
 
     Returns:
-        ``(ids, token boxes, entity boxes, labels)``: per token its id, its pixel box (``None`` for a
-        boundary piece, resolved by :func:`xfund_token_boxes`), its entity's pixel box and its label
-        name.
+        ``(ids, token boxes, entity boxes, labels, words)``: per token its id, its pixel box (``None`` for a
+        boundary piece, resolved by :func:`xfund_token_boxes`), its entity's pixel box, its label name and
+        the word it belongs to (the first word it takes; a token taking none, the word of the token before
+        it; a boundary piece, the word of the token after it).
     """
     backend = tokenizer.backend_tokenizer
     normalizer = backend.normalizer
@@ -69,7 +71,9 @@ def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] 
     boxes: list[list[float] | None] = []
     entity_boxes: list[list[float]] = []
     labels: list[str] = []
+    token_words: list[int | None] = []
     last: list[float] | None = None
+    last_word = 0
     for seg, first, end in entity_runs(doc):
         enc = backend.encode(texts[seg], add_special_tokens=False)
         word_lengths = []
@@ -82,10 +86,13 @@ def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] 
             ids.append(token_id)
             if not piece.strip(BOUNDARY_MARKS):
                 boxes.append(None)
+                token_words.append(None)
                 continue
             text_length += max(0, e - max(s, covered))
             covered = max(covered, e)
             taken = []
+            if word_length < text_length and next_word < end:
+                last_word = next_word
             while word_length < text_length and next_word < end:
                 taken.append(doc.boxes[next_word])
                 word_length += word_lengths[next_word - first]
@@ -94,13 +101,19 @@ def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] 
             if box is None:  # a first token covering no character (never in the release): the entity's box
                 box = list(doc.segment_boxes[seg])
             boxes.append(box)
+            token_words.append(last_word)
             last = box
         entity_box = list(doc.segment_boxes[seg])
         entity_boxes.extend([entity_box] * (len(ids) - start))
         kind = doc.labels[first][2:] if doc.labels and doc.labels[first] != "O" else None
         count = len(ids) - start
         labels.extend(["O"] * count if kind is None else [f"B-{kind}"] + [f"I-{kind}"] * (count - 1))
-    return ids, boxes, entity_boxes, labels
+    words: list[int] = [0] * len(token_words)
+    following = None
+    for i in range(len(token_words) - 1, -1, -1):
+        following = token_words[i] if token_words[i] is not None else following
+        words[i] = following if following is not None else last_word
+    return ids, boxes, entity_boxes, labels, words
 
 
 def xfund_token_boxes(boxes: Sequence[list[float] | None], entity_boxes: Sequence[list[float]],
@@ -122,7 +135,8 @@ def xfund_token_boxes(boxes: Sequence[list[float] | None], entity_boxes: Sequenc
 
 
 def encode_xfund_documents(docs: Sequence[Document], tokenizer, label2id: dict[str, int] | None,
-                           max_length: int = 512, stride: int = 128, box_level: str = "segment") -> list[Window]:
+                           max_length: int = 512, stride: int = 128, box_level: str = "segment",
+                           word_units: bool = False) -> list[Window]:
     """Forms -> windows of the reference's tokens (see the module docstring).
 
     Args:
@@ -132,6 +146,8 @@ def encode_xfund_documents(docs: Sequence[Document], tokenizer, label2id: dict[s
         max_length: tokens per window including ``<s>`` and ``</s>``.
         stride: tokens shared by consecutive windows.
         box_level: ``word`` (the reference's token boxes) or ``segment`` (the entity's box).
+        word_units: ``word_ids`` name each token's XFUND word (see :func:`xfund_tokens`; what the relation
+            machinery locates entities by) instead of the token itself (what ``xfund`` scores).
     """
     room = max_length - 2
     if not 0 <= stride < room:
@@ -141,7 +157,7 @@ def encode_xfund_documents(docs: Sequence[Document], tokenizer, label2id: dict[s
     sep_box = list(getattr(tokenizer, "sep_token_box", NO_BOX))
     windows: list[Window] = []
     for index, doc in enumerate(docs):
-        ids, boxes, entity_boxes, labels = xfund_tokens(doc, tokenizer)
+        ids, boxes, entity_boxes, labels, token_words = xfund_tokens(doc, tokenizer)
         where = doc.source or doc.id
         if not ids:
             windows.append(Window(index, [tokenizer.cls_token_id, tokenizer.sep_token_id], [list(NO_BOX)] * 2,
@@ -155,13 +171,13 @@ def encode_xfund_documents(docs: Sequence[Document], tokenizer, label2id: dict[s
         label_ids = None if label2id is None else [label2id[name] for name in labels]
         for start in window_starts(len(ids), room, stride):
             span = range(start, min(start + room, len(ids)))
-            window_ids = [None, *span, None]
+            window_ids = [None, *(token_words[p] for p in span), None] if word_units else [None, *span, None]
             windows.append(Window(
                 doc_index=index,
                 input_ids=[tokenizer.cls_token_id] + [ids[p] for p in span] + [tokenizer.sep_token_id],
                 bbox=[cls_box] + [list(model_boxes[p]) for p in span] + [sep_box],
                 word_ids=window_ids,
                 labels=None if label_ids is None else [IGNORE_INDEX] + [label_ids[p] for p in span] + [IGNORE_INDEX],
-                word_bbox=word_boxes_of(window_ids, token_boxes),
+                word_bbox=[NO_BOX] + [token_boxes[p] for p in span] + [NO_BOX],
             ))
     return windows
