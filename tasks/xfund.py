@@ -82,7 +82,7 @@ class XfundTask(TokenClassificationTask):
         tokens = [0] * len(examples)
         gold_tokens: list[dict[int, int]] = [{} for _ in examples]
         for window in windows:
-            for word, label in zip(window.word_ids, window.labels or []):
+            for word, label in zip(window.word_ids, window.labels if window.labels is not None else ()):
                 if word is not None:
                     tokens[window.doc_index] = max(tokens[window.doc_index], word + 1)
                     gold_tokens[window.doc_index].setdefault(word, label)
