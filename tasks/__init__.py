@@ -17,4 +17,5 @@ from aetnet.tasks import (
     generic,  # noqa: E402,F401
     own_re,  # noqa: E402,F401
     rvl_cdip,  # noqa: E402,F401
+    xfund,  # noqa: E402,F401
 )

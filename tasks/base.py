@@ -46,6 +46,9 @@ class Task:
     #: The run's ``--on-bad-document`` policy (:class:`aetnet.data.documents.screen.BadDocuments`), set by the
     #: runner before :meth:`load`; readers hand per-file errors to it. ``None`` means ``error``.
     bad_documents = None
+    #: Set by ``aetnet inspect``: a reader reports the files that are there instead of failing on a missing
+    #: split file (what ``finetune`` and ``evaluate`` need).
+    partial = False
 
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Any]]:
         """Read the data: ``{"train": [...], "eval": [...]}`` (examples of the task's type)."""

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     add_data_flag(p)
     p.add_argument("--demo", action="store_true", help="evaluate on the embedded demo data")
     p.add_argument("--output", help="folder for metrics.json, predictions.jsonl (and skipped.jsonl)")
-    add_setting_flags(p, "--on-bad-document")
+    add_setting_flags(p, "--on-bad-document", "--lang")
     add_overrides(p)
     p.set_defaults(func=run)
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from aetnet.train.runner import evaluate_model
 
-    overrides = list(args.overrides) + setting_overrides(args, "--on-bad-document")  # the flag wins
+    overrides = list(args.overrides) + setting_overrides(args, "--on-bad-document", "--lang")  # the flag wins
     metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,
                              revision=args.revision)
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -14,6 +14,7 @@ EPILOG = """examples:
   aetnet finetune funsd --strategy aet --base microsoft/layoutlmv3-base --data ~/data/FUNSD
   aetnet finetune funsd --demo train.max_steps=20 train.learning_rate=1e-4
   aetnet finetune funsd-re --demo                             # question -> answer links (key-value pairs)
+  aetnet finetune xfund --lang zh --data ~/data/XFUND          # Chinese forms (--lang all: all seven)
   aetnet finetune funsd --output runs/funsd-full --resume      # continue an interrupted run
   aetnet finetune funsd --data ~/data/FUNSD train.eval_steps=100 train.keep=best \\
       train.early_stopping_patience=5 train.report_to=tensorboard   # validate, keep the best, watch it
@@ -21,7 +22,7 @@ EPILOG = """examples:
 """
 
 #: The setting shortcuts finetune offers (:data:`aetnet.cli.run_flags.SETTING_FLAGS`).
-SETTINGS = ("--bf16", "--seed", "--stride", "--box-level", "--on-bad-document")
+SETTINGS = ("--bf16", "--seed", "--stride", "--box-level", "--on-bad-document", "--lang")
 
 
 def add_parser(sub) -> None:

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 EPILOG = """examples:
   aetnet inspect funsd --data ~/data/FUNSD --json
   aetnet inspect funsd --demo
+  aetnet inspect xfund --data ~/data/XFUND --lang all --json   # per language: forms, entities, words, links
   aetnet inspect cord --data ~/data/CORD --on-bad-document skip --skipped skipped.jsonl
   aetnet inspect cord --data ~/data/CORD --base microsoft/layoutlmv3-base --windows windows.jsonl
   aetnet inspect rvl-cdip --data ~/data/rvl-cdip --check     # read and check only, no token counts
@@ -41,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--demo", action="store_true", help="inspect the embedded demo data")
     p.add_argument("--base", default=None, help="tokenizer to count tokens with (default: tiny)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_setting_flags(p, "--on-bad-document")
+    add_setting_flags(p, "--on-bad-document", "--lang")
     p.add_argument("--check", action="store_true",
                    help="only read and check every document (no tokenizer, no token counts): print how many "
                         "documents were given, used and skipped")
@@ -64,12 +65,15 @@ def run(args: argparse.Namespace) -> int:
     data = {"path": args.data}
     if args.on_bad_document:
         data["on_bad_document"] = args.on_bad_document
+    if args.lang:
+        data["lang"] = args.lang
     cfg = resolve_config({}, {"task": args.task, "data": data}, args.overrides)
     task = TASKS.get(args.task)()
     needs_tokens = not args.check or args.windows
     tokenizer = load_processor(resolve_base(args.base or "tiny")[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
     task.bad_documents = policy
+    task.partial = True  # report what the folder holds (finetune names a missing split file)
     splits = {
         split: screen_documents(examples, task.documents(examples), split, cfg.data.box_level, task.kind == "token",
                                 policy)

@@ -32,6 +32,7 @@ SETTING_FLAGS: dict[str, tuple[str, dict]] = {
     "--on-bad-document": ("data.on_bad_document", {
         "choices": ("error", "skip"),
         "help": "error: stop at the first bad document (default); skip: leave it out, list it and go on"}),
+    "--lang": ("data.lang", {"help": "XFUND language (xfund, xfund-re): zh, ja, es, fr, it, de, pt or all"}),
 }
 
 

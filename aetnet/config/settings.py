@@ -46,6 +46,9 @@ class DataConfig:
     """Tokens shared by consecutive windows of a long document."""
     on_bad_document: str = "error"
     """``error`` stops at the first bad document; ``skip`` records it in ``skipped.jsonl`` and goes on."""
+    lang: str | None = None
+    """XFUND language (tasks ``xfund``, ``xfund-re``; ``--lang``): ``zh``, ``ja``, ``es``, ``fr``, ``it``, ``de``,
+    ``pt``, or ``all`` (every language's train split together, scored per language); ``None``: ``all``."""
     ocr_lang: str = "eng"
     """Tesseract language, for tasks whose data has no words."""
     ocr_psm: int = 3
@@ -213,6 +216,10 @@ class RelationsConfig:
 #: Tasks that read ``relations``.
 RELATION_TASKS = ("funsd-re", "re")
 
+#: Tasks that read ``data.lang``.
+LANG_TASKS = ("xfund", "xfund-re")
+XFUND_LANGS = ("zh", "ja", "es", "fr", "it", "de", "pt", "all")
+
 #: Tasks whose label set a user may fix with ``data.labels``.
 OWN_LABEL_TASKS = ("token", "classify")
 
@@ -246,7 +253,7 @@ class RunConfig:
 
     task: str = "funsd"
     """Registered task (``funsd``, ``cord``, ``rvl-cdip``, ``docvqa``, ``funsd-re``, ``token``, ``classify``, ``qa``,
-    ``re``)."""
+    ``re``, ``xfund``, ``xfund-re``)."""
     strategy: str = "full"
     """Registered tuning strategy (``full``, ``head``, ``aet``, ``lora``, ``aet-lora``, ``prompt``); its settings
     section (if any) is read, the others are kept as they are."""
@@ -266,6 +273,11 @@ class RunConfig:
         if self.relations.protocol != "page" and self.task not in RELATION_TASKS:
             raise AetnetError(f"relations.protocol applies to the tasks {', '.join(RELATION_TASKS)}; task "
                               f"'{self.task}' has no links: remove relations.protocol")
+        if self.data.lang is not None:
+            _choice("data.lang", self.data.lang, XFUND_LANGS)
+            if self.task not in LANG_TASKS:
+                raise AetnetError(f"data.lang (--lang) applies to the tasks {', '.join(LANG_TASKS)}; task "
+                                  f"'{self.task}' has no languages to pick: remove it")
         if self.data.labels and self.task not in OWN_LABEL_TASKS:
             raise AetnetError(f"data.labels applies to the tasks {', '.join(OWN_LABEL_TASKS)}; task '{self.task}' has "
                               "a fixed label set: remove data.labels")

@@ -20,7 +20,7 @@ token predictions (:func:`merge_entity_vectors`), so entities in different windo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -285,6 +285,7 @@ def encode_relation_documents(
     box_level: str = "segment",
     with_targets: bool = True,
     schema: RelationSchema = FUNSD_SCHEMA,
+    encode: Callable[..., list[Window]] | None = None,
 ) -> list[RelationWindow]:
     """Tokenise pages into windows carrying their entities (and, for training, pair targets).
 
@@ -294,10 +295,13 @@ def encode_relation_documents(
         max_length, stride, box_level: as :func:`~aetnet.data.encoding.windows.encode_token_documents`.
         with_targets: add ``relation_labels`` (candidate pairs inside the window, 1 for gold links).
         schema: entity types and candidate rule.
+        encode: the token encoder, ``(docs, tokenizer, None, max_length, stride, box_level) -> windows`` whose
+            ``word_ids`` index each page's words (default
+            :func:`~aetnet.data.encoding.windows.encode_token_documents`; XFUND's reference encoding).
     """
     label_id = {label: i for i, label in enumerate(schema.labels)}
     windows: list[RelationWindow] = []
-    base = encode_token_documents(docs, tokenizer, None, max_length, stride, box_level)
+    base = (encode or encode_token_documents)(docs, tokenizer, None, max_length, stride, box_level)
     starts = [k for k, w in enumerate(base) if k == 0 or base[k - 1].doc_index != w.doc_index] + [len(base)]
     for first, end in zip(starts[:-1], starts[1:]):
         page = base[first:end]

@@ -26,14 +26,15 @@ import numpy as np
 CACHE_FORMAT = 1
 #: ``data.*`` settings that select or describe documents but do not change how a given example is
 #: encoded (the examples' content is hashed instead). Every other setting is part of the fingerprint.
-NOT_ENCODING = ("path", "on_bad_document", "ocr_workers", "eval_fraction", "val_fraction", "select_on",
+NOT_ENCODING = ("path", "lang", "on_bad_document", "ocr_workers", "eval_fraction", "val_fraction", "select_on",
                 "max_train_documents", "max_eval_documents", "labels", "window_cache", "encode_workers")
 
 
 def _update_document(h, doc) -> None:
     """Feed one page's encoding-relevant content into the hash ``h``."""
     parts = [doc.id, "\x1f".join(doc.words), repr(doc.page_size), "\x1f".join(doc.labels or ["<none>"]),
-             repr(doc.segment_ids), repr(sorted(doc.segment_boxes.items())), repr(doc.links), repr(doc.doc_label)]
+             repr(doc.segment_ids), repr(sorted(doc.segment_boxes.items())), repr(doc.links), repr(doc.doc_label),
+             repr(doc.meta.get("segment_texts"))]
     h.update("\x1e".join(parts).encode("utf-8", "surrogatepass"))
     h.update(np.asarray(doc.boxes, dtype=np.float64).tobytes())
 
