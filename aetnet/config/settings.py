@@ -274,7 +274,7 @@ class RunConfig:
             raise AetnetError(f"relations.protocol applies to the tasks {', '.join(RELATION_TASKS)}; task "
                               f"'{self.task}' has no links: remove relations.protocol")
         if self.data.lang is not None:
-            _choice("data.lang", self.data.lang, XFUND_LANGS)
+            check_choice("data.lang", self.data.lang, XFUND_LANGS)
             if self.task not in LANG_TASKS:
                 raise AetnetError(f"data.lang (--lang) applies to the tasks {', '.join(LANG_TASKS)}; task "
                                   f"'{self.task}' has no languages to pick: remove it")
