@@ -168,6 +168,7 @@ def resolve_components(ctx: RunContext) -> None:
     """Seed, task, strategy (its config checks run before any data is read), base weights, processor."""
     from transformers import set_seed
 
+    from aetnet.models.bases import detect_family
     from aetnet.models.tiny import resolve_base
 
     cfg = ctx.cfg
@@ -180,6 +181,7 @@ def resolve_components(ctx: RunContext) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     ctx.paths = BasePaths(*resolve_base(cfg.model.base, cfg.model.image_aligner, cfg.model.text_aligner))
+    detect_family(ctx.paths.layoutlmv3).check_strategy(cfg.strategy)  # e.g. aet needs an image stream
     ctx.processor = load_processor(ctx.paths.layoutlmv3)
 
 
