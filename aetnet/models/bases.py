@@ -201,15 +201,21 @@ def tokenizer_family(path: str) -> str:
     return BPE
 
 
+def base_config(path: str) -> dict | None:
+    """The ``config.json`` of a base, a model folder (a LoRA folder keeps it in ``base/``) or a hub id."""
+    config = _read_json(path, "config.json")
+    if config is None and (Path(path) / "base" / "config.json").is_file():  # a LoRA model folder: base/ + adapter/
+        config = _read_json(str(Path(path) / "base"), "config.json")
+    return config
+
+
 def detect_family(path: str) -> BaseFamily:
     """The family of a base or model folder, or of a hub id, from ``config.json`` and its tokenizer files.
 
     Raises:
         AetnetError: no ``config.json``, a ``model_type`` aetnet has no family for, or a WordPiece tokenizer.
     """
-    config = _read_json(path, "config.json")
-    if config is None and (Path(path) / "base" / "config.json").is_file():  # a LoRA model folder: base/ + adapter/
-        config = _read_json(str(Path(path) / "base"), "config.json")
+    config = base_config(path)
     if config is None:
         raise AetnetError(
             f"'{path}' has no config.json (or the hub cannot be reached); pass a model folder, a hub id "
@@ -239,24 +245,34 @@ def family_by_name(name: str) -> BaseFamily:
         raise AetnetError(f"unknown base family {name!r}; known: {', '.join(FAMILIES)}") from None
 
 
+#: The family each offline stand-in stands in for (see :mod:`aetnet.models.tiny_bases`).
+TINY_FAMILIES = {"tiny": "layoutlmv3", "tiny-layoutlmv3-chinese": "layoutlmv3-chinese", "tiny-lilt": "lilt"}
+
+
+def base_family(base: str) -> BaseFamily | None:
+    """The family of the base a model was fine-tuned from (a tiny name, hub id or folder), ``None`` when it
+    cannot be told (a folder gone since training, a hub id out of reach)."""
+    if base in TINY_FAMILIES:
+        return FAMILIES[TINY_FAMILIES[base]]
+    for family in FAMILIES.values():
+        if base in family.hub_ids:
+            return family
+    try:
+        return detect_family(base)
+    except AetnetError:
+        return None
+
+
 def base_licence(base: str) -> Licence:
     """The licence of the base weights a model was fine-tuned from (a tiny name, hub id or folder).
 
     aetnet's tiny stand-ins are Apache-2.0; a known hub id or a readable folder gives its family's
     licence; anything else (a folder gone since training) is taken as LayoutLMv3's, the strictest terms.
     """
-    from aetnet.models.tiny_bases import is_tiny
-
-    if is_tiny(base):
+    if base in TINY_FAMILIES:
         return TINY_TERMS
-    for family in FAMILIES.values():
-        if base in family.hub_ids:
-            return family.licence
-    try:
-        return detect_family(base).licence
-    except AetnetError:
-        return LAYOUTLMV3_TERMS
-
+    family = base_family(base)
+    return family.licence if family is not None else LAYOUTLMV3_TERMS
 
 def default_aligners(base: str, image_aligner: str | None, text_aligner: str | None) -> tuple[str | None, str | None]:
     """The aligners a run uses: the recipe's, except that the recipe default text aligner (``roberta-base``,

@@ -27,7 +27,9 @@ from aetnet.models import tiny
 
 logger = logging.getLogger(__name__)
 
-TINY_BASES_VERSION = "v1"
+TINY_BASES_VERSION = "v2"
+#: LiLT's layout stream splits the width into 6 coordinate embeddings and shrinks it by 4: a multiple of 24.
+TINY_LILT_HIDDEN = 48
 #: Vocabulary size of the tiny SentencePiece tokenizer (the character inventory alone is ~800 pieces).
 TINY_SP_VOCAB = 1600
 #: The XLM-R special tokens, in XLM-R's order (ids 0-3); ``<mask>`` comes last, as in XLM-R.
@@ -123,8 +125,8 @@ def build_tiny_lilt(out_dir: str | Path, seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     tokenizer = tiny.build_tiny_tokenizer()
     config = LiltConfig(
-        vocab_size=len(tokenizer), hidden_size=tiny.TINY_HIDDEN, num_hidden_layers=tiny.TINY_LAYERS,
-        num_attention_heads=tiny.TINY_HEADS, intermediate_size=tiny.TINY_HIDDEN * 2,
+        vocab_size=len(tokenizer), hidden_size=TINY_LILT_HIDDEN, num_hidden_layers=tiny.TINY_LAYERS,
+        num_attention_heads=tiny.TINY_HEADS, intermediate_size=TINY_LILT_HIDDEN * 2,
         max_position_embeddings=tiny.TINY_MAX_TOKENS + 2, max_2d_position_embeddings=1024,
         channel_shrink_ratio=4, type_vocab_size=1, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,

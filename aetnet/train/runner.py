@@ -181,8 +181,8 @@ def resolve_components(ctx: RunContext) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     ctx.paths = BasePaths(*resolve_base(cfg.model.base, cfg.model.image_aligner, cfg.model.text_aligner))
-    detect_family(ctx.paths.layoutlmv3).check_strategy(cfg.strategy)  # e.g. aet needs an image stream
     ctx.processor = load_processor(ctx.paths.layoutlmv3)
+    detect_family(ctx.paths.layoutlmv3).check_strategy(cfg.strategy)  # e.g. aet needs an image stream
 
 
 def load_data(ctx: RunContext) -> None:

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from aetnet.errors import AetnetError
-from aetnet.models.bases import SENTENCEPIECE, BaseFamily, detect_family
+from aetnet.models.bases import SENTENCEPIECE, BaseFamily, base_config, detect_family
 
 
 class TextProcessor:
@@ -66,6 +66,11 @@ def load_processor(path: str):
     LayoutLMv3's image processor (its defaults when the folder ships no ``preprocessor_config.json``).
     Text+layout families (LiLT): a :class:`TextProcessor`.
     """
+    if base_config(path) is None:
+        raise AetnetError(
+            f"could not load the LayoutLMv3 processor from '{path}' (no config.json there, or the hub cannot be "
+            "reached); pass a local folder, `--base tiny` offline, or connect to the Hugging Face hub"
+        )
     family = detect_family(path)
     tokenizer = load_tokenizer(path, family)
     if not family.has_image:
@@ -78,8 +83,6 @@ def load_processor(path: str):
             try:
                 image_processor = AutoImageProcessor.from_pretrained(path, apply_ocr=False)
             except OSError:
-                if not _ships_model_config(path):
-                    raise
                 # A base with weights and no preprocessor_config.json (some hub uploads): LayoutLMv3's
                 # defaults at the model's own input size.
                 from transformers import AutoConfig
@@ -93,8 +96,3 @@ def load_processor(path: str):
         warnings.simplefilter("ignore")
         return LayoutLMv3Processor(image_processor=image_processor, tokenizer=tokenizer)
 
-
-def _ships_model_config(path: str) -> bool:
-    from aetnet.models.bases import _read_json
-
-    return _read_json(path, "config.json") is not None
