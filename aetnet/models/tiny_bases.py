@@ -27,7 +27,7 @@ from aetnet.models import tiny
 
 logger = logging.getLogger(__name__)
 
-TINY_BASES_VERSION = "v2"
+TINY_BASES_VERSION = "v3"
 #: LiLT's layout stream splits the width into 6 coordinate embeddings and shrinks it by 4: a multiple of 24.
 TINY_LILT_HIDDEN = 48
 #: Vocabulary size of the tiny SentencePiece tokenizer (the character inventory alone is ~800 pieces).
