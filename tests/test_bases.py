@@ -1,4 +1,4 @@
-"""The base-model contract (aetnet.models.bases): family detection, the XLM-R SentencePiece tokenizer of
+"""The base-model contract (aetnet.bases): family detection, the XLM-R SentencePiece tokenizer of
 LayoutLMv3-Chinese (word boxes and first-subword labels on CJK words, checked by hand), its hub-style
 folders, LiLT without an image stream on every text task and strategy, and the licence each base carries."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from aetnet import bases
 from aetnet.config.settings import resolve_config
 from aetnet.data.documents.document import Document
 from aetnet.data.encoding.processor import load_processor
 from aetnet.data.encoding.windows import IGNORE_INDEX, encode_token_documents
 from aetnet.errors import AetnetError
-from aetnet.models import bases
 from aetnet.models.tiny_bases import resolve_tiny_base
 from aetnet.strategies.base import BasePaths
 from aetnet.train.runner import get_strategy, get_task

@@ -4,7 +4,7 @@ The YAML front matter carries what the Hub shows and leaderboards read:
 
 - ``license``: derived from the base weights and the data terms by :func:`card_licence`. A
   LayoutLMv3 derivative inherits CC BY-NC-SA 4.0 (``cc-by-nc-sa-4.0``), a LiLT one MIT (the base family's
-  licence, :mod:`aetnet.models.bases`); data under a licence the
+  licence, :mod:`aetnet.bases`); data under a licence the
   base's terms already satisfy (CORD, CC BY 4.0) or your own data keep it; data under terms of their
   own (FUNSD's non-commercial research use, RVL-CDIP's and DocVQA's research-use terms) conflict with
   a single SPDX-style id, so the card says ``license: other`` with a ``license_name`` naming both;
@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aetnet.models.bases import LAYOUTLMV3_TERMS, TINY_TERMS, base_family
-from aetnet.models.bases import base_licence as base_licence_of
-from aetnet.models.tiny_bases import is_tiny
+from aetnet.bases import LAYOUTLMV3_TERMS, TINY_TERMS, base_family, is_tiny
+from aetnet.bases import base_licence as base_licence_of
 
-#: Licence of the base weights: the base family's (:mod:`aetnet.models.bases`): Microsoft's LayoutLMv3
+#: Licence of the base weights: the base family's (:mod:`aetnet.bases`): Microsoft's LayoutLMv3
 #: checkpoints are CC BY-NC-SA 4.0 and so is every model fine-tuned from them; LiLT's are MIT; aetnet's
 #: tiny stand-ins (``tiny``, ``tiny-*``) are its own randomly initialised models.
 LAYOUTLMV3_LICENCE = LAYOUTLMV3_TERMS.id

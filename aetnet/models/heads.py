@@ -16,7 +16,7 @@ HEAD_CLASSES = {
 
 def head_class(kind: str, family=None):
     """The class with the head for a task kind: LayoutLMv3's, or that of ``family``
-    (a :class:`aetnet.models.bases.BaseFamily`, e.g. LiLT's)."""
+    (a :class:`aetnet.bases.BaseFamily`, e.g. LiLT's)."""
     name = HEAD_CLASSES[kind] if family is None else family.heads[kind]
     if kind == "relation":
         from aetnet.models import relation

@@ -182,7 +182,7 @@ def resolve_base(base: str, image_aligner: str | None = None, text_aligner: str 
     and its aligners; ``tiny-layoutlmv3-chinese`` and ``tiny-lilt`` the stand-ins of
     :mod:`aetnet.models.tiny_bases`; any other value is a hub id or local folder returned unchanged, with
     the base family's default text aligner in place of the recipe default
-    (:func:`aetnet.models.bases.default_aligners`).
+    (:func:`aetnet.bases.default_aligners`).
 
     Returns:
         ``(base, image_aligner, text_aligner)`` as hub ids or local paths.
@@ -194,6 +194,6 @@ def resolve_base(base: str, image_aligner: str | None = None, text_aligner: str 
 
     if base in TINY_BASES:
         return resolve_tiny_base(base)
-    from aetnet.models.bases import default_aligners
+    from aetnet.bases import default_aligners
 
     return (base, *default_aligners(base, image_aligner, text_aligner))

@@ -143,11 +143,6 @@ TINY_BASES: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def is_tiny(base: str) -> bool:
-    """Whether ``base`` names one of aetnet's offline stand-ins (``tiny`` or a ``tiny-*`` name)."""
-    return base == "tiny" or base in TINY_BASES
-
-
 def ensure_tiny_base(name: str) -> Path:
     """The cached folder of the stand-in ``name`` (``tiny-layoutlmv3-chinese``, ``tiny-lilt``), built on
     first use (atomically: a temp folder, then rename). Its base is ``model/``; the Chinese one also has

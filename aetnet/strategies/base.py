@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
+from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.models.bases import detect_family
 from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
 from aetnet.registry import STRATEGIES
 

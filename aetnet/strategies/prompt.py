@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.models.bases import detect_family
 from aetnet.registry import STRATEGIES
 from aetnet.strategies.base import Strategy, head_class, load_task_model
 

@@ -168,7 +168,7 @@ def resolve_components(ctx: RunContext) -> None:
     """Seed, task, strategy (its config checks run before any data is read), base weights, processor."""
     from transformers import set_seed
 
-    from aetnet.models.bases import detect_family
+    from aetnet.bases import detect_family
     from aetnet.models.tiny import resolve_base
 
     cfg = ctx.cfg

@@ -1,7 +1,7 @@
 """Loading the processor (box-aware tokenizer + image processor) of a base or model folder.
 
 It lives in the data layer because encoding, tuning strategies, inspection and training all need it,
-and lower layers must not import the training runner. The base family (:mod:`aetnet.models.bases`)
+and lower layers must not import the training runner. The base family (:mod:`aetnet.bases`)
 decides which tokenizer class cuts the words (``LayoutLMv3Tokenizer`` for byte-level BPE,
 ``LayoutXLMTokenizer`` for XLM-R's SentencePiece, whatever ``tokenizer_config.json`` declares) and whether
 there is an image processor at all (LiLT has none: :class:`TextProcessor`).
@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from aetnet.bases import SENTENCEPIECE, BaseFamily, base_config, detect_family
 from aetnet.errors import AetnetError
-from aetnet.models.bases import SENTENCEPIECE, BaseFamily, base_config, detect_family
 
 
 class TextProcessor:

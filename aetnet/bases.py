@@ -249,6 +249,11 @@ def family_by_name(name: str) -> BaseFamily:
 TINY_FAMILIES = {"tiny": "layoutlmv3", "tiny-layoutlmv3-chinese": "layoutlmv3-chinese", "tiny-lilt": "lilt"}
 
 
+def is_tiny(base: str) -> bool:
+    """Whether ``base`` names one of aetnet's offline stand-ins (``tiny`` or a ``tiny-*`` name)."""
+    return base in TINY_FAMILIES
+
+
 def base_family(base: str) -> BaseFamily | None:
     """The family of the base a model was fine-tuned from (a tiny name, hub id or folder), ``None`` when it
     cannot be told (a folder gone since training, a hub id out of reach)."""
@@ -269,7 +274,7 @@ def base_licence(base: str) -> Licence:
     aetnet's tiny stand-ins are Apache-2.0; a known hub id or a readable folder gives its family's
     licence; anything else (a folder gone since training) is taken as LayoutLMv3's, the strictest terms.
     """
-    if base in TINY_FAMILIES:
+    if is_tiny(base):
         return TINY_TERMS
     family = base_family(base)
     return family.licence if family is not None else LAYOUTLMV3_TERMS
