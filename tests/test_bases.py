@@ -230,3 +230,19 @@ def test_each_base_names_its_licence(lilt, chinese, tiny_base):
     assert card_licence("SCUT-DLVCLab/lilt-roberta-en-base", "cord") == {"license": "mit"}
     assert card_licence("SCUT-DLVCLab/lilt-roberta-en-base", "funsd") == {
         "license": "other", "license_name": "mit-and-funsd-terms"}
+
+
+def test_inspect_and_compare_name_the_base_licence(lilt, tmp_path, capsys):
+    from aetnet.cli.main import main
+    from aetnet.compare.runs import base_line
+
+    assert main(["inspect", "funsd", "--demo", "--base", "tiny-lilt", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["base"] == {"name": "tiny-lilt", "family": "lilt", "licence": "apache-2.0"}
+    assert stats["train"]["documents"] > 0
+    assert main(["inspect", "funsd", "--demo", "--base", lilt.layoutlmv3, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["base"]["licence"] == "mit"  # a LiLT folder: LiLT's MIT
+    run = tmp_path / "lora" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  base: microsoft/layoutlmv3-base-chinese\n")
+    assert base_line(run).startswith("Base `microsoft/layoutlmv3-base-chinese`, licence `cc-by-nc-sa-4.0`: ")
