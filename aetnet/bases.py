@@ -237,14 +237,6 @@ def detect_family(path: str) -> BaseFamily:
     )
 
 
-def family_by_name(name: str) -> BaseFamily:
-    """A family by its name (``layoutlmv3``, ``layoutlmv3-chinese``, ``lilt``)."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise AetnetError(f"unknown base family {name!r}; known: {', '.join(FAMILIES)}") from None
-
-
 #: The family each offline stand-in stands in for (see :mod:`aetnet.models.tiny_bases`).
 TINY_FAMILIES = {"tiny": "layoutlmv3", "tiny-layoutlmv3-chinese": "layoutlmv3-chinese", "tiny-lilt": "lilt"}
 

@@ -246,3 +246,11 @@ def test_inspect_and_compare_name_the_base_licence(lilt, tmp_path, capsys):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("model:\n  base: microsoft/layoutlmv3-base-chinese\n")
     assert base_line(run).startswith("Base `microsoft/layoutlmv3-base-chinese`, licence `cc-by-nc-sa-4.0`: ")
+
+
+def test_layoutlmv3_only_settings_are_refused_on_lilt(lilt):
+    from aetnet.strategies.base import load_task_model
+
+    cfg = resolve_config({}, {"strategy": "full"}, ["model.train_relative_position_bias=true"])
+    with pytest.raises(AetnetError, match="does nothing with a lilt base"):
+        load_task_model("token", lilt.layoutlmv3, ["O", "B-X"], cfg)

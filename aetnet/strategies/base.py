@@ -54,6 +54,9 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
             "folder, `--base tiny` offline, or connect to the Hugging Face hub"
         ) from None
     if cfg is not None and cfg.model.train_relative_position_bias:
+        if family.model_type != "layoutlmv3":
+            raise AetnetError(f"model.train_relative_position_bias=true does nothing with a {family.name} base (it "
+                              "has no relative-position bias tables); set it to false")
         from aetnet.models.relpos import train_relative_position_biases
 
         train_relative_position_biases(model)
