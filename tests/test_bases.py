@@ -230,6 +230,10 @@ def test_each_base_names_its_licence(lilt, chinese, tiny_base):
     assert card_licence("SCUT-DLVCLab/lilt-roberta-en-base", "cord") == {"license": "mit"}
     assert card_licence("SCUT-DLVCLab/lilt-roberta-en-base", "funsd") == {
         "license": "other", "license_name": "mit-and-funsd-terms"}
+    from aetnet.export.card import card_text
+
+    text = card_text({"task": "funsd-re", "kind": "relation", "strategy": "full", "base": "tiny-lilt"}, {})
+    assert "aetnet.models.relation.LiltForRelationExtraction.from_pretrained" in text
 
 
 def test_inspect_and_compare_name_the_base_licence(lilt, tmp_path, capsys):

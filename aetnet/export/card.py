@@ -178,9 +178,11 @@ def card_text(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False)
         "or `aetnet predict THIS_MODEL scan.pdf --output predictions/`.",
     ]
     if meta.get("strategy") in ("full", "head"):
+        family = base_family(str(meta.get("base", "")))
+        relation = family.heads["relation"] if family else "LayoutLMv3ForRelationExtraction"
         lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_MODEL')`."
                      if kind != "relation" else "The weights load with "
-                     "`aetnet.models.relation.LayoutLMv3ForRelationExtraction.from_pretrained('THIS_MODEL')`; "
+                     f"`aetnet.models.relation.{relation}.from_pretrained('THIS_MODEL')`; "
                      "key-value pairs: `aetnet predict --entities TOKEN_MODEL --links THIS_MODEL scan.pdf`.")
     if "onnx" in meta:
         inputs = meta["onnx"].get("inputs") or onnx_inputs(kind)
