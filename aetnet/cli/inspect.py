@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config({}, {"task": args.task, "data": data}, args.overrides)
     task = TASKS.get(args.task)()
     needs_tokens = not args.check or args.windows
-    tokenizer = load_processor(resolve_base(args.base or "tiny")[0]).tokenizer if needs_tokens else None
+    base = args.base or "tiny"
+    tokenizer = load_processor(resolve_base(base)[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
     task.bad_documents = policy
     task.partial = True  # report what the folder holds (finetune names a missing split file)
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         stats = {"documents": summary, "splits": {split: len(examples) for split, examples in splits.items()}}
     else:
         stats = task.statistics(splits, tokenizer, cfg)
+        stats["base"] = base_summary(base)  # the tokenizer's base, its family and the licence of its weights
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
@@ -98,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"  {key}: {value}")
     return 0
+
+
+def base_summary(base: str) -> dict[str, str]:
+    """The base the tokens were counted with: its name, family and licence (what a model fine-tuned from it
+    inherits)."""
+    from aetnet.bases import base_family, base_licence
+
+    family = base_family(base)
+    return {"name": base, "family": family.name if family else "unknown", "licence": base_licence(base).id}
 
 
 def write_windows(task, splits: dict, tokenizer, cfg, path: str) -> int:

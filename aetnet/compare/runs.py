@@ -315,6 +315,23 @@ def plot_validation_curves(runs, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def base_line(run_dir: Path) -> str:
+    """The comparison's base and the licence of its weights (every run has the same base), from a run's
+    ``config.yaml``; empty when the run has none."""
+    import yaml
+
+    from aetnet.bases import base_licence
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return ""
+    base = str(((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model") or {}).get("base", ""))
+    if not base:
+        return ""
+    licence = base_licence(base)
+    return f"Base `{base}`, licence `{licence.id}`: {licence.text}\n\n"
+
+
 def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -> None:
     """Write ``runs.csv``, ``results.csv``, ``results.md``, ``results.png`` and ``validation.png`` from the
     runs' metrics and logs."""
@@ -327,7 +344,7 @@ def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -
     table.to_csv(out_dir / "results.csv", index=False)
     text = (f"# {task}: strategy comparison\n\n{len(strategies)} strategies x {seeds} seeds; {metric} is the "
             "mean over seeds ± the sample standard deviation; step time is the mean over runs, peak memory "
-            "the maximum.\n\n" + markdown_table(table, metric))
+            "the maximum.\n\n" + base_line(out_dir / strategies[0] / "seed0") + markdown_table(table, metric))
     (out_dir / "results.md").write_text(text, encoding="utf-8")
     plot_results(table, metric, out_dir / "results.png", runs)
     plot_validation_curves(runs, metric, out_dir / "validation.png")

@@ -3,7 +3,8 @@
 The YAML front matter carries what the Hub shows and leaderboards read:
 
 - ``license``: derived from the base weights and the data terms by :func:`card_licence`. A
-  LayoutLMv3 derivative inherits CC BY-NC-SA 4.0 (``cc-by-nc-sa-4.0``); data under a licence the
+  LayoutLMv3 derivative inherits CC BY-NC-SA 4.0 (``cc-by-nc-sa-4.0``), a LiLT one MIT (the base family's
+  licence, :mod:`aetnet.bases`); data under a licence the
   base's terms already satisfy (CORD, CC BY 4.0) or your own data keep it; data under terms of their
   own (FUNSD's non-commercial research use, RVL-CDIP's and DocVQA's research-use terms) conflict with
   a single SPDX-style id, so the card says ``license: other`` with a ``license_name`` naming both;
@@ -19,15 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Licence of the base weights by base name: Microsoft's LayoutLMv3 checkpoints are CC BY-NC-SA 4.0
-#: and so is every model fine-tuned from them; ``tiny`` is aetnet's own randomly initialised model.
-LAYOUTLMV3_LICENCE = "cc-by-nc-sa-4.0"
-TINY_LICENCE = "apache-2.0"
+from aetnet.bases import LAYOUTLMV3_TERMS, TINY_TERMS, base_family, is_tiny
+from aetnet.bases import base_licence as base_licence_of
 
-BASE_LICENCE = (
-    "The Microsoft LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: "
-    "a model fine-tuned from them inherits non-commercial use and share-alike terms."
-)
+#: Licence of the base weights: the base family's (:mod:`aetnet.bases`): Microsoft's LayoutLMv3
+#: checkpoints are CC BY-NC-SA 4.0 and so is every model fine-tuned from them; LiLT's are MIT; aetnet's
+#: tiny stand-ins (``tiny``, ``tiny-*``) are its own randomly initialised models.
+LAYOUTLMV3_LICENCE = LAYOUTLMV3_TERMS.id
+TINY_LICENCE = TINY_TERMS.id
+
+BASE_LICENCE = LAYOUTLMV3_TERMS.text
 
 
 class DataTerms:
@@ -72,11 +74,11 @@ def card_licence(base: str, task: str, demo: bool = False) -> dict[str, str]:
         ``{"license": id}`` when one Hub licence id covers both the base and the data, else
         ``{"license": "other", "license_name": ...}`` naming both terms.
     """
-    base_licence = TINY_LICENCE if base == "tiny" else LAYOUTLMV3_LICENCE
+    base_licence = base_licence_of(base).id
     terms = None if demo else DATA_TERMS.get(task)
     if terms is None or terms.licence == base_licence:
         return {"license": base_licence}
-    if terms.licence == "cc-by-4.0" and base_licence == LAYOUTLMV3_LICENCE:
+    if terms.licence == "cc-by-4.0":
         return {"license": base_licence}  # CC BY data allows any use with attribution: the base's terms govern
     slug = terms.name.lower().replace(" ", "-")
     return {"license": "other", "license_name": f"{base_licence}-and-{slug}-terms"}
@@ -93,10 +95,10 @@ def licence_file(meta: dict[str, Any], demo: bool = False) -> str | None:
     if licence["license"] != "other":
         return None
     terms = DATA_TERMS[task]
-    base_text = BASE_LICENCE if base != "tiny" else "aetnet's tiny test model: Apache-2.0."
+    base_text = base_licence_of(base).text
     return (f"# {licence['license_name']}\n\nThis model is covered by two sets of terms, and both apply:\n\n"
-            f"- the base weights (`{base}`): {base_text}\n- the training data: {terms.text}\n\n"
-            "In particular, it may not be used commercially.\n")
+            f"- the base weights (`{base}`): {base_text}\n- the training data: {terms.text}\n"
+            + ("\nIn particular, it may not be used commercially.\n" if terms.non_commercial else ""))
 
 
 def card_metadata(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False):
@@ -117,14 +119,15 @@ def card_metadata(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = Fa
         for key, (hub_type, name) in CARD_METRICS.items()
         if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics.get(key), bool)
     ]
-    tags = ["layoutlmv3", "document-ai", task, strategy, "aetnet"]
+    family = base_family(base)
+    tags = [family.model_type if family else "layoutlmv3", "document-ai", task, strategy, "aetnet"]
     if kind == "relation":
         tags.append("relation-extraction")
     if demo:
         tags.append("synthetic-data")
     return ModelCardData(
         library_name="aetnet",
-        base_model=None if base in ("", "tiny") else base,
+        base_model=None if not base or is_tiny(base) else base,
         datasets=[terms.dataset] if terms else None,
         metrics=sorted({hub_type for key, (hub_type, _) in CARD_METRICS.items() if key in metrics}) or None,
         pipeline_tag=pipeline,
@@ -175,12 +178,15 @@ def card_text(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False)
         "or `aetnet predict THIS_MODEL scan.pdf --output predictions/`.",
     ]
     if meta.get("strategy") in ("full", "head"):
+        family = base_family(str(meta.get("base", "")))
+        relation = family.heads["relation"] if family else "LayoutLMv3ForRelationExtraction"
         lines.append(f"The weights also load with `transformers.{cls}.from_pretrained('THIS_MODEL')`."
                      if kind != "relation" else "The weights load with "
-                     "`aetnet.models.relation.LayoutLMv3ForRelationExtraction.from_pretrained('THIS_MODEL')`; "
+                     f"`aetnet.models.relation.{relation}.from_pretrained('THIS_MODEL')`; "
                      "key-value pairs: `aetnet predict --entities TOKEN_MODEL --links THIS_MODEL scan.pdf`.")
     if "onnx" in meta:
-        lines.append(f"`{ONNX_FILE}` takes {', '.join(onnx_inputs(kind))} (dynamic batch, sequence and entity "
+        inputs = meta["onnx"].get("inputs") or onnx_inputs(kind)
+        lines.append(f"`{ONNX_FILE}` takes {', '.join(inputs)} (dynamic batch, sequence and entity "
                      f"axes) and returns {', '.join(meta['onnx']['outputs'])}; max |ONNX - PyTorch| = "
                      f"{meta['onnx']['max_abs_diff']:.2e}.")
         if "int8" in meta["onnx"]:
@@ -188,11 +194,11 @@ def card_text(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False)
                          f"(max |int8 - PyTorch| = {meta['onnx']['int8']['max_abs_diff']:.2e} on random inputs).")
     base = str(meta.get("base", ""))
     lines += ["", "## Licences", ""]
-    if base == "tiny":
-        lines.append("- Base: the randomly initialised tiny test model of aetnet (no third-party weights); "
-                     "not meant for real use.")
+    if is_tiny(base):
+        lines.append(f"- Base `{base}`: a randomly initialised tiny test model of aetnet (no third-party weights, "
+                     "Apache-2.0); not meant for real use.")
     else:
-        lines.append(f"- Base `{base}`: {BASE_LICENCE}")
+        lines.append(f"- Base `{base}` (licence `{base_licence_of(base).id}`): {base_licence_of(base).text}")
     terms = DATA_TERMS.get(task)
     if demo:
         lines.append("- Data: synthetic pages rendered by aetnet (no third-party data).")

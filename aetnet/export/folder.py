@@ -151,7 +151,8 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
     if onnx:
         reloaded = load_model(output)
         diff = export_onnx(reloaded.model, reloaded.processor, meta["kind"], output / ONNX_FILE, opset)
-        meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(onnx_inputs(meta["kind"])),
+        meta["onnx"] = {"file": ONNX_FILE, "opset": opset, "inputs": list(onnx_inputs(
+            meta["kind"], reloaded.processor.image_processor is not None)),
                         "outputs": list(output_names(meta["kind"])), "max_abs_diff": diff}
         if quantize:
             int8_diff = quantize_onnx(output / ONNX_FILE, output / ONNX_INT8_FILE, reloaded.model,
@@ -197,28 +198,30 @@ def _require_onnx():
     return onnxruntime
 
 
-def onnx_inputs(kind: str) -> tuple[str, ...]:
-    """Input names of the ONNX graph of a ``kind`` model (relation models add :data:`ENTITY_INPUTS`)."""
-    return ONNX_INPUTS + ENTITY_INPUTS if kind == "relation" else ONNX_INPUTS
+def onnx_inputs(kind: str, image: bool = True) -> tuple[str, ...]:
+    """Input names of the ONNX graph of a ``kind`` model (relation models add :data:`ENTITY_INPUTS`; a base
+    without an image stream, LiLT, has no ``pixel_values``)."""
+    inputs = ONNX_INPUTS if image else ONNX_INPUTS[:3]
+    return inputs + ENTITY_INPUTS if kind == "relation" else inputs
 
 
 class LogitsModule(nn.Module):
     """Any aetnet inference model as ``(input_ids, bbox, attention_mask, pixel_values) -> logits``
     (QA: ``(start_logits, end_logits)``), the signature the ONNX graph gets."""
 
-    def __init__(self, model: nn.Module, kind: str):
+    def __init__(self, model: nn.Module, kind: str, image: bool = True):
         super().__init__()
-        self.model, self.kind = model, kind
+        self.model, self.kind, self.image = model, kind, image
 
     def forward(self, input_ids: torch.Tensor, bbox: torch.Tensor, attention_mask: torch.Tensor,
-                pixel_values: torch.Tensor, *entities: torch.Tensor):
-        """(batch, seq) ids, (batch, seq, 4) boxes, (batch, seq) mask, (batch, 3, H, W) pixels ->
-        (batch, seq, labels) token logits, (batch, labels) class logits, or two (batch, seq) QA logits;
-        relation models also take (batch, entities) ``entity_positions`` and ``entity_labels`` and
-        return (batch, entities, 2K) per-entity factors."""
-        extra = dict(zip(ENTITY_INPUTS, entities))
-        out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask,
-                         pixel_values=pixel_values, **extra)
+                *rest: torch.Tensor):
+        """(batch, seq) ids, (batch, seq, 4) boxes, (batch, seq) mask, then (batch, 3, H, W) pixels unless the
+        base has no image stream (``image=False``: LiLT) -> (batch, seq, labels) token logits, (batch, labels)
+        class logits, or two (batch, seq) QA logits; relation models also take (batch, entities)
+        ``entity_positions`` and ``entity_labels`` and return (batch, entities, 2K) per-entity factors."""
+        pixels = {"pixel_values": rest[0]} if self.image else {}
+        extra = dict(zip(ENTITY_INPUTS, rest[1:] if self.image else rest))
+        out = self.model(input_ids=input_ids, bbox=bbox, attention_mask=attention_mask, **pixels, **extra)
         return tuple(out[name] for name in output_names(self.kind)) if self.kind == "qa" else out["logits"]
 
 
@@ -237,9 +240,10 @@ def sample_inputs(processor, batch: int, length: int, seed: int = 0, entities: i
     if batch > 1:
         mask[-1, length // 2:] = 0
         ids[-1, length // 2:] = tok.pad_token_id
-    size = processor.image_processor.size
-    pixels = torch.randn(batch, 3, size["height"], size["width"], generator=g)
-    out = {"input_ids": ids, "bbox": bbox, "attention_mask": mask, "pixel_values": pixels}
+    out = {"input_ids": ids, "bbox": bbox, "attention_mask": mask}
+    if processor.image_processor is not None:  # LiLT reads no image
+        size = processor.image_processor.size
+        out["pixel_values"] = torch.randn(batch, 3, size["height"], size["width"], generator=g)
     if entities:
         out["entity_positions"] = torch.randint(1, max(2, length // 2), (batch, entities), generator=g)
         out["entity_labels"] = torch.randint(0, 4, (batch, entities), generator=g)
@@ -260,11 +264,13 @@ def export_onnx(model: nn.Module, processor, kind: str, path: str | Path, opset:
         AetnetError: onnxruntime is missing, or the difference exceeds :data:`ONNX_TOLERANCE`.
     """
     ort = _require_onnx()
-    wrapper = LogitsModule(model.float().eval(), kind).eval()
-    names, inputs = output_names(kind), onnx_inputs(kind)
+    image = processor.image_processor is not None
+    wrapper = LogitsModule(model.float().eval(), kind, image).eval()
+    names, inputs = output_names(kind), onnx_inputs(kind, image)
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in ONNX_INPUTS[:3]}
-    axes["pixel_values"] = {0: "batch"}
-    axes.update({name: {0: "batch", 1: "entities"} for name in inputs[len(ONNX_INPUTS):]})
+    if image:
+        axes["pixel_values"] = {0: "batch"}
+    axes.update({name: {0: "batch", 1: "entities"} for name in ENTITY_INPUTS if name in inputs})
     for name in names:
         axes[name] = {0: "batch"} if kind == "sequence" else {0: "batch", 1: "sequence"}
         if kind == "relation":
@@ -313,13 +319,14 @@ def quantize_onnx(source: str | Path, target: str | Path, model: nn.Module, proc
                          reduce_range=True, weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-    inputs = onnx_inputs(kind)
+    image = processor.image_processor is not None
+    inputs = onnx_inputs(kind, image)
     check = sample_inputs(processor, 3, 29, seed=1, entities=5 if kind == "relation" else 0)
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     names = output_names(kind)
     got = session.run(list(names), {k: check[k].numpy() for k in inputs})
     with torch.no_grad():
-        want = LogitsModule(model.float().eval(), kind)(*(check[k] for k in inputs))
+        want = LogitsModule(model.float().eval(), kind, image)(*(check[k] for k in inputs))
     want = want if isinstance(want, tuple) else (want,)
     diff = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     logger.info("int8 ONNX graph %s: max abs diff to PyTorch %.2e", target, diff)

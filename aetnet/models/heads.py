@@ -1,5 +1,5 @@
-"""The LayoutLMv3 head class for each task kind (token, sequence, qa from transformers; relation ours), the
-names of the logits each returns, and a batch's logits cut back into one output per window."""
+"""The head class for each task kind and base family (token, sequence, qa from transformers; relation ours),
+the names of the logits each returns, and a batch's logits cut back into one output per window."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ HEAD_CLASSES = {
 }
 
 
-def head_class(kind: str):
-    """The transformers LayoutLMv3 class with the head for a task kind."""
+def head_class(kind: str, family=None):
+    """The class with the head for a task kind: LayoutLMv3's, or that of ``family``
+    (a :class:`aetnet.bases.BaseFamily`, e.g. LiLT's)."""
+    name = HEAD_CLASSES[kind] if family is None else family.heads[kind]
     if kind == "relation":
-        from aetnet.models.relation import LayoutLMv3ForRelationExtraction
+        from aetnet.models import relation
 
-        return LayoutLMv3ForRelationExtraction
+        return getattr(relation, name)
     import transformers
 
-    return getattr(transformers, HEAD_CLASSES[kind])
+    return getattr(transformers, name)
 
 
 def output_names(kind: str) -> tuple[str, ...]:

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import LayoutLMv3Config, LayoutLMv3Model, LayoutLMv3PreTrainedModel
+from transformers import (
+    LayoutLMv3Config,
+    LayoutLMv3Model,
+    LayoutLMv3PreTrainedModel,
+    LiltConfig,
+    LiltModel,
+    LiltPreTrainedModel,
+)
 from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100
@@ -188,19 +195,65 @@ class LayoutLMv3ForRelationExtraction(LayoutLMv3PreTrainedModel):
         """
         hidden = self.layoutlmv3(input_ids, bbox=bbox, attention_mask=attention_mask, pixel_values=pixel_values,
                                  **kwargs)[0]
-        if entity_positions is None or entity_labels is None:
-            batch = hidden.shape[0]
-            entity_positions = hidden.new_zeros((batch, 0), dtype=torch.long)
-            entity_labels = hidden.new_zeros((batch, 0), dtype=torch.long)
-        factors = self.classifier(hidden, entity_positions, entity_labels)
-        scores = pair_scores(factors)
-        loss = None
-        if relation_labels is not None and page_relation_labels is not None:  # pairs across the batch's windows
-            k = factors.shape[-1] // 2
-            flat = factors.reshape(-1, factors.shape[-1])
-            targets = batch_pair_targets(relation_labels, entity_index, entity_pages, entity_primary,
-                                         page_relation_labels)
-            loss = relation_loss((flat[:, :k] @ flat[:, k:].T)[None], targets[None])
-        elif relation_labels is not None:
-            loss = relation_loss(scores, relation_labels)
-        return RelationOutput(loss=loss, logits=factors, pair_logits=scores)
+        return relation_output(self.classifier, hidden, entity_positions, entity_labels, relation_labels,
+                               page_relation_labels, entity_index, entity_pages, entity_primary)
+
+
+def relation_output(classifier: RelationHead, hidden: Tensor, entity_positions: Tensor | None,
+                    entity_labels: Tensor | None, relation_labels: Tensor | None,
+                    page_relation_labels: Tensor | None, entity_index: Tensor | None, entity_pages: Tensor | None,
+                    entity_primary: Tensor | None) -> RelationOutput:
+    """Represent a window's entities from the backbone's hidden states (B, L', H), score their pairs, and the
+    loss when targets are given (see :meth:`LayoutLMv3ForRelationExtraction.forward` for the arguments)."""
+    if entity_positions is None or entity_labels is None:
+        batch = hidden.shape[0]
+        entity_positions = hidden.new_zeros((batch, 0), dtype=torch.long)
+        entity_labels = hidden.new_zeros((batch, 0), dtype=torch.long)
+    factors = classifier(hidden, entity_positions, entity_labels)
+    scores = pair_scores(factors)
+    loss = None
+    if relation_labels is not None and page_relation_labels is not None:  # pairs across the batch's windows
+        k = factors.shape[-1] // 2
+        flat = factors.reshape(-1, factors.shape[-1])
+        targets = batch_pair_targets(relation_labels, entity_index, entity_pages, entity_primary,
+                                     page_relation_labels)
+        loss = relation_loss((flat[:, :k] @ flat[:, k:].T)[None], targets[None])
+    elif relation_labels is not None:
+        loss = relation_loss(scores, relation_labels)
+    return RelationOutput(loss=loss, logits=factors, pair_logits=scores)
+
+
+class LiltForRelationExtraction(LiltPreTrainedModel):
+    """LiLT (text + layout, no image) + :class:`RelationHead` (``classifier``), as
+    :class:`LayoutLMv3ForRelationExtraction` over a ``LiltModel`` backbone (``lilt``)."""
+
+    def __init__(self, config: LiltConfig) -> None:
+        super().__init__(config)
+        self.lilt = LiltModel(config, add_pooling_layer=False)
+        self.classifier = RelationHead(config.hidden_size, config.num_labels, config.hidden_dropout_prob)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.lilt.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.lilt.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        bbox: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        entity_positions: Tensor | None = None,
+        entity_labels: Tensor | None = None,
+        relation_labels: Tensor | None = None,
+        page_relation_labels: Tensor | None = None,
+        entity_index: Tensor | None = None,
+        entity_pages: Tensor | None = None,
+        entity_primary: Tensor | None = None,
+        **kwargs,
+    ) -> RelationOutput:
+        """Encode the window (LiLT reads no image), represent its entities, score their pairs."""
+        hidden = self.lilt(input_ids, bbox=bbox, attention_mask=attention_mask, **kwargs)[0]
+        return relation_output(self.classifier, hidden, entity_positions, entity_labels, relation_labels,
+                               page_relation_labels, entity_index, entity_pages, entity_primary)

@@ -179,7 +179,10 @@ def resolve_base(base: str, image_aligner: str | None = None, text_aligner: str 
     """Map ``--base`` (and aligner names) to loadable ids or paths.
 
     ``tiny`` (or ``tiny:PATH`` is not needed: a folder works directly) selects the tiny offline base
-    and its aligners; any other value is a hub id or local folder returned unchanged.
+    and its aligners; ``tiny-layoutlmv3-chinese`` and ``tiny-lilt`` the stand-ins of
+    :mod:`aetnet.models.tiny_bases`; any other value is a hub id or local folder returned unchanged, with
+    the base family's default text aligner in place of the recipe default
+    (:func:`aetnet.bases.default_aligners`).
 
     Returns:
         ``(base, image_aligner, text_aligner)`` as hub ids or local paths.
@@ -187,4 +190,10 @@ def resolve_base(base: str, image_aligner: str | None = None, text_aligner: str 
     if base == "tiny":
         root = ensure_tiny_base()
         return str(root / "layoutlmv3"), str(root / "image_aligner"), str(root / "text_aligner")
-    return base, image_aligner, text_aligner
+    from aetnet.models.tiny_bases import TINY_BASES, resolve_tiny_base
+
+    if base in TINY_BASES:
+        return resolve_tiny_base(base)
+    from aetnet.bases import default_aligners
+
+    return (base, *default_aligners(base, image_aligner, text_aligner))

@@ -263,8 +263,11 @@ class Predictor:
                             "words": list(range(first, last + 1)), "boxes": [w["box"] for w in picked],
                             "box": union_box([w["box"] for w in picked])}
 
-    def pixels(self, image: Image.Image) -> torch.Tensor:
-        """The page image as the model sees it: (3, H, W) float pixel values."""
+    def pixels(self, image: Image.Image) -> torch.Tensor | None:
+        """The page image as the model sees it: (3, H, W) float pixel values; ``None`` for a base without an
+        image stream (LiLT)."""
+        if self.processor.image_processor is None:
+            return None
         return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def _forward(self, windows: list[Window], image: Image.Image) -> list[Any]:
@@ -283,7 +286,7 @@ class Predictor:
             chunk = items[i:i + size]
             batch = collate([{"input_ids": torch.tensor(w.input_ids), "bbox": torch.tensor(w.bbox),
                               "attention_mask": torch.ones(len(w.input_ids), dtype=torch.long),
-                              "pixel_values": pixels,
+                              **({} if pixels is None else {"pixel_values": pixels}),
                               **(w.extra_tensors() if hasattr(w, "extra_tensors") else {})}  # relation entities
                              for w, pixels in chunk])
             # a relation window has one output row per entity (see aetnet.predict.pairs), the others one per token

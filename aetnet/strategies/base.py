@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
@@ -31,8 +32,10 @@ class BasePaths:
 
 
 def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConfig | None = None) -> nn.Module:
-    """``LayoutLMv3For...from_pretrained`` with the label maps, and a clear error when it cannot load."""
-    cls = head_class(kind)
+    """``LayoutLMv3For...from_pretrained`` (or the head class of the base's family, e.g. ``LiltFor...``) with
+    the label maps, and a clear error when it cannot load."""
+    family = detect_family(path)
+    cls = head_class(kind, family)
     kwargs: dict[str, Any] = {}
     if labels is not None:
         kwargs.update(
@@ -47,10 +50,13 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
         model = cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:  # HFValidationError is a ValueError
         raise AetnetError(
-            f"could not load LayoutLMv3 weights '{path}' ({str(exc).splitlines()[0][:160]}); pass a local "
+            f"could not load {family.name} weights '{path}' ({str(exc).splitlines()[0][:160]}); pass a local "
             "folder, `--base tiny` offline, or connect to the Hugging Face hub"
         ) from None
     if cfg is not None and cfg.model.train_relative_position_bias:
+        if family.model_type != "layoutlmv3":
+            raise AetnetError(f"model.train_relative_position_bias=true does nothing with a {family.name} base (it "
+                              "has no relative-position bias tables); set it to false")
         from aetnet.models.relpos import train_relative_position_biases
 
         train_relative_position_biases(model)
@@ -88,8 +94,9 @@ class HeadStrategy(Strategy):
 
     def build(self, task, cfg, paths, labels):
         model = super().build(task, cfg, paths, labels)
+        backbone = detect_family(paths.layoutlmv3).backbone + "."
         for name, param in model.named_parameters():
-            param.requires_grad = not name.startswith("layoutlmv3.")
+            param.requires_grad = not name.startswith(backbone)
         return model
 
 

@@ -168,6 +168,7 @@ def resolve_components(ctx: RunContext) -> None:
     """Seed, task, strategy (its config checks run before any data is read), base weights, processor."""
     from transformers import set_seed
 
+    from aetnet.bases import detect_family
     from aetnet.models.tiny import resolve_base
 
     cfg = ctx.cfg
@@ -181,6 +182,7 @@ def resolve_components(ctx: RunContext) -> None:
         torch.cuda.reset_peak_memory_stats()
     ctx.paths = BasePaths(*resolve_base(cfg.model.base, cfg.model.image_aligner, cfg.model.text_aligner))
     ctx.processor = load_processor(ctx.paths.layoutlmv3)
+    detect_family(ctx.paths.layoutlmv3).check_strategy(cfg.strategy)  # e.g. aet needs an image stream
 
 
 def load_data(ctx: RunContext) -> None:

@@ -245,7 +245,8 @@ class WindowDataset(torch.utils.data.Dataset):
             :class:`~aetnet.data.encoding.store.WindowStore`).
         documents: the source pages (``windows[i].doc_index`` indexes them): Documents, or only their
             :class:`~aetnet.data.documents.document.PageImage` (anything with ``load_image()``).
-        image_processor: the LayoutLMv3 image processor (resize + normalise).
+        image_processor: the LayoutLMv3 image processor (resize + normalise); ``None`` for a base without
+            an image stream (LiLT): items then hold no ``pixel_values`` and no page image is read.
         extra_views: optional callable ``(image, index) -> dict`` adding tensors (for example the
             AET momentum view I+) to each item.
         doc_ids: add ``doc_ids`` (the window's document index) to each item, for models that keep
@@ -275,14 +276,16 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         window = self.windows[i]
-        image = self.documents[window.doc_index].load_image()
-        pixels = self.image_processor(images=image, return_tensors="np")["pixel_values"][0]
         item: dict[str, Any] = {
             "input_ids": torch.tensor(window.input_ids, dtype=torch.long),
             "bbox": torch.tensor(window.bbox, dtype=torch.long),
             "attention_mask": torch.ones(len(window.input_ids), dtype=torch.long),
-            "pixel_values": torch.as_tensor(np.asarray(pixels, dtype=np.float32)),
         }
+        image = None
+        if self.image_processor is not None:  # a text+layout base (LiLT) reads no page image
+            image = self.documents[window.doc_index].load_image()
+            pixels = self.image_processor(images=image, return_tensors="np")["pixel_values"][0]
+            item["pixel_values"] = torch.as_tensor(np.asarray(pixels, dtype=np.float32))
         if isinstance(window.labels, list):
             item["labels"] = torch.tensor(window.labels, dtype=torch.long)
         elif isinstance(window.labels, int):

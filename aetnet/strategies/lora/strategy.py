@@ -29,6 +29,7 @@ import torch
 from peft import LoraConfig, PeftModel
 from torch import nn
 
+from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.strategies.base import Strategy, head_class, load_task_model
@@ -89,8 +90,9 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_lora_settings(model: nn.Module, cfg: RunConfig) -> list[str]:
-    """Validate ``cfg.lora`` against the backbone; returns the target names."""
+def _check_lora_settings(model: nn.Module, cfg: RunConfig, backbone: str = "layoutlmv3") -> list[str]:
+    """Validate ``cfg.lora`` against the backbone (the task model's attribute ``backbone``: the base family's);
+    returns the target names."""
     s = cfg.lora
     if s.r < 1:
         raise AetnetError(f"lora.r={s.r} must be a positive integer (for example lora.r=8)")
@@ -102,20 +104,20 @@ def _check_lora_settings(model: nn.Module, cfg: RunConfig) -> list[str]:
     if not targets:
         raise AetnetError("lora.target_modules is empty; name backbone layers, for example query,value")
     leaves = {name.rsplit(".", 1)[-1]: type(m) for name, m in model.named_modules()
-              if name.startswith("layoutlmv3.") and isinstance(m, _LORA_TYPES)}
+              if name.startswith(backbone + ".") and isinstance(m, _LORA_TYPES)}
     missing = [t for t in targets if t not in leaves]
     if missing:
         raise AetnetError(
             f"lora.target_modules: {', '.join(missing)} match no Linear/Conv2d/Embedding layer of the "
-            f"LayoutLMv3 backbone; choose from: {', '.join(sorted(leaves))}"
+            f"{backbone} backbone; choose from: {', '.join(sorted(leaves))}"
         )
     return targets
 
 
-def lora_config(cfg: RunConfig, kind: str, targets: list[str]) -> LoraConfig:
+def lora_config(cfg: RunConfig, kind: str, targets: list[str], backbone: str = "layoutlmv3") -> LoraConfig:
     """The peft ``LoraConfig`` for a run: adapters on backbone ``targets``, the task head saved in full."""
     # A regex (full match) confines targets to the backbone, so the head is never adapted twice.
-    pattern = r"layoutlmv3\..*\.(" + "|".join(re.escape(t) for t in targets) + ")"
+    pattern = re.escape(backbone) + r"\..*\.(" + "|".join(re.escape(t) for t in targets) + ")"
     return LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
@@ -133,8 +135,9 @@ class LoraStrategy(Strategy):
 
     def build(self, task, cfg: RunConfig, paths, labels: list[str] | None) -> LoraTaskModel:
         model = load_task_model(task.kind, paths.layoutlmv3, labels, cfg)
-        targets = _check_lora_settings(model, cfg)
-        peft_model = LoraTaskModel(model, lora_config(cfg, task.kind, targets))
+        backbone = detect_family(paths.layoutlmv3).backbone
+        targets = _check_lora_settings(model, cfg, backbone)
+        peft_model = LoraTaskModel(model, lora_config(cfg, task.kind, targets, backbone))
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         logger.info("lora: r=%d alpha=%s on %s; %d trainable parameters", cfg.lora.r, cfg.lora.alpha,
                     ",".join(targets), trainable)
@@ -146,5 +149,5 @@ class LoraStrategy(Strategy):
         for needed in (path / BASE_DIR / "config.json", path / ADAPTER_DIR / "adapter_config.json"):
             if not needed.is_file():
                 raise AetnetError(f"{path}: not a lora model folder ({needed.relative_to(path)} is missing)")
-        base = head_class(meta["kind"]).from_pretrained(str(path / BASE_DIR))
+        base = head_class(meta["kind"], detect_family(str(path / BASE_DIR))).from_pretrained(str(path / BASE_DIR))
         return LoraTaskModel.from_pretrained(base, str(path / ADAPTER_DIR))

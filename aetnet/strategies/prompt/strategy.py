@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.strategies.base import Strategy, head_class, load_task_model
@@ -66,7 +67,7 @@ class PromptTuningModel(nn.Module):
         self.model = model
         self.kind = kind
         self.config = model.config
-        embeddings = model.layoutlmv3.embeddings.word_embeddings
+        embeddings = model.base_model.embeddings.word_embeddings
         if prompts is None:
             if not num_prompts or num_prompts < 1:
                 raise AetnetError(f"prompt.num_prompts={num_prompts} must be a positive integer")
@@ -81,7 +82,7 @@ class PromptTuningModel(nn.Module):
         bos = getattr(self.config, "bos_token_id", None)
         # Any non-padding id works: its embedding is replaced, it only makes the position count go on.
         self.placeholder_id = bos if bos is not None and bos != pad else (0 if pad != 0 else 1)
-        for param in model.layoutlmv3.parameters():
+        for param in model.base_model.parameters():  # the backbone: LayoutLMv3's or LiLT's
             param.requires_grad = False
 
     @property
@@ -124,7 +125,7 @@ class PromptTuningModel(nn.Module):
             return torch.cat([t[:, :1], filler, t[:, 1:]], dim=1)
 
         ids = insert(input_ids, self.placeholder_id)
-        text = self.model.layoutlmv3.embeddings
+        text = self.model.base_model.embeddings
         out = {
             "input_ids": ids,
             "bbox": insert(bbox, 0),
@@ -158,7 +159,7 @@ class PromptTuningModel(nn.Module):
         """
         n = self.num_prompts
         ext = self.extend_inputs(input_ids, bbox, attention_mask, labels)
-        words = self.model.layoutlmv3.embeddings.word_embeddings(ext["input_ids"])
+        words = self.model.base_model.embeddings.word_embeddings(ext["input_ids"])
         prompts = self.prompt_embeddings.to(words.dtype).unsqueeze(0).expand(words.shape[0], -1, -1)
         inputs_embeds = torch.cat([words[:, :1], prompts, words[:, 1 + n:]], dim=1)
         kwargs: dict[str, Any] = {}
@@ -168,6 +169,8 @@ class PromptTuningModel(nn.Module):
             # Position 0 means "no answer in this window" and stays on <s>; real spans move by N.
             kwargs["start_positions"] = torch.where(start_positions > 0, start_positions + n, start_positions)
             kwargs["end_positions"] = torch.where(end_positions > 0, end_positions + n, end_positions)
+        if pixel_values is not None:  # a base without an image stream (LiLT) gets none
+            kwargs["pixel_values"] = pixel_values
         kwargs.update(entity_inputs)
         if "entity_positions" in kwargs:  # first tokens of entities are never <s>: all move by N
             kwargs["entity_positions"] = kwargs["entity_positions"] + n
@@ -176,7 +179,6 @@ class PromptTuningModel(nn.Module):
             position_ids=ext["position_ids"],
             bbox=ext["bbox"],
             attention_mask=ext["attention_mask"],
-            pixel_values=pixel_values,
             **kwargs,
         )
         fields = dict(out)
@@ -234,6 +236,6 @@ class PromptStrategy(Strategy):
         path = Path(path)
         if not (path / PROMPTS_FILE).is_file():
             raise AetnetError(f"{path}: not a prompt-tuning model folder ({PROMPTS_FILE} is missing)")
-        model = head_class(meta["kind"]).from_pretrained(str(path))
+        model = head_class(meta["kind"], detect_family(str(path))).from_pretrained(str(path))
         prompts = load_file(str(path / PROMPTS_FILE))["prompt_embeddings"]
         return PromptTuningModel(model, meta["kind"], prompts=prompts)
