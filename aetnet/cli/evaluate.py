@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.train.runner import evaluate_model
+    from aetnet.inference.evaluation import evaluate_model
 
     overrides = list(args.overrides)
     if args.on_bad_document:

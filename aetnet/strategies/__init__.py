@@ -6,4 +6,3 @@ from aetnet.strategies import (  # noqa: F401
     lora,
     prompt,
 )
-from aetnet.strategies.base import BasePaths, Strategy, count_parameters  # noqa: F401

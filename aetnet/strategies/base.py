@@ -16,7 +16,7 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
+from aetnet.models.heads import head_class
 from aetnet.registry import STRATEGIES
 
 logger = logging.getLogger(__name__)

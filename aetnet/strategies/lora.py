@@ -31,8 +31,9 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
+from aetnet.models.heads import head_class
 from aetnet.registry import STRATEGIES
-from aetnet.strategies.base import Strategy, head_class, load_task_model
+from aetnet.strategies.base import Strategy, load_task_model
 
 logger = logging.getLogger(__name__)
 
