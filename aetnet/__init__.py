@@ -9,8 +9,11 @@ Public API::
 Nothing here downloads at import time.
 """
 
+from aetnet.checkout import map_checkout_folders
 from aetnet.errors import AetnetError, DataError  # noqa: F401
 from aetnet.version import __version__  # noqa: F401
+
+map_checkout_folders(__file__)  # run from a checkout: its tasks/ and recipes/ folders
 
 
 def finetune(task: str, **kwargs):
