@@ -36,9 +36,11 @@ class CheckoutFolders(importlib.abc.MetaPathFinder):
 
 def checkout_folders(package_dir: Path) -> dict[str, Path]:
     """The folders to map for the ``aetnet`` package in ``package_dir``: empty for an installed package (it has
-    ``tasks/`` and ``recipes/`` inside) or a folder that is not a checkout (no ``pyproject.toml`` beside it)."""
+    ``tasks/`` and ``recipes/`` inside) or a folder that is not aetnet's checkout (no aetnet ``pyproject.toml``
+    beside it)."""
     root = package_dir.parent
-    if not (root / "pyproject.toml").is_file():
+    project = root / "pyproject.toml"
+    if not project.is_file() or 'name = "aetnet"' not in project.read_text(encoding="utf-8", errors="replace"):
         return {}
     return {name: root / folder for name, folder in MAPPED.items()
             if not (package_dir / name.rsplit(".", 1)[1]).is_dir() and (root / folder / "__init__.py").is_file()}

@@ -89,3 +89,24 @@ def test_python_m_aetnet_from_the_checkout_against_a_regular_install(wheel, tmp_
     assert out.stdout.split() == [str(site / "__init__.py"), str(site / "recipes" / "__init__.py"),
                                   str(site / "tasks" / "funsd.py")]
     assert _python(env, tmp_path, "-m", "aetnet", "recipes", "ls").stdout.split() == shipped
+
+
+def test_only_aetnets_checkout_is_mapped(tmp_path):
+    """The finder answers for a checkout of aetnet only: not for an installed package (it has tasks/ and recipes/
+    inside) nor for a folder beside another project's pyproject.toml."""
+    from aetnet.checkout import checkout_folders
+
+    def tree(name: str, project: str, inside: bool) -> Path:
+        root = tmp_path / name
+        for folder in ("aetnet", "tasks", "recipes") + (("aetnet/tasks", "aetnet/recipes") if inside else ()):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / "__init__.py").write_text("")
+        (root / "pyproject.toml").write_text(f'[project]\nname = "{project}"\n')
+        return root / "aetnet"
+
+    checkout = tree("checkout", "aetnet", inside=False)
+    assert checkout_folders(checkout) == {"aetnet.tasks": checkout.parent / "tasks",
+                                          "aetnet.recipes": checkout.parent / "recipes"}
+    assert checkout_folders(tree("installed", "aetnet", inside=True)) == {}
+    assert checkout_folders(tree("other", "other-project", inside=False)) == {}
+    assert checkout_folders(REPO / "aetnet") == {"aetnet.tasks": REPO / "tasks", "aetnet.recipes": REPO / "recipes"}
