@@ -9,9 +9,11 @@ Public API::
 Nothing here downloads at import time.
 """
 
-__version__ = "0.1.0"
+from aetnet.checkout import map_checkout_folders
+from aetnet.errors import AetnetError, DataError  # noqa: F401
+from aetnet.version import __version__  # noqa: F401
 
-from aetnet.errors import AetnetError, DataError  # noqa: E402,F401
+map_checkout_folders(__file__)  # run from a checkout: its tasks/ and recipes/ folders
 
 
 def finetune(task: str, **kwargs):
@@ -23,7 +25,7 @@ def finetune(task: str, **kwargs):
 
 def load(path, revision=None):
     """Load a fine-tuned or exported model folder, or a Hub id ``OWNER/NAME`` (at ``revision``; downloaded
-    into the Hub cache once, read offline from there afterwards); see :func:`aetnet.train.runner.load_model`."""
-    from aetnet.train.runner import load_model
+    into the Hub cache once, read offline from there afterwards); see :func:`aetnet.inference.modelio.load_model`."""
+    from aetnet.inference.modelio import load_model
 
     return load_model(path, revision)

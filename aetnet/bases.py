@@ -271,13 +271,15 @@ def base_licence(base: str) -> Licence:
     family = base_family(base)
     return family.licence if family is not None else LAYOUTLMV3_TERMS
 
+#: ``model.text_aligner``'s default (:class:`aetnet.config.settings.ModelConfig`; a test keeps them equal).
+RECIPE_TEXT_ALIGNER = "roberta-base"
+
+
 def default_aligners(base: str, image_aligner: str | None, text_aligner: str | None) -> tuple[str | None, str | None]:
     """The aligners a run uses: the recipe's, except that the recipe default text aligner (``roberta-base``,
     English byte-level BPE) becomes the family's own when the base has another vocabulary (LayoutLMv3-Chinese:
     ``xlm-roberta-base``), since the text aligner reads the base's ``input_ids``."""
-    from aetnet.config.settings import ModelConfig
-
-    if text_aligner != ModelConfig.text_aligner:
+    if text_aligner != RECIPE_TEXT_ALIGNER:
         return image_aligner, text_aligner
     try:
         family = detect_family(base)

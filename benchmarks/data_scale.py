@@ -60,8 +60,8 @@ def window_bytes(cord: Path, n: int) -> dict[str, float]:
     from aetnet.config.settings import resolve_config
     from aetnet.data.encoding.processor import load_processor
     from aetnet.data.encoding.store import WindowStore, encode_cached
+    from aetnet.inference.modelio import get_task
     from aetnet.models.tiny import resolve_base
-    from aetnet.train.runner import get_task
 
     cfg = resolve_config({}, {"task": "cord", "data": {"path": str(cord)}}, [f"data.max_train_documents={n}"])
     task = get_task("cord")
@@ -249,8 +249,8 @@ def loader_section(items: int, workers: int, work: Path) -> dict:
     from aetnet.config.settings import resolve_config
     from aetnet.data.encoding.processor import load_processor
     from aetnet.data.encoding.windows import Collator, WindowDataset
+    from aetnet.inference.modelio import get_strategy, get_task
     from aetnet.models.tiny import resolve_base
-    from aetnet.train.runner import get_strategy, get_task
 
     os.environ["AETNET_CACHE"] = str(work / "loader-cache")
     out = {}

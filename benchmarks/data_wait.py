@@ -48,8 +48,8 @@ def dataset(work: Path, receipts: int, image: int, aet: bool):
     from aetnet.data.demo import make_cord_demo
     from aetnet.data.encoding.processor import load_processor
     from aetnet.data.encoding.windows import Collator, WindowDataset
+    from aetnet.inference.modelio import get_strategy, get_task
     from aetnet.models.tiny import resolve_base
-    from aetnet.train.runner import get_strategy, get_task
 
     processor = load_processor(resolve_base("tiny")[0])
     processor.image_processor.size = {"height": image, "width": image}
@@ -96,7 +96,7 @@ def run(model, loader, is_aet: bool, args, device: torch.device, bf16: bool) -> 
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
-    from aetnet.train.trainer import data_workers
+    from aetnet.data.encoding.windows import data_workers
 
     workers = args.workers if args.workers is not None else data_workers(None)
     tiny = args.tiny

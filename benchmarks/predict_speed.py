@@ -135,8 +135,8 @@ def base_model_folder(folder: Path) -> Path:
     import transformers
 
     from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import save_model
     from aetnet.models.tiny import ensure_tiny_base
-    from aetnet.train.runner import save_model
 
     torch.manual_seed(0)
     config = transformers.LayoutLMv3Config(num_labels=len(FUNSD_LABELS), max_position_embeddings=514,

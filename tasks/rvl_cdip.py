@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aetnet.config.settings import RunConfig
+from aetnet.config.settings import RunConfig, reads_validation
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.page_refs import DatasetRow
 from aetnet.data.documents.screen import count_given, guarded
-from aetnet.data.documents.splits import Splits, map_splits, reads_validation
+from aetnet.data.documents.splits import Splits, map_splits
 from aetnet.data.documents.stream import DocumentStream
 from aetnet.data.documents.validate import DEFAULT_FIX, expect_integer
 from aetnet.data.ocr.images import image_size

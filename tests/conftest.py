@@ -90,8 +90,8 @@ def _model_folder(kind: str, folder: Path, meta: dict) -> Path:
     import transformers
 
     from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import save_model
     from aetnet.models.tiny import ensure_tiny_base
-    from aetnet.train.runner import save_model
 
     base = ensure_tiny_base() / "layoutlmv3"
     torch.manual_seed(0)

@@ -14,20 +14,15 @@ from torch import nn
 import aetnet
 from aetnet.cli.main import main
 from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
 from aetnet.export.folder import sample_inputs, training_only_tensors
+from aetnet.inference.evaluation import evaluate_model
+from aetnet.inference.modelio import get_strategy, get_task, load_model, save_model
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner
 from aetnet.strategies.aet.model import AETNetModel
 from aetnet.strategies.aet_lora import ADAPTER_FILE, LORA_FILE, AETLoraModel
 from aetnet.strategies.base import BasePaths, count_parameters, load_task_model
-from aetnet.train.runner import (
-    evaluate_model,
-    finetune,
-    get_strategy,
-    get_task,
-    load_model,
-    load_processor,
-    save_model,
-)
+from aetnet.train.runner import finetune
 from tests.helpers import one_step, snapshot
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]

@@ -206,7 +206,8 @@ def test_optimizer_groups_exempt_bias_norm_and_temp(make_model):
 def test_finetune_demo_end_to_end_and_evaluate(tmp_path):
     from safetensors.torch import load_file
 
-    from aetnet.train.runner import evaluate_model, finetune
+    from aetnet.inference.evaluation import evaluate_model
+    from aetnet.train.runner import finetune
 
     run_dir = finetune("funsd", strategy="aet", base="tiny", demo=True, output=tmp_path / "run", overrides=[
         "train.max_steps=4", "train.batch_size=2", "train.logging_steps=2", "train.save_steps=4",

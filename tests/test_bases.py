@@ -90,6 +90,13 @@ def test_chinese_base_defaults_to_the_xlmr_text_aligner(chinese, tiny_base):
     assert aligner["model_type"] == "xlm-roberta" and aligner["vocab_size"] == base["vocab_size"]
 
 
+def test_the_contract_knows_the_recipe_default_text_aligner():
+    """bases.py may not import the configuration (it sits below it): its copy of the default must match."""
+    from aetnet.config.settings import ModelConfig
+
+    assert bases.RECIPE_TEXT_ALIGNER == ModelConfig.text_aligner == "roberta-base"
+
+
 # ------------------------------------------------------------------------------- SentencePiece encoding
 def test_cjk_words_get_exact_boxes_and_first_subword_labels(chinese):
     """Hand-worked: XFUND-style words, one character or a whole phrase, on a 1000 x 1000 page (pixel boxes =

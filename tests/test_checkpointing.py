@@ -12,9 +12,9 @@ import torch
 
 from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
+from aetnet.inference.modelio import get_strategy, get_task
 from aetnet.models.checkpointing import checkpointed_layers, set_activation_checkpointing
 from aetnet.strategies.base import BasePaths
-from aetnet.train.runner import get_strategy, get_task
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 STRATEGIES = ["full", "head", "lora", "prompt", "aet", "aet-lora"]

@@ -166,7 +166,7 @@ def test_devices_run_in_parallel_processes_and_give_the_sequential_table(tmp_pat
 
 
 def test_bad_devices_are_refused():
-    from aetnet.compare.runs import parse_devices
+    from aetnet.compare.devices import parse_devices
 
     assert parse_devices("0, 1") == ["0", "1"]
     for bad in ("", "0,0"):

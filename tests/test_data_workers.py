@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from aetnet.data.encoding.windows import data_workers
 from aetnet.errors import AetnetError
 from aetnet.strategies.aet.strategy import AETViews
-from aetnet.train.trainer import data_workers, training_arguments
+from aetnet.train.trainer import training_arguments
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 

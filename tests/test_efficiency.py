@@ -10,10 +10,10 @@ import torch
 
 from aetnet.config.settings import resolve_config
 from aetnet.errors import AetnetError
+from aetnet.inference.modelio import get_strategy, get_task
 from aetnet.models.attention import attention_of, freeze_gradless_tables, set_attention
 from aetnet.strategies.base import BasePaths
 from aetnet.train.efficiency import compile_encoders, resolve_bf16, resolve_tf32
-from aetnet.train.runner import get_strategy, get_task
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 STRATEGIES = ["full", "head", "lora", "prompt", "aet", "aet-lora"]

@@ -14,8 +14,10 @@ from PIL import Image
 import aetnet
 from aetnet.cli.main import main
 from aetnet.errors import AetnetError
-from aetnet.export.folder import merge_adapters, model_card, training_only_tensors
-from aetnet.train.runner import finetune, load_model
+from aetnet.export.card import model_card
+from aetnet.export.folder import merge_adapters, training_only_tensors
+from aetnet.inference.modelio import load_model
+from aetnet.train.runner import finetune
 
 TINY_BUDGET = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
                "data.max_eval_documents=1"]

@@ -247,7 +247,7 @@ def test_own_pages_without_words_recognised_in_the_pool(tmp_path, counted, capsy
     pooled read (data.ocr_workers=2) gives the serial read's words with no further Tesseract run."""
     from aetnet.cli.main import main
     from aetnet.config.settings import resolve_config
-    from aetnet.train.runner import get_task
+    from aetnet.inference.modelio import get_task
 
     lines = []
     for i, text in enumerate(["INVOICE 4711", "RECEIPT TOTAL 12", "INVOICE DATE MAY", "RECEIPT 99"]):

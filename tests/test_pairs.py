@@ -36,8 +36,8 @@ def test_link_on_gold_entities_equals_the_evaluation(re_run, funsd_run):
     from aetnet.data.documents.relations import candidate_pairs, merge_entity_vectors, pair_logits
     from aetnet.data.encoding.windows import WindowDataset
     from aetnet.inference.evaluation import predict_windows
+    from aetnet.inference.modelio import get_task, load_model
     from aetnet.tasks.funsd import load_funsd
-    from aetnet.train.runner import get_task, load_model
 
     pages = load_funsd(str(ensure_demo("funsd-re")))["eval"][:6]
     records = [json.loads(line) for line in (re_run / "predictions.jsonl").read_text().splitlines()]

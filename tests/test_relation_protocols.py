@@ -252,7 +252,8 @@ def test_protocol_runs_train_score_and_reload(aetnet_cache, shared_data, tmp_pat
     """A short run under each protocol: metrics.json counts that protocol's gold links (as inspect does),
     the model records the protocol, and evaluate on the saved model gives the same scores."""
     from aetnet.cli.main import main
-    from aetnet.train.runner import evaluate_model, finetune
+    from aetnet.inference.evaluation import evaluate_model
+    from aetnet.train.runner import finetune
 
     data = str(shared_data / "funsd")
     budget = ["train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2", "data.max_eval_documents=6",

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from aetnet.errors import AetnetError
-from aetnet.train.runner import evaluate_model, finetune
+from aetnet.inference.evaluation import evaluate_model
+from aetnet.train.runner import finetune
 
 BUDGET = ["train.max_steps=2", "train.batch_size=2", "train.logging_steps=1", "train.save_steps=2",
           "data.max_train_documents=4", "data.max_eval_documents=3", "aet.queue_size=4"]

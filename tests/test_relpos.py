@@ -100,9 +100,9 @@ def test_finetune_trains_the_tables_only_with_the_option(tmp_path, tiny_base):
 
 def test_aet_keeps_the_tables_trainable_with_the_option(tmp_path):
     from aetnet.config.settings import resolve_config
+    from aetnet.inference.modelio import get_strategy, get_task
     from aetnet.models.tiny import resolve_base
     from aetnet.strategies.base import BasePaths
-    from aetnet.train.runner import get_strategy, get_task
 
     cfg = resolve_config({}, {"task": "funsd", "strategy": "aet", "model": {"base": "tiny"}},
                          ["model.train_relative_position_bias=true"])

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
 from aetnet.errors import AetnetError
+from aetnet.inference.modelio import get_strategy, get_task, load_model, save_model
 from aetnet.strategies.base import BasePaths, load_task_model
 from aetnet.strategies.lora.strategy import base_state_dict
 from aetnet.strategies.prompt.strategy import PromptTuningModel
-from aetnet.train.runner import get_strategy, get_task, load_model, load_processor, save_model
 from tests.helpers import one_step, snapshot
 
 LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]

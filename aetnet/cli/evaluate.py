@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aetnet.train.runner import evaluate_model
+    from aetnet.inference.evaluation import evaluate_model
 
     overrides = list(args.overrides) + setting_overrides(args, "--on-bad-document", "--lang")  # the flag wins
     metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from aetnet.data.documents.screen import BadDocuments
     from aetnet.data.ocr.pool import PageOcr, parse_shard, recognise_dataset
     from aetnet.errors import DataError
-    from aetnet.train.runner import get_task
+    from aetnet.inference.modelio import get_task
 
     index, count = parse_shard(args.shard)
     cfg = resolve_config({}, {"task": args.task, "data": {"path": args.data}}, args.overrides)

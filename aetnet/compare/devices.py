@@ -34,7 +34,7 @@ def fill_ocr_cache(task: str, cfg, demo: bool) -> None:
         demo: the runs use the embedded demo data.
     """
     from aetnet.data.ocr.pool import recognise_dataset
-    from aetnet.train.runner import get_task
+    from aetnet.inference.modelio import get_task
 
     try:
         recognise_dataset(get_task(task), cfg, demo, cfg.data.ocr_workers, desc="OCR before the runs")

@@ -41,7 +41,7 @@ def push_comparison(out_dir: str | Path, task: str, repo_id: str, private: bool 
     """
     from aetnet.export.folder import export_model
     from aetnet.inference.hub import push_folder
-    from aetnet.train.runner import get_task
+    from aetnet.inference.modelio import get_task
 
     metric, out_dir = get_task(task).metric, Path(out_dir)
     strategy, run_dir = best_run(out_dir, metric)

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aetnet.compare.devices import fill_ocr_cache, parse_devices, run_on_devices  # noqa: F401  (public here too)
+from aetnet.compare.devices import fill_ocr_cache, parse_devices, run_on_devices
 from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _resolve(task: str, strategy: str, base: str | None, data: str | None, overr
 
 def _check_plan(task: str, strategies: list[str], seeds: int, base, data, overrides: list[str]) -> None:
     """Fail before anything runs: unknown task or strategy, bad keys, prompts that cannot fit."""
-    from aetnet.train.runner import get_strategy, get_task
+    from aetnet.inference.modelio import get_strategy, get_task
 
     if seeds < 1:
         raise AetnetError(f"--seeds {seeds}: run at least one seed")
@@ -335,7 +335,7 @@ def base_line(run_dir: Path) -> str:
 def write_results(out_dir: Path, task: str, strategies: list[str], seeds: int) -> None:
     """Write ``runs.csv``, ``results.csv``, ``results.md``, ``results.png`` and ``validation.png`` from the
     runs' metrics and logs."""
-    from aetnet.train.runner import get_task
+    from aetnet.inference.modelio import get_task
 
     metric = get_task(task).metric
     runs = collect_runs(out_dir, strategies, seeds, metric)

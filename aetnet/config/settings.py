@@ -350,3 +350,8 @@ def resolve_config(
     for layer in (recipe or {}, flags or {}, parse_overrides(overrides or [])):
         merged = merge_nested(merged, layer)
     return build_run_config(merged)
+
+
+def reads_validation(cfg: RunConfig) -> bool:
+    """Whether the run scores the dataset's own validation split (readers may skip loading it otherwise)."""
+    return cfg.train.eval_strategy != "no" and cfg.data.select_on == "validation"

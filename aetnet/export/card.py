@@ -55,8 +55,6 @@ DATA_TERMS: dict[str, DataTerms] = {
                         "DocVQA (Mathew et al., 2021): research use under the terms of the DocVQA challenge "
                         "(rrc.cvc.uab.es); the pages come from the UCSF Industry Documents Library."),
 }
-#: Kept for the callers of the former plain-text card: the data sentence per task.
-DATA_LICENCES = {task: terms.text for task, terms in DATA_TERMS.items()}
 
 #: Hub pipeline tag per model kind (relation extraction has no tag of its own on the Hub).
 PIPELINE_TAGS = {"token": "token-classification", "sequence": "text-classification",
@@ -141,7 +139,8 @@ def card_metadata(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = Fa
 
 def card_text(meta: dict[str, Any], metrics: dict[str, Any], demo: bool = False) -> str:
     """The Markdown body: task, data, metrics, base, OCR settings, usage and licences."""
-    from aetnet.export.folder import ONNX_FILE, ONNX_INT8_FILE, onnx_inputs
+    from aetnet.export.folder import onnx_inputs
+    from aetnet.inference.backends import ONNX_FILE, ONNX_INT8_FILE
 
     task, kind = meta.get("task", "?"), meta.get("kind", "?")
     strategy = meta.get("strategy", "?")

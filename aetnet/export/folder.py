@@ -1,6 +1,6 @@
 """Inference checkpoints: a run's model as a self-contained folder, optionally with an ONNX graph.
 
-``export_model(RUN_DIR, OUT)`` loads the run's model with :func:`aetnet.train.runner.load_model`
+``export_model(RUN_DIR, OUT)`` loads the run's model with :func:`aetnet.inference.modelio.load_model`
 (so every strategy that can be loaded can be exported) and writes:
 
 - the weights as safetensors (``save_pretrained``, or the model's own ``save_inference`` for AET,
@@ -36,19 +36,12 @@ import torch
 from torch import nn
 
 from aetnet.errors import AetnetError
-from aetnet.export.card import (  # noqa: F401  (BASE_LICENCE, DATA_LICENCES re-exported)
-    BASE_LICENCE,
-    DATA_LICENCES,
-    LICENCE_FILE,
-    licence_file,
-    model_card,
-)
+from aetnet.export.card import LICENCE_FILE, licence_file, model_card
+from aetnet.inference.backends import ONNX_FILE, ONNX_INT8_FILE
 from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
 ONNX_TOLERANCE = 1e-4
 ONNX_INPUTS = ("input_ids", "bbox", "attention_mask", "pixel_values")
 #: Extra inputs of relation models (funsd-re): (batch, entities) first-token positions and label ids.
@@ -113,7 +106,7 @@ def export_model(run_dir: str | Path, output: str | Path, merge_lora: bool = Fal
         AetnetError: not a model folder, an occupied output folder, nothing to merge, onnxruntime
             missing, or an ONNX graph that disagrees with PyTorch.
     """
-    from aetnet.train.runner import META_FILE, load_model, save_model
+    from aetnet.inference.modelio import META_FILE, load_model, save_model
 
     run_dir, output = Path(run_dir), Path(output)
     if quantize and not onnx:

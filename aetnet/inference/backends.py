@@ -22,12 +22,15 @@ import numpy as np
 import torch
 
 from aetnet.errors import AetnetError
-from aetnet.export.folder import ONNX_FILE, ONNX_INT8_FILE
 from aetnet.models.heads import output_names
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+#: The ONNX graphs of an export (``aetnet export --onnx`` and ``--quantize``), read by the ``onnx`` and
+#: ``onnx-int8`` backends.
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
 META_FILE = "aetnet.json"
 
 
@@ -124,7 +127,7 @@ def load_backend(folder: str | Path, backend: str = "torch", device: str = "cpu"
     if backend not in BACKENDS:
         raise AetnetError(f"backend '{backend}' is not supported; use {', '.join(BACKENDS)}")
     if backend == "torch":
-        from aetnet.train.runner import load_model
+        from aetnet.inference.modelio import load_model
 
         loaded = load_model(folder)
         return TorchBackend(loaded.model, loaded.meta["kind"], device, dtype), loaded.meta, loaded.processor

@@ -148,7 +148,7 @@ class EvalSet:
         In a distributed run the processes share the windows; the first process scores the gathered
         outputs and sends the metrics to the others (which get no records).
         """
-        from aetnet.train.trainer import data_workers
+        from aetnet.data.encoding.windows import data_workers
 
         sharing = self.distributed and _world() > 1
         predict = predict_sharded if sharing else predict_windows

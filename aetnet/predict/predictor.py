@@ -1,6 +1,6 @@
 """Predictions on new pages: PNG, JPEG, TIFF or PDF in, one JSON record (and optionally a PNG) per page out.
 
-A :class:`Predictor` wraps any model folder :func:`aetnet.train.runner.load_model` can read (a run's
+A :class:`Predictor` wraps any model folder :func:`aetnet.inference.modelio.load_model` can read (a run's
 ``model/`` or an export; with ``backend="onnx"``/``"onnx-int8"`` an export's ONNX graph, see
 :mod:`aetnet.inference.backends`). A page's words come from its PDF text layer when it has a usable one
 (``ocr="auto"``, see :mod:`aetnet.data.ocr.pdftext`) or from Tesseract with the OCR settings recorded at

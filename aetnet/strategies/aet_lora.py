@@ -54,11 +54,12 @@ from torch import nn
 
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
+from aetnet.models.heads import head_class
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner, check_compatible
 from aetnet.strategies.aet.model import FUSION_FILE, AETNetModel
 from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.strategy import AETStrategy
-from aetnet.strategies.base import BasePaths, count_parameters, head_class, load_task_model
+from aetnet.strategies.base import BasePaths, count_parameters, load_task_model
 from aetnet.strategies.lora.strategy import _LORA_TYPES, _check_lora_settings, base_state_dict
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from torch import nn
 from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.models.heads import HEAD_CLASSES, head_class  # noqa: F401  (part of the tuning API)
+from aetnet.models.heads import head_class
 
 logger = logging.getLogger(__name__)
 

@@ -27,26 +27,12 @@ from aetnet.config.settings import RunConfig, load_recipe_dict, resolve_config
 from aetnet.data.documents.document import page_images
 from aetnet.data.documents.screen import BadDocuments, screen_documents
 from aetnet.data.documents.stream import stream_documents
-from aetnet.data.encoding.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
+from aetnet.data.encoding.processor import load_processor
 from aetnet.data.encoding.store import encode_cached
 from aetnet.data.encoding.windows import WindowDataset
 from aetnet.errors import AetnetError
-from aetnet.inference.evaluation import (  # noqa: F401  (re-exported public names)
-    EvalSet,
-    evaluate_examples,
-    evaluate_model,
-    limit,
-    predict_windows,
-    write_outputs,
-)
-from aetnet.inference.modelio import (  # noqa: F401  (re-exported public names)
-    META_FILE,
-    LoadedModel,
-    get_strategy,
-    get_task,
-    load_model,
-    save_model,
-)
+from aetnet.inference.evaluation import EvalSet, evaluate_examples, limit, write_outputs
+from aetnet.inference.modelio import get_strategy, get_task, save_model
 from aetnet.strategies.base import BasePaths, parameter_counts
 from aetnet.threads import respect_omp_thread_limit
 from aetnet.train.curves import CURVES_FILE

@@ -22,7 +22,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from aetnet.config.settings import RunConfig
-from aetnet.data.encoding.windows import Collator
+from aetnet.data.encoding.windows import Collator, data_workers
 from aetnet.errors import AetnetError
 from aetnet.train.efficiency import prepare_model, resolve_bf16
 from aetnet.train.tracking import model_log_values
@@ -322,22 +322,6 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
         optim="adamw_torch_fused",
         disable_tqdm=False,
     )
-
-
-def data_workers(num_workers: int | None) -> int:
-    """DataLoader workers per process: ``num_workers``, or ``min(8, cores / local processes)`` for ``None``.
-
-    Raises:
-        AetnetError: a negative count.
-    """
-    if num_workers is not None:
-        if num_workers < 0:
-            raise AetnetError(f"train.num_workers={num_workers} must be >= 0 (0: load data in the training process)")
-        return int(num_workers)
-    from aetnet.data.ocr.pool import available_cores
-
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, min(8, available_cores() // local))
 
 
 def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, run_dir: Path,

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 
 logger = logging.getLogger(__name__)
@@ -63,11 +62,6 @@ class Splits(dict):
 
 #: Split names read as the dataset's own validation split (used for selection during training).
 VALIDATION_NAMES = ("validation", "val", "dev")
-
-
-def reads_validation(cfg: RunConfig) -> bool:
-    """Whether the run scores the dataset's own validation split (readers may skip loading it otherwise)."""
-    return cfg.train.eval_strategy != "no" and cfg.data.select_on == "validation"
 
 
 def map_splits(

@@ -175,7 +175,7 @@ def window_fingerprint(encoder: WindowEncoder, examples: Iterable[Any], tokenize
         label2id: label ids (``None``: unlabelled).
         cfg: the run configuration (``cfg.data`` minus :data:`NOT_ENCODING`).
     """
-    from aetnet import __version__
+    from aetnet.version import __version__
 
     settings = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in NOT_ENCODING}
     described = {

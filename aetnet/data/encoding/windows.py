@@ -9,6 +9,7 @@ exactly one prediction, taken from the window where the word has the most contex
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -360,3 +361,19 @@ class Collator:
             else:
                 batch[key] = torch.stack(values)
         return batch
+
+
+def data_workers(num_workers: int | None) -> int:
+    """DataLoader workers per process: ``num_workers``, or ``min(8, cores / local processes)`` for ``None``.
+
+    Raises:
+        AetnetError: a negative count.
+    """
+    if num_workers is not None:
+        if num_workers < 0:
+            raise AetnetError(f"train.num_workers={num_workers} must be >= 0 (0: load data in the training process)")
+        return int(num_workers)
+    from aetnet.data.ocr.pool import available_cores
+
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, available_cores() // local))

@@ -32,7 +32,8 @@ from torch import nn
 from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
-from aetnet.strategies.base import Strategy, head_class, load_task_model
+from aetnet.models.heads import head_class
+from aetnet.strategies.base import Strategy, load_task_model
 
 logger = logging.getLogger(__name__)
 
