@@ -86,8 +86,10 @@ def test_two_processes_run_the_aet_ema_once_per_optimizer_step(tmp_path):
 
     m = 0.5
     port = str(_free_port())
-    cmd = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
-           "-m", "aetnet", "finetune", "funsd", "--strategy", "aet", "--demo", "--output", str(tmp_path / "two"),
+    # torch.distributed.run is torchrun, started with this very Python.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port, "-m", "aetnet", "finetune", "funsd", "--strategy", "aet", "--demo",
+           "--output", str(tmp_path / "two"),
            "train.batch_size=1", "train.gradient_accumulation_steps=2", "train.max_steps=2", "train.save_steps=1",
            "train.learning_rate=0.01", "train.warmup_ratio=0", f"aet.momentum={m}", "aet.queue_size=8",
            "data.max_train_documents=4", "data.max_eval_documents=1", "data.max_length=64", "data.stride=16"]

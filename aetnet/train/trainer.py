@@ -1,13 +1,12 @@
 """The Hugging Face Trainer, set up for aetnet runs.
 
 The Trainer does the loop, distributed data parallelism, mixed precision, accumulation, checkpoints
-and resuming. This module only adds what it lacks: the strategy's update right after each optimizer step (AET's
-EMA of its momentum encoders, :meth:`AetnetTrainer.after_optimizer_step`), logging every loss term the
-model returns
-(``task_loss``, ``ditc_loss``, ...) without a host-device sync outside logging steps, a clear stop
-on non-finite losses, validation with the task's own metric (windows merged per document) for the
-best checkpoint and early stopping, and the run's arguments (lean DDP, fused AdamW, non-blocking
-batch copies, trackers).
+and resuming. This module only adds what it lacks: the strategy's update right after each optimizer
+step (AET's EMA of its momentum encoders, :meth:`AetnetTrainer.after_optimizer_step`), logging every
+loss term the model returns (``task_loss``, ``ditc_loss``, ...) without a host-device sync outside
+logging steps, a clear stop on non-finite losses, validation with the task's own metric (windows
+merged per document) for the best checkpoint and early stopping, and the run's arguments (lean DDP,
+fused AdamW, non-blocking batch copies, trackers).
 """
 
 from __future__ import annotations
