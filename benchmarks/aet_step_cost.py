@@ -320,13 +320,13 @@ def term_times(aet: AETNetModel, data, extra, repeats: int, device) -> dict[str,
     text_hidden = aet.text_aligner(input_ids=data["input_ids"],
                                    attention_mask=data["attention_mask"]).last_hidden_state.detach().requires_grad_()
     # The model's own momentum passes (ViT over [I; I+], RoBERTa once over T without a text view).
-    m = aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
+    m = a.momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
     feats = dict(v_m=m["image"], v_p=m["image_pos"], w_m=m["text"], w_p=m["text_pos"],
                  img_loc=m["image_locals"], txt_loc=m["text_locals"])
     iq, tq, temp = a.image_queue.queue, a.text_queue.queue, a.temp
 
     def momentum():
-        aet._momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
+        a.momentum_features(vit_in, data["input_ids"], data["attention_mask"], extra["aug_pixel_values"])
 
     def run(fn):
         def go():
@@ -471,7 +471,7 @@ def main() -> None:
                      (("full", full), ("AET", aet))}
         print(f"  trainable parameters: full {trainable['full'] / 1e6:.1f} M, AET {trainable['AET'] / 1e6:.1f} M "
               f"({trainable['AET'] / trainable['full']:.2f}x); EMA over "
-              f"{sum(p.numel() for p in aet.momentum_pairs().tensors()[0]) / 1e6:.1f} M")
+              f"{sum(p.numel() for p in aet.alignment.momentum_pairs().tensors()[0]) / 1e6:.1f} M")
     if args.terms:
         aet_fp32 = copy.deepcopy(aet).to(device).train()
         set_attention(aet_fp32, args.attn)

@@ -142,7 +142,7 @@ def test_momentum_update_touches_only_trainable_parameters(make_batch, paths):
     assert torch.equal(frozen_momentum, original)  # untouched although the online weight moved
     tracked = sum(len(lora_names(model, p, "lora_A")) + len(lora_names(model, p)) for p in
                   ("image_aligner", "text_aligner")) + 4  # + weight and bias of the two projections
-    assert model.momentum_pairs().num_tensors() == tracked
+    assert model.alignment.momentum_pairs().num_tensors() == tracked
     with torch.no_grad():
         frozen_online.copy_(original)
     model.momentum_update(0.0)  # m = 0 copies every trainable parameter exactly

@@ -76,3 +76,36 @@ def test_two_processes_validate_keep_the_best_and_agree(tmp_path):
     kept = load_file(run / "model" / "model.safetensors")
     best = load_file(run / "checkpoints" / f"checkpoint-{metrics['best_step']}" / "model.safetensors")
     assert all(torch.equal(kept[k], best[k]) for k in kept)
+
+
+def test_two_processes_run_the_aet_ema_once_per_optimizer_step(tmp_path):
+    """torchrun, 2 processes, strategy aet with gradient accumulation 2: between the checkpoints of steps 1
+    and 2 the momentum weights move by exactly one EMA step towards the step-2 online weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    m = 0.5
+    port = str(_free_port())
+    # torch.distributed.run is torchrun, started with this very Python.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port, "-m", "aetnet", "finetune", "funsd", "--strategy", "aet", "--demo",
+           "--output", str(tmp_path / "two"),
+           "train.batch_size=1", "train.gradient_accumulation_steps=2", "train.max_steps=2", "train.save_steps=1",
+           "train.learning_rate=0.01", "train.warmup_ratio=0", f"aet.momentum={m}", "aet.queue_size=8",
+           "data.max_train_documents=4", "data.max_eval_documents=1", "data.max_length=64", "data.stride=16"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (load_file(str(tmp_path / "two" / "checkpoints" / f"checkpoint-{s}" / "model.safetensors"))
+                     for s in (1, 2))
+    pairs = [(f"{online}.{rest}", f"alignment.{online}_m.{rest}") for key in second
+             for online in ("image_aligner", "text_aligner") if key.startswith(f"{online}.")
+             for rest in [key[len(online) + 1:]]]
+    pairs += [(key, key.replace("_proj.", "_proj_m.", 1)) for key in second
+              if key.startswith(("alignment.vision_proj.", "alignment.text_proj."))]
+    assert len(pairs) > 20
+    moved = 0
+    for online, momentum in pairs:
+        expected = m * first[momentum].double() + (1 - m) * second[online].double()
+        assert torch.allclose(second[momentum].double(), expected, rtol=0, atol=1e-6), momentum
+        moved += not torch.allclose(second[momentum].double(), first[momentum].double(), rtol=0, atol=1e-4)
+    assert moved > len(pairs) // 2  # the EMA step really moved the momentum weights

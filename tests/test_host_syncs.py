@@ -85,7 +85,8 @@ def _run_trainer(tmp_path, strategy, overrides, callbacks):
                   runner.build_model):
         stage(ctx)
     return build_trainer(ctx.model, cfg, ctx.train_ds, ctx.processor,
-                         ctx.strategy.callbacks(ctx.model, cfg) + callbacks, ctx.run_dir)
+                         ctx.strategy.callbacks(ctx.model, cfg) + callbacks, ctx.run_dir,
+                         after_optimizer_step=ctx.strategy.after_optimizer_step)
 
 
 @pytest.mark.parametrize("strategy,extra", [

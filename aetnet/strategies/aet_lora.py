@@ -14,13 +14,13 @@ module names adapted in each part are resolved once at build time and saved, so 
 the very same adapters whatever the configuration says later.
 
 Momentum encoders: the momentum copies are made AFTER the adapters are injected, so they are copies of
-the adapted aligners; the EMA (``MomentumPairs(..., trainable_only=True)``) averages only what trains
-online, i.e. the LoRA matrices and the projection heads. Frozen base weights are identical in the
-online and momentum aligners from the start and nothing ever writes them. The momentum copies keep
-their own copy of those frozen weights rather than sharing the tensors: the Trainer saves a
-non-``PreTrainedModel`` checkpoint with ``safetensors.save_file``, which refuses tensors that share
-memory, so sharing would break ``--resume`` checkpoints (it would save ~210M parameters of memory
-with base-size aligners).
+the adapted aligners; the EMA (:class:`~aetnet.strategies.aet.builder.MomentumContrast` with
+``AETLoraModel.ema_trainable_only``) averages only what trains online, i.e. the LoRA matrices and the
+projection heads. Frozen base weights are identical in the online and momentum aligners from the
+start and nothing ever writes them. The momentum copies keep their own copy of those frozen weights
+rather than sharing the tensors: the Trainer saves a non-``PreTrainedModel`` checkpoint with
+``safetensors.save_file``, which refuses tensors that share memory, so sharing would break
+``--resume`` checkpoints (it would save ~210M parameters of memory with base-size aligners).
 
 Model folder layout (written by :meth:`AETLoraModel.save_inference`, read by
 :meth:`AETLoraStrategy.load`)::
@@ -57,7 +57,6 @@ from aetnet.errors import AetnetError
 from aetnet.models.heads import head_class
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner, check_compatible
 from aetnet.strategies.aet.model import FUSION_FILE, AETNetModel
-from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.strategy import AETStrategy
 from aetnet.strategies.base import BasePaths, count_parameters, load_task_model
 from aetnet.strategies.lora.strategy import _LORA_TYPES, _check_lora_settings, base_state_dict
@@ -186,6 +185,8 @@ class AETLoraModel(AETNetModel):
 
     #: The strategy of the model ``merge_and_unload`` returns (read by ``aetnet.export.folder.merge_adapters``).
     merged_strategy = "aet"
+    #: The EMA averages only the trainable parameters of both aligners and heads (LoRA matrices, projections).
+    ema_trainable_only = True
 
     def __init__(self, fusion: nn.Module, image_aligner: nn.Module, text_aligner: nn.Module, aet, *,
                  lora: LoraSpec, **kw) -> None:
@@ -197,11 +198,6 @@ class AETLoraModel(AETNetModel):
                 getattr(fusion, head).requires_grad_(True)
         super().__init__(fusion, image_aligner, text_aligner, aet, **kw)
         self.lora = lora
-
-    def momentum_pairs(self) -> MomentumPairs:
-        """Both aligners and projection heads; only their trainable (LoRA, projection) parameters."""
-        pairs = super().momentum_pairs()
-        return MomentumPairs(pairs.pairs, trainable_only=True)
 
     def adapter_state_dict(self) -> dict[str, Any]:
         """The LoRA tensors of the inference parts (fusion and aligners), as contiguous CPU tensors."""

@@ -77,8 +77,16 @@ class Strategy:
         return None
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
-        """Trainer callbacks (EMA updates, ...)."""
+        """Trainer callbacks (the epoch for the views, diagnostics, ...)."""
         return []
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        """Update the model right after each optimizer step, with the weights the optimizer just wrote.
+
+        The trainer calls it once per optimizer step (after the last micro-batch of a gradient
+        accumulation, on every rank under DDP), never during evaluation; ``model`` is the model
+        :meth:`build` returned. AET: the EMA step of the momentum encoders. Default: nothing.
+        """
 
 
 class FullStrategy(Strategy):

@@ -243,7 +243,8 @@ def train_model(ctx: RunContext) -> None:
 
     cfg, model = ctx.cfg, ctx.model
     ctx.trainer = build_trainer(model, cfg, ctx.train_ds, ctx.processor, ctx.strategy.callbacks(model, cfg),
-                                ctx.run_dir, validator=ctx.validator, metric=ctx.task.metric)
+                                ctx.run_dir, validator=ctx.validator, metric=ctx.task.metric,
+                                after_optimizer_step=ctx.strategy.after_optimizer_step)
     if hasattr(model, "on_train_data"):
         model.on_train_data(len(ctx.train_ds))
     checkpoint = _last_checkpoint(ctx.run_dir / "checkpoints") if ctx.resume else None

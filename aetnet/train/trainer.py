@@ -1,11 +1,12 @@
 """The Hugging Face Trainer, set up for aetnet runs.
 
 The Trainer does the loop, distributed data parallelism, mixed precision, accumulation, checkpoints
-and resuming. This module only adds what it lacks: logging every loss term the model returns
-(``task_loss``, ``ditc_loss``, ...) without a host-device sync outside logging steps, a clear stop
-on non-finite losses, validation with the task's own metric (windows merged per document) for the
-best checkpoint and early stopping, and the run's arguments (lean DDP, fused AdamW, non-blocking
-batch copies, trackers).
+and resuming. This module only adds what it lacks: the strategy's update right after each optimizer
+step (AET's EMA of its momentum encoders, :meth:`AetnetTrainer.after_optimizer_step`), logging every
+loss term the model returns (``task_loss``, ``ditc_loss``, ...) without a host-device sync outside
+logging steps, a clear stop on non-finite losses, validation with the task's own metric (windows
+merged per document) for the best checkpoint and early stopping, and the run's arguments (lean DDP,
+fused AdamW, non-blocking batch copies, trackers).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from aetnet.config.settings import RunConfig
 from aetnet.data.encoding.windows import Collator, data_workers
@@ -49,14 +52,30 @@ class AetnetTrainer(Trainer):
     :class:`NonFiniteLossError` naming the term and the step where it first went bad; a checkpoint is
     never written after that step, so the last checkpoint in the run folder is a good one.
 
+    One optimizer step, as the Trainer's loop runs it:
+
+    1. for each of the ``gradient_accumulation_steps`` micro-batches: :meth:`compute_loss` (the model's
+       forward, which for AET computes every loss term and enqueues the momentum features) and backward;
+    2. gradient clipping and ``optimizer.step()``;
+    3. :meth:`after_optimizer_step`: the strategy's update with the weights the optimizer just wrote
+       (AET: the EMA step of the momentum encoders, :meth:`aetnet.strategies.aet.model.AETNetModel.momentum_update`);
+    4. the learning-rate scheduler step, ``zero_grad``, then logging, checkpointing and validation.
+
     Args:
         validator: model -> {metric: value} on the validation split (an
             :class:`aetnet.inference.evaluation.EvalSet`); used by :meth:`evaluate`.
+        after_optimizer_step: the strategy's post-step update,
+            :meth:`aetnet.strategies.base.Strategy.after_optimizer_step`, called with the (unwrapped) model;
+            ``None``: nothing runs after the optimizer step.
     """
 
-    def __init__(self, *args, validator=None, **kwargs):
+    def __init__(self, *args, validator=None,
+                 after_optimizer_step: Callable[[nn.Module], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.validator = validator
+        self._after_optimizer_step = after_optimizer_step
+        # The loop signals step 3 through the callback event it fires right after optimizer.step().
+        self.add_callback(_OptimizerStepped(self))
         # Our models return a per-batch mean loss and never see ``num_items_in_batch``: the Trainer
         # must divide by the accumulation steps itself (and not rescale by the process count).
         self.model_accepts_loss_kwargs = False
@@ -65,6 +84,16 @@ class AetnetTrainer(Trainer):
         self._term_count = 0
         #: What the run's efficiency settings resolved to (``metrics.json``); set by :func:`build_trainer`.
         self.efficiency: dict[str, Any] = {}
+
+    def after_optimizer_step(self) -> None:
+        """Step 3 of an optimizer step: the strategy's update of the model, right after ``optimizer.step()``.
+
+        Runs once per optimizer step (not per micro-batch under gradient accumulation), on every rank
+        under DDP (each rank's replica holds the same new weights), before the scheduler step and before
+        any checkpoint of this step is written; never during evaluation.
+        """
+        if self._after_optimizer_step is not None:
+            self._after_optimizer_step(self.accelerator.unwrap_model(self.model))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -250,6 +279,17 @@ class AetnetTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+class _OptimizerStepped(TrainerCallback):
+    """Calls :meth:`AetnetTrainer.after_optimizer_step` from the loop's ``on_optimizer_step`` event, which the
+    Trainer fires right after ``optimizer.step()`` and before the scheduler step."""
+
+    def __init__(self, trainer: AetnetTrainer) -> None:
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.after_optimizer_step()
+
+
 def warmup_steps(ratio: float, num_training_steps: int) -> int:
     """``ceil(ratio * num_training_steps)`` warmup steps (10 % of 300 steps is 30, not 31)."""
     return math.ceil(round(ratio * num_training_steps, 6))
@@ -325,10 +365,13 @@ def training_arguments(cfg: RunConfig, run_dir: Path, metric: str | None = None)
 
 
 def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, run_dir: Path,
-                  validator=None, metric: str | None = None) -> AetnetTrainer:
+                  validator=None, metric: str | None = None,
+                  after_optimizer_step: Callable[[nn.Module], None] | None = None) -> AetnetTrainer:
     """An :class:`AetnetTrainer` for the run (optimizer from the model's param groups when it has them).
 
     Args:
+        after_optimizer_step: the strategy's update right after each optimizer step
+            (:meth:`aetnet.strategies.base.Strategy.after_optimizer_step`; AET: the EMA step).
         validator: the validation :class:`~aetnet.inference.evaluation.EvalSet` (needed when
             ``train.eval_strategy`` is not ``no``).
         metric: the task's headline metric, for best-checkpoint selection and early stopping.
@@ -367,6 +410,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
         callbacks=callbacks,
         optimizers=optimizers,
         validator=validator,
+        after_optimizer_step=after_optimizer_step,
     )
     point_tensorboard(trainer, run_dir / TENSORBOARD_DIR)
     trainer.efficiency = efficiency

@@ -6,11 +6,16 @@ The structure mirrors the split between inference and training (spec section 1):
   ``LayoutLMv3For{Token,Sequence}Classification`` / ``LayoutLMv3ForQuestionAnswering``),
   ``image_aligner`` (``ViTModel``) and ``text_aligner`` (``RobertaModel``). Their outputs are added to
   LayoutLMv3's embeddings through :func:`aetnet.strategies.aet.fusion.fused_features`, at inference too.
-* training-only parts, in the submodule ``alignment`` (:class:`AlignmentHeads`, with the momentum
-  features and the four losses of a batch in :mod:`aetnet.strategies.aet.alignment`): the projection heads,
-  the momentum (EMA) copies of both aligners and both heads, the two feature queues and the learnable
-  temperature. They are never needed to predict and are not saved with the inference model; trainer
-  checkpoints (``--resume``) hold them because they save the whole ``state_dict``.
+* training-only parts, in the submodule ``alignment``
+  (:class:`~aetnet.strategies.aet.builder.MomentumContrast`, the one owner of the projection heads, the
+  momentum (EMA) copies of both aligners and both heads, the two feature queues and the learnable
+  temperature; the four losses of a batch are in :mod:`aetnet.strategies.aet.alignment`). They are never
+  needed to predict and are not saved with the inference model; trainer checkpoints (``--resume``) hold
+  them because they save the whole ``state_dict``.
+
+The training step: :meth:`AETNetModel.forward` returns the weighted loss; after the optimizer step the
+trainer calls :meth:`AETNetModel.momentum_update` (through the strategy's ``after_optimizer_step``), the
+EMA of the momentum encoders with the weights the optimizer just wrote.
 
 Interpretations of the spec made here:
 
@@ -19,7 +24,7 @@ Interpretations of the spec made here:
 * Grids other than 14x14 (tiny test models): ``aet.pita_cell`` is given for a 14x14 grid and scaled by
   ``14 / grid`` (1000/14 -> 1000/grid, 72 -> 1008/grid); the released code's 9 GLITC image locals use
   avg-pool(5, stride 4) on 14x14 and an adaptive 3x3 average pool on any other grid.
-* Momentum passes, GLITC image locals and the missing-I+ fallback: see :mod:`aetnet.strategies.aet.alignment`.
+* Momentum passes, GLITC image locals and the missing-I+ fallback: see :mod:`aetnet.strategies.aet.builder`.
 * PITA maps each token by its own word box (``word_bbox``, ``aet.pita_boxes=word``) or by the boxes
   LayoutLMv3 sees (``pita_boxes=model``, the released code). ``pita_coverage`` (share of text tokens
   PITA uses) is returned beside the loss terms.
@@ -50,15 +55,15 @@ from aetnet.data.encoding.augment import (
 from aetnet.errors import AetnetError
 from aetnet.models.relpos import trains_relative_position_biases
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner
-from aetnet.strategies.aet.alignment import AlignmentHeads, alignment_losses, momentum_features, pool_image_locals
+from aetnet.strategies.aet.alignment import alignment_losses
+from aetnet.strategies.aet.builder import MomentumContrast
 from aetnet.strategies.aet.config import AETConfig
 from aetnet.strategies.aet.fusion import fused_features
-from aetnet.strategies.aet.momentum import MomentumPairs
 from aetnet.strategies.aet.pita import pita_coverage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AETNetModel", "AETNetOutput", "AlignmentHeads", "FUSION_FILE", "pool_image_locals"]
+__all__ = ["AETNetModel", "AETNetOutput", "FUSION_FILE"]
 
 #: Inference settings saved beside the weights (how the ViT input is normalised).
 FUSION_FILE = "aet_fusion.json"
@@ -120,6 +125,8 @@ class AETNetModel(nn.Module):
     """
 
     main_input_name = "input_ids"
+    #: The EMA averages only the parameters that train online (``AETLoraModel``: adapters and heads).
+    ema_trainable_only = False
     # The Trainer must scale the loss for gradient accumulation itself (forward takes **kw).
     accepts_loss_kwargs = False
 
@@ -161,14 +168,16 @@ class AETNetModel(nn.Module):
         self.grid = image_size // patch
         self.mask_token_id = mask_token_id
         self.special_token_ids = tuple(int(i) for i in special_token_ids)
-        self.alignment: AlignmentHeads | None = None
+        self.alignment: MomentumContrast | None = None
         if aet is not None and (kind != "sequence" or aet.alignment_for_classification):
             if aet.text_view == "mask" and mask_token_id is None:
                 raise AetnetError(
                     "aet.text_view=mask needs the tokenizer's mask token id; pass mask_token_id (the aet "
                     "strategy does) or set aet.text_view=none."
                 )
-            self.alignment = AlignmentHeads(image_aligner, text_aligner, aet)
+            self.alignment = MomentumContrast(image_aligner, text_aligner, aet, mask_token_id=mask_token_id,
+                                              special_token_ids=self.special_token_ids,
+                                              trainable_only=self.ema_trainable_only)
         elif aet is not None:
             logger.info("aet.alignment_for_classification is off: %s trains with the task loss only", kind)
 
@@ -231,7 +240,7 @@ class AETNetModel(nn.Module):
 
         pita_bbox = self._pita_boxes(bbox, word_bbox)
         aet = self.aet
-        momentum = self._momentum_features(vit_in, input_ids, attention_mask, aug_pixel_values)
+        momentum = self.alignment.momentum_features(vit_in, input_ids, attention_mask, aug_pixel_values)
         terms = alignment_losses(self.alignment, aet, image_hidden, text_hidden, momentum, pita_bbox, attention_mask,
                                  doc_ids if aet.mask_same_document else None, grid=self.grid, pita_cell=self.pita_cell)
         total = sum(getattr(aet, f"{name}_weight") * value for name, value in terms.items())
@@ -270,24 +279,12 @@ class AETNetModel(nn.Module):
         return word_bbox
 
     # ------------------------------------------------------------------ training path
-    def _momentum_features(self, vit_in: Tensor, input_ids: Tensor, attention_mask: Tensor,
-                           aug_pixel_values: Tensor | None) -> dict[str, Tensor]:
-        """This model's :func:`~aetnet.strategies.aet.alignment.momentum_features` of one batch (no gradient)."""
-        return momentum_features(self.alignment, self.aet, vit_in, input_ids, attention_mask, aug_pixel_values,
-                                 grid=self.grid, mask_token_id=self.mask_token_id,
-                                 special_token_ids=self.special_token_ids)
-
-    def momentum_pairs(self) -> MomentumPairs:
-        """The (online, momentum) module pairs: both aligners and both projection heads."""
-        if self.alignment is None:
-            raise AetnetError("this AETNet model has no alignment part (inference-only); nothing to average.")
-        a = self.alignment
-        return MomentumPairs([(self.image_aligner, a.image_aligner_m), (self.text_aligner, a.text_aligner_m),
-                              (a.vision_proj, a.vision_proj_m), (a.text_proj, a.text_proj_m)])
-
     @torch.no_grad()
     def momentum_update(self, m: float | None = None) -> bool:
-        """One fused EMA step ``theta_m <- m theta_m + (1 - m) theta``; call once per optimizer step.
+        """The step hook: one EMA step of the momentum encoders (:meth:`MomentumContrast.momentum_update`).
+
+        The trainer calls it once right after every optimizer step (the ``aet`` strategy's
+        ``after_optimizer_step``), with the weights the optimizer just wrote; never during evaluation.
 
         Args:
             m: momentum coefficient; default ``aet.momentum``.
@@ -295,10 +292,9 @@ class AETNetModel(nn.Module):
         Returns:
             True when applied; False (nothing changes) in eval mode or without an alignment part.
         """
-        if not self.training or self.alignment is None:
+        if self.alignment is None:
             return False
-        self.momentum_pairs().update(self.aet.momentum if m is None else m)
-        return True
+        return self.alignment.momentum_update(m)
 
     def optimizer_param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups: no decay on biases, normalisation weights and the temperature.
@@ -325,7 +321,7 @@ class AETNetModel(nn.Module):
     def on_train_data(self, num_examples: int) -> None:
         """Warn when the queue is longer than the training set (most entries would stay random)."""
         if self.alignment is not None:
-            self.alignment.image_queue.check_capacity(num_examples)
+            self.alignment.check_capacity(num_examples)
 
     def training_only_numel(self) -> tuple[int, int]:
         """What only training needs, counted once per tensor: the ``alignment`` part's parameters

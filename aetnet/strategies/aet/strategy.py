@@ -2,8 +2,8 @@
 
 ``build`` composes :class:`aetnet.strategies.aet.model.AETNetModel` from the task model and the two aligners,
 ``extra_views`` adds the augmented image I+ (and, with the released-code option, augments the main
-image), ``callbacks`` updates the momentum encoders once per optimizer step, and ``load`` reads a
-saved inference folder back.
+image), ``after_optimizer_step`` runs the EMA step of the momentum encoders (the trainer calls it right
+after every optimizer step), and ``load`` reads a saved inference folder back.
 """
 
 from __future__ import annotations
@@ -118,19 +118,6 @@ class PitaCoverageCallback(TrainerCallback):
                        100 * coverage, coverage, self.threshold)
 
 
-class MomentumCallback(TrainerCallback):
-    """Updates AETNet's momentum encoders once per optimizer step (never during evaluation)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        model = self.model
-        while hasattr(model, "module") and not isinstance(model, AETNetModel):  # DDP / wrappers
-            model = model.module
-        model.momentum_update()
-
-
 class AETStrategy(Strategy):
     """Alignment-enriched tuning: LayoutLMv3 + ViT and RoBERTa aligners + DITC/IMC/GLITC/PITA."""
 
@@ -174,10 +161,13 @@ class AETStrategy(Strategy):
         return self._views
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
-        """The EMA update after every optimizer step, the epoch for the views, the PITA coverage check."""
+        """The epoch for the views and the PITA coverage check."""
         views = getattr(self, "_views", None)
-        return ([MomentumCallback(model), PitaCoverageCallback()]
-                + ([EpochCallback(views)] if views is not None else []))
+        return [PitaCoverageCallback()] + ([EpochCallback(views)] if views is not None else [])
+
+    def after_optimizer_step(self, model: AETNetModel) -> None:
+        """The EMA step of the momentum encoders, with the weights the optimizer just wrote."""
+        model.momentum_update()
 
     def load(self, path: str | Path, meta: dict[str, Any]) -> AETNetModel:
         """The inference model saved in ``path`` (``aetnet.json`` metadata gives the task kind)."""
