@@ -92,3 +92,42 @@ class DocumentStream:
 def stream_documents(examples: Any) -> bool:
     """Whether ``examples`` is a :class:`DocumentStream` (read on demand) rather than a list."""
     return isinstance(examples, DocumentStream)
+
+
+class DocumentRef:
+    """Where one listed document is, and how to read it again: what a streamed split keeps per document
+    (its id and a reader, never its words, boxes or labels).
+
+    Args:
+        id: the document's id (what splits are carved by).
+        read: ``read()`` -> the :class:`Document`, read again from its file at each call.
+    """
+
+    __slots__ = ("id", "read")
+
+    def __init__(self, id: str, read: Callable[[], Document]):  # noqa: A002 (the documents' own name)
+        self.id, self.read = id, read
+
+    def __repr__(self) -> str:
+        return f"DocumentRef({self.id!r})"
+
+
+def kept_references(refs: list[DocumentRef], keep: Callable[[Document], bool]) -> list[DocumentRef]:
+    """The references whose document ``keep`` accepts (each read once, dropped at once); ``keep`` hands
+    a rejected document to the run's policy (the task's label check)."""
+    return [ref for ref in refs if keep(ref.read())]
+
+
+def stream_references(refs: list[DocumentRef], split: str, policy: BadDocuments | None, box_level: str,
+                      need_words: bool, finish: Callable[[Document], Any] | None = None) -> DocumentStream:
+    """A scanned :class:`DocumentStream` over ``refs``' documents, read one at a time, in order;
+    ``finish(doc)`` completes each document as its reader's list path does (counts kept in ``meta``)."""
+
+    def read(_policy: BadDocuments | None) -> Iterator[Document]:
+        for ref in refs:  # (listed as good by the reader: reading them again raises only if they changed)
+            doc = ref.read()
+            if finish is not None:
+                finish(doc)
+            yield doc
+
+    return DocumentStream(read, split, policy, box_level, need_words).scan()
