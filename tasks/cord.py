@@ -30,8 +30,8 @@ from typing import Any
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.screen import count_given, guarded
-from aetnet.data.documents.stream import DocumentRef, kept_references, stream_references
 from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
+from aetnet.data.documents.stream import DocumentRef, kept_references, stream_references
 from aetnet.data.documents.validate import expect_image, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
