@@ -157,3 +157,91 @@ def test_killed_build_resumes_without_encoding_finished_chunks(shared_data, tiny
     assert list(store) == expected
     assert json.loads((store.folder / "meta.json").read_text())["documents"] == len(docs)
     assert not list(store.folder.parent.glob(".*.partial"))  # the partial chunks are gone once joined
+
+
+class LiveByIds:
+    """Counts the CORD Documents made by the reader that are still alive, per id, as events in order."""
+
+    def __init__(self, monkeypatch):
+        from aetnet.tasks import cord
+
+        self.events: list[tuple[int, str]] = []
+        real = cord.cord_document
+
+        def counted(gt, doc_id, *args, **kwargs):
+            doc = real(gt, doc_id, *args, **kwargs)
+            self.events.append((1, doc_id))
+            weakref.finalize(doc, self.events.append, (-1, doc_id))
+            return doc
+
+        monkeypatch.setattr(cord, "cord_document", counted)
+
+    def most_alive(self, ids: set[str]) -> tuple[int, int]:
+        """(the most Documents of ``ids`` alive at once, how many are alive now)."""
+        alive = most = 0
+        for step, doc_id in self.events:
+            if doc_id in ids:
+                alive += step
+                most = max(most, alive)
+        return most, alive
+
+
+def test_two_thousand_cord_files_stream_through_one_chunk(shared_data, tmp_path, own_cache, monkeypatch):
+    """A second reader: 2,000 real CORD annotation files in one json/ folder (the 20 samples, linked 100
+    times each under new names), carved 80/20, through the runner's stages: the training documents are
+    never held more than a chunk at a time, and the windows are those of today's list reading."""
+    import dataclasses
+    import gc
+
+    from aetnet.data.documents.splits import map_splits
+    from aetnet.tasks.cord import EVAL_SPLITS, read_cord
+    from aetnet.train import runner
+
+    samples = sorted((shared_data / "cord" / "json").glob("*.json"))
+    json_dir = tmp_path / "cord" / "json"
+    json_dir.mkdir(parents=True)
+    for i in range(PAGES):
+        (json_dir / f"receipt_{i:05d}.json").symlink_to(samples[i % len(samples)])
+    cfg = resolve_config({}, {"task": "cord", "model": {"base": "tiny"}, "data": {"path": str(json_dir.parent)}},
+                         ["data.max_length=64", "data.stride=16", "data.max_eval_documents=8"])
+    ctx = runner.RunContext(cfg)
+    runner.resolve_components(ctx)
+
+    # today's lists, read first (and dropped before the run reads); a receipt's windows are today's encoding
+    # of its sample file (the copies differ only in name), numbered by its place in the training split
+    listed = map_splits(read_cord(json_dir.parent, cfg.data.eval_fraction, cfg.train.seed), EVAL_SPLITS,
+                        cfg.data.eval_fraction, cfg.train.seed, "CORD")
+    train_order = [d.id for d in listed["train"]]
+    train_ids = set(train_order)
+    assert len(train_ids) == PAGES - PAGES // 5
+    expected_eval = [d.id for d in listed["eval"][:8]]
+    del listed
+    gc.collect()
+    label2id = {label: i for i, label in enumerate(ctx.task.label_list())}
+    per_sample = [ctx.task.encode(read_cord(_one(tmp_path / f"s{k}", f), 0.0, 0)["train"], ctx.processor.tokenizer,
+                                  label2id, cfg) for k, f in enumerate(samples)]
+    expected = [dataclasses.replace(w, doc_index=index) for index, doc_id in enumerate(train_order)
+                for w in per_sample[int(doc_id[len("receipt_"):]) % len(samples)]]
+
+    live = LiveByIds(monkeypatch)
+    runner.load_data(ctx)
+    most_read, _ = live.most_alive(train_ids)
+    assert most_read <= 2  # listing, label check and scan: one file at a time
+    runner.encode_training(ctx)
+    gc.collect()
+    most, alive = live.most_alive(train_ids)
+    assert most <= window_build.chunk_bound(1) == window_store.CHUNK < PAGES // 4
+    assert alive == 0  # no training document is held after preparation
+    # every training file read four times: listed, label-checked, scanned, encoded
+    assert sum(1 for step, i in live.events if step == 1 and i in train_ids) == 4 * len(train_ids)
+    assert ctx.train_documents == len(train_ids)
+    assert [d.id for d in ctx.eval_ex] == expected_eval
+    assert len(ctx.train_windows) == len(expected) > len(train_ids)  # several windows per receipt at 64 tokens
+    assert list(ctx.train_windows) == expected
+
+
+def _one(folder, sample):
+    """A CORD json/ folder holding only ``sample``."""
+    (folder / "json").mkdir(parents=True)
+    (folder / "json" / sample.name).symlink_to(sample)
+    return folder
