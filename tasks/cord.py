@@ -31,7 +31,7 @@ from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.screen import count_given, guarded
 from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
-from aetnet.data.documents.stream import DocumentRef, kept_references, stream_references
+from aetnet.data.documents.stream import DocumentRef, stream_training
 from aetnet.data.documents.validate import expect_image, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
@@ -293,20 +293,7 @@ class CordTask(TokenClassificationTask):
         # The JSON files: every split is listed (each file read and dropped), label-checked in split order as
         # the lists were; the training split then streams from its files (DocumentStream), never held whole.
         splits = map_splits(listed, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
-        for split in list(splits):
-            if split == "train":
-                splits[split] = kept_references(splits[split], lambda doc: bool(self.keep_known_labels([doc], "train")))
-            else:
-                splits[split] = docs = self.keep_known_labels([ref.read() for ref in splits[split]], split)
-                for doc in docs:
-                    _count_entities(doc)
-        if "train" in splits:
-            train = splits["train"]
-            if cfg.data.max_train_documents is not None:
-                train = train[: cfg.data.max_train_documents]
-            splits["train"] = stream_references(train, "train", self.bad_documents, cfg.data.box_level, True,
-                                                _count_entities)
-        return splits
+        return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, _count_entities)
 
 
 def _count_entities(doc: Document) -> None:
