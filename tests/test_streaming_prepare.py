@@ -245,3 +245,72 @@ def _one(folder, sample):
     (folder / "json").mkdir(parents=True)
     (folder / "json" / sample.name).symlink_to(sample)
     return folder
+
+
+def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch):
+    """A third reader: a single pages.jsonl (token task, carved 80/20) with a broken line and a page id used
+    twice, read in chunks of 64: at most a chunk of training pages alive, today's windows and today's
+    skipped.jsonl lines."""
+    import gc
+
+    from aetnet.data.documents import pages
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.documents.splits import map_splits
+    from aetnet.tasks.generic import EVAL_SPLITS, bio_label_list
+    from aetnet.train import runner
+
+    n = 600
+    lines = []
+    for i in range(n):
+        words = [f"w{i}", "total", f"{i % 97}.00", "paid"][: 2 + i % 3]
+        labels = ["B-KEY", "I-KEY", "B-VALUE", "O"][: len(words)]
+        boxes = [[10 + 30 * k, 10, 35 + 30 * k, 30] for k in range(len(words))]
+        lines.append(json.dumps({"id": f"p{i:04d}", "width": 200, "height": 100, "words": words, "boxes": boxes,
+                                 "labels": labels}))
+    lines[10] = "{not json"
+    lines[20] = lines[21]  # p0021 twice: the second is skipped
+    data = tmp_path / "pages.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(window_store, "CHUNK", 64)
+    cfg = resolve_config({}, {"task": "token", "model": {"base": "tiny"}, "data": {"path": str(data)}},
+                         ["data.max_length=32", "data.stride=8", "data.on_bad_document=skip"])
+
+    # today's lists
+    policy = BadDocuments("skip")
+    listed = map_splits({"train": pages.read_pages(data, "token", policy)["all"]}, EVAL_SPLITS,
+                        cfg.data.eval_fraction, cfg.train.seed, str(data))
+    train_ids = {d.id for d in listed["train"]}
+    label2id = {label: i for i, label in enumerate(bio_label_list(["KEY", "VALUE"]))}
+    ctx = runner.RunContext(cfg)
+    runner.resolve_components(ctx)
+    expected = ctx.task.encode(listed["train"], ctx.processor.tokenizer, label2id, cfg)
+    expected_eval = [d.id for d in listed["eval"]]
+    expected_skipped = [(r["split"], r["id"]) for r in policy.records]
+    del listed
+    gc.collect()
+
+    events: list[tuple[int, str]] = []
+    real = pages.parse_page
+
+    def counted(record, *args, **kwargs):
+        doc = real(record, *args, **kwargs)
+        events.append((1, doc.id))
+        weakref.finalize(doc, events.append, (-1, doc.id))
+        return doc
+
+    monkeypatch.setattr(pages, "parse_page", counted)
+    runner.load_data(ctx)
+    runner.encode_training(ctx)
+    gc.collect()
+    alive = most = 0
+    for step, doc_id in events:
+        if doc_id in train_ids:
+            alive += step
+            most = max(most, alive)
+    assert most <= window_build.chunk_bound(1) == 64 < len(train_ids) // 6
+    assert alive == 0
+    assert ctx.label2id == label2id
+    assert ctx.train_documents == len(train_ids) == n - 2 - round(0.2 * (n - 2))
+    assert [d.id for d in ctx.eval_ex] == expected_eval
+    assert [(r["split"], r["id"]) for r in ctx.policy.records] == expected_skipped == [("all", None), ("all", "p0021")]
+    assert list(ctx.train_windows) == expected
