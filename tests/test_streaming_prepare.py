@@ -314,3 +314,28 @@ def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch)
     assert [d.id for d in ctx.eval_ex] == expected_eval
     assert [(r["split"], r["id"]) for r in ctx.policy.records] == expected_skipped == [("all", None), ("all", "p0021")]
     assert list(ctx.train_windows) == expected
+
+
+def test_funsd_release_folder_streams_its_training_forms(shared_data, tiny_base, tmp_path, monkeypatch):
+    """FUNSD's release layout: training is a DocumentStream of the same forms (and windows) as the lists;
+    the test forms stay a list."""
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.documents.stream import DocumentStream
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import get_task
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    tokenizer = load_processor(tiny_base / "layoutlmv3").tokenizer
+    task = get_task("funsd")
+    task.bad_documents = BadDocuments("error")
+    cfg = resolve_config({}, {"task": "funsd", "data": {"path": str(shared_data / "funsd"), "max_length": 128,
+                                                        "stride": 32}}, [])
+    splits = task.load(cfg)
+    listed = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+    assert isinstance(splits["train"], DocumentStream) and isinstance(splits["eval"], list)
+    assert [d.id for d in splits["train"]] == [d.id for d in listed["train"]]
+    assert [d.id for d in splits["eval"]] == [d.id for d in listed["eval"]]
+    label2id = {label: i for i, label in enumerate(task.label_list())}
+    assert task.encode(list(splits["train"]), tokenizer, label2id, cfg) == task.encode(listed["train"], tokenizer,
+                                                                                       label2id, cfg)
