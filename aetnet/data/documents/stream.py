@@ -1,7 +1,10 @@
 """A split read on demand: documents stream from the reader (and the OCR cache) and are never held whole.
 
-A :class:`DocumentStream` is what a task's ``load`` returns for a split too large to hold (RVL-CDIP's
-training pages): each iteration reads the documents again, in the same order. Its first pass,
+A :class:`DocumentStream` is what a task's ``load`` returns for a split too large to hold (the training
+split of RVL-CDIP, CORD's JSON folders, FUNSD's release folder and pages files): each iteration reads the
+documents again, in the same order. Readers of files list one :class:`DocumentRef` per document first (its
+id and how to read it again), so that splits are carved and labels checked as with lists
+(:func:`stream_training`). Its first pass,
 :meth:`DocumentStream.scan`, runs inside the reader's ``load`` so that bad documents reach the run's
 ``--on-bad-document`` policy in page order, at the same moment as with a list; it screens each document as
 the runner does (:func:`aetnet.data.documents.screen.check_document`), counts them, keeps one
