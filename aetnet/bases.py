@@ -38,7 +38,8 @@ WORDPIECE = "wordpiece"  # BERT's "##" continuation pieces (LayoutLM v1/v2: dete
 #: ``tokenizer(words, boxes=...)`` and give ``bbox`` and ``word_ids()`` per token.
 BOX_TOKENIZERS = {BPE: "LayoutLMv3Tokenizer", SENTENCEPIECE: "LayoutXLMTokenizer"}
 
-ALL_STRATEGIES = ("full", "head", "lora", "prompt", "aet", "aet-lora")
+#: Every registered strategy, the built-in ones and any a user registers (a family with an image stream runs them all).
+ALL_STRATEGIES = None
 TEXT_STRATEGIES = ("full", "head", "lora", "prompt")
 
 
@@ -76,7 +77,7 @@ class BaseFamily:
             (no ``pixel_values`` anywhere: datasets, collators, predict, export).
         backbone: the attribute of a task model holding the backbone (``layoutlmv3``, ``lilt``).
         heads: task kind -> head class name (``relation`` is aetnet's own, in :mod:`aetnet.models.relation`).
-        strategies: the ``--strategy`` names this family supports.
+        strategies: the ``--strategy`` names this family supports (``None``: every registered strategy).
         aligners: AET's default (image, text) aligners; ``None`` without AET.
         licence: the licence of the published checkpoints of this family.
         languages: a word for the docs' table of bases.
@@ -89,7 +90,7 @@ class BaseFamily:
     image_processor: str | None
     backbone: str
     heads: dict[str, str]
-    strategies: tuple[str, ...]
+    strategies: tuple[str, ...] | None
     aligners: tuple[str, str] | None
     licence: Licence
     languages: str
@@ -109,7 +110,7 @@ class BaseFamily:
 
     def check_strategy(self, strategy: str) -> None:
         """Raise one clear sentence when ``strategy`` cannot run on this family."""
-        if strategy not in self.strategies:
+        if self.strategies is not None and strategy not in self.strategies:
             raise AetnetError(
                 f"--strategy {strategy} does not work with a {self.name} base: {self.unsupported} "
                 f"use one of {', '.join(self.strategies)} instead"

@@ -7,7 +7,12 @@ runner's ``resolve_components``, ``load_data`` and ``encode_training`` stages: l
 streamed training split, the window cache build) in a fresh process for the first N/10 pages and for all
 N, and prints each process's peak RSS, the slope per page between them and pages per second.
 
+``--shape docvqa`` builds the same pages as a DocVQA folder instead (``train/train_v1.0.json`` with one to
+four questions a page, whose answers are words of the page, and the official OCR files in
+``train/ocr_results/``, so no time goes to Tesseract) and prepares the ``docvqa`` task.
+
     python benchmarks/prepare_scale.py --pages 20000
+    python benchmarks/prepare_scale.py --pages 4000 --shape docvqa
     python benchmarks/prepare_scale.py --pages 100000 --work /tmp/prep --keep   # record in benchmarks/README.md
 
 Target (issue 24): a slope of at most 1 KiB per page between N/10 and N.
@@ -35,10 +40,13 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pages", type=int, default=20000, help="N: pages of the training split")
     p.add_argument("--words", type=int, default=WORDS, help="words per page")
+    p.add_argument("--shape", choices=("rvl-cdip", "docvqa"), default="rvl-cdip",
+                   help="rvl-cdip: a class per page; docvqa: 1-4 questions a page")
     p.add_argument("--work", help="folder for the pages and caches (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", help="also write the figures to this file")
-    p.add_argument("--prepare", nargs=2, metavar=("DATA", "CACHE"), help=argparse.SUPPRESS)  # the measured child
+    # the measured child
+    p.add_argument("--prepare", nargs=3, metavar=("DATA", "CACHE", "TASK"), help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -60,9 +68,7 @@ def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Pa
             # a small distinct file (the OCR cache key is the file's bytes); the header gives the page size
             Image.frombytes("L", (8, 8), i.to_bytes(8, "little") * 8).resize((width, height)).save(path, optimize=False)
             entry, version = _cache_file(path.read_bytes(), settings, cache / "ocr")
-            rows = [f"{VOCAB[(i + k) % len(VOCAB)]}{k % 7 or ''}" for k in range(words)]
-            boxes = [[40 + (k % 12) * 55, 40 + (k // 12) * 36, 90 + (k % 12) * 55, 66 + (k // 12) * 36]
-                     for k in range(words)]
+            rows, boxes = page_words(i, words)
             _write_cache(entry, {"words": rows, "boxes": boxes, "settings": settings.as_dict(), "tesseract": version,
                                  "size": [width, height], "format": 1})
         lines.append(f"{name} {i % 16}")
@@ -78,7 +84,46 @@ def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Pa
     return folders
 
 
-def prepare(data: str, cache: str) -> None:
+def page_words(i: int, words: int) -> tuple[list[str], list[list[int]]]:
+    """Page ``i``'s words and pixel boxes (12 words a line on a 754 x 1000 page)."""
+    rows = [f"{VOCAB[(i + k) % len(VOCAB)]}{k % 7 or ''}" for k in range(words)]
+    boxes = [[40 + (k % 12) * 55, 40 + (k // 12) * 36, 90 + (k % 12) * 55, 66 + (k // 12) * 36] for k in range(words)]
+    return rows, boxes
+
+
+def build_docvqa(root: Path, pages: int, words: int) -> dict[str, Path]:
+    """The same pages as DocVQA folders for N/10 and N training pages (1-4 questions a page, answers taken
+    from the page's words), the official OCR files (Microsoft Read format) shared, and 8 ``val`` pages."""
+    ocr = root / "ocr_results"
+    ocr.mkdir(exist_ok=True)
+    entries = []
+    for i in range(pages + 8):
+        stem = f"p{i:07d}"
+        ocr_file = ocr / f"{stem}.json"
+        rows, boxes = page_words(i, words)
+        if not ocr_file.is_file():
+            lines = [{"words": [{"text": w, "boundingBox": [b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]}
+                                for w, b in zip(rows[k: k + 12], boxes[k: k + 12])]} for k in range(0, words, 12)]
+            ocr_file.write_text(json.dumps({"recognitionResults": [{"width": 754, "height": 1000, "lines": lines}]}))
+        for q in range(1 + i % 4):
+            answer = rows[(7 * q + i) % words]
+            entries.append({"questionId": i * 4 + q, "question": f"what is word {(7 * q + i) % words}?",
+                            "image": f"documents/{i // 1000:04d}/{stem}.png", "docId": i, "answers": [answer]})
+    folders = {}
+    for label, n in (("tenth", pages // 10), ("full", pages)):
+        folder = root / f"docvqa-{label}"
+        for split, chosen in (("train", [e for e in entries if e["docId"] < n]),
+                              ("val", [e for e in entries if e["docId"] >= pages])):
+            (folder / split).mkdir(parents=True, exist_ok=True)
+            (folder / split / f"{split}_v1.0.json").write_text(json.dumps({"dataset_split": split, "data": chosen}))
+            for name, target in (("ocr_results", ocr), ("documents", root / "images")):
+                if not (folder / split / name).exists():
+                    (folder / split / name).symlink_to(target)
+        folders[label] = folder
+    return folders
+
+
+def prepare(data: str, cache: str, task: str) -> None:
     """The measured child: the runner's preparation stages, then its peak RSS and times as one JSON line."""
     import resource
 
@@ -86,7 +131,7 @@ def prepare(data: str, cache: str) -> None:
     from aetnet.config.settings import resolve_config
     from aetnet.train import runner
 
-    cfg = resolve_config({}, {"task": "rvl-cdip", "model": {"base": "tiny"}, "data": {"path": data}},
+    cfg = resolve_config({}, {"task": task, "model": {"base": "tiny"}, "data": {"path": data}},
                          ["data.ocr_workers=1", "train.num_workers=0"])
     ctx = runner.RunContext(cfg)
     runner.resolve_components(ctx)
@@ -96,14 +141,14 @@ def prepare(data: str, cache: str) -> None:
     loaded = time.perf_counter()
     runner.encode_training(ctx)
     done = time.perf_counter()
-    print(json.dumps({"pages": ctx.train_documents, "windows": len(ctx.train_windows),
+    print(json.dumps({"examples": ctx.train_documents, "windows": len(ctx.train_windows),
                       "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_data_kib": ready,
                       "load_seconds": round(loaded - start, 2), "encode_seconds": round(done - loaded, 2)}))
 
 
-def measure(folder: Path, cache: Path) -> dict:
+def measure(folder: Path, cache: Path, task: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, __file__, "--prepare", str(folder), str(cache)], env=env,
+    proc = subprocess.run([sys.executable, __file__, "--prepare", str(folder), str(cache), task], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"preparation failed:\n{proc.stderr[-3000:]}")
@@ -123,15 +168,20 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
     folders = build_pages(work, cache, args.pages, args.words)
-    print(f"built {args.pages:,} pages of {args.words} words (images + OCR cache) in {time.perf_counter() - t0:.0f} s")
-    out = {"pages": args.pages, "words": args.words}
+    if args.shape == "docvqa":
+        folders = build_docvqa(work, args.pages, args.words)
+    print(f"built {args.pages:,} pages of {args.words} words ({args.shape}: images + OCR) in "
+          f"{time.perf_counter() - t0:.0f} s")
+    out = {"pages": args.pages, "words": args.words, "shape": args.shape}
     for label in ("tenth", "full"):
         for state in ("cold", "warm"):  # cold: the window cache is built; warm: it is read
-            row = measure(folders[label], cache)
+            row = measure(folders[label], cache, args.shape)
+            row["pages"] = args.pages // 10 if label == "tenth" else args.pages  # (examples: pages, or questions)
             seconds = row["load_seconds"] + row["encode_seconds"]
             row["pages_per_second"] = round(row["pages"] / seconds, 1)
             out[f"{label}_{state}"] = row
-            print(f"{row['pages']:>8,} pages, window cache {state}: peak RSS {row['peak_rss_kib'] / 1024:,.1f} MiB "
+            print(f"{row['pages']:>8,} pages ({row['examples']:,} examples, {row['windows']:,} windows), window "
+                  f"cache {state}: peak RSS {row['peak_rss_kib'] / 1024:,.1f} MiB "
                   f"(before reading {row['before_data_kib'] / 1024:,.1f} MiB), read {row['load_seconds']} s + "
                   f"encode {row['encode_seconds']} s = {row['pages_per_second']} pages/s")
     span = out["full_cold"]["pages"] - out["tenth_cold"]["pages"]

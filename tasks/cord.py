@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.screen import count_given, guarded
 from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
+from aetnet.data.documents.stream import DocumentRef, stream_training
 from aetnet.data.documents.validate import expect_image, read_json, require
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
@@ -72,6 +74,53 @@ def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], polic
     if not docs:
         raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
     return docs
+
+
+def _list_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[DocumentRef]:
+    """:func:`_read_json_folder` as references: every file is read (its problems go to ``policy`` in file
+    order, as there) and dropped; what is kept is its id and how to read it again."""
+    refs = []
+    files = sorted(json_dir.glob("*.json"))
+    count_given(policy, len(files))
+    for json_file in files:
+        doc = guarded(policy, lambda f=json_file: _read_json_file(f, image_dir, missing), json_dir.parent.name,
+                      json_file.stem, str(json_file))
+        if doc is not None:
+            refs.append(DocumentRef(doc.id, partial(_read_json_file, json_file, image_dir, [])))
+    if not refs:
+        raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
+    return refs
+
+
+def list_cord(path: str | Path, eval_fraction: float = 0.2, seed: int = 42,
+              policy=None) -> dict[str, list[DocumentRef]] | None:
+    """:func:`read_cord` for the JSON layouts, as :class:`~aetnet.data.documents.stream.DocumentRef` per split
+    (the same splits, carve-out, problems and warning); ``None`` for a Hugging Face source (read whole)."""
+    path = Path(path).expanduser()
+    missing: list[str] = []
+    if not path.is_dir() or _is_saved_dataset(path):
+        return None
+    if any((path / s / "json").is_dir() for s in _ORIGINAL_SPLITS):
+        splits = {s: _list_json_folder(path / s / "json", path / s / "image", missing, policy)
+                  for s in _ORIGINAL_SPLITS if (path / s / "json").is_dir()}
+    elif (path / "json").is_dir() or path.name == "json":
+        json_dir = path / "json" if (path / "json").is_dir() else path
+        splits = carve_out(_list_json_folder(json_dir, json_dir.parent / "image", missing, policy), eval_fraction,
+                           seed)
+    else:
+        return None  # read_cord names what is wrong
+    _warn_missing(missing, splits, path)
+    return splits
+
+
+def _warn_missing(missing: list[str], splits: dict[str, list], path: Path) -> None:
+    if missing:
+        total = sum(len(docs) for docs in splits.values())
+        logger.warning(
+            "%d of %d CORD annotations under %s have no image (looked for %s beside json/ in image/); "
+            "they are read as blank pages, text and layout only. First: %s",
+            len(missing), total, path, "/".join(_IMAGE_SUFFIXES), missing[0],
+        )
 
 
 def carve_out(docs: list[Document], eval_fraction: float, seed: int) -> dict[str, list[Document]]:
@@ -199,13 +248,7 @@ def read_cord(
             "or a Hugging Face save_to_disk folder",
             path,
         )
-    if missing:
-        total = sum(len(docs) for docs in splits.values())
-        logger.warning(
-            "%d of %d CORD annotations under %s have no image (looked for %s beside json/ in image/); "
-            "they are read as blank pages, text and layout only. First: %s",
-            len(missing), total, path, "/".join(_IMAGE_SUFFIXES), missing[0],
-        )
+    _warn_missing(missing, splits, path)
     return splits
 
 
@@ -238,10 +281,21 @@ class CordTask(TokenClassificationTask):
             path = cfg.data.path
         else:
             path = "naver-clova-ix/cord-v2"  # the hub copy (online only); the reader explains offline
-        splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents), EVAL_SPLITS,
-                            cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
-        for split in list(splits):
-            splits[split] = docs = self.keep_known_labels(splits[split], split)
-            for doc in docs:  # one entity per annotated line, counted by `aetnet inspect`
-                doc.meta["entities"] = sum(1 for label in doc.labels or [] if label.startswith("B-"))
-        return splits
+        listed = list_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents)
+        if listed is None:  # a Hugging Face source: read whole
+            splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents),
+                                EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
+            for split in list(splits):
+                splits[split] = docs = self.keep_known_labels(splits[split], split)
+                for doc in docs:
+                    _count_entities(doc)
+            return splits
+        # The JSON files: every split is listed (each file read and dropped), label-checked in split order as
+        # the lists were; the training split then streams from its files (DocumentStream), never held whole.
+        splits = map_splits(listed, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
+        return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, _count_entities)
+
+
+def _count_entities(doc: Document) -> None:
+    """One entity per annotated line, counted by `aetnet inspect`."""
+    doc.meta["entities"] = sum(1 for label in doc.labels or [] if label.startswith("B-"))

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from aetnet.data.documents.document import Document
 from aetnet.data.documents.entities import Entity, entity_words
 from aetnet.data.documents.screen import count_given, guarded
 from aetnet.data.documents.splits import map_splits
+from aetnet.data.documents.stream import DocumentRef, stream_training
 from aetnet.data.documents.validate import (
     DEFAULT_FIX,
     at,
@@ -153,25 +155,30 @@ def read_funsd_folder(root: Path, policy=None, any_label: bool = False) -> dict[
         policy: a :class:`aetnet.data.documents.screen.BadDocuments` deciding whether a broken annotation
             stops the read or is skipped and recorded; ``None`` raises.
     """
-    splits: dict[str, list[Document]] = {}
+    return {split: [ref.read() for ref in refs] for split, refs in list_funsd_folder(root, policy, any_label).items()}
+
+
+def list_funsd_folder(root: Path, policy=None, any_label: bool = False) -> dict[str, list[DocumentRef]]:
+    """:func:`read_funsd_folder` as one :class:`~aetnet.data.documents.stream.DocumentRef` per form: every
+    annotation is read (its problems go to ``policy`` in file order) and dropped; its id and file are kept."""
+    splits: dict[str, list[DocumentRef]] = {}
     for split, folder in SPLIT_FOLDERS.items():
         ann_dir = root / folder / "annotations"
         if not ann_dir.is_dir():
             splits[split] = []
             continue
-        docs = []
+        refs, skipped = [], 0
         annotations = sorted(ann_dir.glob("*.json"))
         count_given(policy, len(annotations))
         for ann in annotations:
             image = next((p for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
                           if (p := root / folder / "images" / (ann.stem + ext)).is_file()), None)
-            if policy is None:
-                docs.append(parse_funsd_annotation(ann, image, any_label))
-            elif (doc := policy.run(lambda a=ann, i=image: parse_funsd_annotation(a, i, any_label), split, ann.stem,
-                                    str(ann))) is not None:
-                docs.append(doc)
-        splits[split] = docs
-        skipped = sum(d.meta["skipped_words"] for d in docs)
+            read = partial(parse_funsd_annotation, ann, image, any_label)
+            doc = read() if policy is None else policy.run(read, split, ann.stem, str(ann))
+            if doc is not None:
+                refs.append(DocumentRef(doc.id, read))
+                skipped += doc.meta["skipped_words"]
+        splits[split] = refs
         if skipped:
             logger.info("%s/%s: %d words with empty text skipped (kept in each document's meta)",
                         root, folder, skipped)
@@ -326,7 +333,23 @@ class FunsdTask(TokenClassificationTask):
             path = str(ensure_demo("funsd"))
         else:
             path = cfg.data.path
+        folder = _release_folder(path)
+        if folder is not None:  # the release layout: training streams from its annotation files
+            splits = funsd_splits(list_funsd_folder(folder, self.bad_documents), cfg, f"FUNSD {path}")
+            return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level)
         splits = funsd_splits(load_funsd(path, self.bad_documents), cfg, f"FUNSD {path}")
         for split in list(splits):
             splits[split] = self.keep_known_labels(splits[split], split)
         return splits
+
+
+def _release_folder(path: str | None) -> Path | None:
+    """The release folder :func:`load_funsd` reads for ``path`` (``None``: a Hugging Face source)."""
+    from aetnet.models.tiny import cache_root
+
+    if path is None:
+        return find_funsd_root(download_funsd(cache_root() / "datasets"))
+    p = Path(path)
+    if not p.exists() or (p / "dataset_dict.json").is_file() or (p / "dataset_info.json").is_file():
+        return None
+    return find_funsd_root(p)

@@ -27,8 +27,9 @@ from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.page_checks import tag_scheme
 from aetnet.data.documents.page_targets import is_bio
-from aetnet.data.documents.pages import read_pages
+from aetnet.data.documents.pages import list_pages, read_pages
 from aetnet.data.documents.splits import map_splits
+from aetnet.data.documents.stream import stream_training
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import QuestionAnsweringTask, SequenceClassificationTask, TokenClassificationTask
@@ -85,7 +86,14 @@ class _OwnData:
 
     def _read(self, cfg: RunConfig, demo: bool, kind: str | None = None) -> dict[str, list]:
         """The pages of ``--data`` per split, with targets of ``kind`` (default: the task's kind)."""
-        kind = kind or self.kind
+        return read_pages(cfg.data.path, kind or self.kind, self.bad_documents, ocr=self._page_ocr(cfg, demo))
+
+    def _list(self, cfg: RunConfig, demo: bool) -> dict[str, list]:
+        """:meth:`_read` as one :class:`~aetnet.data.documents.stream.DocumentRef` per page (pages, not questions)."""
+        return list_pages(cfg.data.path, self.kind, self.bad_documents, ocr=self._page_ocr(cfg, demo))
+
+    def _page_ocr(self, cfg: RunConfig, demo: bool):
+        """The OCR function for pages without words (the OCR cache filled first in parallel)."""
         if demo:
             raise AetnetError(f"task '{self.name}' has no demo; pass --data to your pages (see `aetnet formats "
                               f"show pages`) or run `{self.demo_hint}`")
@@ -101,7 +109,7 @@ class _OwnData:
 
             # Fill the OCR cache in parallel; reading then finds every page cached (a bad one fails there).
             ocr_many(_pages_without_words(cfg.data.path), settings, workers=cfg.data.ocr_workers, desc="OCR pages")
-        return read_pages(cfg.data.path, kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+        return lambda image: ocr_with(image, settings)
 
     def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
         """The images of the pages that give no ``words`` (they are read with Tesseract)."""
@@ -120,11 +128,17 @@ class _OwnData:
                               "train.jsonl (or pass one pages file to have the evaluation share carved out of it)")
         return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
 
-    def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str]) -> None:
+    def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str],
+                    listed: bool = False) -> None:
+        """Fix the label set and keep the examples with known labels; ``listed``: the splits hold
+        :class:`~aetnet.data.documents.stream.DocumentRef` (from :meth:`_list`) and training streams from them."""
         self.labels = self._label_set(cfg.data.labels) if cfg.data.labels else discovered
         if len(self.labels) < (2 if self.kind == "sequence" else 1):
             raise AetnetError(f"{cfg.data.path}: the training split has {len(self.labels)} label(s); a "
                               f"{self.name} task needs at least two (check the pages' targets)")
+        if listed:
+            stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level)
+            return
         for split in list(splits):
             splits[split] = self.keep_known_labels(splits[split], split)
 
@@ -147,9 +161,11 @@ class OwnTokenTask(_OwnData, TokenClassificationTask):
 
             raw = read_funsd_folder(find_funsd_root(path), self.bad_documents, any_label=True)
             splits, names = self._map({"train": raw["train"], "test": raw["eval"]}, cfg), None
-        else:
-            splits = self._map(self._read(cfg, demo), cfg)
-            names = None
+        else:  # pages files: training streams from its lines (one page read at a time)
+            splits = self._map(self._list(cfg, demo), cfg)
+            train_types = sorted({lb[2:] for ref in splits["train"] for lb in (ref.read().labels or []) if lb != "O"})
+            self._fix_labels(splits, cfg, bio_label_list(train_types), listed=True)
+            return splits
         train_types = sorted({lb[2:] for d in splits["train"] for lb in (d.labels or []) if lb != "O"})
         self._fix_labels(splits, cfg, names or bio_label_list(train_types))
         return splits
@@ -165,8 +181,8 @@ class OwnClassifyTask(_OwnData, SequenceClassificationTask):
     name = "classify"
 
     def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
-        splits = self._map(self._read(cfg, demo), cfg)
-        self._fix_labels(splits, cfg, sorted({d.doc_label for d in splits["train"]}))
+        splits = self._map(self._list(cfg, demo), cfg)  # training streams from its lines
+        self._fix_labels(splits, cfg, sorted({ref.read().doc_label for ref in splits["train"]}), listed=True)
         return splits
 
 

@@ -157,3 +157,185 @@ def test_killed_build_resumes_without_encoding_finished_chunks(shared_data, tiny
     assert list(store) == expected
     assert json.loads((store.folder / "meta.json").read_text())["documents"] == len(docs)
     assert not list(store.folder.parent.glob(".*.partial"))  # the partial chunks are gone once joined
+
+
+class LiveByIds:
+    """Counts the CORD Documents made by the reader that are still alive, per id, as events in order."""
+
+    def __init__(self, monkeypatch):
+        from aetnet.tasks import cord
+
+        self.events: list[tuple[int, str]] = []
+        real = cord.cord_document
+
+        def counted(gt, doc_id, *args, **kwargs):
+            doc = real(gt, doc_id, *args, **kwargs)
+            self.events.append((1, doc_id))
+            weakref.finalize(doc, self.events.append, (-1, doc_id))
+            return doc
+
+        monkeypatch.setattr(cord, "cord_document", counted)
+
+    def most_alive(self, ids: set[str]) -> tuple[int, int]:
+        """(the most Documents of ``ids`` alive at once, how many are alive now)."""
+        alive = most = 0
+        for step, doc_id in self.events:
+            if doc_id in ids:
+                alive += step
+                most = max(most, alive)
+        return most, alive
+
+
+def test_two_thousand_cord_files_stream_through_one_chunk(shared_data, tmp_path, own_cache, monkeypatch):
+    """A second reader: 2,000 real CORD annotation files in one json/ folder (the 20 samples, linked 100
+    times each under new names), carved 80/20, through the runner's stages: the training documents are
+    never held more than a chunk at a time, and the windows are those of today's list reading."""
+    import dataclasses
+    import gc
+
+    from aetnet.data.documents.splits import map_splits
+    from aetnet.tasks.cord import EVAL_SPLITS, read_cord
+    from aetnet.train import runner
+
+    samples = sorted((shared_data / "cord" / "json").glob("*.json"))
+    json_dir = tmp_path / "cord" / "json"
+    json_dir.mkdir(parents=True)
+    for i in range(PAGES):
+        (json_dir / f"receipt_{i:05d}.json").symlink_to(samples[i % len(samples)])
+    cfg = resolve_config({}, {"task": "cord", "model": {"base": "tiny"}, "data": {"path": str(json_dir.parent)}},
+                         ["data.max_length=64", "data.stride=16", "data.max_eval_documents=8"])
+    ctx = runner.RunContext(cfg)
+    runner.resolve_components(ctx)
+
+    # today's lists, read first (and dropped before the run reads); a receipt's windows are today's encoding
+    # of its sample file (the copies differ only in name), numbered by its place in the training split
+    listed = map_splits(read_cord(json_dir.parent, cfg.data.eval_fraction, cfg.train.seed), EVAL_SPLITS,
+                        cfg.data.eval_fraction, cfg.train.seed, "CORD")
+    train_order = [d.id for d in listed["train"]]
+    train_ids = set(train_order)
+    assert len(train_ids) == PAGES - PAGES // 5
+    expected_eval = [d.id for d in listed["eval"][:8]]
+    del listed
+    gc.collect()
+    label2id = {label: i for i, label in enumerate(ctx.task.label_list())}
+    per_sample = [ctx.task.encode(read_cord(_one(tmp_path / f"s{k}", f), 0.0, 0)["train"], ctx.processor.tokenizer,
+                                  label2id, cfg) for k, f in enumerate(samples)]
+    expected = [dataclasses.replace(w, doc_index=index) for index, doc_id in enumerate(train_order)
+                for w in per_sample[int(doc_id[len("receipt_"):]) % len(samples)]]
+
+    live = LiveByIds(monkeypatch)
+    runner.load_data(ctx)
+    most_read, _ = live.most_alive(train_ids)
+    assert most_read <= 2  # listing, label check and scan: one file at a time
+    runner.encode_training(ctx)
+    gc.collect()
+    most, alive = live.most_alive(train_ids)
+    assert most <= window_build.chunk_bound(1) == window_store.CHUNK < PAGES // 4
+    assert alive == 0  # no training document is held after preparation
+    # every training file read four times: listed, label-checked, scanned, encoded
+    assert sum(1 for step, i in live.events if step == 1 and i in train_ids) == 4 * len(train_ids)
+    assert ctx.train_documents == len(train_ids)
+    assert [d.id for d in ctx.eval_ex] == expected_eval
+    assert len(ctx.train_windows) == len(expected) > len(train_ids)  # several windows per receipt at 64 tokens
+    assert list(ctx.train_windows) == expected
+
+
+def _one(folder, sample):
+    """A CORD json/ folder holding only ``sample``."""
+    (folder / "json").mkdir(parents=True)
+    (folder / "json" / sample.name).symlink_to(sample)
+    return folder
+
+
+def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch):
+    """A third reader: a single pages.jsonl (token task, carved 80/20) with a broken line and a page id used
+    twice, read in chunks of 64: at most a chunk of training pages alive, today's windows and today's
+    skipped.jsonl lines."""
+    import gc
+
+    from aetnet.data.documents import pages
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.documents.splits import map_splits
+    from aetnet.tasks.generic import EVAL_SPLITS, bio_label_list
+    from aetnet.train import runner
+
+    n = 600
+    lines = []
+    for i in range(n):
+        words = [f"w{i}", "total", f"{i % 97}.00", "paid"][: 2 + i % 3]
+        labels = ["B-KEY", "I-KEY", "B-VALUE", "O"][: len(words)]
+        boxes = [[10 + 30 * k, 10, 35 + 30 * k, 30] for k in range(len(words))]
+        lines.append(json.dumps({"id": f"p{i:04d}", "width": 200, "height": 100, "words": words, "boxes": boxes,
+                                 "labels": labels}))
+    lines[10] = "{not json"
+    lines[20] = lines[21]  # p0021 twice: the second is skipped
+    data = tmp_path / "pages.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(window_store, "CHUNK", 64)
+    cfg = resolve_config({}, {"task": "token", "model": {"base": "tiny"}, "data": {"path": str(data)}},
+                         ["data.max_length=32", "data.stride=8", "data.on_bad_document=skip"])
+
+    # today's lists
+    policy = BadDocuments("skip")
+    listed = map_splits({"train": pages.read_pages(data, "token", policy)["all"]}, EVAL_SPLITS,
+                        cfg.data.eval_fraction, cfg.train.seed, str(data))
+    train_ids = {d.id for d in listed["train"]}
+    label2id = {label: i for i, label in enumerate(bio_label_list(["KEY", "VALUE"]))}
+    ctx = runner.RunContext(cfg)
+    runner.resolve_components(ctx)
+    expected = ctx.task.encode(listed["train"], ctx.processor.tokenizer, label2id, cfg)
+    expected_eval = [d.id for d in listed["eval"]]
+    expected_skipped = [(r["split"], r["id"]) for r in policy.records]
+    del listed
+    gc.collect()
+
+    events: list[tuple[int, str]] = []
+    real = pages.parse_page
+
+    def counted(record, *args, **kwargs):
+        doc = real(record, *args, **kwargs)
+        events.append((1, doc.id))
+        weakref.finalize(doc, events.append, (-1, doc.id))
+        return doc
+
+    monkeypatch.setattr(pages, "parse_page", counted)
+    runner.load_data(ctx)
+    runner.encode_training(ctx)
+    gc.collect()
+    alive = most = 0
+    for step, doc_id in events:
+        if doc_id in train_ids:
+            alive += step
+            most = max(most, alive)
+    assert most <= window_build.chunk_bound(1) == 64 < len(train_ids) // 6
+    assert alive == 0
+    assert ctx.label2id == label2id
+    assert ctx.train_documents == len(train_ids) == n - 2 - round(0.2 * (n - 2))
+    assert [d.id for d in ctx.eval_ex] == expected_eval
+    assert [(r["split"], r["id"]) for r in ctx.policy.records] == expected_skipped == [("all", None), ("all", "p0021")]
+    assert list(ctx.train_windows) == expected
+
+
+def test_funsd_release_folder_streams_its_training_forms(shared_data, tiny_base, tmp_path, monkeypatch):
+    """FUNSD's release layout: training is a DocumentStream of the same forms (and windows) as the lists;
+    the test forms stay a list."""
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.documents.stream import DocumentStream
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import get_task
+    from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
+
+    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
+    tokenizer = load_processor(tiny_base / "layoutlmv3").tokenizer
+    task = get_task("funsd")
+    task.bad_documents = BadDocuments("error")
+    cfg = resolve_config({}, {"task": "funsd", "data": {"path": str(shared_data / "funsd"), "max_length": 128,
+                                                        "stride": 32}}, [])
+    splits = task.load(cfg)
+    listed = read_funsd_folder(find_funsd_root(shared_data / "funsd"))
+    assert isinstance(splits["train"], DocumentStream) and isinstance(splits["eval"], list)
+    assert [d.id for d in splits["train"]] == [d.id for d in listed["train"]]
+    assert [d.id for d in splits["eval"]] == [d.id for d in listed["eval"]]
+    label2id = {label: i for i, label in enumerate(task.label_list())}
+    assert task.encode(list(splits["train"]), tokenizer, label2id, cfg) == task.encode(listed["train"], tokenizer,
+                                                                                       label2id, cfg)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from aetnet.data.documents.page_targets import (
     regions_to_labels,
     require_that,
 )
+from aetnet.data.documents.stream import DocumentRef
 from aetnet.data.documents.validate import (
     at,
     expect_integer,
@@ -98,28 +100,44 @@ def find_page_files(path: str | Path) -> dict[str, Path]:
 
 def iter_page_lines(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
     """``(where, record)`` per non-blank line, ``where`` = ``file:line``; an unparsable line yields its error."""
+    for where, _, record in _page_lines(path):
+        yield where, record
+
+
+def _page_lines(path: Path) -> Iterator[tuple[str, int, dict[str, Any] | DataError]]:
+    """:func:`iter_page_lines` with each line's byte offset in the file (where it can be read again)."""
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            where = f"{path}:{number}"
+        number, offset = 0, 0
+        for raw in fh:
+            number += 1
+            where, at_line, offset = f"{path}:{number}", offset, offset + len(raw)
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield where, DataError("line is not UTF-8 text; re-save the file as UTF-8", where)
-                continue
-            except json.JSONDecodeError as exc:
-                yield where, DataError(f"invalid JSON ({exc.msg}, column {exc.colno}); one page object per line",
-                                       where)
-                continue
-            except ValueError as exc:  # e.g. an integer of more than 4300 digits
-                yield where, DataError(f"invalid JSON number ({str(exc)[:80]}); give numbers of a normal size",
-                                       where)
-                continue
-            if not isinstance(record, dict):
-                yield where, DataError("line is not a JSON object; one page object per line", where)
-                continue
-            yield where, record
+            yield where, at_line, _parse_line(raw, where)
+
+
+def _parse_line(raw: bytes, where: str) -> dict[str, Any] | DataError:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return DataError("line is not UTF-8 text; re-save the file as UTF-8", where)
+    except json.JSONDecodeError as exc:
+        return DataError(f"invalid JSON ({exc.msg}, column {exc.colno}); one page object per line", where)
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        return DataError(f"invalid JSON number ({str(exc)[:80]}); give numbers of a normal size", where)
+    if not isinstance(record, dict):
+        return DataError("line is not a JSON object; one page object per line", where)
+    return record
+
+
+def _page_again(file: Path, offset: int, where: str, kind: str, ocr) -> Document:
+    """The page of the line at ``offset`` of ``file``, read and parsed again (it parsed before)."""
+    with open(file, "rb") as fh:
+        fh.seek(offset)
+        record = _parse_line(fh.readline(), where)
+    if isinstance(record, DataError):
+        raise AetnetError(f"{where}: the line changed while the run read it ({record}); start the run again")
+    return parse_page(record, where, file.parent, kind, ocr)
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -293,41 +311,63 @@ def read_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, 
     Raises:
         DataError: a bad line (``error`` mode); AetnetError: a missing file, duplicate ids.
     """
+    out: dict[str, list] = {}
+    for split, file in find_page_files(path).items():
+        items: list = []
+        for result, _, _ in _read_split(file, split, kind, policy, ocr):
+            items.extend(result if isinstance(result, list) else [result])
+        out[split] = items
+    return out
+
+
+def list_pages(path: str | Path, kind: str, policy=None, ocr=None) -> dict[str, list[DocumentRef]]:
+    """:func:`read_pages` for ``token``/``sequence`` pages as one
+    :class:`~aetnet.data.documents.stream.DocumentRef` per page (its id, and its line's place in the file): every
+    line is read, checked (its problems go to ``policy`` in line order, as there) and dropped."""
+    if kind == "qa":
+        raise AetnetError("list_pages lists pages, not questions; read qa pages with read_pages")
+    out: dict[str, list[DocumentRef]] = {}
+    for split, file in find_page_files(path).items():
+        out[split] = [DocumentRef(doc.id, partial(_page_again, file, offset, where, kind, ocr))
+                      for doc, where, offset in _read_split(file, split, kind, policy, ocr)]
+    return out
+
+
+def _read_split(file: Path, split: str, kind: str, policy, ocr) -> Iterator[tuple[Any, str, int]]:
+    """``(page or questions, where, offset)`` per good line of ``file``, one at a time; bad lines (and a page id
+    used twice) go to ``policy``."""
     from tqdm.auto import tqdm
 
     from aetnet.data.documents.screen import count_given
 
-    out: dict[str, list] = {}
-    for split, file in find_page_files(path).items():
-        items: list = []
-        seen: dict[str, str] = {}
-        for where, record in tqdm(list(iter_page_lines(file)), desc=f"pages {file.name}", unit="page",
-                                  disable=None, leave=False):
-            def parse(where=where, record=record, file=file):
-                if isinstance(record, DataError):
-                    raise record
-                return parse_page(record, where, file.parent, kind, ocr)
+    with open(file, "rb") as fh:
+        lines = sum(1 for raw in fh if raw.strip())
+    seen: dict[str, str] = {}
+    for where, offset, record in tqdm(_page_lines(file), total=lines, desc=f"pages {file.name}", unit="page",
+                                      disable=None, leave=False):
+        def parse(where=where, record=record, file=file):
+            if isinstance(record, DataError):
+                raise record
+            return parse_page(record, where, file.parent, kind, ocr)
 
-            page_id = str(record.get("id")) if isinstance(record, dict) else None
-            result = parse() if policy is None else policy.run(parse, split, page_id, where)
-            # Units for the run's accounting: a page, or each question of a QA page (a bad line is one unit).
-            count_given(policy, len(result) if isinstance(result, list) else 1)
-            if result is None:
+        page_id = str(record.get("id")) if isinstance(record, dict) else None
+        result = parse() if policy is None else policy.run(parse, split, page_id, where)
+        # Units for the run's accounting: a page, or each question of a QA page (a bad line is one unit).
+        count_given(policy, len(result) if isinstance(result, list) else 1)
+        if result is None:
+            continue
+        doc = result[0].document if isinstance(result, list) and result else result
+        if isinstance(doc, Document):
+            if doc.id in seen:
+                error = DataError(f"page id '{doc.id}' is used twice (also at {seen[doc.id]}); give every page "
+                                  "a unique id", where, "id")
+                if policy is None:
+                    raise error
+                policy.handle(error, split, doc.id, where)  # skip mode: listed, the first page is kept
+                count_given(policy, 1 - len(result) if isinstance(result, list) else 0)  # one unit, as a bad line
                 continue
-            doc = result[0].document if isinstance(result, list) and result else result
-            if isinstance(doc, Document):
-                if doc.id in seen:
-                    error = DataError(f"page id '{doc.id}' is used twice (also at {seen[doc.id]}); give every page "
-                                      "a unique id", where, "id")
-                    if policy is None:
-                        raise error
-                    policy.handle(error, split, doc.id, where)  # skip mode: listed, the first page is kept
-                    count_given(policy, 1 - len(result) if isinstance(result, list) else 0)  # one unit, as a bad line
-                    continue
-                seen[doc.id] = where
-            items.extend(result if isinstance(result, list) else [result])
-        out[split] = items
-    return out
+            seen[doc.id] = where
+        yield result, where, offset
 
 
 def document_to_page(doc: Document, image: str | None = None, labels: list[str] | None = None) -> dict[str, Any]:

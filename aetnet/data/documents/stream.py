@@ -1,7 +1,10 @@
 """A split read on demand: documents stream from the reader (and the OCR cache) and are never held whole.
 
-A :class:`DocumentStream` is what a task's ``load`` returns for a split too large to hold (RVL-CDIP's
-training pages): each iteration reads the documents again, in the same order. Its first pass,
+A :class:`DocumentStream` is what a task's ``load`` returns for a split too large to hold (the training
+split of RVL-CDIP, CORD's JSON folders, FUNSD's release folder and pages files): each iteration reads the
+documents again, in the same order. Readers of files list one :class:`DocumentRef` per document first (its
+id and how to read it again), so that splits are carved and labels checked as with lists
+(:func:`stream_training`). Its first pass,
 :meth:`DocumentStream.scan`, runs inside the reader's ``load`` so that bad documents reach the run's
 ``--on-bad-document`` policy in page order, at the same moment as with a list; it screens each document as
 the runner does (:func:`aetnet.data.documents.screen.check_document`), counts them, keeps one
@@ -92,3 +95,64 @@ class DocumentStream:
 def stream_documents(examples: Any) -> bool:
     """Whether ``examples`` is a :class:`DocumentStream` (read on demand) rather than a list."""
     return isinstance(examples, DocumentStream)
+
+
+class DocumentRef:
+    """Where one listed document is, and how to read it again: what a streamed split keeps per document
+    (its id and a reader, never its words, boxes or labels).
+
+    Args:
+        id: the document's id (what splits are carved by).
+        read: ``read()`` -> the :class:`Document`, read again from its file at each call.
+    """
+
+    __slots__ = ("id", "read")
+
+    def __init__(self, id: str, read: Callable[[], Document]):  # noqa: A002 (the documents' own name)
+        self.id, self.read = id, read
+
+    def __repr__(self) -> str:
+        return f"DocumentRef({self.id!r})"
+
+
+def kept_references(refs: list[DocumentRef], keep: Callable[[Document], bool]) -> list[DocumentRef]:
+    """The references whose document ``keep`` accepts (each read once, dropped at once); ``keep`` hands
+    a rejected document to the run's policy (the task's label check)."""
+    return [ref for ref in refs if keep(ref.read())]
+
+
+def stream_references(refs: list[DocumentRef], split: str, policy: BadDocuments | None, box_level: str,
+                      need_words: bool, finish: Callable[[Document], Any] | None = None) -> DocumentStream:
+    """A scanned :class:`DocumentStream` over ``refs``' documents, read one at a time, in order;
+    ``finish(doc)`` completes each document as its reader's list path does (counts kept in ``meta``)."""
+
+    def read(_policy: BadDocuments | None) -> Iterator[Document]:
+        for ref in refs:  # (listed as good by the reader: reading them again raises only if they changed)
+            doc = ref.read()
+            if finish is not None:
+                finish(doc)
+            yield doc
+
+    return DocumentStream(read, split, policy, box_level, need_words).scan()
+
+
+def stream_training(task, splits: dict[str, list], max_train: int | None, box_level: str,
+                    finish: Callable[[Document], Any] | None = None) -> dict[str, list]:
+    """A reader's listed splits (``{split: [DocumentRef]}``, after carving) as the runner takes them: each split's
+    documents label-checked by ``task.keep_known_labels`` in split order, as lists are; the evaluation splits
+    read into lists (``finish`` applied); ``train`` (the first ``max_train`` kept) a scanned
+    :class:`DocumentStream`, never held whole."""
+    out = {}
+    for split, refs in splits.items():
+        if split == "train":
+            out[split] = kept_references(refs, lambda doc: bool(task.keep_known_labels([doc], "train")))
+        else:
+            out[split] = docs = task.keep_known_labels([ref.read() for ref in refs], split)
+            for doc in docs if finish is not None else ():
+                finish(doc)
+    if "train" in out:
+        train = out["train"] if max_train is None else out["train"][:max_train]
+        out["train"] = stream_references(train, "train", task.bad_documents, box_level, task.kind == "token", finish)
+    for split in out:  # the reader's own Splits (its eval_split) keeps its type
+        splits[split] = out[split]
+    return splits

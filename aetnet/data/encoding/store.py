@@ -285,11 +285,25 @@ PARALLEL_CHUNKS = 40
 _WORKER: dict[str, Any] = {}
 
 
+#: Examples encoded together inside a chunk: their windows (Python lists, about 130 KiB per 512-token window)
+#: become Arrow columns before the next ones are encoded, so a chunk's build never holds more of them.
+ENCODE_BATCH = 16
+
+
 def _encode(encode, tokenizer, label2id, cfg, offset: int, chunk: Sequence[Any]) -> tuple[Any, int, str, int]:
-    """(Arrow table or None, windows, window type, examples) of one chunk of examples, encoded by ``encode``."""
-    windows = encode(chunk, tokenizer, label2id, cfg)
-    kind = "relation" if windows and isinstance(windows[0], RelationWindow) else "window"
-    return (windows_table(windows, offset) if windows else None), len(windows), kind, len(chunk)
+    """(Arrow table or None, windows, window type, examples) of one chunk of examples, encoded by ``encode``
+    :data:`ENCODE_BATCH` examples at a time (an example's windows depend on it alone)."""
+    import pyarrow as pa
+
+    tables, count, kind = [], 0, "window"
+    for start in range(0, len(chunk), ENCODE_BATCH):
+        windows = encode(chunk[start: start + ENCODE_BATCH], tokenizer, label2id, cfg)
+        if windows:
+            kind = "relation" if isinstance(windows[0], RelationWindow) else "window"
+            tables.append(windows_table(windows, offset + start))
+            count += len(windows)
+        del windows  # not alive while the next batch is encoded
+    return (pa.concat_tables(tables) if tables else None), count, kind, len(chunk)
 
 
 def _init_worker(encode, tokenizer, label2id, cfg) -> None:
