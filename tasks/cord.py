@@ -28,7 +28,7 @@ from typing import Any
 
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
 from aetnet.data.documents.validate import expect_image, read_json, require
 from aetnet.errors import AetnetError, DataError
@@ -229,7 +229,8 @@ class CordTask(TokenClassificationTask):
     name = "cord"
     labels = cord_label_list()
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         if demo:
             from aetnet.data.demo import ensure_demo
 
@@ -238,10 +239,10 @@ class CordTask(TokenClassificationTask):
             path = cfg.data.path
         else:
             path = "naver-clova-ix/cord-v2"  # the hub copy (online only); the reader explains offline
-        splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents), EVAL_SPLITS,
+        splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, bad_documents), EVAL_SPLITS,
                             cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
         for split in list(splits):
-            splits[split] = docs = self.keep_known_labels(splits[split], split)
+            splits[split] = docs = self.keep_known_labels(splits[split], split, bad_documents)
             for doc in docs:  # one entity per annotated line, counted by `aetnet inspect`
                 doc.meta["entities"] = sum(1 for label in doc.labels or [] if label.startswith("B-"))
         return splits

@@ -19,7 +19,7 @@ from typing import Any
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.boxes import union_box
 from aetnet.data.documents.document import Document
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import map_splits
 from aetnet.data.documents.validate import (
     DEFAULT_FIX,
@@ -338,14 +338,15 @@ class FunsdTask(TokenClassificationTask):
     name = "funsd"
     labels = FUNSD_LABELS
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         if demo:
             from aetnet.data.demo import ensure_demo
 
             path = str(ensure_demo("funsd"))
         else:
             path = cfg.data.path
-        splits = funsd_splits(load_funsd(path, self.bad_documents), cfg, f"FUNSD {path}")
+        splits = funsd_splits(load_funsd(path, bad_documents), cfg, f"FUNSD {path}")
         for split in list(splits):
-            splits[split] = self.keep_known_labels(splits[split], split)
+            splits[split] = self.keep_known_labels(splits[split], split, bad_documents)
         return splits

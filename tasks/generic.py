@@ -28,6 +28,7 @@ from aetnet.data.documents.document import Document
 from aetnet.data.documents.page_checks import tag_scheme
 from aetnet.data.documents.page_targets import is_bio
 from aetnet.data.documents.pages import read_pages
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.documents.splits import map_splits
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
@@ -75,6 +76,19 @@ def _pages_without_words(path: str | Path) -> list[Path]:
     return list(found)
 
 
+class _FoundLabels:
+    """A task whose label set :meth:`load` fixes from the data (or ``data.labels``)."""
+
+    labels: list[str]
+
+    def data_state(self) -> dict[str, Any]:
+        """The label set :meth:`load` fixed."""
+        return {"labels": list(self.labels)}
+
+    def adopt_data_state(self, state: dict[str, Any]) -> None:
+        self.labels = list(state["labels"])
+
+
 class _OwnData:
     """What the generic tasks (and ``re``) share: reading pages, mapping splits, fixing the label set."""
 
@@ -83,7 +97,8 @@ class _OwnData:
     #: What the pages must carry, for the message when ``--data`` is missing.
     pages_hint = ""
 
-    def _read(self, cfg: RunConfig, demo: bool, kind: str | None = None) -> dict[str, list]:
+    def _read(self, cfg: RunConfig, demo: bool, bad_documents: BadDocuments | None,
+              kind: str | None = None) -> dict[str, list]:
         """The pages of ``--data`` per split, with targets of ``kind`` (default: the task's kind)."""
         kind = kind or self.kind
         if demo:
@@ -101,7 +116,7 @@ class _OwnData:
 
             # Fill the OCR cache in parallel; reading then finds every page cached (a bad one fails there).
             ocr_many(_pages_without_words(cfg.data.path), settings, workers=cfg.data.ocr_workers, desc="OCR pages")
-        return read_pages(cfg.data.path, kind, self.bad_documents, ocr=lambda image: ocr_with(image, settings))
+        return read_pages(cfg.data.path, kind, bad_documents, ocr=lambda image: ocr_with(image, settings))
 
     def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
         """The images of the pages that give no ``words`` (they are read with Tesseract)."""
@@ -120,38 +135,40 @@ class _OwnData:
                               "train.jsonl (or pass one pages file to have the evaluation share carved out of it)")
         return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
 
-    def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str]) -> None:
+    def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str],
+                    bad_documents: BadDocuments | None) -> None:
         self.labels = self._label_set(cfg.data.labels) if cfg.data.labels else discovered
         if len(self.labels) < (2 if self.kind == "sequence" else 1):
             raise AetnetError(f"{cfg.data.path}: the training split has {len(self.labels)} label(s); a "
                               f"{self.name} task needs at least two (check the pages' targets)")
         for split in list(splits):
-            splits[split] = self.keep_known_labels(splits[split], split)
+            splits[split] = self.keep_known_labels(splits[split], split, bad_documents)
 
     def _label_set(self, names: list[str]) -> list[str]:
         return list(names)
 
 
 @TASKS.register("token")
-class OwnTokenTask(_OwnData, TokenClassificationTask):
+class OwnTokenTask(_FoundLabels, _OwnData, TokenClassificationTask):
     """Word labelling with your label set (BIO over entity types), seqeval entity F1."""
 
     name = "token"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         path = Path(cfg.data.path) if cfg.data.path else None
         if path is not None and path.is_dir() and _is_hf_folder(path):
-            splits, names = _read_hf_token(path, self.bad_documents)
+            splits, names = _read_hf_token(path, bad_documents)
         elif path is not None and path.is_dir() and _is_funsd_layout(path):
             from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
-            raw = read_funsd_folder(find_funsd_root(path), self.bad_documents, any_label=True)
+            raw = read_funsd_folder(find_funsd_root(path), bad_documents, any_label=True)
             splits, names = self._map({"train": raw["train"], "test": raw["eval"]}, cfg), None
         else:
-            splits = self._map(self._read(cfg, demo), cfg)
+            splits = self._map(self._read(cfg, demo, bad_documents), cfg)
             names = None
         train_types = sorted({lb[2:] for d in splits["train"] for lb in (d.labels or []) if lb != "O"})
-        self._fix_labels(splits, cfg, names or bio_label_list(train_types))
+        self._fix_labels(splits, cfg, names or bio_label_list(train_types), bad_documents)
         return splits
 
     def _label_set(self, names: list[str]) -> list[str]:
@@ -159,14 +176,15 @@ class OwnTokenTask(_OwnData, TokenClassificationTask):
 
 
 @TASKS.register("classify")
-class OwnClassifyTask(_OwnData, SequenceClassificationTask):
+class OwnClassifyTask(_FoundLabels, _OwnData, SequenceClassificationTask):
     """Page classification into your classes; accuracy and macro-F1."""
 
     name = "classify"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
-        splits = self._map(self._read(cfg, demo), cfg)
-        self._fix_labels(splits, cfg, sorted({d.doc_label for d in splits["train"]}))
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
+        splits = self._map(self._read(cfg, demo, bad_documents), cfg)
+        self._fix_labels(splits, cfg, sorted({d.doc_label for d in splits["train"]}), bad_documents)
         return splits
 
 
@@ -176,11 +194,12 @@ class OwnQaTask(_OwnData, QuestionAnsweringTask):
 
     name = "qa"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list]:
         if cfg.data.labels:
             raise AetnetError("data.labels does not apply to the qa task (answers are spans); remove it")
         # All questions about one page stay on one side of a carved split.
-        return self._map(self._read(cfg, demo), cfg, group=lambda ex: str(ex.document.id))
+        return self._map(self._read(cfg, demo, bad_documents), cfg, group=lambda ex: str(ex.document.id))
 
 
 def _read_hf_token(path: Path, policy=None) -> tuple[dict[str, list[Document]], list[str]]:

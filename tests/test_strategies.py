@@ -39,7 +39,7 @@ def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
     # Prompts take text positions: leave room for them (the recipe uses 492 for 20 prompts).
     room = ["data.max_length=256", "data.stride=64"] if strategy == "prompt" else []
     cfg = resolve_config({}, {"strategy": strategy}, room + list(overrides))
-    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
+    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS, load_processor(paths.layoutlmv3))
 
 
 def one_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:

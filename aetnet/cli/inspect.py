@@ -68,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     needs_tokens = not args.check or args.windows
     tokenizer = load_processor(resolve_base(args.base or "tiny")[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
-    task.bad_documents = policy
     splits = {
         split: screen_documents(examples, task.documents(examples), split, cfg.data.box_level, task.kind == "token",
                                 policy)
-        for split, examples in task.load(cfg, demo=args.demo).items()
+        for split, examples in task.load(cfg, demo=args.demo, bad_documents=policy).items()
     }
     summary = policy.summary({split: len(examples) for split, examples in splits.items()})
     logger.info("%s", summary.pop("message"))

@@ -44,6 +44,7 @@ from aetnet.export.card import (  # noqa: F401  (BASE_LICENCE, DATA_LICENCES re-
     model_card,
 )
 from aetnet.models.heads import output_names
+from aetnet.models.task_model import abilities
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +71,15 @@ def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, d
     Raises:
         AetnetError: the model has no adapters to merge.
     """
-    if not hasattr(model, "merge_and_unload"):
+    able = abilities(model)
+    if able.merged_strategy is None:
         raise AetnetError(
             f"--merge-lora: the {meta.get('strategy')} model has no LoRA adapters to merge "
             f"({type(model).__name__} has no merge_and_unload); export it without --merge-lora"
         )
-    merged = model.merge_and_unload()
+    merged = able.merge_and_unload()
     # A merged aet-lora model is an AETNet model (aligners included), not a plain LayoutLMv3.
-    strategy = getattr(model, "merged_strategy", "full")
+    strategy = able.merged_strategy
     meta = dict(meta, strategy=strategy, merged_from=meta.get("strategy"), lora_merged=True)
     return merged, meta
 
