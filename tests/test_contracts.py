@@ -146,7 +146,7 @@ def test_a_plain_model_has_the_default_abilities(plain_model, tmp_path):
     assert saved == set(plain_model.state_dict())
 
 
-def test_a_lora_model_merges_through_peft(tiny_base, plain_model):
+def test_a_lora_model_merges_through_peft(tiny_base, plain_model, tmp_path):
     """LoraTaskModel's merge comes from peft's tuner, not TaskModel's refusing default (which its bases'
     order would otherwise put first)."""
     import copy
@@ -175,6 +175,26 @@ def test_a_lora_model_merges_through_peft(tiny_base, plain_model):
     query = merged.layoutlmv3.encoder.layer[0].attention.self.query
     lora = before.lora_B["default"].weight @ before.lora_A["default"].weight * before.scaling["default"]
     torch.testing.assert_close(query.weight, before.base_layer.weight + lora)
+
+
+def test_a_saved_lora_model_loads_back_mergeable(tiny_base, tmp_path):
+    """The lora strategy's ``load`` gives a model whose abilities merge it (what ``export --merge-lora`` asks)."""
+    from aetnet.config.settings import resolve_config
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.inference.modelio import get_strategy, get_task
+    from aetnet.models.heads import head_class
+    from aetnet.models.task_model import abilities
+    from aetnet.strategies.base import BasePaths
+
+    cfg = resolve_config({}, {"task": "funsd", "strategy": "lora", "model": {"base": "tiny"}})
+    paths = BasePaths(str(tiny_base / "layoutlmv3"))
+    strategy = get_strategy("lora")
+    model = strategy.build(get_task("funsd"), cfg, paths, ["O", "B-KEY", "I-KEY"], load_processor(paths.layoutlmv3))
+    abilities(model).save_inference(tmp_path)
+    loaded = strategy.load(tmp_path, {"kind": "token"})
+    able = abilities(loaded)
+    assert able.merged_strategy == "full"
+    assert type(able.merge_and_unload()) is head_class("token")
 
 
 def test_the_base_strategy_defaults(tiny_base, plain_model, tmp_path):

@@ -85,6 +85,20 @@ class PlainModel(TaskModel):
         raise AetnetError(f"{type(self.model).__name__} has no LoRA adapters to merge")
 
 
+class PlainPeftModel(PlainModel):
+    """A peft ``PeftModel`` made elsewhere (``get_peft_model``, ``PeftModel.from_pretrained``): the defaults,
+    and peft's ``merge_and_unload``, which returns the plain model with the adapters folded in."""
+
+    merged_strategy = "full"
+
+    def merge_and_unload(self) -> nn.Module:
+        return self.model.merge_and_unload()
+
+
 def abilities(model: nn.Module) -> TaskModel:
-    """``model`` itself when it is a :class:`TaskModel`, else the defaults of a plain model."""
-    return model if isinstance(model, TaskModel) else PlainModel(model)
+    """``model`` itself when it is a :class:`TaskModel`, else the defaults of a plain (or peft) model."""
+    from peft import PeftModel
+
+    if isinstance(model, TaskModel):
+        return model
+    return PlainPeftModel(model) if isinstance(model, PeftModel) else PlainModel(model)

@@ -139,6 +139,8 @@ class AETStrategy(Strategy):
     name = "aet"
     #: The model can keep windows of one document apart (``aet.mask_same_document``).
     uses_doc_ids = True
+    #: The training views :meth:`extra_views` made (their epoch follows training: :class:`EpochCallback`).
+    _views: AETViews | None = None
 
     def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None, processor) -> AETNetModel:
         """The AETNet model: fusion from ``paths.layoutlmv3``, aligners from their paths.
@@ -174,7 +176,7 @@ class AETStrategy(Strategy):
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
         """The EMA update after every optimizer step, the epoch for the views, the PITA coverage check."""
-        views = getattr(self, "_views", None)
+        views = self._views
         return ([MomentumCallback(model), PitaCoverageCallback()]
                 + ([EpochCallback(views)] if views is not None else []))
 
