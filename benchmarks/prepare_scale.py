@@ -133,15 +133,14 @@ def prepare(data: str, cache: str, task: str) -> None:
 
     cfg = resolve_config({}, {"task": task, "model": {"base": "tiny"}, "data": {"path": data}},
                          ["data.ocr_workers=1", "train.num_workers=0"])
-    ctx = runner.RunContext(cfg)
-    runner.resolve_components(ctx)
+    parts = runner.resolve_components(cfg)
     ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    runner.load_data(ctx)
+    data = runner.load_data(cfg, parts.task)
     loaded = time.perf_counter()
-    runner.encode_training(ctx)
+    training = runner.encode_training(cfg, parts, data)
     done = time.perf_counter()
-    print(json.dumps({"examples": ctx.train_documents, "windows": len(ctx.train_windows),
+    print(json.dumps({"examples": training.documents, "windows": len(training.windows),
                       "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "before_data_kib": ready,
                       "load_seconds": round(loaded - start, 2), "encode_seconds": round(done - loaded, 2)}))
 

@@ -16,6 +16,7 @@ import numpy as np
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.boxes import document_boxes
 from aetnet.data.documents.document import Document, QAExample
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.encoding.key import WindowEncoder
 from aetnet.data.encoding.qa import decode_spans, encode_qa_examples
 from aetnet.data.encoding.windows import (
@@ -32,31 +33,70 @@ logger = logging.getLogger(__name__)
 
 
 class Task:
-    """Base class of all tasks.
+    """What a task is, and every hook aetnet calls on one.
+
+    A task instance is stateless between runs except for what :meth:`load` learns from the data (a label
+    set found in the pages, a relation schema); :meth:`data_state` hands that to the other processes of
+    a node. Who calls what:
+
+    - the runner (``aetnet finetune``, :mod:`aetnet.train.runner`): :meth:`load` with the run's
+      bad-document policy, :meth:`documents`, :meth:`label_list`, :meth:`encode` (through the window
+      cache), :attr:`kind` (the head), :meth:`data_state` / :meth:`adopt_data_state` (the hand-over
+      to a node's other processes), :meth:`relation_meta` (saved in ``aetnet.json``),
+      :meth:`write_extras`;
+    - evaluation (validation during training, ``aetnet evaluate``, :mod:`aetnet.inference.evaluation`):
+      :meth:`load`, :meth:`documents`, :meth:`encode`, :meth:`evaluate`, :meth:`write_extras`;
+    - ``aetnet compare``: :attr:`metric` (the compared score);
+    - ``aetnet inspect``: :meth:`load`, :meth:`documents`, :meth:`statistics`, :meth:`keep_known_labels`
+      (through the readers); ``aetnet ocr``: :meth:`pages_to_recognise`.
+
+    Model I/O, export, predict and serve do not call a task: a model folder's ``aetnet.json`` carries
+    what they need (kind, labels, relations).
 
     Attributes:
         name: registry key (``funsd``).
-        kind: ``token``, ``sequence`` or ``qa``; selects the LayoutLMv3 head.
+        kind: ``token``, ``sequence``, ``qa`` or ``relation``; selects the LayoutLMv3 head.
         metric: the headline metric key in ``metrics.json``.
     """
 
     name = ""
     kind = ""
     metric = ""
-    #: The run's ``--on-bad-document`` policy (:class:`aetnet.data.documents.screen.BadDocuments`), set by the
-    #: runner before :meth:`load`; readers hand per-file errors to it. ``None`` means ``error``.
-    bad_documents = None
-    #: Set by ``aetnet inspect``: a reader reports the files that are there instead of failing on a missing
-    #: split file (what ``finetune`` and ``evaluate`` need).
-    partial = False
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Any]]:
-        """Read the data: ``{"train": [...], "eval": [...]}`` (examples of the task's type)."""
+    def __init__(self, partial: bool = False) -> None:
+        #: ``aetnet inspect`` builds its task with ``partial=True``: a reader reports the files that are there
+        #: instead of failing on a missing split file (what ``finetune`` and ``evaluate`` need).
+        self.partial = partial
+
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Any]]:
+        """Read the data: ``{"train": [...], "eval": [...]}`` (examples of the task's type).
+
+        Args:
+            cfg: the run configuration (``data.*``).
+            demo: read the embedded demo data instead of ``data.path``.
+            bad_documents: the run's ``--on-bad-document`` policy; readers hand per-file errors to it
+                (``None``: the first bad document raises its error).
+        """
         raise NotImplementedError
 
-    def label_list(self, splits: dict[str, list[Any]] | None = None) -> list[str]:
-        """Label names, id order."""
+    def label_list(self, splits: dict[str, list[Any]] | None = None) -> list[str] | None:
+        """Label names, id order (``None`` for QA)."""
         raise NotImplementedError
+
+    def data_state(self) -> dict[str, Any]:
+        """What :meth:`load` learnt from the data and the task needs afterwards (for example a label set
+        found in the pages), by field name; the runner hands it to the node's other processes, which
+        read no document. Default: nothing (the task learns nothing)."""
+        return {}
+
+    def adopt_data_state(self, state: dict[str, Any]) -> None:
+        """Take what another process's :meth:`load` learnt (:meth:`data_state`). Default: nothing."""
+
+    def relation_meta(self) -> dict[str, Any] | None:
+        """What a relation model's folder records for prediction (``aetnet.json``'s ``relations``: entity
+        types, candidate rule, protocol); ``None`` (the default) for every other task."""
+        return None
 
     def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
         """``(page id, page)`` for every page of the dataset whose words come from Tesseract, in
@@ -72,11 +112,13 @@ class Task:
         """The label strings a document carries (word labels, its class, or none)."""
         return []
 
-    def keep_known_labels(self, examples: list[Any], split: str) -> list[Any]:
+    def keep_known_labels(self, examples: list[Any], split: str,
+                          bad_documents: BadDocuments | None = None) -> list[Any]:
         """The examples whose documents carry only the task's labels.
 
         A document with a label the task does not know is a bad document: one error naming it and the
-        valid labels, or with ``--on-bad-document skip`` a line in ``skipped.jsonl`` (the others are kept).
+        valid labels, or with ``--on-bad-document skip`` (``bad_documents``) a line in ``skipped.jsonl``
+        (the others are kept).
         """
         names = self.label_list() or []
         known = set(names)
@@ -88,9 +130,9 @@ class Task:
                 continue
             error = DataError(f"unknown label '{unknown}'; valid labels are {', '.join(names)}; correct the "
                               "label, or pass --on-bad-document skip to leave the document out", doc.source or doc.id)
-            if self.bad_documents is None:
+            if bad_documents is None:
                 raise error
-            self.bad_documents.handle(error, split, doc.id, doc.source)
+            bad_documents.handle(error, split, doc.id, doc.source)
         return kept
 
     def documents(self, examples: list[Any]) -> list[Document]:

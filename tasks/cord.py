@@ -29,7 +29,7 @@ from typing import Any
 
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import Splits, carve_out_eval, map_splits
 from aetnet.data.documents.stream import DocumentRef, stream_training
 from aetnet.data.documents.validate import expect_image, read_json, require
@@ -272,7 +272,8 @@ class CordTask(TokenClassificationTask):
     name = "cord"
     labels = cord_label_list()
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         if demo:
             from aetnet.data.demo import ensure_demo
 
@@ -281,19 +282,20 @@ class CordTask(TokenClassificationTask):
             path = cfg.data.path
         else:
             path = "naver-clova-ix/cord-v2"  # the hub copy (online only); the reader explains offline
-        listed = list_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents)
+        listed = list_cord(path, cfg.data.eval_fraction, cfg.train.seed, bad_documents)
         if listed is None:  # a Hugging Face source: read whole
-            splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, self.bad_documents),
+            splits = map_splits(read_cord(path, cfg.data.eval_fraction, cfg.train.seed, bad_documents),
                                 EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
             for split in list(splits):
-                splits[split] = docs = self.keep_known_labels(splits[split], split)
+                splits[split] = docs = self.keep_known_labels(splits[split], split, bad_documents)
                 for doc in docs:
                     _count_entities(doc)
             return splits
         # The JSON files: every split is listed (each file read and dropped), label-checked in split order as
         # the lists were; the training split then streams from its files (DocumentStream), never held whole.
         splits = map_splits(listed, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"CORD {path}")
-        return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, _count_entities)
+        return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, bad_documents,
+                               _count_entities)
 
 
 def _count_entities(doc: Document) -> None:

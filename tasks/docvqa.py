@@ -24,7 +24,7 @@ from typing import Any
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.answers import locate_answer
 from aetnet.data.documents.document import Box, Document, QAExample
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import map_splits
 from aetnet.data.documents.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
 from aetnet.data.ocr.images import image_size
@@ -330,7 +330,8 @@ class DocVqaTask(QuestionAnsweringTask):
                 pages.setdefault(str(page), page)
         return [(name, page) for name, page in pages.items()]
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[QAExample]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[QAExample]]:
         path, files = self._files(cfg, demo)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         splits: dict[str, list[QAExample]] = {}
@@ -339,7 +340,7 @@ class DocVqaTask(QuestionAnsweringTask):
                 logger.info("%s has no gold answers (the official test split?); not used for training "
                             "or evaluation", json_file)
                 continue
-            read = _read_file(json_file, settings, self.bad_documents, cfg.data.ocr_workers)
+            read = _read_file(json_file, settings, bad_documents, cfg.data.ocr_workers)
             for split, examples in read.items():
                 splits.setdefault(split, []).extend(examples)
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",

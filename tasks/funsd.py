@@ -20,7 +20,7 @@ from typing import Any
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.entities import Entity, entity_words
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import map_splits
 from aetnet.data.documents.stream import DocumentRef, stream_training
 from aetnet.data.documents.validate import (
@@ -326,7 +326,8 @@ class FunsdTask(TokenClassificationTask):
     name = "funsd"
     labels = FUNSD_LABELS
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         if demo:
             from aetnet.data.demo import ensure_demo
 
@@ -335,11 +336,11 @@ class FunsdTask(TokenClassificationTask):
             path = cfg.data.path
         folder = _release_folder(path)
         if folder is not None:  # the release layout: training streams from its annotation files
-            splits = funsd_splits(list_funsd_folder(folder, self.bad_documents), cfg, f"FUNSD {path}")
-            return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level)
-        splits = funsd_splits(load_funsd(path, self.bad_documents), cfg, f"FUNSD {path}")
+            splits = funsd_splits(list_funsd_folder(folder, bad_documents), cfg, f"FUNSD {path}")
+            return stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, bad_documents)
+        splits = funsd_splits(load_funsd(path, bad_documents), cfg, f"FUNSD {path}")
         for split in list(splits):
-            splits[split] = self.keep_known_labels(splits[split], split)
+            splits[split] = self.keep_known_labels(splits[split], split, bad_documents)
         return splits
 
 

@@ -30,6 +30,7 @@ from aetnet.data.documents.relations import (
     merge_entity_vectors,
     pair_logits,
 )
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.encoding.key import WindowEncoder
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
@@ -52,6 +53,13 @@ class RelationTask(Task):
     def relation_meta(self) -> dict:
         """The schema, saved in the model's ``aetnet.json`` (``relations``) for ``predict --links``."""
         return self.schema.to_meta()
+
+    def data_state(self) -> dict[str, Any]:
+        """The schema :meth:`load` settled (the run's protocol; for ``re`` the entity types and rule found)."""
+        return {"schema": self.schema}
+
+    def adopt_data_state(self, state: dict[str, Any]) -> None:
+        self.schema = state["schema"]
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig):
         return encode_relation_documents(examples, tokenizer, cfg.data.max_length, cfg.data.stride,
@@ -148,15 +156,16 @@ class FunsdRelationTask(RelationTask):
 
     name = "funsd-re"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         """FUNSD as for ``funsd`` (same folders and demo); every page carries its links."""
         self.use_protocol(cfg)
         if demo:
             from aetnet.data.demo import ensure_demo
 
-            splits = load_funsd(str(ensure_demo("funsd-re")), self.bad_documents)
+            splits = load_funsd(str(ensure_demo("funsd-re")), bad_documents)
         else:
-            splits = load_funsd(cfg.data.path, self.bad_documents)
+            splits = load_funsd(cfg.data.path, bad_documents)
         splits = funsd_splits(splits, cfg, f"FUNSD {cfg.data.path or 'demo'}")
         pages = [doc for docs in splits.values() for doc in docs]
         if pages and all(doc.segment_ids is None for doc in pages):

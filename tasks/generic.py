@@ -28,6 +28,7 @@ from aetnet.data.documents.document import Document
 from aetnet.data.documents.page_checks import tag_scheme
 from aetnet.data.documents.page_targets import is_bio
 from aetnet.data.documents.pages import list_pages, read_pages
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.documents.splits import map_splits
 from aetnet.data.documents.stream import stream_training
 from aetnet.errors import AetnetError
@@ -76,6 +77,19 @@ def _pages_without_words(path: str | Path) -> list[Path]:
     return list(found)
 
 
+class _FoundLabels:
+    """A task whose label set :meth:`load` fixes from the data (or ``data.labels``)."""
+
+    labels: list[str]
+
+    def data_state(self) -> dict[str, Any]:
+        """The label set :meth:`load` fixed."""
+        return {"labels": list(self.labels)}
+
+    def adopt_data_state(self, state: dict[str, Any]) -> None:
+        self.labels = list(state["labels"])
+
+
 class _OwnData:
     """What the generic tasks (and ``re``) share: reading pages, mapping splits, fixing the label set."""
 
@@ -84,13 +98,14 @@ class _OwnData:
     #: What the pages must carry, for the message when ``--data`` is missing.
     pages_hint = ""
 
-    def _read(self, cfg: RunConfig, demo: bool, kind: str | None = None) -> dict[str, list]:
+    def _read(self, cfg: RunConfig, demo: bool, bad_documents: BadDocuments | None,
+              kind: str | None = None) -> dict[str, list]:
         """The pages of ``--data`` per split, with targets of ``kind`` (default: the task's kind)."""
-        return read_pages(cfg.data.path, kind or self.kind, self.bad_documents, ocr=self._page_ocr(cfg, demo))
+        return read_pages(cfg.data.path, kind or self.kind, bad_documents, ocr=self._page_ocr(cfg, demo))
 
-    def _list(self, cfg: RunConfig, demo: bool) -> dict[str, list]:
+    def _list(self, cfg: RunConfig, demo: bool, bad_documents: BadDocuments | None) -> dict[str, list]:
         """:meth:`_read` as one :class:`~aetnet.data.documents.stream.DocumentRef` per page (pages, not questions)."""
-        return list_pages(cfg.data.path, self.kind, self.bad_documents, ocr=self._page_ocr(cfg, demo))
+        return list_pages(cfg.data.path, self.kind, bad_documents, ocr=self._page_ocr(cfg, demo))
 
     def _page_ocr(self, cfg: RunConfig, demo: bool):
         """The OCR function for pages without words (the OCR cache filled first in parallel)."""
@@ -129,7 +144,7 @@ class _OwnData:
         return map_splits(raw, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, str(cfg.data.path), group)
 
     def _fix_labels(self, splits: dict[str, list], cfg: RunConfig, discovered: list[str],
-                    listed: bool = False) -> None:
+                    bad_documents: BadDocuments | None, listed: bool = False) -> None:
         """Fix the label set and keep the examples with known labels; ``listed``: the splits hold
         :class:`~aetnet.data.documents.stream.DocumentRef` (from :meth:`_list`) and training streams from them."""
         self.labels = self._label_set(cfg.data.labels) if cfg.data.labels else discovered
@@ -140,34 +155,36 @@ class _OwnData:
             stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level)
             return
         for split in list(splits):
-            splits[split] = self.keep_known_labels(splits[split], split)
+            splits[split] = self.keep_known_labels(splits[split], split, bad_documents)
 
     def _label_set(self, names: list[str]) -> list[str]:
         return list(names)
 
 
 @TASKS.register("token")
-class OwnTokenTask(_OwnData, TokenClassificationTask):
+class OwnTokenTask(_FoundLabels, _OwnData, TokenClassificationTask):
     """Word labelling with your label set (BIO over entity types), seqeval entity F1."""
 
     name = "token"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         path = Path(cfg.data.path) if cfg.data.path else None
         if path is not None and path.is_dir() and _is_hf_folder(path):
-            splits, names = _read_hf_token(path, self.bad_documents)
+            splits, names = _read_hf_token(path, bad_documents)
         elif path is not None and path.is_dir() and _is_funsd_layout(path):
             from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
-            raw = read_funsd_folder(find_funsd_root(path), self.bad_documents, any_label=True)
+            raw = read_funsd_folder(find_funsd_root(path), bad_documents, any_label=True)
             splits, names = self._map({"train": raw["train"], "test": raw["eval"]}, cfg), None
         else:  # pages files: training streams from its lines (one page read at a time)
-            splits = self._map(self._list(cfg, demo), cfg)
+            splits = self._map(self._list(cfg, demo, bad_documents), cfg)
             train_types = sorted({lb[2:] for ref in splits["train"] for lb in (ref.read().labels or []) if lb != "O"})
-            self._fix_labels(splits, cfg, bio_label_list(train_types), listed=True)
+            self._fix_labels(splits, cfg, bio_label_list(train_types), bad_documents,
+                             listed=True)
             return splits
         train_types = sorted({lb[2:] for d in splits["train"] for lb in (d.labels or []) if lb != "O"})
-        self._fix_labels(splits, cfg, names or bio_label_list(train_types))
+        self._fix_labels(splits, cfg, names or bio_label_list(train_types), bad_documents)
         return splits
 
     def _label_set(self, names: list[str]) -> list[str]:
@@ -175,14 +192,16 @@ class OwnTokenTask(_OwnData, TokenClassificationTask):
 
 
 @TASKS.register("classify")
-class OwnClassifyTask(_OwnData, SequenceClassificationTask):
+class OwnClassifyTask(_FoundLabels, _OwnData, SequenceClassificationTask):
     """Page classification into your classes; accuracy and macro-F1."""
 
     name = "classify"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
-        splits = self._map(self._list(cfg, demo), cfg)  # training streams from its lines
-        self._fix_labels(splits, cfg, sorted({ref.read().doc_label for ref in splits["train"]}), listed=True)
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
+        splits = self._map(self._list(cfg, demo, bad_documents), cfg)  # training streams from its lines
+        self._fix_labels(splits, cfg, sorted({ref.read().doc_label for ref in splits["train"]}), bad_documents,
+                         listed=True)
         return splits
 
 
@@ -192,11 +211,12 @@ class OwnQaTask(_OwnData, QuestionAnsweringTask):
 
     name = "qa"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list]:
         if cfg.data.labels:
             raise AetnetError("data.labels does not apply to the qa task (answers are spans); remove it")
         # All questions about one page stay on one side of a carved split.
-        return self._map(self._read(cfg, demo), cfg, group=lambda ex: str(ex.document.id))
+        return self._map(self._read(cfg, demo, bad_documents), cfg, group=lambda ex: str(ex.document.id))
 
 
 def _read_hf_token(path: Path, policy=None) -> tuple[dict[str, list[Document]], list[str]]:

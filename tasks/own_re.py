@@ -16,6 +16,7 @@ import logging
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.relations import OUTSIDE, RelationSchema, document_entities, gold_links
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.funsd_re import RelationTask
@@ -53,8 +54,9 @@ class OwnRelationTask(_OwnData, RelationTask):
     demo_hint = "aetnet finetune funsd-re --demo"
     pages_hint = " whose pages carry entities and 'links'"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
-        splits = self._map(self._read(cfg, demo, kind="token"), cfg)
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
+        splits = self._map(self._read(cfg, demo, bad_documents, kind="token"), cfg)
         self.schema = discover_schema(splits["train"])
         _warn_unreachable(splits, self.schema)
         self.use_protocol(cfg)

@@ -23,7 +23,7 @@ from typing import Any
 from aetnet.config.settings import RunConfig, reads_validation
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.page_refs import DatasetRow
-from aetnet.data.documents.screen import count_given, guarded
+from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import Splits, map_splits
 from aetnet.data.documents.stream import DocumentStream
 from aetnet.data.documents.validate import DEFAULT_FIX, expect_integer
@@ -305,12 +305,13 @@ class RvlCdipTask(SequenceClassificationTask):
 
     def pages_to_recognise(self, cfg: RunConfig, demo: bool = False) -> list[tuple[str, Any]]:
         """Every listed page of every split (RVL-CDIP ships no words)."""
-        listed = list_rvl_cdip(self._path(cfg, demo), policy=self.bad_documents)
+        listed = list_rvl_cdip(self._path(cfg, demo))
         return [(f"{split}/{e.doc_id}", e.page()) for split, entries in listed.items() for e in entries]
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         path = self._path(cfg, demo)
-        entries = map_splits(list_rvl_cdip(path, policy=self.bad_documents), EVAL_SPLITS, cfg.data.eval_fraction,
+        entries = map_splits(list_rvl_cdip(path, policy=bad_documents), EVAL_SPLITS, cfg.data.eval_fraction,
                              cfg.train.seed, f"RVL-CDIP {path}", group=lambda e: e.doc_id)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         limits = {"train": cfg.data.max_train_documents, "eval": cfg.data.max_eval_documents,
@@ -325,9 +326,9 @@ class RvlCdipTask(SequenceClassificationTask):
                 splits[name] = DocumentStream(
                     lambda policy, chosen=chosen, name=name: iter_ocr_pages(chosen, settings, policy=policy,
                                                                              split=name, workers=cfg.data.ocr_workers),
-                    name, self.bad_documents, cfg.data.box_level).scan()
+                    name, bad_documents, cfg.data.box_level).scan()
             else:
-                splits[name] = ocr_pages(chosen, settings, policy=self.bad_documents, split=name,
+                splits[name] = ocr_pages(chosen, settings, policy=bad_documents, split=name,
                                          workers=cfg.data.ocr_workers)
             logger.info("RVL-CDIP %s: %d pages (OCR lang=%s psm=%d)", name, len(chosen), settings.lang,
                         settings.psm)

@@ -20,6 +20,7 @@ from typing import Any
 from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import Document
 from aetnet.data.documents.relations import encode_relation_documents
+from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.documents.splits import Splits
 from aetnet.data.documents.xfund import LANGUAGES, read_xfund
 from aetnet.data.encoding.windows import merge_token_predictions, word_predictions
@@ -31,7 +32,7 @@ from aetnet.tasks.funsd import FUNSD_LABELS
 from aetnet.tasks.funsd_re import RelationTask
 
 
-def load_xfund(task, cfg: RunConfig, demo: bool) -> Splits:
+def load_xfund(task, cfg: RunConfig, demo: bool, bad_documents: BadDocuments | None) -> Splits:
     """The forms of ``data.lang``: train, and XFUND's val as the evaluated (test) split."""
     if demo:
         raise AetnetError(f"{task.name} has no demo data (XFUND's forms are CC BY-NC-SA 4.0 and not shipped); "
@@ -39,7 +40,7 @@ def load_xfund(task, cfg: RunConfig, demo: bool) -> Splits:
     if not cfg.data.path:
         raise AetnetError(f"{task.name} needs --data: the folder holding the XFUND release's xx.train.json, "
                           "xx.val.json and the images or zips (https://github.com/doc-analysis/XFUND/releases)")
-    raw = read_xfund(cfg.data.path, cfg.data.lang, task.bad_documents, partial=task.partial)
+    raw = read_xfund(cfg.data.path, cfg.data.lang, bad_documents, partial=task.partial)
     return Splits({"train": raw["train"], "eval": raw["val"]}, eval_split="val")
 
 
@@ -65,7 +66,8 @@ class XfundTask(TokenClassificationTask):
     name = "xfund"
     labels = FUNSD_LABELS
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         splits = load_xfund(self, cfg, demo)
         for split in list(splits):
             splits[split] = self.keep_known_labels(splits[split], split)
@@ -140,9 +142,10 @@ class XfundRelationTask(RelationTask):
 
     name = "xfund-re"
 
-    def load(self, cfg: RunConfig, demo: bool = False) -> dict[str, list[Document]]:
+    def load(self, cfg: RunConfig, demo: bool = False,
+             bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
         self.use_protocol(cfg)
-        return load_xfund(self, cfg, demo)
+        return load_xfund(self, cfg, demo, bad_documents)
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig):
         """funsd-re's relation windows over the reference XFUND tokens (entity texts tokenised whole)."""

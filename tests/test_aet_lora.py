@@ -43,7 +43,7 @@ def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
     torch.manual_seed(seed)
     cfg = resolve_config({}, {"strategy": strategy},
                          ["aet.queue_size=8", f"aet.embed_dim={EMBED}", "lora.dropout=0.0", *overrides])
-    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
+    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS, load_processor(paths.layoutlmv3))
 
 
 @pytest.fixture()

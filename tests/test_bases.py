@@ -17,9 +17,9 @@ from aetnet.data.documents.document import Document
 from aetnet.data.encoding.processor import load_processor
 from aetnet.data.encoding.windows import IGNORE_INDEX, encode_token_documents
 from aetnet.errors import AetnetError
+from aetnet.inference.modelio import get_strategy, get_task
 from aetnet.models.tiny_bases import resolve_tiny_base
 from aetnet.strategies.base import BasePaths
-from aetnet.train.runner import get_strategy, get_task
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_lilt_trains_every_text_task_with_every_text_strategy(lilt, kind, strate
     room = ["data.max_length=256"] if strategy == "prompt" else []
     cfg = resolve_config({}, {"strategy": strategy}, room)
     torch.manual_seed(0)
-    model = get_strategy(strategy).build(get_task(task), cfg, lilt, labels)
+    model = get_strategy(strategy).build(get_task(task), cfg, lilt, labels, load_processor(lilt.layoutlmv3))
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
     backbone = {n for n in weights if ".lilt." in f".{n}" and "lora_" not in n}
     assert backbone, "the LiLT backbone is where the family says"

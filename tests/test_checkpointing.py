@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
 from aetnet.errors import AetnetError
 from aetnet.inference.modelio import get_strategy, get_task
 from aetnet.models.checkpointing import checkpointed_layers, set_activation_checkpointing
@@ -34,7 +35,7 @@ def build(strategy: str, paths: BasePaths):
     # Dropout stays on: the recomputation must draw the same masks as the first forward.
     # A short queue: the (256, 2 + 4096) queue copies DITC and IMC save would dwarf the tiny layers' activations.
     cfg = resolve_config({}, {"strategy": strategy}, [*room, "model.dropout=0.1", "aet.queue_size=8"])
-    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
+    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS, load_processor(paths.layoutlmv3))
 
 
 def layer_count(model) -> int:

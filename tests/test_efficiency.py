@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.processor import load_processor
 from aetnet.errors import AetnetError
 from aetnet.inference.modelio import get_strategy, get_task
 from aetnet.models.attention import attention_of, freeze_gradless_tables, set_attention
@@ -36,7 +37,7 @@ def build(strategy: str, paths: BasePaths, *overrides: str):
     torch.manual_seed(0)
     room = ["data.max_length=256", "data.stride=64"] if strategy == "prompt" else []
     cfg = resolve_config({}, {"strategy": strategy}, room + ["model.dropout=0", *overrides])
-    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
+    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS, load_processor(paths.layoutlmv3))
 
 
 def test_sdpa_logits_equal_eager_and_sdpa_really_runs(make_batch, paths, monkeypatch):

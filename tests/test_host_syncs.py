@@ -80,13 +80,14 @@ def _run_trainer(tmp_path, strategy, overrides, callbacks):
 
     cfg = resolve_config({}, {"task": "funsd", "strategy": strategy, "model": {"base": "tiny"},
                               "output": str(tmp_path / "run")}, overrides)
-    ctx = runner.RunContext(cfg, demo=True)
-    for stage in (runner.resolve_components, runner.load_data, runner.encode_training, runner.prepare_run_dir,
-                  runner.build_model):
-        stage(ctx)
-    return build_trainer(ctx.model, cfg, ctx.train_ds, ctx.processor,
-                         ctx.strategy.callbacks(ctx.model, cfg) + callbacks, ctx.run_dir,
-                         after_optimizer_step=ctx.strategy.after_optimizer_step)
+    parts = runner.resolve_components(cfg)
+    data = runner.load_data(cfg, parts.task, demo=True)
+    training = runner.encode_training(cfg, parts, data)
+    run_dir = runner.prepare_run_dir(cfg)
+    model = runner.build_model(cfg, parts, data.labels)
+    return build_trainer(model, cfg, training.dataset, parts.processor,
+                         parts.strategy.callbacks(model, cfg) + callbacks, run_dir,
+                         after_optimizer_step=parts.strategy.after_optimizer_step)
 
 
 @pytest.mark.parametrize("strategy,extra", [

@@ -141,16 +141,16 @@ def test_unknown_label_is_skipped_and_listed_in_skip_mode(tmp_path, page_image):
     from aetnet.registry import TASKS
 
     task = TASKS.get("token")()
-    task.bad_documents = BadDocuments("skip")
-    splits = task.load(resolve_config({"task": "token", "data": {"path": str(tmp_path)}}))
+    bad_documents = BadDocuments("skip")
+    splits = task.load(resolve_config({"task": "token", "data": {"path": str(tmp_path)}}), bad_documents=bad_documents)
     assert [d.id for d in splits["train"]] == ["t0", "t1", "t2"]
     assert [d.id for d in splits["eval"]] == ["e0", "e2"]
-    [record] = task.bad_documents.records
+    [record] = bad_documents.records
     assert record["id"] == "e1" and record["split"] == "eval"
     assert record["reason"].endswith("test.jsonl:2: unknown label 'B-TOTAL'; valid labels are O, B-KEY, I-KEY, "
                                      "B-VALUE, I-VALUE; correct the label, or pass --on-bad-document skip to leave "
                                      "the document out")
-    assert task.bad_documents.summary({"train": 3, "eval": 2})["documents_given"] == 6
+    assert bad_documents.summary({"train": 3, "eval": 2})["documents_given"] == 6
 
 
 def test_skip_mode_lists_bad_lines_and_keeps_the_others(tmp_path, page_image):

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LayoutLMv3Config, LayoutLMv3ForTokenClassification
 
+from aetnet.data.encoding.processor import load_processor
 from aetnet.errors import AetnetError
 from aetnet.models.relpos import TABLES, is_table, train_relative_position_biases
 from aetnet.train.runner import finetune
@@ -107,6 +108,7 @@ def test_aet_keeps_the_tables_trainable_with_the_option(tmp_path):
     cfg = resolve_config({}, {"task": "funsd", "strategy": "aet", "model": {"base": "tiny"}},
                          ["model.train_relative_position_bias=true"])
     paths = BasePaths(*resolve_base("tiny", cfg.model.image_aligner, cfg.model.text_aligner))
-    model = get_strategy("aet").build(get_task("funsd"), cfg, paths, ["O", "B-HEADER"])
+    model = get_strategy("aet").build(get_task("funsd"), cfg, paths, ["O", "B-HEADER"],
+                                      load_processor(paths.layoutlmv3))
     tables = [p for n, p in model.named_parameters() if is_table(n)]
     assert tables and all(p.requires_grad for p in tables)

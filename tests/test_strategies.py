@@ -41,7 +41,7 @@ def build(strategy: str, paths: BasePaths, *overrides: str, seed: int = 0):
     # Prompts take text positions: leave room for them (the recipe uses 492 for 20 prompts).
     room = ["data.max_length=256", "data.stride=64"] if strategy == "prompt" else []
     cfg = resolve_config({}, {"strategy": strategy}, room + list(overrides))
-    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS)
+    return get_strategy(strategy).build(get_task("funsd"), cfg, paths, LABELS, load_processor(paths.layoutlmv3))
 
 
 def eval_logits(model: nn.Module, batch) -> torch.Tensor:

@@ -86,35 +86,35 @@ def test_two_thousand_pages_stream_through_one_chunk(tmp_path, own_cache, monkey
     data = _rvl_folder(tmp_path / "rvl", own_cache)
     cfg = resolve_config({}, {"task": "rvl-cdip", "model": {"base": "tiny"}, "data": {"path": str(data)}},
                          ["data.max_length=64", "data.stride=16", "data.ocr_workers=1", "data.on_bad_document=skip"])
-    ctx = runner.RunContext(cfg)
-    runner.resolve_components(ctx)
+    parts = runner.resolve_components(cfg)
     live = LiveDocuments(monkeypatch)
-    runner.load_data(ctx)
+    run_data = runner.load_data(cfg, parts.task)
     assert live.most <= 2  # the scan: one page at a time
-    runner.encode_training(ctx)
+    training = runner.encode_training(cfg, parts, run_data)
+    run_data = run_data.without_training_examples()
     # scan + fingerprint-free build: every page read twice, never more than one chunk alive
     assert live.made == 2 * (PAGES - len(BAD))  # the scan, then the build
     assert live.most <= window_build.chunk_bound(1) == window_store.CHUNK < PAGES // 4
     assert live.alive == 0  # no training document is held after preparation
-    assert ctx.train_documents == PAGES - len(BAD) == len(ctx.train_ds.documents)
-    assert [r["id"] for r in ctx.policy.records] == [f"images/p{i:05d}.png" for i in BAD]  # once, page order
-    assert ctx.policy.summary(runner.used_counts(ctx))["documents_given"] == PAGES + 4
+    assert training.documents == PAGES - len(BAD) == len(training.dataset.documents)
+    # once, in page order
+    assert [r["id"] for r in run_data.bad_documents.records] == [f"images/p{i:05d}.png" for i in BAD]
+    assert run_data.bad_documents.summary(runner.used_counts(cfg, run_data, training))["documents_given"] == PAGES + 4
 
     # the same windows as today's list encoding of the same pages
     listed = ocr_pages(list_rvl_cdip(data, splits=["train"])["train"], cache_dir=own_cache / "ocr",
                        policy=BadDocuments("skip"))
-    expected = ctx.task.encode(listed, ctx.processor.tokenizer, ctx.label2id, cfg)
-    assert len(ctx.train_windows) == len(expected) == PAGES - len(BAD)
-    assert list(ctx.train_windows) == expected
-    assert [p.image_path for p in ctx.train_ds.documents] == [str(d.image_path) for d in listed]
+    expected = parts.task.encode(listed, parts.processor.tokenizer, run_data.label2id, cfg)
+    assert len(training.windows) == len(expected) == PAGES - len(BAD)
+    assert list(training.windows) == expected
+    assert [p.image_path for p in training.dataset.documents] == [str(d.image_path) for d in listed]
 
     # a second run reads the entry (one pass over the pages: the scan), encodes nothing
-    ctx2 = runner.RunContext(cfg)
-    runner.resolve_components(ctx2)
+    parts2 = runner.resolve_components(cfg)
     before = live.made
-    runner.load_data(ctx2)
-    runner.encode_training(ctx2)
-    assert ctx2.train_windows.folder == ctx.train_windows.folder
+    run_data2 = runner.load_data(cfg, parts2.task)
+    training2 = runner.encode_training(cfg, parts2, run_data2)
+    assert training2.windows.folder == training.windows.folder
     assert live.made - before == PAGES - len(BAD)
 
 

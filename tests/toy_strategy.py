@@ -26,8 +26,8 @@ class ToyStrategy(Strategy):
 
     name = "toy"
 
-    def build(self, task, cfg, paths, labels):
-        model = super().build(task, cfg, paths, labels)
+    def build(self, task, cfg, paths, labels, processor):
+        model = super().build(task, cfg, paths, labels, processor)
         for name, param in model.named_parameters():
             param.requires_grad = not name.startswith("layoutlmv3.") or name.endswith(tuple(cfg.toy.suffixes))
         return model

@@ -68,17 +68,15 @@ def run(args: argparse.Namespace) -> int:
     if args.lang:
         data["lang"] = args.lang
     cfg = resolve_config({}, {"task": args.task, "data": data}, args.overrides)
-    task = TASKS.get(args.task)()
+    task = TASKS.get(args.task)(partial=True)  # report what the folder holds (finetune names a missing file)
     needs_tokens = not args.check or args.windows
     base = args.base or "tiny"
     tokenizer = load_processor(resolve_base(base)[0]).tokenizer if needs_tokens else None
     policy = BadDocuments(cfg.data.on_bad_document)
-    task.bad_documents = policy
-    task.partial = True  # report what the folder holds (finetune names a missing split file)
     splits = {
         split: screen_documents(examples, task.documents(examples), split, cfg.data.box_level, task.kind == "token",
                                 policy)
-        for split, examples in task.load(cfg, demo=args.demo).items()
+        for split, examples in task.load(cfg, demo=args.demo, bad_documents=policy).items()
     }
     summary = policy.summary({split: len(examples) for split, examples in splits.items()})
     logger.info("%s", summary.pop("message"))

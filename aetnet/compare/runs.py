@@ -90,8 +90,7 @@ def _check_plan(task: str, strategies: list[str], seeds: int, base, data, overri
     for name in strategies:
         cfg = _resolve(task, name, base, data, overrides)
         strategy = get_strategy(name)
-        if hasattr(strategy, "check_config"):
-            strategy.check_config(cfg)
+        strategy.check_config(cfg)
         budgets[name] = tuple(getattr(getattr(cfg, s), k) for s, k in BUDGET_KEYS)
     if len(set(budgets.values())) > 1:
         keys = ", ".join(f"{s}.{k}" for s, k in BUDGET_KEYS)

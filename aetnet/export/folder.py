@@ -39,6 +39,7 @@ from aetnet.errors import AetnetError
 from aetnet.export.card import LICENCE_FILE, licence_file, model_card
 from aetnet.inference.backends import ONNX_FILE, ONNX_INT8_FILE
 from aetnet.models.heads import output_names
+from aetnet.models.task_model import abilities
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,15 @@ def merge_adapters(model: nn.Module, meta: dict[str, Any]) -> tuple[nn.Module, d
     Raises:
         AetnetError: the model has no adapters to merge.
     """
-    if not hasattr(model, "merge_and_unload"):
+    able = abilities(model)
+    if able.merged_strategy is None:
         raise AetnetError(
             f"--merge-lora: the {meta.get('strategy')} model has no LoRA adapters to merge "
             f"({type(model).__name__} has no merge_and_unload); export it without --merge-lora"
         )
-    merged = model.merge_and_unload()
+    merged = able.merge_and_unload()
     # A merged aet-lora model is an AETNet model (aligners included), not a plain LayoutLMv3.
-    strategy = getattr(model, "merged_strategy", "full")
+    strategy = able.merged_strategy
     meta = dict(meta, strategy=strategy, merged_from=meta.get("strategy"), lora_merged=True)
     return merged, meta
 

@@ -61,6 +61,9 @@ class TorchBackend:
 class OnnxBackend:
     """An onnxruntime session on an export's ONNX graph (CPU unless ``providers`` says otherwise)."""
 
+    #: No PyTorch model behind an ONNX graph (:attr:`TorchBackend.model` is one).
+    model = None
+
     def __init__(self, path: str | Path, kind: str, threads: int | None = None,
                  providers: list[str] | None = None):
         ort = require_onnxruntime()

@@ -224,8 +224,7 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
     cfg = resolve_config(base, flags, overrides)
     task = get_task(meta["task"])
     policy = BadDocuments(cfg.data.on_bad_document)  # as in finetune: error, or skip and list
-    task.bad_documents = policy
-    splits = task.load(cfg, demo=demo)
+    splits = task.load(cfg, demo=demo, bad_documents=policy)
     examples = limit(splits.get("eval", []), cfg.data.max_eval_documents)
     examples = screen_documents(examples, task.documents(examples), "eval", cfg.data.box_level, task.kind == "token",
                                 policy)

@@ -16,6 +16,7 @@ import torch
 
 from aetnet.data.encoding.processor import load_processor
 from aetnet.errors import AetnetError
+from aetnet.models.task_model import abilities
 from aetnet.registry import STRATEGIES, TASKS
 
 META_FILE = "aetnet.json"
@@ -38,10 +39,7 @@ def get_strategy(name: str):
 def save_model(model, processor, folder: Path, meta: dict[str, Any]) -> None:
     """``save_pretrained`` (safetensors) + processor + ``aetnet.json`` metadata."""
     folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "save_inference"):
-        model.save_inference(folder)
-    else:
-        model.save_pretrained(folder)
+    abilities(model).save_inference(folder)  # a plain HF model: save_pretrained
     processor.save_pretrained(folder)
     (folder / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -71,12 +69,6 @@ def load_model(path: str | Path, revision: str | None = None) -> LoadedModel:
     if not meta_path.is_file():
         raise AetnetError(f"{path}: not an aetnet model folder (no {META_FILE}); pass RUN_DIR/model")
     meta = json.loads(meta_path.read_text())
-    strategy = get_strategy(meta["strategy"])
-    if hasattr(strategy, "load"):
-        model = strategy.load(path, meta)
-    else:
-        from aetnet.strategies.base import load_task_model
-
-        model = load_task_model(meta["kind"], str(path), None)
+    model = get_strategy(meta["strategy"]).load(path, meta)
     model.eval()
     return LoadedModel(model, load_processor(str(path)), meta)

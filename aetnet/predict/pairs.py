@@ -26,7 +26,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -137,9 +137,18 @@ class PairPredictor:
         record["links_task"] = self.links.meta["task"]
         return record
 
+    @property
+    def word_reader(self) -> Predictor:
+        """The predictor whose OCR settings read the pages' words: the token model's."""
+        return self.entities
+
     def load(self, path: str | Path) -> list[PdfPage]:
         """The pages of a file (as :meth:`Predictor.load`)."""
         return self.entities.load(path)
+
+    def iter_load(self, path: str | Path) -> Iterator[PdfPage]:
+        """:meth:`load` one page at a time (as :meth:`Predictor.iter_load`)."""
+        return self.entities.iter_load(path)
 
     def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
         """Every page of a file: the token record plus ``pairs``."""

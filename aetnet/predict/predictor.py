@@ -115,7 +115,7 @@ class Predictor:
         model_dir = resolve_model(model_dir, revision)  # a Hub id: downloaded into (or read from) the Hub cache
         self.model_dir = Path(model_dir)
         self.backend, self.meta, self.processor = load_backend(model_dir, backend, device, self.dtype)
-        self.model = getattr(self.backend, "model", None)  # the PyTorch model (torch backend only)
+        self.model = self.backend.model  # the PyTorch model (torch backend only; None for ONNX)
         self.kind = self.meta["kind"]
         self.device = torch.device(device)
         self.labels = self.meta.get("labels") or (_config_labels(self.model) if self.model is not None else None)
@@ -170,6 +170,11 @@ class Predictor:
     def iter_load(self, path: str | Path) -> Iterator[PdfPage]:
         """:meth:`load` one page at a time (a PDF page is rendered when it is reached)."""
         return iter_document(path, text_layer=self.ocr_mode != "always")
+
+    @property
+    def word_reader(self) -> Predictor:
+        """The predictor whose OCR settings read the pages' words (itself; a pair predictor's token model)."""
+        return self
 
     def predict_file(self, path: str | Path, question: str | None = None) -> list[dict[str, Any]]:
         """Predict every page of an image or PDF file; one record per page, ``page`` counting from 1."""
@@ -287,7 +292,7 @@ class Predictor:
             batch = collate([{"input_ids": torch.tensor(w.input_ids), "bbox": torch.tensor(w.bbox),
                               "attention_mask": torch.ones(len(w.input_ids), dtype=torch.long),
                               **({} if pixels is None else {"pixel_values": pixels}),
-                              **(w.extra_tensors() if hasattr(w, "extra_tensors") else {})}  # relation entities
+                              **w.extra_tensors()}  # relation entities
                              for w, pixels in chunk])
             # a relation window has one output row per entity (see aetnet.predict.pairs), the others one per token
             lengths = [len(w.entity_index) if self.kind == "relation" else len(w.input_ids) for w, _ in chunk]
@@ -360,7 +365,7 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
         from aetnet.data.ocr.tesseract import OcrSettings
         from aetnet.predict.ocr import prefetch_ocr
 
-        owner = getattr(predictor, "entities", predictor)  # key-value pairs: the token model reads the words
+        owner = predictor.word_reader  # key-value pairs: the token model reads the words
         prefetch_ocr(files, owner.ocr_mode, OcrSettings(lang=owner.ocr_lang, psm=owner.ocr_psm), owner.ocr_cache,
                      ocr_workers, PDF_DPI)
     results: dict[str, list[dict]] = {}
@@ -375,7 +380,7 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
         if path.suffix.lower() != ".jsonl":
             # One page at a time: rendered, recognised, predicted, drawn, then let go (bounded memory).
             records = results[str(path)] = []
-            pages = predictor.iter_load(path) if hasattr(predictor, "iter_load") else predictor.load(path)
+            pages = predictor.iter_load(path)
             for number, page in enumerate(pages, start=1):
                 records.append({**predictor.predict_pages(path, [page], question)[0], "page": number})
                 if visualize:

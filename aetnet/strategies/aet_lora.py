@@ -274,7 +274,7 @@ class AETLoraStrategy(AETStrategy):
 
     name = "aet-lora"
 
-    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None) -> AETLoraModel:
+    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None, processor) -> AETLoraModel:
         """The adapted AETNet model (see :class:`AETLoraModel`).
 
         Raises:
@@ -291,9 +291,6 @@ class AETLoraStrategy(AETStrategy):
         text_aligner = build_text_aligner(paths.text_aligner)
         check_compatible(fusion.config, image_aligner, text_aligner)
         spec = resolve_lora_spec(cfg, fusion, image_aligner, text_aligner)
-        from aetnet.data.encoding.processor import load_processor
-
-        processor = load_processor(paths.layoutlmv3)
         tokenizer, image_processor = processor.tokenizer, processor.image_processor
         model = AETLoraModel(fusion, image_aligner, text_aligner, cfg.aet, lora=spec,
                              pixel_mean=image_processor.image_mean, pixel_std=image_processor.image_std,

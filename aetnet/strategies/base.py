@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -19,6 +20,7 @@ from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.heads import head_class
+from aetnet.models.task_model import abilities
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +66,39 @@ def load_task_model(kind: str, path: str, labels: list[str] | None, cfg: RunConf
 
 
 class Strategy:
-    """Base strategy: full fine-tuning of LayoutLMv3 and its head."""
+    """What a strategy offers, every hook with its default (full fine-tuning of LayoutLMv3 and its head).
 
+    The runner (:mod:`aetnet.train.runner`) calls, in this order: :meth:`check_config` (before any data
+    is read; ``aetnet compare`` calls it too, before any run starts), :meth:`extra_views` and
+    :attr:`uses_doc_ids` (the training set), :meth:`build` (the model), :meth:`callbacks` (the
+    Trainer's). Model loading (:func:`aetnet.inference.modelio.load_model`, hence evaluate, predict,
+    serve, export and ``aetnet.load``) calls :meth:`load`. What the built model itself may offer
+    (saving, parameter groups, merging adapters, ...) is :class:`aetnet.models.task_model.TaskModel`.
+    A subclass overrides only what it changes and registers itself in
+    :data:`aetnet.registry.STRATEGIES`.
+    """
+
+    #: The ``--strategy`` name (also saved as ``strategy`` in a model folder's ``aetnet.json``).
     name = "full"
+    #: Whether the training items carry their document's index (``doc_ids``), for models that keep
+    #: windows of one document apart (AET with ``aet.mask_same_document``). Default ``False``.
+    uses_doc_ids: bool = False
 
-    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None) -> nn.Module:
-        """The model to train, with ``requires_grad`` set as the strategy wants."""
+    def check_config(self, cfg: RunConfig) -> None:
+        """Reject settings the strategy cannot train with, before any data is read (one clear
+        :class:`~aetnet.errors.AetnetError`). Default: nothing to check."""
+
+    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None, processor) -> nn.Module:
+        """The model to train, with ``requires_grad`` set as the strategy wants.
+
+        Args:
+            task: the run's :class:`~aetnet.tasks.base.Task` (its ``kind`` picks the head).
+            cfg: the run configuration.
+            paths: the resolved base weights.
+            labels: label names in id order (``None`` for QA).
+            processor: the run's ``LayoutLMv3Processor``, loaded once by the runner (AET reads its image
+                normalisation and the tokenizer's mask and special ids from it).
+        """
         return load_task_model(task.kind, paths.layoutlmv3, labels, cfg)
 
     def extra_views(self, cfg: RunConfig, processor) -> Callable | None:
@@ -88,6 +117,11 @@ class Strategy:
         :meth:`build` returned. AET: the EMA step of the momentum encoders. Default: nothing.
         """
 
+    def load(self, path: str | Path, meta: dict[str, Any]) -> nn.Module:
+        """The inference model saved in the model folder ``path`` (written by the model's
+        ``save_inference``); ``meta`` is its ``aetnet.json``. Default: ``LayoutLMv3For...from_pretrained``."""
+        return load_task_model(meta["kind"], str(path), None)
+
 
 class FullStrategy(Strategy):
     """Every parameter of LayoutLMv3 and the head trains (the baseline)."""
@@ -100,8 +134,8 @@ class HeadStrategy(Strategy):
 
     name = "head"
 
-    def build(self, task, cfg, paths, labels):
-        model = super().build(task, cfg, paths, labels)
+    def build(self, task, cfg, paths, labels, processor):
+        model = super().build(task, cfg, paths, labels, processor)
         backbone = detect_family(paths.layoutlmv3).backbone + "."
         for name, param in model.named_parameters():
             param.requires_grad = not name.startswith(backbone)
@@ -118,7 +152,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
         and ``total_parameters`` = inference + training-only.
     """
     trainable, parameters = count_parameters(model)
-    only_params, queue_values = model.training_only_numel() if hasattr(model, "training_only_numel") else (0, 0)
+    only_params, queue_values = abilities(model).training_only_numel()
     return {"trainable_parameters": trainable, "inference_parameters": parameters - only_params,
             "training_only_parameters": only_params + queue_values,
             "total_parameters": parameters + queue_values}

@@ -1,5 +1,9 @@
 """The training data of a run once prepared, and its hand-over to the other processes of a node.
 
+The runner's preparation stages return :class:`Components` (task, strategy, base weights, processor),
+:class:`RunData` (the screened examples, the label set and the bad-document policy) and
+:class:`TrainingSet` (what the Trainer reads).
+
 Under ``torchrun``/``accelerate launch`` the main process of each node reads the documents, fills the
 OCR and window caches and builds the training set (:func:`aetnet.train.distributed.local_main_first`).
 What the node's other processes need of it is small: the window cache entries (memory-mapped files),
@@ -13,16 +17,80 @@ data (a discovered label set or relation schema). :func:`prepared_data` packs th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from aetnet.config.settings import RunConfig
 from aetnet.data.documents.document import PageImage, page_images
 from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.encoding.store import WindowStore
 from aetnet.data.encoding.windows import WindowDataset
 from aetnet.inference.evaluation import EvalSet
+from aetnet.strategies.base import BasePaths, Strategy
+from aetnet.tasks.base import Task
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Components:
+    """What a run is made of (:func:`resolve_components`): the task, the strategy, the base weights and the
+    processor, loaded once and passed to whatever needs it."""
+
+    task: Task
+    strategy: Strategy
+    paths: BasePaths
+    processor: Any
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The run's examples once read and screened (:func:`load_data`).
+
+    Attributes:
+        train: the training examples (a list or a :class:`DocumentStream`); empty once encoded
+            (:meth:`without_training_examples`).
+        eval: the scored split's examples.
+        validation: the validation examples (the scored split's with ``data.select_on=test``).
+        labels: label names in id order (``None`` for QA).
+        selection_split: how the validation examples were chosen (``None``: the run does not validate).
+        eval_split: which split (or carve-out) is scored.
+        bad_documents: the run's ``--on-bad-document`` policy, holding the documents it skipped.
+    """
+
+    train: Any
+    eval: list
+    validation: list
+    labels: list[str] | None
+    selection_split: str | None
+    eval_split: str
+    bad_documents: BadDocuments
+
+    @property
+    def label2id(self) -> dict[str, int] | None:
+        return {label: i for i, label in enumerate(self.labels)} if self.labels else None
+
+    def without_training_examples(self) -> RunData:
+        """The same data without the training Documents (words, boxes, labels): once encoded, training
+        needs only the windows and one image reference per page, so neither this process nor its
+        DataLoader workers hold them."""
+        return replace(self, train=[])
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What the Trainer reads (:func:`encode_training`).
+
+    Attributes:
+        dataset: windows, page images and the strategy's extra views.
+        windows: the training windows (a window cache entry with ``data.window_cache``).
+        documents: the number of training documents.
+    """
+
+    dataset: WindowDataset
+    windows: Sequence
+    documents: int
 
 
 @dataclass
@@ -37,7 +105,8 @@ class PreparedData:
         train_windows: the training windows (a window cache entry).
         train_pages: one image reference per training document.
         validation: the validation windows and page images, if the run validates.
-        task_state: what the task set while reading (for example a label set discovered in the data).
+        task_state: what the task learnt while reading (:meth:`~aetnet.tasks.base.Task.data_state`: for
+            example a label set discovered in the data).
     """
 
     labels: list[str] | None
@@ -50,13 +119,14 @@ class PreparedData:
     task_state: dict[str, Any]
 
 
-def training_dataset(ctx, windows, pages) -> WindowDataset:
-    """The dataset the Trainer reads: ``windows``, their pages' images and the strategy's extra views."""
-    cfg, strategy = ctx.cfg, ctx.strategy
-    views = strategy.extra_views(cfg, ctx.processor)
-    with_ids = getattr(strategy, "uses_doc_ids", False) and cfg.aet.mask_same_document
-    return WindowDataset(windows, pages, ctx.processor.image_processor, views, with_ids,
-                         group_pages=ctx.task.kind == "relation")
+def training_dataset(cfg: RunConfig, parts: Components, windows, pages) -> WindowDataset:
+    """The dataset the Trainer reads: ``windows``, their pages' images and the strategy's extra views
+    ."""
+    strategy, processor = parts.strategy, parts.processor
+    views = strategy.extra_views(cfg, processor)
+    with_ids = strategy.uses_doc_ids and cfg.aet.mask_same_document
+    return WindowDataset(windows, pages, processor.image_processor, views, with_ids,
+                         group_pages=parts.task.kind == "relation")
 
 
 def _by_reference(windows, pages: list[PageImage]) -> bool:
@@ -64,37 +134,39 @@ def _by_reference(windows, pages: list[PageImage]) -> bool:
     return isinstance(windows, WindowStore) and all(page.image is None for page in pages)
 
 
-def prepared_data(ctx) -> PreparedData | None:
-    """What the node's other processes need of ``ctx`` after :func:`~aetnet.train.runner.encode_training`;
-    ``None`` when it cannot go by reference (``data.window_cache=false``, or pages held in memory): they
-    then read the data themselves, from the caches."""
-    train_pages = list(ctx.train_ds.documents)
-    if not _by_reference(ctx.train_windows, train_pages):
+def prepared_data(task: Task, data: RunData, training: TrainingSet, validator: EvalSet | None) -> PreparedData | None:
+    """What the node's other processes need of the main process's ``data`` (:class:`RunData`),
+    ``training`` (its :class:`TrainingSet`) and ``validator``; ``None`` when it cannot go by
+    reference (``data.window_cache=false``, or pages held in memory): they then read the data themselves, from
+    the caches."""
+    train_pages = list(training.dataset.documents)
+    if not _by_reference(training.windows, train_pages):
         return None
     validation = None
-    if ctx.validator is not None:
-        val_pages = page_images(ctx.validator.dataset.documents)
-        if not _by_reference(ctx.validator.windows, val_pages):
+    if validator is not None:
+        val_pages = page_images(validator.dataset.documents)
+        if not _by_reference(validator.windows, val_pages):
             return None
-        validation = (ctx.validator.windows, val_pages)
-    state = {key: value for key, value in vars(ctx.task).items() if key != "bad_documents"}
-    return PreparedData(ctx.labels, ctx.eval_split, ctx.selection_split, ctx.train_documents, ctx.train_windows,
-                        train_pages, validation, state)
+        validation = (validator.windows, val_pages)
+    return PreparedData(data.labels, data.eval_split, data.selection_split, training.documents, training.windows,
+                        train_pages, validation, task.data_state())
 
 
-def take_prepared_data(ctx, prepared: PreparedData) -> None:
-    """Fill ``ctx`` as :func:`~aetnet.train.runner.load_data` and ``encode_training`` would have, from what
-    the node's main process prepared (no document is read)."""
-    cfg, task = ctx.cfg, ctx.task
-    ctx.policy = BadDocuments(cfg.data.on_bad_document)  # bad documents are the main process's to report
-    task.bad_documents = ctx.policy
-    for key, value in prepared.task_state.items():
-        setattr(task, key, value)
-    ctx.labels, ctx.eval_split, ctx.selection_split = prepared.labels, prepared.eval_split, prepared.selection_split
-    ctx.train_documents, ctx.train_windows = prepared.train_documents, prepared.train_windows
-    ctx.train_ds = training_dataset(ctx, prepared.train_windows, prepared.train_pages)
+def take_prepared_data(cfg: RunConfig, parts: Components,
+                       prepared: PreparedData) -> tuple[RunData, TrainingSet, EvalSet | None]:
+    """``(RunData, TrainingSet, validator)`` as :func:`~aetnet.train.runner.load_data`, ``encode_training`` and
+    ``validation_set`` would have returned them, from what the node's main process prepared (no document is
+    read; the examples stay empty, bad documents are the main process's to report)."""
+    task = parts.task
+    task.adopt_data_state(prepared.task_state)
+    data = RunData([], [], [], prepared.labels, prepared.selection_split, prepared.eval_split,
+                   BadDocuments(cfg.data.on_bad_document))
+    training = TrainingSet(training_dataset(cfg, parts, prepared.train_windows, prepared.train_pages),
+                           prepared.train_windows, prepared.train_documents)
+    validator = None
     if prepared.validation is not None:
         windows, pages = prepared.validation
-        ctx.validator = EvalSet.from_prepared(task, ctx.processor, windows, pages, cfg, ctx.labels)
+        validator = EvalSet.from_prepared(task, parts.processor, windows, pages, cfg, data.labels)
     logger.info("using the data prepared by the main process of this node, no document read here: %d training "
-                "documents, %d windows in %s", ctx.train_documents, len(ctx.train_windows), ctx.train_windows.folder)
+                "documents, %d windows in %s", training.documents, len(training.windows), training.windows.folder)
+    return data, training, validator

@@ -27,6 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from aetnet.config.settings import RunConfig
 from aetnet.data.encoding.windows import Collator, data_workers
 from aetnet.errors import AetnetError
+from aetnet.models.task_model import abilities
 from aetnet.train.efficiency import prepare_model, resolve_bf16
 from aetnet.train.tracking import model_log_values
 
@@ -396,8 +397,8 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
     if cfg.train.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(cfg.train.early_stopping_patience))
     optimizers = (None, None)
-    if hasattr(model, "optimizer_param_groups"):
-        groups = model.optimizer_param_groups(cfg.train.weight_decay)
+    groups = abilities(model).optimizer_param_groups(cfg.train.weight_decay)
+    if groups is not None:  # the model's own parameter groups (AET: no decay on norms, biases, temperature)
         optimizers = (torch.optim.AdamW(groups, lr=cfg.train.learning_rate, fused=True), None)
     trainer = AetnetTrainer(
         model=model,
@@ -406,7 +407,7 @@ def build_trainer(model, cfg: RunConfig, train_dataset, processor, callbacks, ru
         eval_dataset=validator.dataset if validator is not None else None,
         # AET's PITA maps each token's own word box: the batches carry word_bbox for it.
         data_collator=Collator(processor.tokenizer.pad_token_id,
-                               word_boxes=getattr(model, "uses_word_boxes", False)),
+                               word_boxes=abilities(model).uses_word_boxes),
         callbacks=callbacks,
         optimizers=optimizers,
         validator=validator,

@@ -137,22 +137,23 @@ def stream_references(refs: list[DocumentRef], split: str, policy: BadDocuments 
 
 
 def stream_training(task, splits: dict[str, list], max_train: int | None, box_level: str,
-                    finish: Callable[[Document], Any] | None = None) -> dict[str, list]:
+                    bad_documents: BadDocuments | None, finish: Callable[[Document], Any] | None = None
+                    ) -> dict[str, list]:
     """A reader's listed splits (``{split: [DocumentRef]}``, after carving) as the runner takes them: each split's
     documents label-checked by ``task.keep_known_labels`` in split order, as lists are; the evaluation splits
     read into lists (``finish`` applied); ``train`` (the first ``max_train`` kept) a scanned
-    :class:`DocumentStream`, never held whole."""
+    :class:`DocumentStream`, never held whole. ``bad_documents``: the run's policy (``None``: errors raise)."""
     out = {}
     for split, refs in splits.items():
         if split == "train":
-            out[split] = kept_references(refs, lambda doc: bool(task.keep_known_labels([doc], "train")))
+            out[split] = kept_references(refs, lambda doc: bool(task.keep_known_labels([doc], "train", bad_documents)))
         else:
-            out[split] = docs = task.keep_known_labels([ref.read() for ref in refs], split)
+            out[split] = docs = task.keep_known_labels([ref.read() for ref in refs], split, bad_documents)
             for doc in docs if finish is not None else ():
                 finish(doc)
     if "train" in out:
         train = out["train"] if max_train is None else out["train"][:max_train]
-        out["train"] = stream_references(train, "train", task.bad_documents, box_level, task.kind == "token", finish)
+        out["train"] = stream_references(train, "train", bad_documents, box_level, task.kind == "token", finish)
     for split in out:  # the reader's own Splits (its eval_split) keeps its type
         splits[split] = out[split]
     return splits

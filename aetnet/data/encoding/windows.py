@@ -50,6 +50,10 @@ class Window:
     end_positions: int | None = None
     word_bbox: list[list[int]] | None = None
 
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Model inputs beyond the common ones (a relation window's entities); none for a plain window."""
+        return {}
+
 
 NO_BOX = [0, 0, 0, 0]
 
@@ -296,8 +300,7 @@ class WindowDataset(torch.utils.data.Dataset):
             item["end_positions"] = torch.tensor(window.end_positions, dtype=torch.long)
         if window.word_bbox is not None:
             item["word_bbox"] = torch.tensor(window.word_bbox, dtype=torch.long)
-        if hasattr(window, "extra_tensors"):  # e.g. the entities of a relation window
-            item.update(window.extra_tensors())
+        item.update(window.extra_tensors())  # e.g. the entities of a relation window
         if self.doc_ids:
             item["doc_ids"] = torch.tensor(window.doc_index, dtype=torch.long)
         if self.extra_views is not None:

@@ -54,6 +54,7 @@ from aetnet.data.encoding.augment import (
 )
 from aetnet.errors import AetnetError
 from aetnet.models.relpos import trains_relative_position_biases
+from aetnet.models.task_model import TaskModel
 from aetnet.strategies.aet.aligners import build_image_aligner, build_text_aligner
 from aetnet.strategies.aet.alignment import alignment_losses
 from aetnet.strategies.aet.builder import MomentumContrast
@@ -110,7 +111,7 @@ def _freeze_gradless_biases(fusion: nn.Module) -> None:
             table.requires_grad_(False)
 
 
-class AETNetModel(nn.Module):
+class AETNetModel(TaskModel, nn.Module):
     """LayoutLMv3 + aligners; in training also the four alignment losses (spec sections 1-2).
 
     Args:

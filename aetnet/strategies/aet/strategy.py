@@ -124,8 +124,10 @@ class AETStrategy(Strategy):
     name = "aet"
     #: The model can keep windows of one document apart (``aet.mask_same_document``).
     uses_doc_ids = True
+    #: The training views :meth:`extra_views` made (their epoch follows training: :class:`EpochCallback`).
+    _views: AETViews | None = None
 
-    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None) -> AETNetModel:
+    def build(self, task, cfg: RunConfig, paths: BasePaths, labels: list[str] | None, processor) -> AETNetModel:
         """The AETNet model: fusion from ``paths.layoutlmv3``, aligners from their paths.
 
         Raises:
@@ -140,11 +142,8 @@ class AETStrategy(Strategy):
         image_aligner = build_image_aligner(paths.image_aligner)
         text_aligner = build_text_aligner(paths.text_aligner)
         check_compatible(fusion.config, image_aligner, text_aligner)
-        from aetnet.data.encoding.processor import load_processor
-
         # The processor says how LayoutLMv3's pixel_values are normalised (to renormalise for the ViT)
         # and which ids the text view T+ may mask.
-        processor = load_processor(paths.layoutlmv3)
         tokenizer, image_processor = processor.tokenizer, processor.image_processor
         return AETNetModel(fusion, image_aligner, text_aligner, cfg.aet,
                            pixel_mean=image_processor.image_mean, pixel_std=image_processor.image_std,
@@ -162,7 +161,7 @@ class AETStrategy(Strategy):
 
     def callbacks(self, model: nn.Module, cfg: RunConfig) -> list:
         """The epoch for the views and the PITA coverage check."""
-        views = getattr(self, "_views", None)
+        views = self._views
         return [PitaCoverageCallback()] + ([EpochCallback(views)] if views is not None else [])
 
     def after_optimizer_step(self, model: AETNetModel) -> None:

@@ -33,6 +33,7 @@ from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.heads import head_class
+from aetnet.models.task_model import TaskModel
 from aetnet.strategies.base import Strategy, load_task_model
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,19 @@ ADAPTER_DIR = "adapter"
 _LORA_TYPES = (nn.Linear, nn.Conv2d, nn.Embedding)
 
 
-class LoraTaskModel(PeftModel):
+class LoraTaskModel(PeftModel, TaskModel):
     """A peft ``PeftModel`` around a ``LayoutLMv3For...`` model that saves a self-contained folder.
 
     ``forward(**batch)`` is the wrapped model's (``loss``, ``logits`` / ``start_logits``,
     ``end_logits``); every ``PeftModel`` method (``merge_and_unload``, ``disable_adapter``, ...) works.
     """
+
+    #: ``merge_and_unload`` returns a plain ``LayoutLMv3For...`` model.
+    merged_strategy = "full"
+
+    def merge_and_unload(self, **kwargs) -> nn.Module:
+        """peft's ``merge_and_unload`` (the LoRA tuner's): the adapters folded into the base weights."""
+        return self.base_model.merge_and_unload(**kwargs)
 
     def save_inference(self, folder: str | Path) -> None:
         """Write ``base/`` (the unadapted weights) and ``adapter/`` (LoRA + head) into ``folder``."""
@@ -134,7 +142,7 @@ class LoraStrategy(Strategy):
 
     name = "lora"
 
-    def build(self, task, cfg: RunConfig, paths, labels: list[str] | None) -> LoraTaskModel:
+    def build(self, task, cfg: RunConfig, paths, labels: list[str] | None, processor) -> LoraTaskModel:
         model = load_task_model(task.kind, paths.layoutlmv3, labels, cfg)
         backbone = detect_family(paths.layoutlmv3).backbone
         targets = _check_lora_settings(model, cfg, backbone)

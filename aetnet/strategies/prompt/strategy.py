@@ -39,6 +39,7 @@ from aetnet.bases import detect_family
 from aetnet.config.settings import RunConfig
 from aetnet.errors import AetnetError
 from aetnet.models.heads import head_class
+from aetnet.models.task_model import TaskModel
 from aetnet.strategies.base import Strategy, load_task_model
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def max_text_tokens(config) -> int:
     return config.max_position_embeddings - config.pad_token_id - 1
 
 
-class PromptTuningModel(nn.Module):
+class PromptTuningModel(TaskModel, nn.Module):
     """A ``LayoutLMv3For...`` model with N learned prompt vectors after ``<s>``.
 
     Args:
@@ -222,7 +223,7 @@ class PromptStrategy(Strategy):
                 f"text positions of the base; set data.max_length={limit - n} (and a smaller data.stride)"
             )
 
-    def build(self, task, cfg: RunConfig, paths, labels: list[str] | None) -> PromptTuningModel:
+    def build(self, task, cfg: RunConfig, paths, labels: list[str] | None, processor) -> PromptTuningModel:
         model = load_task_model(task.kind, paths.layoutlmv3, labels, cfg)
         self.check_config(cfg, model.config)
         wrapped = PromptTuningModel(model, task.kind, num_prompts=cfg.prompt.num_prompts)
