@@ -152,7 +152,7 @@ class _OwnData:
             raise AetnetError(f"{cfg.data.path}: the training split has {len(self.labels)} label(s); a "
                               f"{self.name} task needs at least two (check the pages' targets)")
         if listed:
-            stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level)
+            stream_training(self, splits, cfg.data.max_train_documents, cfg.data.box_level, bad_documents)
             return
         for split in list(splits):
             splits[split] = self.keep_known_labels(splits[split], split, bad_documents)

@@ -68,9 +68,9 @@ class XfundTask(TokenClassificationTask):
 
     def load(self, cfg: RunConfig, demo: bool = False,
              bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
-        splits = load_xfund(self, cfg, demo)
+        splits = load_xfund(self, cfg, demo, bad_documents)
         for split in list(splits):
-            splits[split] = self.keep_known_labels(splits[split], split)
+            splits[split] = self.keep_known_labels(splits[split], split, bad_documents)
         return splits
 
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig):

@@ -62,14 +62,15 @@ def test_ema_runs_once_per_optimizer_step_with_the_new_weights(tmp_path):
                           "train.logging_steps=100", f"aet.momentum={M}", "aet.queue_size=8",
                           "data.max_length=64", "data.stride=16", "data.max_train_documents=2",
                           "data.max_eval_documents=1"])
-    ctx = runner.RunContext(cfg, demo=True)
-    for stage in (runner.resolve_components, runner.load_data, runner.encode_training, runner.prepare_run_dir,
-                  runner.build_model):
-        stage(ctx)
-    recorder = Recorder(ctx.model)
-    trainer = build_trainer(ctx.model, cfg, ctx.train_ds, ctx.processor,
-                            ctx.strategy.callbacks(ctx.model, cfg) + [recorder], ctx.run_dir,
-                            after_optimizer_step=ctx.strategy.after_optimizer_step)
+    parts = runner.resolve_components(cfg)
+    data = runner.load_data(cfg, parts.task, demo=True)
+    training = runner.encode_training(cfg, parts, data)
+    run_dir = runner.prepare_run_dir(cfg)
+    model = runner.build_model(cfg, parts, data.labels)
+    recorder = Recorder(model)
+    trainer = build_trainer(model, cfg, training.dataset, parts.processor,
+                            parts.strategy.callbacks(model, cfg) + [recorder], run_dir,
+                            after_optimizer_step=parts.strategy.after_optimizer_step)
     trainer.train()
 
     assert recorder.micro_steps == 4  # 2 optimizer steps of 2 micro-batches each

@@ -204,8 +204,7 @@ def test_two_thousand_cord_files_stream_through_one_chunk(shared_data, tmp_path,
         (json_dir / f"receipt_{i:05d}.json").symlink_to(samples[i % len(samples)])
     cfg = resolve_config({}, {"task": "cord", "model": {"base": "tiny"}, "data": {"path": str(json_dir.parent)}},
                          ["data.max_length=64", "data.stride=16", "data.max_eval_documents=8"])
-    ctx = runner.RunContext(cfg)
-    runner.resolve_components(ctx)
+    parts = runner.resolve_components(cfg)
 
     # today's lists, read first (and dropped before the run reads); a receipt's windows are today's encoding
     # of its sample file (the copies differ only in name), numbered by its place in the training split
@@ -217,27 +216,28 @@ def test_two_thousand_cord_files_stream_through_one_chunk(shared_data, tmp_path,
     expected_eval = [d.id for d in listed["eval"][:8]]
     del listed
     gc.collect()
-    label2id = {label: i for i, label in enumerate(ctx.task.label_list())}
-    per_sample = [ctx.task.encode(read_cord(_one(tmp_path / f"s{k}", f), 0.0, 0)["train"], ctx.processor.tokenizer,
+    label2id = {label: i for i, label in enumerate(parts.task.label_list())}
+    per_sample = [parts.task.encode(read_cord(_one(tmp_path / f"s{k}", f), 0.0, 0)["train"], parts.processor.tokenizer,
                                   label2id, cfg) for k, f in enumerate(samples)]
     expected = [dataclasses.replace(w, doc_index=index) for index, doc_id in enumerate(train_order)
                 for w in per_sample[int(doc_id[len("receipt_"):]) % len(samples)]]
 
     live = LiveByIds(monkeypatch)
-    runner.load_data(ctx)
+    data = runner.load_data(cfg, parts.task)
     most_read, _ = live.most_alive(train_ids)
     assert most_read <= 2  # listing, label check and scan: one file at a time
-    runner.encode_training(ctx)
+    training = runner.encode_training(cfg, parts, data)
+    data = data.without_training_examples()
     gc.collect()
     most, alive = live.most_alive(train_ids)
     assert most <= window_build.chunk_bound(1) == window_store.CHUNK < PAGES // 4
     assert alive == 0  # no training document is held after preparation
     # every training file read four times: listed, label-checked, scanned, encoded
     assert sum(1 for step, i in live.events if step == 1 and i in train_ids) == 4 * len(train_ids)
-    assert ctx.train_documents == len(train_ids)
-    assert [d.id for d in ctx.eval_ex] == expected_eval
-    assert len(ctx.train_windows) == len(expected) > len(train_ids)  # several windows per receipt at 64 tokens
-    assert list(ctx.train_windows) == expected
+    assert training.documents == len(train_ids)
+    assert [d.id for d in data.eval] == expected_eval
+    assert len(training.windows) == len(expected) > len(train_ids)  # several windows per receipt at 64 tokens
+    assert list(training.windows) == expected
 
 
 def _one(folder, sample):
@@ -281,9 +281,8 @@ def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch)
                         cfg.data.eval_fraction, cfg.train.seed, str(data))
     train_ids = {d.id for d in listed["train"]}
     label2id = {label: i for i, label in enumerate(bio_label_list(["KEY", "VALUE"]))}
-    ctx = runner.RunContext(cfg)
-    runner.resolve_components(ctx)
-    expected = ctx.task.encode(listed["train"], ctx.processor.tokenizer, label2id, cfg)
+    parts = runner.resolve_components(cfg)
+    expected = parts.task.encode(listed["train"], parts.processor.tokenizer, label2id, cfg)
     expected_eval = [d.id for d in listed["eval"]]
     expected_skipped = [(r["split"], r["id"]) for r in policy.records]
     del listed
@@ -299,8 +298,9 @@ def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch)
         return doc
 
     monkeypatch.setattr(pages, "parse_page", counted)
-    runner.load_data(ctx)
-    runner.encode_training(ctx)
+    data = runner.load_data(cfg, parts.task)
+    training = runner.encode_training(cfg, parts, data)
+    data = data.without_training_examples()
     gc.collect()
     alive = most = 0
     for step, doc_id in events:
@@ -309,11 +309,12 @@ def test_pages_file_streams_its_training_pages(tmp_path, own_cache, monkeypatch)
             most = max(most, alive)
     assert most <= window_build.chunk_bound(1) == 64 < len(train_ids) // 6
     assert alive == 0
-    assert ctx.label2id == label2id
-    assert ctx.train_documents == len(train_ids) == n - 2 - round(0.2 * (n - 2))
-    assert [d.id for d in ctx.eval_ex] == expected_eval
-    assert [(r["split"], r["id"]) for r in ctx.policy.records] == expected_skipped == [("all", None), ("all", "p0021")]
-    assert list(ctx.train_windows) == expected
+    assert data.label2id == label2id
+    assert training.documents == len(train_ids) == n - 2 - round(0.2 * (n - 2))
+    assert [d.id for d in data.eval] == expected_eval
+    skipped = [(r["split"], r["id"]) for r in data.bad_documents.records]
+    assert skipped == expected_skipped == [("all", None), ("all", "p0021")]
+    assert list(training.windows) == expected
 
 
 def test_funsd_release_folder_streams_its_training_forms(shared_data, tiny_base, tmp_path, monkeypatch):

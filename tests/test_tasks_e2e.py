@@ -235,7 +235,7 @@ def test_docvqa_full_demo(tmp_path):
 def test_inspect_cord_demo_json(capsys):
     assert main(["inspect", "cord", "--demo", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    assert set(stats) == {"train", "eval"}
+    assert set(stats) == {"train", "eval", "base"}  # base: the tokenizer's base, its family and licence
     assert stats["train"]["documents"] > 0 and stats["eval"]["documents"] > 0
     counts = stats["train"]["label_counts"]
     assert sum(counts.values()) == stats["train"]["words"]
