@@ -94,7 +94,8 @@ def test_chinese_base_defaults_to_the_xlmr_text_aligner(chinese, tiny_base):
 def test_cjk_words_get_exact_boxes_and_first_subword_labels(chinese):
     """Hand-worked: XFUND-style words, one character or a whole phrase, on a 1000 x 1000 page (pixel boxes =
     0-1000 boxes). XLM-R's SentencePiece puts "▁" before each word; for CJK text that marker is a piece of its
-    own and the characters follow one piece each (the tiny vocabulary, like XLM-R for rare characters)."""
+    own and the characters follow one piece each (the tiny vocabulary, like XLM-R for rare characters), or the
+    marker joins a frequent pair ("▁申请", a piece of the tiny vocabulary)."""
     tok = load_processor(chinese.layoutlmv3).tokenizer
     words = ["姓", "名", "申请表", "出生日期", "Nome"]
     boxes = [[10, 20, 30, 40], [30, 20, 50, 40], [100, 100, 190, 130], [200, 100, 320, 130], [400, 50, 460, 70]]
@@ -102,7 +103,7 @@ def test_cjk_words_get_exact_boxes_and_first_subword_labels(chinese):
     doc = Document("form", words, boxes, (1000, 1000), labels=labels)
     label2id = {"O": 0, "B-HEADER": 1, "B-QUESTION": 2, "I-QUESTION": 3, "B-ANSWER": 4}
     (window,) = encode_token_documents([doc], tok, label2id, max_length=64, stride=0, box_level="word")
-    pieces = [["▁", "姓"], ["▁", "名"], ["▁", "申", "请", "表"], ["▁", "出", "生", "日", "期"], ["▁Nom", "e"]]
+    pieces = [["▁", "姓"], ["▁", "名"], ["▁申请", "表"], ["▁", "出", "生", "日", "期"], ["▁Nom", "e"]]
     expected_tokens = ["<s>"] + [p for word in pieces for p in word] + ["</s>"]
     assert tok.convert_ids_to_tokens(window.input_ids) == expected_tokens
     assert 3 not in window.input_ids  # no <unk>
@@ -138,7 +139,8 @@ def test_a_sentencepiece_model_file_alone_is_read(chinese, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(lines + [" ".join(charset)]), encoding="utf-8")
     folder = _copy_base(chinese.layoutlmv3, tmp_path / "spm-only", drop=["tokenizer.json", "tokenizer_config.json"])
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=1200,
+    alphabet = len(set(charset) | set("".join(lines)))  # with character_coverage=1.0 every character is a piece
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=alphabet + 400,
                                    model_type="unigram", character_coverage=1.0, pad_id=1, bos_id=0, eos_id=2,
                                    unk_id=3, minloglevel=2)
     shutil.copy(tmp_path / "sp.model", folder / "sentencepiece.bpe.model")

@@ -30,6 +30,7 @@ from aetnet.data.documents.stream import stream_documents
 from aetnet.data.encoding.processor import load_processor  # noqa: F401  (re-exported: older imports use it)
 from aetnet.data.encoding.store import encode_cached
 from aetnet.data.encoding.windows import WindowDataset
+from aetnet.data.encoding.xfund import ENTITY_TEXT_ENCODING, XFUND_TASKS
 from aetnet.errors import AetnetError
 from aetnet.inference.evaluation import (  # noqa: F401  (re-exported public names)
     EvalSet,
@@ -282,6 +283,8 @@ def save_run_model(ctx: RunContext) -> None:
         "stride": cfg.data.stride,
         "ocr": {"engine": "tesseract", "lang": cfg.data.ocr_lang, "psm": cfg.data.ocr_psm},
         "base": cfg.model.base,
+        # how words became tokens in training: word by word, or each XFUND entity's text whole
+        "encoding": ENTITY_TEXT_ENCODING if cfg.task in XFUND_TASKS else "words",
     }
     if hasattr(ctx.task, "relation_meta"):  # relation tasks: entity types and candidate rule
         meta["relations"] = ctx.task.relation_meta()
