@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 TINY_BASES_VERSION = "v4"
 #: LiLT's layout stream splits the width into 6 coordinate embeddings and shrinks it by 4: a multiple of 24.
 TINY_LILT_HIDDEN = 48
-#: Vocabulary size of the tiny SentencePiece tokenizer (the character inventory alone is ~6,300 pieces).
+#: Vocabulary size of the tiny SentencePiece tokenizer (at most; the character inventory alone is 6,089 pieces).
 TINY_SP_VOCAB = 7400
 #: The XLM-R special tokens, in XLM-R's order (ids 0-3); ``<mask>`` comes last, as in XLM-R.
 SP_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
