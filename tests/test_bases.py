@@ -148,8 +148,8 @@ def test_a_sentencepiece_model_file_alone_is_read(chinese, tmp_path):
     folder = _copy_base(chinese.layoutlmv3, tmp_path / "spm-only", drop=["tokenizer.json", "tokenizer_config.json"])
     alphabet = len(set(charset) | set("".join(lines)))  # with character_coverage=1.0 every character is a piece
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=alphabet + 400,
-                                   hard_vocab_limit=False, model_type="unigram", character_coverage=1.0, pad_id=1, bos_id=0, eos_id=2,
-                                   unk_id=3, minloglevel=2)
+                                   hard_vocab_limit=False, model_type="unigram", character_coverage=1.0, pad_id=1,
+                                   bos_id=0, eos_id=2, unk_id=3, minloglevel=2)
     shutil.copy(tmp_path / "sp.model", folder / "sentencepiece.bpe.model")
     assert bases.detect_family(str(folder)) is bases.LAYOUTLMV3_CHINESE
     tok = load_processor(str(folder)).tokenizer
