@@ -63,6 +63,11 @@ class Task:
     kind = ""
     metric = ""
 
+    #: How words become tokens in training, recorded in a model folder's ``aetnet.json`` (``encoding``) so that
+    #: prediction can tell: ``"words"`` (each word tokenised alone) or ``"xfund-entity-text"`` (XFUND: each
+    #: entity's text tokenised whole, as the reference does).
+    encoding = "words"
+
     def __init__(self, partial: bool = False) -> None:
         #: ``aetnet inspect`` builds its task with ``partial=True``: a reader reports the files that are there
         #: instead of failing on a missing split file (what ``finetune`` and ``evaluate`` need).

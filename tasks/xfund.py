@@ -24,7 +24,7 @@ from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.documents.splits import Splits
 from aetnet.data.documents.xfund import LANGUAGES, read_xfund
 from aetnet.data.encoding.windows import merge_token_predictions, word_predictions
-from aetnet.data.encoding.xfund import encode_xfund_documents
+from aetnet.data.encoding.xfund import ENTITY_TEXT_ENCODING, encode_xfund_documents
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
 from aetnet.tasks.base import TokenClassificationTask
@@ -65,6 +65,7 @@ class XfundTask(TokenClassificationTask):
 
     name = "xfund"
     labels = FUNSD_LABELS
+    encoding = ENTITY_TEXT_ENCODING
 
     def load(self, cfg: RunConfig, demo: bool = False,
              bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:
@@ -141,6 +142,7 @@ class XfundRelationTask(RelationTask):
     """XFUND entity linking: question -> answer links from ``linking``, funsd-re's machinery and protocols."""
 
     name = "xfund-re"
+    encoding = ENTITY_TEXT_ENCODING
 
     def load(self, cfg: RunConfig, demo: bool = False,
              bad_documents: BadDocuments | None = None) -> dict[str, list[Document]]:

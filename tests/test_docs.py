@@ -75,6 +75,22 @@ def test_readme_is_a_short_front_page():
         assert (ROOT / page).is_file(), page
 
 
+def test_readme_table_of_bases_matches_the_base_contract():
+    """One row per base family of aetnet.bases: its hub ids, languages, licence, strategies and aligners."""
+    from aetnet.bases import FAMILIES
+
+    rows = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `") and "--base" not in line]
+    assert len(rows) == len(FAMILIES)
+    for family in FAMILIES.values():
+        (row,) = [r for r in rows if f"`{family.hub_ids[0]}`" in r]
+        _, language, licence, strategies, aligners = [cell.strip() for cell in row.strip("|").split("|")]
+        assert language == family.languages and licence == f"`{family.licence.id}`"
+        assert strategies.split(", ") == list(family.strategies)
+        assert aligners == (", ".join(f"`{a}`" for a in family.aligners) if family.aligners else
+                            "none: no image stream")
+
+
 COMMANDS = [(path.name, command) for path in DOCS for command in bash_commands(path)]
 
 

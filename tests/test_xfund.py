@@ -1,6 +1,7 @@
 """XFUND: the release read as published (tests/data/xfund: Chinese and Japanese val, Portuguese train),
 inspect's per-language counts against an independent count of the JSON, missing files, bad input,
-images from the release zips, and finetune end to end (xfund with full and lora, xfund-re with all)."""
+images from the release zips, and finetune end to end (xfund with full on the tiny base, lora and aet on
+the tiny LayoutLMv3-Chinese, and the encoding recorded for predict; xfund-re with all)."""
 
 from __future__ import annotations
 
@@ -165,15 +166,24 @@ def test_images_from_the_release_zip_equal_the_files(shared_data, tmp_path):
         assert list(a.load_image().getdata())[:5000] == list(b.load_image().getdata())[:5000]
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
-def test_finetune_xfund_zh(aetnet_cache, shared_data, tmp_path, strategy):
+@pytest.mark.parametrize(("strategy", "base"), [("full", "tiny"), ("lora", "tiny-layoutlmv3-chinese"),
+                                               ("aet", "tiny-layoutlmv3-chinese")])
+def test_finetune_xfund_zh(aetnet_cache, shared_data, tmp_path, strategy, base, caplog):
     from aetnet.cli.main import main
 
     folder = _release(tmp_path / "xfund", shared_data / "xfund", {("zh", "train"): "zh", ("zh", "val"): "zh"},
                       zipped=strategy == "lora")
     run = tmp_path / "run"
-    assert main(["finetune", "xfund", "--lang", "zh", "--base", "tiny", "--strategy", strategy, "--data", str(folder),
+    assert main(["finetune", "xfund", "--lang", "zh", "--base", base, "--strategy", strategy, "--data", str(folder),
                  "--output", str(run), *BUDGET]) == 0
+    saved = json.loads((run / "model" / "aetnet.json").read_text())
+    assert saved["strategy"] == strategy and saved["encoding"] == "xfund-entity-text"
+    # predict tokenises word by word: loading the model says so (docs/export-predict-serve.md)
+    from aetnet.predict.predictor import Predictor
+
+    with caplog.at_level("WARNING", logger="aetnet.predict.predictor"):
+        Predictor(run / "model")
+    assert "trained on the reference XFUND encoding" in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
     records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert metrics["eval_split"] == "val" and metrics["languages"] == ["zh"]

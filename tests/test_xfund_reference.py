@@ -13,10 +13,16 @@ on the first token of an entity, ``I-`` on the rest, ``O`` for ``other``; chunks
 One generalisation, needed for byte-level tokenizers (several pieces of one character share that
 character's offsets): a token adds the characters it covers that no earlier token of the entity
 covered. For a SentencePiece tokenizer no two non-boundary pieces overlap, which the test checks, so
-there this is the script's plain sum of offset lengths.
+there this is the script's plain sum of offset lengths. A second, for "▁" pipelines whose offsets
+include the space before a word (the one transformers builds from a bare ``sentencepiece.bpe.model``,
+and the project's stand-in): spaces are not counted. The script's hub XLM-R tokenizer splits on
+whitespace first, so its offsets never cover a space and the count is again the script's.
 
-The SentencePiece tokenizer here is trained on the sample text, XLM-R style (Unigram, NFKC,
-whitespace split then ``▁``); the lead switches it to the project's tiny SentencePiece stand-in.
+Three tokenizers: the project's tiny SentencePiece stand-in (the tokenizer of ``--base
+tiny-layoutlmv3-chinese``, loaded from its folder with ``load_processor`` like a hub base); a second
+SentencePiece vocabulary trained here on half the sample text, XLM-R style (Unigram, NFKC, whitespace
+split then ``▁``), so that unknown pieces and NFKC normalisation are met too; and the byte-level BPE of
+``--base tiny``.
 """
 
 from __future__ import annotations
@@ -51,14 +57,14 @@ def _sentencepiece(folder: Path):
                                    pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
 
 
-@pytest.fixture(scope="module", params=["sentencepiece", "byte-level"])
+@pytest.fixture(scope="module", params=["tiny-layoutlmv3-chinese", "sentencepiece-sample", "byte-level"])
 def tokenizer(request, shared_data):
-    if request.param == "sentencepiece":
+    if request.param == "sentencepiece-sample":
         return _sentencepiece(shared_data / "xfund")
     from aetnet.data.encoding.processor import load_processor
     from aetnet.models.tiny import resolve_base
 
-    return load_processor(resolve_base("tiny")[0]).tokenizer
+    return load_processor(resolve_base("tiny" if request.param == "byte-level" else request.param)[0]).tokenizer
 
 
 def reference_form(doc: dict, image: Path, tokenizer) -> dict[str, list]:
@@ -80,7 +86,7 @@ def reference_form(doc: dict, image: Path, tokenizer) -> dict[str, list]:
             if token_id == boundary:
                 bbox.append(None)
                 continue
-            text_length += len(set(range(start, end)) - seen)
+            text_length += sum(not line["text"][i].isspace() for i in set(range(start, end)) - seen)
             seen |= set(range(start, end))
             tmp_box = []
             while ocr_length < text_length:
@@ -145,9 +151,19 @@ def test_first_window_of_every_form_equals_the_reference(shared_data, tokenizer)
     assert checked == 9
 
 
-def test_sentencepiece_pieces_never_overlap(shared_data):
-    """With SentencePiece the re-implementation's character count is the script's sum of offset lengths."""
-    tok = _sentencepiece(shared_data / "xfund")
+@pytest.mark.parametrize("which", ["tiny-layoutlmv3-chinese", "sentencepiece-sample"])
+def test_sentencepiece_pieces_never_overlap(shared_data, which):
+    """With SentencePiece the re-implementation's character count is the script's sum of offset lengths.
+    The stand-in's character inventory (generated from GB 2312 / JIS X 0208 and Unicode blocks, not from
+    XFUND) leaves fewer than 1 piece in 1,000 of the sample forms unknown; the vocabulary trained on half
+    the sample text does leave some."""
+    from aetnet.data.encoding.processor import load_processor
+    from aetnet.models.tiny import resolve_base
+
+    if which == "sentencepiece-sample":
+        tok = _sentencepiece(shared_data / "xfund")
+    else:
+        tok = load_processor(resolve_base(which)[0]).tokenizer
     boundary = tok.convert_tokens_to_ids("\u2581")
     pieces = unknown = 0
     for text in _entity_texts(shared_data / "xfund"):
@@ -156,7 +172,11 @@ def test_sentencepiece_pieces_never_overlap(shared_data):
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), text
         pieces += len(spans)
         unknown += enc.ids.count(tok.unk_token_id)
-    assert pieces > 5000 and unknown > 0  # both kinds of CJK word, and unknown characters, are met
+    assert pieces > 5000  # both kinds of CJK word are met
+    if which == "sentencepiece-sample":
+        assert unknown > 0  # unknown characters are met
+    else:
+        assert unknown < pieces / 1000, unknown
 
 
 def test_hand_worked_cjk_entity(tmp_path):

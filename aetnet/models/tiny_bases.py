@@ -2,7 +2,8 @@
 
 - ``tiny-layoutlmv3-chinese``: a tiny LayoutLMv3 whose folder ships an XLM-R-style SentencePiece tokenizer
   (a Unigram vocabulary with "▁" metaspace pieces, trained with the ``tokenizers`` library on the
-  project's own multilingual corpus plus a character inventory of CJK and accented characters), the
+  project's own multilingual corpus plus a character inventory generated from character-set standards,
+  see :func:`multilingual_charset`), the
   LayoutLMv3 image processor, a tiny ViT image aligner and a tiny XLM-R text aligner over the same vocabulary.
 - ``tiny-lilt``: a tiny ``LiltModel`` with the byte-level BPE vocabulary of ``--base tiny`` (like
   ``SCUT-DLVCLab/lilt-roberta-en-base``); no image processor, no aligners.
@@ -27,25 +28,57 @@ from aetnet.models import tiny
 
 logger = logging.getLogger(__name__)
 
-TINY_BASES_VERSION = "v3"
+TINY_BASES_VERSION = "v4"
 #: LiLT's layout stream splits the width into 6 coordinate embeddings and shrinks it by 4: a multiple of 24.
 TINY_LILT_HIDDEN = 48
-#: Vocabulary size of the tiny SentencePiece tokenizer (the character inventory alone is ~800 pieces).
-TINY_SP_VOCAB = 1600
+#: Vocabulary size of the tiny SentencePiece tokenizer (at most; the character inventory alone is 6,089 pieces).
+TINY_SP_VOCAB = 7400
 #: The XLM-R special tokens, in XLM-R's order (ids 0-3); ``<mask>`` comes last, as in XLM-R.
 SP_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 _DATA = Path(__file__).resolve().parent.parent / "data"
 
 
+def _decoded(codec: str, rows: range, cells: range = range(0xA1, 0xFF)) -> str:
+    """Every character of a two-byte EUC code set whose lead byte is in ``rows`` (undefined cells skipped)."""
+    out = []
+    for lead in rows:
+        for cell in cells:
+            try:
+                out.append(bytes([lead, cell]).decode(codec))
+            except UnicodeDecodeError:
+                continue
+    return "".join(out)
+
+
+def _unicode_range(first: int, last: int) -> str:
+    return "".join(chr(c) for c in range(first, last + 1) if not chr(c).isspace())
+
+
+def multilingual_charset() -> str:
+    """The characters every piece vocabulary must hold as single pieces, so that CJK, kana, full-width and
+    accented words do not become ``<unk>``. Generated from character-set standards through Python's own
+    codecs and Unicode blocks, not from any dataset:
+
+    - GB 2312 (``gb2312`` codec): the symbol rows 1-9 and the 3,755 level-1 (most common) hanzi, rows 16-55;
+    - JIS X 0208 (``euc_jp`` codec): the symbol and kana rows 1-8 and the 2,965 level-1 kanji, rows 16-47;
+    - Unicode blocks: printable ASCII, Latin-1 Supplement and Latin Extended-A (the accented letters of
+      the European languages), General Punctuation, the circled numbers ①-⑳, and the full-width forms.
+    """
+    chars = (_decoded("gb2312", range(0xA1, 0xAA)) + _decoded("gb2312", range(0xB0, 0xD8))
+             + _decoded("euc_jp", range(0xA1, 0xA9)) + _decoded("euc_jp", range(0xB0, 0xD0))
+             + _unicode_range(0x21, 0x7E) + _unicode_range(0xA1, 0x17F) + _unicode_range(0x2010, 0x2027)
+             + _unicode_range(0x2030, 0x205E) + _unicode_range(0x2460, 0x2473) + _unicode_range(0xFF01, 0xFF5E))
+    return "".join(sorted(set(chars) - {"\u00ad"}))  # not the soft hyphen: an invisible format character
+
+
 def multilingual_corpus() -> tuple[list[str], str]:
-    """(lines of text, extra characters): the English corpus of ``--base tiny``, the multilingual form text,
-    and the character inventory that every piece vocabulary must hold."""
+    """(lines of text, extra characters): the English corpus of ``--base tiny``, the project's own
+    multilingual form text (aetnet/data/corpus_multilingual.txt), and the character inventory that every
+    piece vocabulary must hold (:func:`multilingual_charset`)."""
     lines = tiny._corpus_lines()
     lines += [line.strip() for line in (_DATA / "corpus_multilingual.txt").read_text(encoding="utf-8").splitlines()
               if line.strip()]
-    charset = "".join(line.strip() for line in (_DATA / "charset_multilingual.txt").read_text(
-        encoding="utf-8").splitlines() if line.strip() and not line.startswith("#"))
-    return lines, charset
+    return lines, multilingual_charset()
 
 
 def build_tiny_sentencepiece_tokenizer():

@@ -42,6 +42,7 @@ from aetnet.data.encoding.windows import (
     softmax,
     word_predictions,
 )
+from aetnet.data.encoding.xfund import ENTITY_TEXT_ENCODING
 from aetnet.data.ocr.inputs import PDF_DPI, collect_files, iter_document, load_document
 from aetnet.data.ocr.pdftext import OCR_MODES, PdfPage, choose_source
 from aetnet.errors import AetnetError, DataError
@@ -134,6 +135,11 @@ class Predictor:
                 logger.warning("OCR %s %s differs from the %s the model was trained with; words may be "
                                "read differently than in training", name, mine, theirs)
         self.ocr_cache = ocr_cache
+        if self.meta.get("encoding") == ENTITY_TEXT_ENCODING:
+            logger.warning("the %s model was trained on the reference XFUND encoding (each entity's text tokenised "
+                           "whole); predict and serve tokenise the page word by word, so CJK pages give it other "
+                           "tokens than in training: expect lower accuracy than its evaluation",
+                           self.meta["task"])
 
     def ocr(self, image: Image.Image) -> tuple[list[str], list[list[float]]]:
         """Tesseract words and pixel boxes of a page, with this predictor's settings (cached)."""

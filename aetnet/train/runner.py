@@ -260,6 +260,8 @@ def save_run_model(cfg: RunConfig, parts: Components, model: nn.Module, labels: 
         "stride": cfg.data.stride,
         "ocr": {"engine": "tesseract", "lang": cfg.data.ocr_lang, "psm": cfg.data.ocr_psm},
         "base": cfg.model.base,
+        # how words became tokens in training: word by word, or each XFUND entity's text whole
+        "encoding": parts.task.encoding,
     }
     relations = parts.task.relation_meta()
     if relations is not None:  # relation tasks: entity types and candidate rule

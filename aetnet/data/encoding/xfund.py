@@ -16,8 +16,11 @@ a box:
   its first token, ``I-`` on the rest, ``O`` for ``other``.
 
 This module does exactly that with the run's tokenizer (any fast tokenizer: the characters a token
-covers are counted once, so byte-level pieces of one character do not count it several times; for
-XLM-R's SentencePiece, whose pieces never overlap, this is the reference's sum of offset lengths).
+covers are counted once, so byte-level pieces of one character do not count it several times, and
+spaces are not counted: XLM-R's hub tokenizer splits on whitespace before adding "▁", so its offsets
+never cover the space before a word, while a "▁" pipeline built from a bare ``sentencepiece.bpe.model``
+puts that space in the offsets; for XLM-R, whose pieces never overlap, this is the reference's sum of
+offset lengths).
 The model sees the tokens in windows of ``max_length`` (``<s>`` and ``</s>`` around ``max_length - 2``
 content tokens, ``stride`` shared), as every aetnet token task. Each token is its own unit: a
 window's ``word_ids`` are the document's token indices, and predictions are scored per token, as
@@ -35,6 +38,10 @@ from aetnet.data.documents.boxes import normalize_box, union_box
 from aetnet.data.documents.document import Document
 from aetnet.data.encoding.windows import IGNORE_INDEX, NO_BOX, Window, window_starts
 from aetnet.errors import AetnetError
+
+#: The name ``aetnet.json`` records for it (``encoding``): predict and
+#: serve tokenise a page word by word, which for CJK pages gives other tokens than this encoding did.
+ENTITY_TEXT_ENCODING = "xfund-entity-text"
 
 #: Pieces that mark a word boundary and carry no character of their own (SentencePiece, byte-level BPE).
 BOUNDARY_MARKS = "\u2581\u0120"
@@ -88,7 +95,7 @@ def xfund_tokens(doc: Document, tokenizer) -> tuple[list[int], list[list[float] 
                 boxes.append(None)
                 token_words.append(None)
                 continue
-            text_length += max(0, e - max(s, covered))
+            text_length += sum(not c.isspace() for c in texts[seg][max(s, covered):e])
             covered = max(covered, e)
             taken = []
             if word_length < text_length and next_word < end:
