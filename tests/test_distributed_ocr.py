@@ -27,7 +27,7 @@ COMMON = ["train.max_steps=4", "train.save_steps=100", "train.learning_rate=1e-3
 SITECUSTOMIZE = """
 import atexit, os
 if "LOCAL_RANK" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get("COUNT_ONE_PROCESS"):
-    from aetnet.data import document
+    from aetnet.data.documents import document
     _built = [0]
     _init = document.Document.__post_init__
     def _counted(self):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aetnet import losses, pita
+from aetnet.strategies.aet import losses, pita
 from aetnet.strategies.aet.losses import ditc_loss, glitc_loss, imc_loss
 from aetnet.strategies.aet.pita import pita_loss, token_patch_index
 

@@ -383,7 +383,7 @@ def _multi_page_pdf(path: Path, pages: int, blank: int) -> Path:
 def test_pdf_is_served_page_by_page_with_few_rendered_pages_alive(funsd_run, tmp_path, monkeypatch):
     import weakref
 
-    from aetnet import pdftext
+    from aetnet.data.ocr import pdftext
     from aetnet.cli.main import main
     from aetnet.serve.app import create_app
     from aetnet.serve.service import ServeSettings

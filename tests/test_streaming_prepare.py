@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from aetnet.config.settings import resolve_config
-from aetnet.data import window_build, window_store
+from aetnet.data.encoding import build as window_build
+from aetnet.data.encoding import store as window_store
 from aetnet.data.ocr.tesseract import OcrSettings, _cache_file, _write_cache
 
 PAGES = 2000

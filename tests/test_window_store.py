@@ -82,7 +82,7 @@ def test_real_funsd_token_and_relation_windows(shared_data, tokenizer, own_cache
 
 
 def test_real_cord_windows_and_chunks(shared_data, tokenizer, own_cache, monkeypatch):
-    from aetnet.data import window_store
+    from aetnet.data.encoding import store as window_store
     from aetnet.tasks.cord import cord_label_list, read_cord
 
     monkeypatch.setattr(window_store, "CHUNK", 3)  # 20 pages -> 7 chunks written one after the other
@@ -306,7 +306,7 @@ def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
 
 def test_parallel_build_equals_serial(shared_data, tokenizer, own_cache, monkeypatch):
     """Chunks encoded by 2 spawned workers, written in order: the same rows as the in-memory encoding."""
-    from aetnet.data import window_store
+    from aetnet.data.encoding import store as window_store
     from aetnet.tasks.funsd import find_funsd_root, read_funsd_folder
 
     splits = read_funsd_folder(find_funsd_root(shared_data / "funsd"))

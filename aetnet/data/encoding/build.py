@@ -25,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from aetnet.data import window_store as ws
+from aetnet.data.encoding import store as ws
 
 logger = logging.getLogger(__name__)  # the entry's own lines go to the window store's logger
 
