@@ -10,7 +10,7 @@ import pytesseract
 import pytest
 from PIL import Image, ImageDraw
 
-from aetnet.data import ocr as ocr_mod
+from aetnet.data.ocr import tesseract as ocr_mod
 from aetnet.data.ocr.tesseract import OcrSettings, default_cache_dir, ocr_image
 from aetnet.errors import AetnetError
 
