@@ -21,6 +21,10 @@ if "AETNET_CACHE" not in os.environ or os.environ["AETNET_CACHE"] == os.environ.
     if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("_AETNET_TEST_CACHE"):
         SHARED = Path(os.environ["_AETNET_TEST_CACHE"]) / "shared-by-workers"
     os.environ["AETNET_CACHE"] = os.environ["_AETNET_TEST_CACHE"] = tempfile.mkdtemp(prefix="aetnet-test-cache-")
+# Where each xdist worker writes the groups of its tests (see pytest_collection_modifyitems), beside the
+# controller's process id; the controller's scheduler reads them.
+GROUPS = os.environ.setdefault("_AETNET_TEST_GROUPS",
+                               os.path.join(tempfile.gettempdir(), f"aetnet-test-groups-{os.getpid()}"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -64,25 +68,42 @@ SLOW_FIRST = ("test_compare", "test_checkpointing", "test_hub", "test_distribute
               "test_relations_e2e", "test_export")
 
 
+#: Module fixtures built in about a second (a tokenizer, a few generated pages): their tests need not share
+#: a worker.
+CHEAP_MODULE_FIXTURES = frozenset({"paths", "tokenizer", "processor", "corpus", "photos", "pages", "demos",
+                                   "text_pdf"})
+
+
 def _module_fixture_scope(item) -> str | None:
     """The test module of a module-, class- or package-scoped fixture (or a session one defined in a test
-    module) that ``item`` uses, else None."""
+    module) that ``item`` uses and that is not cheap to build, else None."""
     info = getattr(item, "_fixtureinfo", None)
     for name in info.names_closure if info else ():
-        defs = info.name2fixturedefs.get(name)
+        defs = None if name in CHEAP_MODULE_FIXTURES else info.name2fixturedefs.get(name)
         if defs and defs[-1].scope != "function" and defs[-1].baseid.endswith(".py"):
             return defs[-1].baseid
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup`` (``make test``): the tests that share a fixture built once per module (a
     trained run, a server, exports) run in one worker, so it is built once and not once per worker; the
     other tests are spread one by one. The slowest modules come first."""
+    groups = {}
     for item in items:
         scope = _module_fixture_scope(item)
         if scope is not None:
             item.add_marker(pytest.mark.xdist_group(scope))
+            groups[item.nodeid] = scope
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        import json
+
+        path = f"{GROUPS}-{worker}.json"
+        with open(path + ".tmp", "w") as fh:
+            json.dump(groups, fh)
+        os.replace(path + ".tmp", path)
 
     def rank(item) -> int:
         module = Path(str(item.fspath)).stem
@@ -268,3 +289,28 @@ def tiny_aet_model():
         return AETNetModel(fusion, image_aligner, text_aligner, AETConfig(**options), **(model_kwargs or {}))
 
     return build
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` whose groups are the ones the workers wrote (pytest-xdist 3.8 marks a group by
+    renaming the test's node id, which pytest 9 no longer reads, so its own loadgroup groups nothing)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    import glob
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkerGroups(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # the workers wrote theirs before sending their collections
+                self.groups = {}
+                for path in glob.glob(f"{GROUPS}-*.json"):
+                    with open(path) as fh:
+                        self.groups.update(json.load(fh))
+                    os.remove(path)
+            return self.groups.get(nodeid, nodeid)
+
+    return WorkerGroups(config, log)
