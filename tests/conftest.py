@@ -291,6 +291,7 @@ def tiny_aet_model():
     return build
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown in a run without it (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` whose groups are the ones the workers wrote (pytest-xdist 3.8 marks a group by
     renaming the test's node id, which pytest 9 no longer reads, so its own loadgroup groups nothing)."""
