@@ -94,7 +94,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         scope = _module_fixture_scope(item)
         if scope is not None:
-            item.add_marker(pytest.mark.xdist_group(scope))
             groups[item.nodeid] = scope
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
