@@ -20,7 +20,7 @@ demo: setup-demo
 	$(BIN)/aetnet finetune funsd --demo --output runs/demo-funsd
 
 test: setup-test
-	$(BIN)/python -m pytest -q -n auto tests
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup tests
 
 clean:
 	rm -rf runs build dist *.egg-info

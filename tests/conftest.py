@@ -1,8 +1,10 @@
-"""Shared fixtures: one cache folder per test session (per xdist worker: tiny base and demos are built
-once in each), the real data samples in ``tests/data``, and small helpers."""
+"""Shared fixtures: one cache folder per test session (per xdist worker, with the tiny base, the demo
+datasets and the tiny FUNSD run built once for all workers), the real data samples in ``tests/data``, the
+xdist grouping and order of the slow tests, and small helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -12,12 +14,101 @@ import pytest
 # One cache for the whole session, set before any aetnet import reads it; under pytest-xdist one per
 # worker process: a worker inherits the controller's environment, so a cache this file made there
 # (recorded in _AETNET_TEST_CACHE) is replaced by the worker's own. A cache the user set is kept.
+# The controller's folder, unused by its tests under xdist, then holds what the workers build once
+# for all (SHARED: see _shared_builds and funsd_run).
+SHARED: Path | None = None
 if "AETNET_CACHE" not in os.environ or os.environ["AETNET_CACHE"] == os.environ.get("_AETNET_TEST_CACHE"):
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("_AETNET_TEST_CACHE"):
+        SHARED = Path(os.environ["_AETNET_TEST_CACHE"]) / "shared-by-workers"
     os.environ["AETNET_CACHE"] = os.environ["_AETNET_TEST_CACHE"] = tempfile.mkdtemp(prefix="aetnet-test-cache-")
+# Where each xdist worker writes the groups of its tests (see pytest_collection_modifyitems), beside the
+# controller's process id; the controller's scheduler reads them.
+GROUPS = os.environ.setdefault("_AETNET_TEST_GROUPS",
+                               os.path.join(tempfile.gettempdir(), f"aetnet-test-groups-{os.getpid()}"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@contextlib.contextmanager
+def _shared_lock(name: str):
+    """Holds ``SHARED/<name>.lock`` (the first worker builds, the others wait for it)."""
+    from filelock import FileLock
+
+    SHARED.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(SHARED / f"{name}.lock")):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_builds():
+    """Under xdist: the tiny base is built once for all workers (a file lock in the controller's folder),
+    and each worker's cache links to it and to one demo folder (``ensure_demo`` builds atomically, so two
+    workers may build the same demo concurrently). Without xdist everything is built lazily, as before."""
+    if SHARED is None:
+        return
+    from aetnet.models import tiny
+
+    own = Path(os.environ["AETNET_CACHE"])
+    with _shared_lock("tiny-base"):
+        saved, os.environ["AETNET_CACHE"] = os.environ["AETNET_CACHE"], str(SHARED)
+        try:
+            base = tiny.ensure_tiny_base()
+        finally:
+            os.environ["AETNET_CACHE"] = saved
+    (own / base.name).symlink_to(base, target_is_directory=True)
+    (SHARED / "demo").mkdir(exist_ok=True)
+    (own / "demo").symlink_to(SHARED / "demo", target_is_directory=True)
+
+
+#: The slowest test modules (from ``pytest --durations``), started first so that the suite's tail is short.
+SLOW_FIRST = ("test_compare", "test_checkpointing", "test_hub", "test_distributed_ocr", "test_resume",
+              "test_distributed_train", "test_backends", "test_serve", "test_pairs", "test_serve_pairs",
+              "test_relations_e2e", "test_export")
+
+
+#: Module fixtures built in about a second (a tokenizer, a few generated pages): their tests need not share
+#: a worker.
+CHEAP_MODULE_FIXTURES = frozenset({"paths", "tokenizer", "processor", "corpus", "photos", "pages", "demos",
+                                   "text_pdf"})
+
+
+def _module_fixture_scope(item) -> str | None:
+    """The test module of a module-, class- or package-scoped fixture (or a session one defined in a test
+    module) that ``item`` uses and that is not cheap to build, else None."""
+    info = getattr(item, "_fixtureinfo", None)
+    for name in info.names_closure if info else ():
+        defs = None if name in CHEAP_MODULE_FIXTURES else info.name2fixturedefs.get(name)
+        if defs and defs[-1].scope != "function" and defs[-1].baseid.endswith(".py"):
+            return defs[-1].baseid
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (``make test``): the tests that share a fixture built once per module (a
+    trained run, a server, exports) run in one worker, so it is built once and not once per worker; the
+    other tests are spread one by one. The slowest modules come first."""
+    groups = {}
+    for item in items:
+        scope = _module_fixture_scope(item)
+        if scope is not None:
+            groups[item.nodeid] = scope
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        import json
+
+        path = f"{GROUPS}-{worker}.json"
+        with open(path + ".tmp", "w") as fh:
+            json.dump(groups, fh)
+        os.replace(path + ".tmp", path)
+
+    def rank(item) -> int:
+        module = Path(str(item.fspath)).stem
+        return SLOW_FIRST.index(module) if module in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)
 
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -47,14 +138,16 @@ def aetnet_cache() -> Path:
 
 @pytest.fixture(scope="session")
 def funsd_run(aetnet_cache, tmp_path_factory) -> Path:
-    """A tiny FUNSD run on the demo, trained once per session and shared by the tests that need a
-    trained model folder (export, predict)."""
+    """A tiny FUNSD run on the demo, trained once per session (once for all xdist workers) and shared by
+    the tests that need a trained model folder (export, predict); read it, never write into it."""
     from aetnet.train.runner import finetune
 
-    run = tmp_path_factory.getbasetemp() / "tiny-funsd-run"
-    if not (run / "model" / "aetnet.json").is_file():
-        finetune("funsd", base="tiny", demo=True, output=run, overrides=[
-            "train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2", "data.max_eval_documents=1"])
+    run = (SHARED or tmp_path_factory.getbasetemp()) / "tiny-funsd-run"
+    with _shared_lock("tiny-funsd-run") if SHARED else contextlib.nullcontext():
+        if not (run / "model" / "aetnet.json").is_file():
+            finetune("funsd", base="tiny", demo=True, output=run, overrides=[
+                "train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
+                "data.max_eval_documents=1"])
     return run
 
 
@@ -195,3 +288,29 @@ def tiny_aet_model():
         return AETNetModel(fusion, image_aligner, text_aligner, AETConfig(**options), **(model_kwargs or {}))
 
     return build
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown in a run without it (-p no:xdist)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` whose groups are the ones the workers wrote (pytest-xdist 3.8 marks a group by
+    renaming the test's node id, which pytest 9 no longer reads, so its own loadgroup groups nothing)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    import glob
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkerGroups(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # the workers wrote theirs before sending their collections
+                self.groups = {}
+                for path in glob.glob(f"{GROUPS}-*.json"):
+                    with open(path) as fh:
+                        self.groups.update(json.load(fh))
+                    os.remove(path)
+            return self.groups.get(nodeid, nodeid)
+
+    return WorkerGroups(config, log)

@@ -33,8 +33,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    """The metrics of the one-process run (global batch 4), trained once for both launchers' comparisons."""
+    cwd = tmp_path_factory.mktemp("one-process")
+    _run([sys.executable, "-m", "aetnet", "finetune", "funsd", "--output", str(cwd / "one"), "train.batch_size=4",
+          *COMMON], cwd)
+    return json.loads((cwd / "one" / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
-def test_two_processes_match_one(tmp_path, launcher):
+def test_two_processes_match_one(tmp_path, launcher, one_process):
     port = str(_free_port())
     if launcher == "torchrun":
         launch = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
@@ -42,11 +51,9 @@ def test_two_processes_match_one(tmp_path, launcher):
         # accelerate's --cpu runs ONE process (multi-CPU needs MPI); --multi_gpu is its torch.distributed
         # launcher and falls back to gloo on a machine without GPUs.
         launch = [_launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
-    _run([sys.executable, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "one"),
-          "train.batch_size=4", *COMMON], tmp_path)
     _run([*launch, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
           *COMMON], tmp_path)
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    one = one_process
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     # Same global batches in the same order; the losses differ only by per-process averaging.
     assert abs(one["train_loss"] - two["train_loss"]) <= 0.02 * one["train_loss"]

@@ -144,7 +144,7 @@ def test_standin_refuses_a_card_the_hub_would_refuse():
 # -- push and pull
 
 
-def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_data, hub, tmp_path):
+def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_data, hub, tmp_path, capsys):
     page = sorted((shared_data / "funsd").rglob("*.png"))[0]
     env = _env(tmp_path, hub)
     done = _aetnet(env, "export", str(funsd_run), "--push-to-hub", "alice/funsd-tiny", "--private")
@@ -156,13 +156,17 @@ def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_da
     assert pushed["model.safetensors"] == (exported / "model.safetensors").read_bytes()
     assert hub.requests.get("validate") == 1  # huggingface_hub validated the card before committing
 
-    want = _aetnet(_env(tmp_path / "local"), "predict", str(exported), str(page), "--ocr-workers", "1")
-    assert want.returncode == 0, want.stderr
-    clean = _env(tmp_path / "clean-cache", hub)  # an empty Hub cache
+    capsys.readouterr()  # the local folder's predictions, in this process (its Hub access is off anyway)
+    assert main(["predict", str(exported), str(page), "--ocr-workers", "1"]) == 0
+    want = capsys.readouterr().out
+    import torch
+
+    # an empty Hub cache; the subprocesses use this process's thread count (the same arithmetic)
+    clean = _env(tmp_path / "clean-cache", hub, OMP_NUM_THREADS=str(torch.get_num_threads()))
     got = _aetnet(clean, "predict", "alice/funsd-tiny", str(page), "--ocr-workers", "1")
     assert got.returncode == 0, got.stderr
     assert hub.requests["download"] >= len(pushed)
-    records_want, records_got = json.loads(want.stdout), json.loads(got.stdout)
+    records_want, records_got = json.loads(want), json.loads(got.stdout)
     assert records_got == records_want and records_want[str(page)][0]["entities"] is not None
 
     hub.stop()  # offline from the cache: no Hub at all
@@ -246,18 +250,25 @@ def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
     assert done.returncode == 0, done.stderr
     repo = hub.repos["alice/rev"]
     assert "aetnet.json" in repo.commits[repo.refs["dev"]] and "aetnet.json" not in repo.commits[repo.refs["main"]]
-    load = ("import aetnet, json; m = aetnet.load('alice/rev', revision='dev'); print(json.dumps(m.meta['task']))")
-    got = _python(_env(tmp_path / "pull", hub), load)
+    # one process for the loads from an empty cache (each start imports torch): aetnet.load, then
+    # `aetnet evaluate` through its CLI entry, each result on its own line
+    pull = ("import aetnet, contextlib, io, json, sys; from aetnet.cli.main import main\n"
+            "m = aetnet.load('alice/rev', revision='dev'); print(json.dumps(m.meta['task']))\n"
+            "for args in (['--revision', 'dev', '--demo', 'data.max_eval_documents=1'], ['--demo'],"
+            " ['--revision', 'v9', '--demo']):\n"
+            "    out, err = io.StringIO(), io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+            "        code = main(['evaluate', 'alice/rev', *args])\n"
+            "    print(json.dumps([code, out.getvalue(), err.getvalue()]))\n")
+    got = _python(_env(tmp_path / "pull", hub), pull)
     assert got.returncode == 0, got.stderr
-    assert json.loads(got.stdout.strip().splitlines()[-1]) == "funsd"
-    evaluated = _aetnet(_env(tmp_path / "pull", hub), "evaluate", "alice/rev", "--revision", "dev", "--demo",
-                        "data.max_eval_documents=1")
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "f1" in json.loads(evaluated.stdout)
-    main_only = _aetnet(_env(tmp_path / "pull2", hub), "evaluate", "alice/rev", "--demo")
-    assert main_only.returncode == 2 and "no aetnet.json" in main_only.stderr
-    missing = _aetnet(_env(tmp_path / "pull3", hub), "evaluate", "alice/rev", "--revision", "v9", "--demo")
-    assert missing.returncode == 2 and "no revision 'v9'" in missing.stderr
+    lines = got.stdout.strip().splitlines()
+    assert json.loads(lines[-4]) == "funsd"
+    evaluated, main_only, missing = (json.loads(line) for line in lines[-3:])
+    assert evaluated[0] == 0, evaluated[2]
+    assert "f1" in json.loads(evaluated[1])
+    assert main_only[0] == 2 and "no aetnet.json" in main_only[2]
+    assert missing[0] == 2 and "no revision 'v9'" in missing[2]
 
 
 def test_push_errors_are_one_sentence(exported, hub, tmp_path):
