@@ -411,13 +411,22 @@ class DocVqaTask(QuestionAnsweringTask):
             for split, examples in read.items():
                 splits.setdefault(split, []).extend(examples)
         if streamed and any(splits.get(name) for name in EVAL_SPLITS):
-            stream = stream_docvqa(streamed[0], settings, bad_documents, cfg.data.box_level,
-                                   cfg.data.max_train_documents, cfg.data.ocr_workers)
-            splits["train"] = [None] * len(stream)  # map_splits takes it as is (an evaluation split is present)
-            out = map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
-                             group=lambda ex: ex.document.id)
-            out["train"] = stream
-            return out
+            try:
+                stream = stream_docvqa(streamed[0], settings, bad_documents, cfg.data.box_level,
+                                       cfg.data.max_train_documents, cfg.data.ocr_workers)
+            except DataError as exc:  # the whole file is unreadable: one unit, as _read_file does
+                if bad_documents is None:
+                    raise
+                bad_documents.count(1)
+                bad_documents.handle(exc, streamed[0].stem, streamed[0].name, str(streamed[0]))
+                stream = None
+            if stream is not None:
+                splits["train"] = [None] * len(stream)  # map_splits takes it as is (an evaluation split is read)
+                out = map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
+                                 group=lambda ex: ex.document.id)
+                out["train"] = stream
+                return out
+            streamed = []
         for json_file in streamed:  # no evaluation split read after all: the list path
             for split, examples in _read_file(json_file, settings, bad_documents, cfg.data.ocr_workers).items():
                 splits.setdefault(split, []).extend(examples)
