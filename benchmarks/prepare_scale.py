@@ -1,7 +1,8 @@
 """Preparation at full size: peak RSS and speed of the process that prepares an RVL-CDIP-shaped split.
 
 Builds N synthetic pages shaped like RVL-CDIP OCR pages (about 300 words each with their boxes, one of
-the 16 classes, a small distinct image file per page held by reference), fills the OCR cache with their
+the 16 classes, a distinct image file per page held by reference: one encoded PNG with a text chunk
+naming the page, so no PIL encode per page), fills the OCR cache with their
 words (so no time goes to Tesseract), then runs the real preparation path of ``aetnet finetune`` (the
 runner's ``resolve_components``, ``load_data`` and ``encode_training`` stages: listing, OCR cache, the
 streamed training split, the window cache build) in a fresh process for the first N/10 pages and for all
@@ -21,13 +22,17 @@ Target (issue 24): a slope of at most 1 KiB per page between N/10 and N.
 from __future__ import annotations
 
 import argparse
+import functools
+import io
 import json
 import os
 import platform
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 WORDS = 300
@@ -50,27 +55,51 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def page_image(template: bytes, i: int) -> bytes:
+    """Page ``i``'s PNG: the shared ``template`` (754 x 1000) with a ``tEXt`` chunk naming the page inserted
+    after the header, so every page is a distinct file (the OCR cache key is the file's bytes) without a
+    PIL encode per page."""
+    body = b"tEXt" + b"page\0" + str(i).encode()
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    end_of_header = 8 + 25  # PNG signature, then IHDR (length, type, 13 bytes, CRC)
+    return template[:end_of_header] + chunk + template[end_of_header:]
+
+
 def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Path]:
-    """``images/``, the OCR cache entry of every page, and label folders for N/10 and N training pages."""
+    """``images/``, the OCR cache entry of every page, and label folders for N/10 and N training pages.
+
+    One PNG is encoded; each page's file is that template with its own text chunk, and its OCR cache
+    entry is written directly under the key the reader computes (``_cache_key`` of the file's bytes)."""
     from PIL import Image
 
-    from aetnet.data.ocr.tesseract import OcrSettings, _cache_file, _write_cache
+    from aetnet.data.ocr.tesseract import OcrSettings, _cache_key, tesseract_version
 
     settings = OcrSettings()
+    version = tesseract_version()
+    fields = {"settings": settings.as_dict(), "tesseract": version, "format": 1}
+    width, height = 754, 1000  # RVL-CDIP pages are about 754 x 1000 pixels
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 255).save(buffer, format="PNG")
+    template = buffer.getvalue()
     (root / "images").mkdir(parents=True, exist_ok=True)
     lines = []
-    width, height = 754, 1000  # RVL-CDIP pages are about 754 x 1000 pixels
+    made = set()
     for i in range(pages + 8):
-        name = f"images/{i // 1000:04d}/p{i:07d}.png"
+        folder = f"images/{i // 1000:04d}"
+        name = f"{folder}/p{i:07d}.png"
         path = root / name
         if not path.is_file():
-            path.parent.mkdir(exist_ok=True)
-            # a small distinct file (the OCR cache key is the file's bytes); the header gives the page size
-            Image.frombytes("L", (8, 8), i.to_bytes(8, "little") * 8).resize((width, height)).save(path, optimize=False)
-            entry, version = _cache_file(path.read_bytes(), settings, cache / "ocr")
-            rows, boxes = page_words(i, words)
-            _write_cache(entry, {"words": rows, "boxes": boxes, "settings": settings.as_dict(), "tesseract": version,
-                                 "size": [width, height], "format": 1})
+            if folder not in made:
+                (root / folder).mkdir(exist_ok=True)
+                made.add(folder)
+            content = page_image(template, i)
+            path.write_bytes(content)
+            key = _cache_key(content, settings, version)
+            entry = cache / "ocr" / key[:2] / f"{key}.json"
+            if entry.parent.name not in made:
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                made.add(entry.parent.name)
+            entry.write_text(ocr_record(i % len(VOCAB), words, width, height, json.dumps(fields)[1:-1]))
         lines.append(f"{name} {i % 16}")
     folders = {}
     for label, n in (("tenth", pages // 10), ("full", pages)):
@@ -82,6 +111,14 @@ def build_pages(root: Path, cache: Path, pages: int, words: int) -> dict[str, Pa
         (folder / "test.txt").write_text("\n".join(lines[pages: pages + 8]) + "\n")
         folders[label] = folder
     return folders
+
+
+@functools.lru_cache(maxsize=len(VOCAB))
+def ocr_record(i: int, words: int, width: int, height: int, fields: str) -> str:
+    """The OCR cache entry (JSON text) of page ``i`` (pages whose numbers agree modulo the vocabulary have the
+    same words, so the text is made once per residue)."""
+    rows, boxes = page_words(i, words)
+    return json.dumps({"words": rows, "boxes": boxes, "size": [width, height]})[:-1] + ", " + fields + "}"
 
 
 def page_words(i: int, words: int) -> tuple[list[str], list[list[int]]]:

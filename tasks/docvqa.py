@@ -17,7 +17,8 @@ still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from aetnet.data.documents.answers import locate_answer
 from aetnet.data.documents.document import Box, Document, QAExample
 from aetnet.data.documents.screen import BadDocuments, count_given, guarded
 from aetnet.data.documents.splits import map_splits
+from aetnet.data.documents.stream import DocumentStream
 from aetnet.data.documents.validate import DEFAULT_FIX, expect_box, expect_object, expect_text, read_json, require
 from aetnet.data.ocr.images import image_size
 from aetnet.data.ocr.pool import ocr_many
@@ -150,6 +152,76 @@ def tesseract_pages(data: list, image_root: Path, ocr_root: Path | None) -> list
     return list(seen.values())
 
 
+def _question(i: int, raw: Any, json_path: Path, page: Callable[[str, Any], Document],
+              fuzzy_threshold: float) -> QAExample:
+    """Entry ``i`` of a question file as a :class:`QAExample`; ``page(image, docId)`` gives its page."""
+    where = f"data[{i}]"
+    entry = expect_object(raw, where, json_path)
+    qid = require(entry, "questionId", "text", where, json_path)
+    question = require(entry, "question", "string", where, json_path)
+    if not question.strip():
+        raise DataError(f"entry {i} has an empty question; {DEFAULT_FIX}", json_path, f"{where}.question")
+    image_rel = require(entry, "image", "string", where, json_path)
+    if not image_rel.strip():
+        raise DataError(f"entry {i} names no image; {DEFAULT_FIX}", json_path, f"{where}.image")
+    answers = require(entry, "answers", "list", where, json_path, optional=True, default=[])
+    answers = [expect_text(a, f"{where}.answers[{k}]", json_path) for k, a in enumerate(answers)]
+    doc = page(image_rel, entry.get("docId"))
+    return QAExample(
+        id=qid,
+        question=question,
+        document=doc,
+        answers=answers,
+        answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
+    )
+
+
+def _questions(data: list, json_path: Path, split: str, page: Callable[[str, Any], Document],
+               fuzzy_threshold: float, policy: BadDocuments | None) -> Iterator[QAExample]:
+    """The questions of ``data`` in the file's order; a bad entry goes to ``policy`` and is left out."""
+    for i, entry in enumerate(data):
+        qid = str(entry.get("questionId", i)) if isinstance(entry, dict) else str(i)
+        example = guarded(policy, lambda i=i, entry=entry: _question(i, entry, json_path, page, fuzzy_threshold),
+                          split, qid, str(json_path))
+        if example is not None:
+            yield example
+
+
+def stream_docvqa(json_path: Path, settings: OcrSettings, policy: BadDocuments | None, box_level: str,
+                  max_questions: int | None = None, workers: int | None = 1,
+                  fuzzy_threshold: float = 0.8) -> DocumentStream:
+    """A question file's questions as a scanned :class:`DocumentStream` (the training split): read in the
+    file's order, one page's :class:`Document` alive at a time (shared by its consecutive questions; a page
+    whose questions are apart is read again, with the same words), the first ``max_questions`` kept. Gives
+    the questions, their windows and problems of :func:`read_docvqa` on the same file."""
+    record = expect_object(read_json(json_path, "the DocVQA question file"), "", json_path)
+    data = require(record, "data", "list", "", json_path, fix="is this a DocVQA v1.0 JSON?")
+    split = str(record.get("dataset_split") or json_path.stem)
+    image_root = json_path.parent
+    ocr_root = json_path.parent / "ocr_results" if (json_path.parent / "ocr_results").is_dir() else None
+    if workers != 1:  # fill the OCR cache in parallel once; every pass then reads it
+        ocr_many(tesseract_pages(data, image_root, ocr_root), settings, None, workers, desc=f"OCR {split}")
+
+    def read(reading_policy: BadDocuments | None) -> Iterator[QAExample]:
+        last: list[Any] = [None, None]  # (image, Document) of the latest page only
+
+        def page(image_rel: str, doc_id: Any) -> Document:
+            if last[0] != image_rel:
+                doc = _page_document(image_rel, image_root, ocr_root, settings, None, json_path)
+                doc.meta["docId"] = doc_id
+                last[:] = [image_rel, doc]
+            return last[1]
+
+        if reading_policy is policy:  # the scan: the policy's count of what was given, as read_docvqa
+            count_given(policy, len(data))
+        return islice(_questions(data, json_path, split, page, fuzzy_threshold, reading_policy), max_questions)
+
+    stream = DocumentStream(read, "train", policy, box_level, document=lambda ex: ex.document).scan()
+    logger.info("DocVQA %s: %d questions streamed from %s (their pages read one at a time)", split, stream.count,
+                json_path)
+    return stream
+
+
 def read_docvqa(
     json_path: str | Path,
     image_root: str | Path | None = None,
@@ -199,36 +271,14 @@ def read_docvqa(
         ocr_many(tesseract_pages(data, image_root, ocr_root), settings, cache_dir, workers, desc=f"OCR {split}")
     count_given(policy, len(data))
     pages: dict[str, Document] = {}
-    examples: list[QAExample] = []
-    def read_entry(i: int, raw: Any) -> QAExample:
-        where = f"data[{i}]"
-        entry = expect_object(raw, where, json_path)
-        qid = require(entry, "questionId", "text", where, json_path)
-        question = require(entry, "question", "string", where, json_path)
-        if not question.strip():
-            raise DataError(f"entry {i} has an empty question; {DEFAULT_FIX}", json_path, f"{where}.question")
-        image_rel = require(entry, "image", "string", where, json_path)
-        if not image_rel.strip():
-            raise DataError(f"entry {i} names no image; {DEFAULT_FIX}", json_path, f"{where}.image")
-        answers = require(entry, "answers", "list", where, json_path, optional=True, default=[])
-        answers = [expect_text(a, f"{where}.answers[{k}]", json_path) for k, a in enumerate(answers)]
+
+    def page(image_rel: str, doc_id: Any) -> Document:
         if image_rel not in pages:
             pages[image_rel] = _page_document(image_rel, image_root, ocr_root, settings, cache_dir, json_path)
-            pages[image_rel].meta["docId"] = entry.get("docId")
-        doc = pages[image_rel]
-        return QAExample(
-            id=qid,
-            question=question,
-            document=doc,
-            answers=answers,
-            answer_span=locate_answer(doc.words, answers, fuzzy_threshold=fuzzy_threshold),
-        )
+            pages[image_rel].meta["docId"] = doc_id
+        return pages[image_rel]
 
-    for i, entry in enumerate(data):
-        qid = str(entry.get("questionId", i)) if isinstance(entry, dict) else str(i)
-        example = guarded(policy, lambda i=i, entry=entry: read_entry(i, entry), split, qid, str(json_path))
-        if example is not None:
-            examples.append(example)
+    examples = list(_questions(data, json_path, split, page, fuzzy_threshold, policy))
     blank = [d.id for d in pages.values() if d.image_path is None]
     if blank:
         logger.warning(
@@ -290,6 +340,17 @@ def _read_file(json_file: Path, settings: OcrSettings, policy, workers: int | No
         return {}
 
 
+def _split_name(json_path: Path) -> str | None:
+    """A question file's ``dataset_split`` (else its stem); ``None`` for a file that cannot be read (its
+    reader reports it)."""
+    try:
+        record = read_json(json_path)
+    except DataError:
+        return None
+    split = record.get("dataset_split") if isinstance(record, dict) else None
+    return str(split or json_path.stem)
+
+
 @TASKS.register("docvqa")
 class DocVqaTask(QuestionAnsweringTask):
     """DocVQA extractive QA, scored with ANLS (and exact match).
@@ -335,13 +396,39 @@ class DocVqaTask(QuestionAnsweringTask):
         path, files = self._files(cfg, demo)
         settings = OcrSettings(lang=cfg.data.ocr_lang, psm=cfg.data.ocr_psm)
         splits: dict[str, list[QAExample]] = {}
-        for json_file in files:
-            if len(files) > 1 and not _has_answers(json_file):
-                logger.info("%s has no gold answers (the official test split?); not used for training "
-                            "or evaluation", json_file)
+        used = [f for f in files if len(files) == 1 or _has_answers(f) or logger.info(
+            "%s has no gold answers (the official test split?); not used for training or evaluation", f)]
+        # With a training file and an evaluation file (the official layout), the training questions stream
+        # (a DocumentStream, one page read at a time); a single file is carved by page, as a list.
+        names = {f: _split_name(f) for f in used} if len(used) > 1 else {}
+        streamed = [f for f in used if names.get(f) == "train"]
+        if not any(names.get(f) in EVAL_SPLITS for f in used) or len(streamed) != 1:
+            streamed = []
+        for json_file in used:
+            if json_file in streamed:
                 continue
             read = _read_file(json_file, settings, bad_documents, cfg.data.ocr_workers)
             for split, examples in read.items():
+                splits.setdefault(split, []).extend(examples)
+        if streamed and any(splits.get(name) for name in EVAL_SPLITS):
+            try:
+                stream = stream_docvqa(streamed[0], settings, bad_documents, cfg.data.box_level,
+                                       cfg.data.max_train_documents, cfg.data.ocr_workers)
+            except DataError as exc:  # the whole file is unreadable: one unit, as _read_file does
+                if bad_documents is None:
+                    raise
+                bad_documents.count(1)
+                bad_documents.handle(exc, streamed[0].stem, streamed[0].name, str(streamed[0]))
+                stream = None
+            if stream is not None:
+                splits["train"] = [None] * len(stream)  # map_splits takes it as is (an evaluation split is read)
+                out = map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
+                                 group=lambda ex: ex.document.id)
+                out["train"] = stream
+                return out
+            streamed = []
+        for json_file in streamed:  # no evaluation split read after all: the list path
+            for split, examples in _read_file(json_file, settings, bad_documents, cfg.data.ocr_workers).items():
                 splits.setdefault(split, []).extend(examples)
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
                           group=lambda ex: ex.document.id)

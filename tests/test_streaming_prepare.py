@@ -340,3 +340,85 @@ def test_funsd_release_folder_streams_its_training_forms(shared_data, tiny_base,
     label2id = {label: i for i, label in enumerate(task.label_list())}
     assert task.encode(list(splits["train"]), tokenizer, label2id, cfg) == task.encode(listed["train"], tokenizer,
                                                                                        label2id, cfg)
+
+
+def _docvqa_folder(root, pages: int):
+    """An official-layout DocVQA folder: ``train/`` (1-3 questions a page, a page's questions apart once, a
+    broken entry) and ``val/``, each with its official OCR files (no images: blank pages of the OCR's size)."""
+    folder = root / "docvqa"
+    for split, first, n in (("train", 0, pages), ("val", pages, 6)):
+        ocr = folder / split / "ocr_results"
+        ocr.mkdir(parents=True)
+        entries = []
+        for i in range(first, first + n):
+            words = [f"w{i}", "total", f"{i % 97}.00", "paid", "date", f"{i % 28 + 1}/03"]
+            lines = [{"words": [{"text": w, "boundingBox": [10 + 40 * k, 10, 45 + 40 * k, 10, 45 + 40 * k, 30,
+                                                             10 + 40 * k, 30]} for k, w in enumerate(words)]}]
+            (ocr / f"p{i:05d}.json").write_text(json.dumps(
+                {"recognitionResults": [{"width": 400, "height": 100, "lines": lines}]}))
+            for q in range(1 + i % 3):
+                entries.append({"questionId": i * 4 + q, "question": f"what is word {q}?", "docId": i,
+                                "image": f"documents/p{i:05d}.png", "answers": [words[(2 * q + i) % 6]]})
+        if split == "train":
+            entries.append(dict(entries[0], questionId=99999, question="page 0 again?"))  # page 0 read again
+            entries.insert(5, {"questionId": 99998, "image": "documents/p00001.png"})  # no question: skipped
+        (folder / split / f"{split}_v1.0.json").write_text(json.dumps({"dataset_split": split, "data": entries}))
+    return folder
+
+
+def test_docvqa_training_questions_stream_one_page_at_a_time(tmp_path, own_cache, monkeypatch):
+    """DocVQA's official layout: the training questions stream in the file's order, a page read once for its
+    consecutive questions and at most a chunk of questions' pages alive; today's windows, questions and
+    skipped.jsonl lines."""
+    import gc
+
+    from aetnet.data.documents.screen import BadDocuments
+    from aetnet.data.documents.stream import DocumentStream
+    from aetnet.tasks import docvqa
+    from aetnet.train import runner
+
+    pages = 300
+    folder = _docvqa_folder(tmp_path, pages)
+    monkeypatch.setattr(window_store, "CHUNK", 64)
+    cfg = resolve_config({}, {"task": "docvqa", "model": {"base": "tiny"}, "data": {"path": str(folder)},
+                              "train": {"eval_strategy": "no"}},
+                         ["data.max_length=32", "data.stride=8", "data.on_bad_document=skip"])
+    parts = runner.resolve_components(cfg)
+
+    # today's list (read_docvqa)
+    policy = BadDocuments("skip")
+    listed = docvqa.read_docvqa(folder / "train" / "train_v1.0.json", policy=policy)["train"]
+    expected = parts.task.encode(listed, parts.processor.tokenizer, None, cfg)
+    expected_questions = [(ex.id, ex.question, ex.answer_span, ex.document.id) for ex in listed]
+    expected_skipped = [(r["split"], r["id"]) for r in policy.records]
+    assert len(listed) == sum(1 + i % 3 for i in range(pages)) + 1
+    del listed
+    gc.collect()
+
+    events: list[tuple[int, str]] = []
+    real = docvqa._page_document
+
+    def counted(*args, **kwargs):
+        doc = real(*args, **kwargs)
+        events.append((1, doc.id))
+        weakref.finalize(doc, events.append, (-1, doc.id))
+        return doc
+
+    monkeypatch.setattr(docvqa, "_page_document", counted)
+    data = runner.load_data(cfg, parts.task)
+    assert isinstance(data.train, DocumentStream)
+    assert [(ex.id, ex.question, ex.answer_span, ex.document.id) for ex in data.train] == expected_questions
+    training = runner.encode_training(cfg, parts, data)
+    data = data.without_training_examples()
+    gc.collect()
+    alive = most = 0
+    for step, doc_id in events:
+        if int(doc_id[1:]) < pages:
+            alive += step
+            most = max(most, alive)
+    # at most a chunk of questions' pages (a chunk holds 64 questions, about 32 pages here), none at the end
+    assert most <= window_build.chunk_bound(1) == 64 < pages // 4
+    assert alive == 0
+    assert training.documents == len(expected_questions)
+    assert [r["id"] for r in data.bad_documents.records] == [i for _, i in expected_skipped] == ["99998"]
+    assert list(training.windows) == expected

@@ -33,6 +33,8 @@ class DocumentStream:
         policy: the run's :class:`~aetnet.data.documents.screen.BadDocuments` (``None``: errors propagate).
         box_level: ``data.box_level``, for screening.
         need_words: whether a document without words is bad (token tasks).
+        document: ``document(item)`` -> the page of an item the reader yields (the item itself; a question's
+            page for QA, screened and referenced for each of its questions, as with lists).
 
     Attributes (after :meth:`scan`):
         count: the documents that passed.
@@ -41,30 +43,35 @@ class DocumentStream:
     """
 
     def __init__(self, read: Callable[[BadDocuments | None], Iterator[Document]], split: str,
-                 policy: BadDocuments | None = None, box_level: str = "segment", need_words: bool = False):
-        self._read, self.split, self.policy = read, split, policy
+                 policy: BadDocuments | None = None, box_level: str = "segment", need_words: bool = False,
+                 document: Callable[[Any], Document] = lambda item: item):
+        self._read, self.split, self.policy, self.document = read, split, policy, document
         self.box_level, self.need_words = box_level, need_words
         self.count: int | None = None
         self.digest = ""
         self.pages: list[PageImage] = []
 
-    def _documents(self, policy: BadDocuments | None) -> Iterator[Document]:
-        for doc in self._read(policy):
+    def _documents(self, policy: BadDocuments | None) -> Iterator[Any]:
+        for item in self._read(policy):
+            doc = self.document(item)
             if policy is None:
                 check_document(doc, self.box_level, self.need_words)
             elif not policy.run(lambda d=doc: check_document(d, self.box_level, self.need_words) or True,
                                 self.split, doc.id, doc.source):
                 continue
-            yield doc
+            yield item
 
     def scan(self) -> DocumentStream:
         """The first pass: problems to the policy (in page order), count, digest and page references."""
         from aetnet.data.encoding.key import ExamplesDigest
 
-        digest, pages = ExamplesDigest(), []
-        for doc in self._documents(self.policy):
-            digest.update(doc)
-            pages.append(doc.page_image())
+        digest, pages, last = ExamplesDigest(), [], (None, None)
+        for item in self._documents(self.policy):
+            digest.update(item)
+            doc = self.document(item)
+            if doc is not last[0]:  # a page's questions share its reference
+                last = (doc, doc.page_image())
+            pages.append(last[1])
         self.count, self.digest, self.pages = digest.count, digest.hexdigest(), pages
         return self
 
