@@ -96,6 +96,7 @@ def _aetnet_first_windows(task, data, tokenizer):
     label2id = {name: i for i, name in enumerate(labels)}
     out = {}
     for docs in splits.values():
+        docs = list(docs)  # the training split streams (a DocumentStream): read it whole here, 12-20 forms
         for window in task.encode(docs, tokenizer, label2id, cfg):
             doc = docs[window.doc_index]
             if doc.id not in out:

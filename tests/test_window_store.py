@@ -265,7 +265,7 @@ def test_concurrent_builders_encode_once(shared_data, tokenizer, own_cache):
     for t in threads:
         t.join()
     assert spy.calls == 1 and len(stores) == 2 and stores[0].folder == stores[1].folder
-    assert list(stores[1]) == spy.real(docs, tokenizer, None, _cfg("funsd"))
+    assert list(stores[1]) == spy.real(spy.task, docs, tokenizer, None, _cfg("funsd"))
 
 
 def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
