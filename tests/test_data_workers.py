@@ -134,3 +134,23 @@ def test_same_training_with_and_without_workers(tmp_path):
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
     assert predictions[0] == predictions[1] and predictions[0]
+
+
+def test_a_finished_run_leaves_no_loader_workers(tmp_path):
+    """``finetune`` stops its persistent loader workers when training ends. Left to the garbage collector,
+    they stayed alive after the run, and the next ``gc.collect()`` (the next run's Trainer makes one) lost
+    their stop signal and waited 5 s per worker (pytorch/pytorch#81794)."""
+    import multiprocessing
+
+    from aetnet.train.runner import finetune
+
+    def loader_workers() -> list:
+        return [p for p in multiprocessing.active_children() if p.name.startswith(("Process", "ForkProcess"))
+                and p.is_alive()]
+
+    before = set(loader_workers())
+    for run in ("a", "b"):
+        finetune("funsd", base="tiny", demo=True, output=tmp_path / run, overrides=[
+            "train.max_steps=2", "train.batch_size=2", "data.max_train_documents=2",
+            "data.max_eval_documents=1", "train.num_workers=2"])
+        assert set(loader_workers()) - before == set(), f"run {run} left DataLoader workers running"

@@ -85,6 +85,9 @@ class AetnetTrainer(Trainer):
         self._term_count = 0
         #: What the run's efficiency settings resolved to (``metrics.json``); set by :func:`build_trainer`.
         self.efficiency: dict[str, Any] = {}
+        #: The training loaders this trainer made (the run's own, and the one resuming mid-epoch), whose
+        #: persistent workers :meth:`release_data_workers` stops.
+        self._train_loaders: list = []
 
     def after_optimizer_step(self) -> None:
         """Step 3 of an optimizer step: the strategy's update of the model, right after ``optimizer.step()``.
@@ -223,7 +226,29 @@ class AetnetTrainer(Trainer):
         base = getattr(loader, "base_dataloader", None)  # accelerate's DataLoaderShard wraps a torch loader
         if base is not None:
             base.generator = torch.Generator().manual_seed(self.args.seed)
+        self._train_loaders.append(loader)
         return loader
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """The Trainer's loader that skips the batches a resumed epoch already saw, kept for
+        :meth:`release_data_workers`."""
+        loader = super().get_resumed_dataloader(dataloader, num_batches)
+        self._train_loaders.append(loader)
+        return loader
+
+    def release_data_workers(self) -> None:
+        """Stop the persistent worker processes of the training loaders now (call it once training is over).
+
+        Left alone, a persistent loader's iterator lives until the garbage collector frees the trainer's
+        reference cycles, the next time anything in the process calls ``gc.collect()`` (the Trainer does
+        so as each training starts). The collector finalises the iterator's queues before the iterator,
+        so the stop signal it sends never reaches its workers and it waits out a 5-second join timeout
+        per worker (pytorch/pytorch#81794): 10 s at the start of the next run in the same process
+        (``aetnet compare``, a notebook, a test session) with two workers.
+        """
+        for loader in self._train_loaders:
+            stop_loader_workers(loader)
+        self._train_loaders.clear()
 
     def _get_output_dir(self, trial) -> str:
         staging = getattr(self, "_staging_dir", None)
@@ -278,6 +303,20 @@ class AetnetTrainer(Trainer):
                     logs[name] = round(mean, 6)
                 logs.update(model_log_values(self.model))
         super().log(logs, *args, **kwargs)
+
+
+def stop_loader_workers(loader) -> None:
+    """Stop the worker processes a persistent-worker ``loader`` (a torch DataLoader, or accelerate's wrapper
+    of one) keeps between epochs; a loader without live workers is left as it is. The next iteration of
+    the loader would start new workers."""
+    from accelerate.data_loader import DataLoaderAdapter
+    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+
+    base = loader.base_dataloader if isinstance(loader, DataLoaderAdapter) else loader
+    iterator = base._iterator  # torch keeps a persistent loader's iterator here (None otherwise)
+    if isinstance(iterator, _MultiProcessingDataLoaderIter):
+        iterator._shutdown_workers()  # what the iterator's __del__ would do, while its queues still work
+        base._iterator = None
 
 
 class _OptimizerStepped(TrainerCallback):
