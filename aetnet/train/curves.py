@@ -77,7 +77,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str, title: s
         twin.set_ylabel("temperature", color="tab:orange")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # Fixed margins: tight_layout draws the figure once more to measure it, half the cost of the plot.
+    fig.subplots_adjust(left=0.06, right=0.95, bottom=0.14, top=0.85, wspace=0.35)
     path = Path(path)
     fig.savefig(path, dpi=80)
     plt.close(fig)
