@@ -8,6 +8,8 @@ training readers, ``predict``, ``serve``, OCR, ``convert labelstudio``) goes thr
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,8 +26,37 @@ ORIENTATION_TAG = 0x0112
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def _png_without_exif(img: Image.Image) -> bool:
+    """True for an opened, not yet decoded PNG whose chunks hold no ``eXIf``, read from the chunk headers.
+
+    PIL finds an ``eXIf`` chunk placed after the pixel data only by decoding the whole image, which
+    ``getexif`` does for every PNG without one before it: 8 ms for a scanned page, at each listing of a
+    split. Walking the chunk headers (length and type, then a seek over the data) answers without decoding.
+    """
+    if img.format != "PNG" or "exif" in img.info or img.fp is None:
+        return False
+    fp = img.fp
+    position = fp.tell()
+    try:
+        fp.seek(8)  # the PNG signature
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return True  # truncated: no eXIf was found (decoding reports the damage)
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"eXIf":
+                return False
+            if kind == b"IEND":
+                return True
+            fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    finally:
+        fp.seek(position)
+
+
 def orientation(img: Image.Image) -> int:
     """The image's EXIF orientation (1 = upright, as stored; 2-8 = mirrored and/or rotated), header only."""
+    if _png_without_exif(img):
+        return 1
     try:
         value = img.getexif().get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError, TypeError):  # a broken EXIF block: show the pixels as stored
