@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,34 +63,35 @@ def _read_json_file(json_file: Path, image_dir: Path, missing: list[str]) -> Doc
     return cord_document(gt, json_file.stem, str(json_file), image_path=image_path)
 
 
-def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[Document]:
-    docs = []
+def _json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> Iterator[tuple[Path, Document]]:
+    """``(file, document)`` of each ``*.json`` annotation of ``json_dir`` in file order, read and checked; a broken
+    file goes to ``policy`` (``None``: its error propagates) and is left out.
+
+    Raises:
+        DataError: no annotation file could be read.
+    """
     files = sorted(json_dir.glob("*.json"))
     count_given(policy, len(files))
+    found = False
     for json_file in files:
         doc = guarded(policy, lambda f=json_file: _read_json_file(f, image_dir, missing), json_dir.parent.name,
                       json_file.stem, str(json_file))
         if doc is not None:
-            docs.append(doc)
-    if not docs:
+            found = True
+            yield json_file, doc
+    if not found:
         raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
-    return docs
+
+
+def _read_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[Document]:
+    return [doc for _, doc in _json_folder(json_dir, image_dir, missing, policy)]
 
 
 def _list_json_folder(json_dir: Path, image_dir: Path, missing: list[str], policy=None) -> list[DocumentRef]:
     """:func:`_read_json_folder` as references: every file is read (its problems go to ``policy`` in file
     order, as there) and dropped; what is kept is its id and how to read it again."""
-    refs = []
-    files = sorted(json_dir.glob("*.json"))
-    count_given(policy, len(files))
-    for json_file in files:
-        doc = guarded(policy, lambda f=json_file: _read_json_file(f, image_dir, missing), json_dir.parent.name,
-                      json_file.stem, str(json_file))
-        if doc is not None:
-            refs.append(DocumentRef(doc.id, partial(_read_json_file, json_file, image_dir, [])))
-    if not refs:
-        raise DataError("no receipt_*.json annotation files in this folder", json_dir, "json")
-    return refs
+    return [DocumentRef(doc.id, partial(_read_json_file, json_file, image_dir, []))
+            for json_file, doc in _json_folder(json_dir, image_dir, missing, policy)]
 
 
 def list_cord(path: str | Path, eval_fraction: float = 0.2, seed: int = 42,
