@@ -87,6 +87,9 @@ def _rank_share(span: range, rank: int, world: int) -> range:
     return range(span.start + (rank - span.start) % world, span.stop, world)
 
 
+_END = object()
+
+
 def chunk_outputs(model, dataset, spans: Sequence[range], batch_size: int, kind: str, pad_token_id: int,
                   num_workers: int = 0, shared: bool = False) -> Iterator[list[Any]]:
     """Per window range of ``spans`` (consecutive, covering ``dataset`` in order), the outputs of its windows.
@@ -116,9 +119,6 @@ def chunk_outputs(model, dataset, spans: Sequence[range], batch_size: int, kind:
             yield gathered
         if next(outputs, _END) is not _END:
             raise RuntimeError(f"the window ranges cover fewer than the {len(dataset)} windows")
-
-
-_END = object()
 
 
 def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int,

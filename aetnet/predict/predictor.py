@@ -370,6 +370,7 @@ def json_list_file(path: Path | None) -> Iterator[Callable[[Any], None]]:
             nonlocal count
             text = json.dumps(item, indent=1, ensure_ascii=False).replace("\n", "\n ")  # one level deeper
             fh.write(("[\n " if count == 0 else ",\n ") + text)
+            fh.flush()  # a page's record is on disk once it is predicted (a long run can be followed)
             count += 1
 
         yield write
