@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ class Task:
       to a node's other processes), :meth:`relation_meta` (saved in ``aetnet.json``),
       :meth:`write_extras`;
     - evaluation (validation during training, ``aetnet evaluate``, :mod:`aetnet.inference.evaluation`):
-      :meth:`load`, :meth:`documents`, :meth:`encode`, :meth:`evaluate`, :meth:`write_extras`;
+      :meth:`load`, :meth:`documents`, :meth:`encode`, :meth:`scorer` (a split is scored one document at
+      a time: see :class:`Scorer`), :meth:`write_extras`;
     - ``aetnet compare``: :attr:`metric` (the compared score);
     - ``aetnet inspect``: :meth:`load`, :meth:`documents`, :meth:`statistics`, :meth:`keep_known_labels`
       (through the readers); ``aetnet ocr``: :meth:`pages_to_recognise`.
@@ -153,18 +156,66 @@ class Task:
         classes (their source is hashed); see :func:`aetnet.data.encoding.store.encode_cached`."""
         return WindowEncoder(self.encode, self.name, type(self))
 
+    def scorer(self, id2label: dict[int, str]) -> Scorer:
+        """A fresh :class:`Scorer` for one scoring of a split (each kind of task returns its own; a task
+        that adds metrics returns a subclass of its kind's)."""
+        raise NotImplementedError(f"task {self.name or type(self).__name__!r} defines no scorer(): return a "
+                                  "Scorer subclass (see aetnet.tasks.base.Scorer)")
+
     def evaluate(
-        self, examples: list[Any], windows: list[Window], outputs: Any, id2label: dict[int, str]
+        self, examples: Sequence[Any], windows: Sequence[Window], outputs: Sequence[Any], id2label: dict[int, str]
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Model outputs for ``windows`` -> (metrics, one prediction record per example)."""
-        raise NotImplementedError
+        """Model outputs for ``windows`` -> (metrics, one prediction record per example), all at once.
+
+        The same :meth:`scorer` as the streamed evaluation, fed the examples in order (for a small set
+        already in memory, and tests); :mod:`aetnet.inference.evaluation` streams instead.
+        """
+        scorer = self.scorer(id2label)
+        per_doc: list[list[int]] = [[] for _ in examples]
+        for i, window in enumerate(windows):
+            per_doc[window.doc_index].append(i)
+        records = [scorer.add(example, local_windows([windows[i] for i in rows]), [outputs[i] for i in rows])
+                   for example, rows in zip(examples, per_doc)]
+        return scorer.metrics(), records
 
     def statistics(self, splits: dict[str, list[Any]], tokenizer, cfg: RunConfig) -> dict[str, Any]:
         """Per split counts for ``aetnet inspect``."""
         raise NotImplementedError
 
-    def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
-        """Write task-specific files beside ``metrics.json`` (a confusion matrix, ...); default none."""
+    def write_extras(self, folder: Path, metrics: dict[str, Any]) -> None:
+        """Write task-specific files beside ``metrics.json`` (a confusion matrix, ...) from the metrics; default
+        none (the prediction records were written as they came, to ``predictions.jsonl``)."""
+
+
+class Scorer:
+    """What a task keeps of a split while the split is scored one document at a time.
+
+    The evaluation (:mod:`aetnet.inference.evaluation`) predicts the windows of a bounded chunk of documents,
+    then calls :meth:`add` once per example, in order, with that example's windows and their outputs; the
+    record it returns is written to ``predictions.jsonl`` at once and not kept. A scorer keeps only what its
+    metric needs (label lists for seqeval, per-question ANLS values, link counts), and :meth:`metrics` gives
+    the metrics of everything added. One scorer serves one scoring; :meth:`Task.scorer` makes a fresh one.
+
+    Args:
+        id2label: label names by id (empty for QA and relations).
+    """
+
+    def __init__(self, id2label: dict[int, str]) -> None:
+        self.id2label = id2label
+
+    def add(self, example: Any, windows: Sequence[Window], outputs: Sequence[Any]) -> dict[str, Any]:
+        """Merge one example's ``windows`` (all of them, ``doc_index`` 0, in order) and their model
+        ``outputs``; keep what the metric needs; return the example's prediction record."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics of the examples added so far."""
+        raise NotImplementedError
+
+
+def local_windows(windows: Sequence[Window]) -> list[Window]:
+    """One document's windows with ``doc_index`` 0 (what :meth:`Scorer.add` takes)."""
+    return [w if w.doc_index == 0 else replace(w, doc_index=0) for w in windows]
 
 
 class TokenClassificationTask(Task):
@@ -185,24 +236,8 @@ class TokenClassificationTask(Task):
             examples, tokenizer, label2id, cfg.data.max_length, cfg.data.stride, cfg.data.box_level
         )
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        from aetnet.metrics import entity_scores
-
-        logits = outputs
-        merged = merge_token_predictions(windows, logits, [len(d.words) for d in examples])
-        gold, pred, records = [], [], []
-        for doc, scores in zip(examples, merged):
-            labels, confidences = word_predictions(scores, id2label)
-            gold_labels = list(doc.labels or [])
-            if gold_labels:
-                gold.append(gold_labels)
-                pred.append(labels)
-            records.append(
-                {"id": doc.id, "words": doc.words, "gold": gold_labels, "pred": labels,
-                 "scores": [round(c, 5) for c in confidences]}
-            )
-        metrics = entity_scores(gold, pred)
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> TokenScorer:
+        return TokenScorer(id2label)
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -277,31 +312,15 @@ class SequenceClassificationTask(Task):
         metrics.pop("labels")  # the class order is the label list, saved with the model
         return metrics
 
-    def write_extras(self, folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    def write_extras(self, folder: Path, metrics: dict[str, Any]) -> None:
         """``confusion_matrix.csv`` and ``confusion_matrix.png`` beside ``metrics.json``."""
         from aetnet.metrics import save_confusion
 
         if metrics.get("confusion_matrix"):
             save_confusion(metrics["confusion_matrix"], self.label_list(), folder)
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        """Per page: softmax over the class logits (averaged over its windows, if several)."""
-        summed: dict[int, np.ndarray] = {}
-        counts: Counter = Counter()
-        for window, logits in zip(windows, outputs):
-            vec = np.asarray(logits, dtype=np.float64)
-            summed[window.doc_index] = summed.get(window.doc_index, 0) + vec
-            counts[window.doc_index] += 1
-        gold, pred, records = [], [], []
-        for index, doc in enumerate(examples):
-            probs = softmax(summed[index] / counts[index])
-            label = id2label[int(probs.argmax())]
-            if doc.doc_label is not None:
-                gold.append(doc.doc_label)
-                pred.append(label)
-            records.append({"id": doc.id, "gold": doc.doc_label, "pred": label,
-                            "probs": {id2label[i]: round(float(p), 5) for i, p in enumerate(probs)}})
-        return self.score(gold, pred), records
+    def scorer(self, id2label: dict[int, str]) -> ClassScorer:
+        return ClassScorer(id2label, self.score)
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -338,31 +357,8 @@ class QuestionAnsweringTask(Task):
     def encode(self, examples, tokenizer, label2id, cfg: RunConfig) -> list[Window]:
         return encode_qa_examples(examples, tokenizer, cfg.data.max_length, cfg.data.stride)
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        """ANLS (threshold 0.5, best over gold answers) and exact match, averaged over the questions
-        that have gold answers; a question without any gold answer is predicted but not scored."""
-        from aetnet.data.documents.answers import anls, exact_match
-
-        spans = decode_spans(windows, outputs, len(examples), self.max_answer_tokens)
-        records, anls_scores, em_scores = [], [], []
-        for example, span in zip(examples, spans):
-            words = example.document.words
-            answer = " ".join(words[span.start_word: span.end_word + 1]) if span else ""
-            if example.answers:
-                anls_scores.append(anls(answer, example.answers, threshold=0.5))
-                em_scores.append(exact_match(answer, example.answers))
-            records.append({
-                "id": example.id, "question": example.question, "answer": answer,
-                "score": round(span.score, 5) if span else None, "answers": example.answers,
-                "word_span": [span.start_word, span.end_word] if span else None,
-                "gold_span": list(example.answer_span) if example.answer_span else None,
-            })
-        metrics = {
-            "anls": float(np.mean(anls_scores)) if anls_scores else 0.0,
-            "exact_match": float(np.mean(em_scores)) if em_scores else 0.0,
-            "scored_questions": len(anls_scores),
-        }
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> AnswerScorer:
+        return AnswerScorer(id2label, self.max_answer_tokens)
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -382,3 +378,92 @@ class QuestionAnsweringTask(Task):
                 "windows_with_answer": sum(1 for w in windows if w.start_positions),
             }
         return out
+
+
+# ------------------------------------------------------------------------------------------ scorers
+class TokenScorer(Scorer):
+    """Word labels: seqeval entity scores over the pages with gold labels; the record holds the words, gold
+    and predicted labels and each word's confidence. Keeps the gold and predicted label lists."""
+
+    def __init__(self, id2label: dict[int, str]) -> None:
+        super().__init__(id2label)
+        self.gold: list[list[str]] = []
+        self.pred: list[list[str]] = []
+
+    def add(self, example, windows, outputs):
+        (scores,) = merge_token_predictions(windows, outputs, [len(example.words)])
+        labels, confidences = word_predictions(scores, self.id2label)
+        gold_labels = list(example.labels or [])
+        if gold_labels:
+            self.gold.append(gold_labels)
+            self.pred.append(labels)
+        return {"id": example.id, "words": example.words, "gold": gold_labels, "pred": labels,
+                "scores": [round(c, 5) for c in confidences]}
+
+    def metrics(self):
+        from aetnet.metrics import entity_scores
+
+        return entity_scores(self.gold, self.pred)
+
+
+class ClassScorer(Scorer):
+    """One class per page: softmax over the class logits (averaged over its windows, if several); keeps the
+    gold and predicted class of each page with a gold class, scored by ``score(gold, pred)``."""
+
+    def __init__(self, id2label: dict[int, str], score) -> None:
+        super().__init__(id2label)
+        self.score = score
+        self.gold: list[str] = []
+        self.pred: list[str] = []
+
+    def add(self, example, windows, outputs):
+        if not outputs:
+            raise AetnetError(f"page {example.id!r} has no window to classify")
+        summed: Any = 0
+        for logits in outputs:
+            summed = summed + np.asarray(logits, dtype=np.float64)
+        probs = softmax(summed / len(outputs))
+        label = self.id2label[int(probs.argmax())]
+        if example.doc_label is not None:
+            self.gold.append(example.doc_label)
+            self.pred.append(label)
+        return {"id": example.id, "gold": example.doc_label, "pred": label,
+                "probs": {self.id2label[i]: round(float(p), 5) for i, p in enumerate(probs)}}
+
+    def metrics(self):
+        return self.score(self.gold, self.pred)
+
+
+class AnswerScorer(Scorer):
+    """Extractive QA: ANLS (threshold 0.5, best over gold answers) and exact match, averaged over the
+    questions that have gold answers; a question without any gold answer is predicted but not scored.
+    Keeps one ANLS and one exact-match value per scored question."""
+
+    def __init__(self, id2label: dict[int, str], max_answer_tokens: int) -> None:
+        super().__init__(id2label)
+        self.max_answer_tokens = max_answer_tokens
+        self.anls: list[float] = []
+        self.exact: list[float] = []
+
+    def add(self, example, windows, outputs):
+        from aetnet.data.documents.answers import anls, exact_match
+
+        (span,) = decode_spans(windows, outputs, 1, self.max_answer_tokens)
+        words = example.document.words
+        answer = " ".join(words[span.start_word: span.end_word + 1]) if span else ""
+        if example.answers:
+            self.anls.append(anls(answer, example.answers, threshold=0.5))
+            self.exact.append(exact_match(answer, example.answers))
+        return {
+            "id": example.id, "question": example.question, "answer": answer,
+            "score": round(span.score, 5) if span else None, "answers": example.answers,
+            "word_span": [span.start_word, span.end_word] if span else None,
+            "gold_span": list(example.answer_span) if example.answer_span else None,
+        }
+
+    def metrics(self):
+        return {
+            "anls": float(np.mean(self.anls)) if self.anls else 0.0,
+            "exact_match": float(np.mean(self.exact)) if self.exact else 0.0,
+            "scored_questions": len(self.anls),
+        }

@@ -34,7 +34,7 @@ from aetnet.data.ocr.pool import ocr_many
 from aetnet.data.ocr.tesseract import OcrSettings, ocr_with
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import QuestionAnsweringTask
+from aetnet.tasks.base import AnswerScorer, QuestionAnsweringTask
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +433,24 @@ class DocVqaTask(QuestionAnsweringTask):
         return map_splits(splits, EVAL_SPLITS, cfg.data.eval_fraction, cfg.train.seed, f"DocVQA {path}",
                           group=lambda ex: ex.document.id)
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        metrics, records = super().evaluate(examples, windows, outputs, id2label)
-        metrics.update(docvqa_summary(examples))
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> AnswerScorer:
+        return DocVqaScorer(id2label, self.max_answer_tokens)
+
+
+class DocVqaScorer(AnswerScorer):
+    """:class:`AnswerScorer` whose metrics add the :func:`docvqa_summary` counts of the questions scored."""
+
+    def __init__(self, id2label: dict[int, str], max_answer_tokens: int) -> None:
+        super().__init__(id2label, max_answer_tokens)
+        self.counts = {"questions": 0, "located": 0, "without_answers": 0}
+
+    def add(self, example, windows, outputs):
+        self.counts["questions"] += 1
+        self.counts["located"] += example.answer_span is not None
+        self.counts["without_answers"] += not example.answers
+        return super().add(example, windows, outputs)
+
+    def metrics(self):
+        counts = self.counts
+        return {**super().metrics(), "questions": counts["questions"], "located": counts["located"],
+                "unlocated": counts["questions"] - counts["located"], "without_answers": counts["without_answers"]}

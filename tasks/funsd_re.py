@@ -25,8 +25,8 @@ from aetnet.data.documents.relations import (
     document_entities,
     encode_relation_documents,
     gold_links,
+    link_count_scores,
     link_probability,
-    link_scores,
     merge_entity_vectors,
     pair_logits,
 )
@@ -34,7 +34,7 @@ from aetnet.data.documents.screen import BadDocuments
 from aetnet.data.encoding.key import WindowEncoder
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import Task
+from aetnet.tasks.base import Scorer, Task
 from aetnet.tasks.funsd import funsd_splits, load_funsd
 
 
@@ -74,20 +74,8 @@ class RelationTask(Task):
         """Take ``relations.protocol`` from the run's configuration (it decides training targets and scoring)."""
         self.schema = replace(self.schema, protocol=cfg.relations.protocol)
 
-    def evaluate(self, examples: list[Document], windows, outputs, id2label):
-        """Page-level pairing: entity vectors merged over windows, every candidate pair of the protocol
-        scored. A ``page`` run also reports the ``chunks`` scores of the same predictions (``chunks_*``)."""
-        entities = [document_entities(doc, self.schema.labels) for doc in examples]
-        merged = merge_entity_vectors(windows, outputs, [len(e) for e in entities])
-        chunks = window_entity_chunks(windows, [len(e) for e in entities])
-        metrics, records = score_links(examples, entities, merged, chunks, self.schema)
-        if self.schema.protocol == "page":
-            chunked, _ = score_links(examples, entities, merged, chunks, replace(self.schema, protocol="chunks"))
-            metrics.update({f"chunks_{k}": chunked[k] for k in
-                            ("precision", "recall", "f1", "true_links", "predicted_links", "gold_links")})
-        metrics["protocol"] = self.schema.protocol
-        metrics["pages_needing_windows"] = sum(1 for n in Counter(w.doc_index for w in windows).values() if n > 1)
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> LinkScorer:
+        return LinkScorer(id2label, self.schema)
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         """Per split: entities, windows and, per protocol, candidate pairs, gold and unreachable links."""
@@ -119,35 +107,68 @@ class RelationTask(Task):
         return out
 
 
-def score_links(examples: list[Document], entities, merged, chunks, schema: RelationSchema):
-    """(metrics, per page records) of the merged entity vectors under ``schema.protocol``: ``page`` and
-    ``chunks`` predict every candidate with logit > 0, ``all-links`` one parent per entity."""
-    gold_sets, pred_sets, records = [], [], []
-    other = unreachable = n_candidates = unscored = 0
-    for doc, ents, vectors, chunk in zip(examples, entities, merged, chunks):
-        gold = gold_links(doc, ents, schema, chunk)
-        other, unreachable = other + gold.other, unreachable + gold.unreachable
-        pairs = candidate_pairs(ents, schema, chunk)
-        n_candidates += len(pairs)
-        logits = pair_logits(vectors, pairs)
-        unscored += int(np.isinf(logits).sum())  # an entity no window represented (never expected)
-        kept = one_parent(pairs, logits) if schema.protocol == "all-links" else \
-            [k for k, x in enumerate(logits) if x > 0]
-        predicted = [(pairs[k], float(logits[k])) for k in kept]
-        gold_sets.append(set(gold.pairs))
-        pred_sets.append({p for p, _ in predicted})
-        records.append({
-            "id": doc.id,
-            "pred": [{"key": ents[h].text, "value": ents[t].text, "key_id": ents[h].id, "value_id": ents[t].id,
-                      "score": round(link_probability(x), 5), "correct": (h, t) in gold_sets[-1]}
-                     for (h, t), x in predicted],
-            "gold": [[ents[h].id, ents[t].id] for h, t in gold.pairs],
-            "missed": [[ents[h].id, ents[t].id] for h, t in gold.pairs if (h, t) not in pred_sets[-1]],
-        })
-    metrics: dict[str, Any] = link_scores(gold_sets, pred_sets)
-    metrics.update({"candidate_pairs": n_candidates, "other_links": other, "unreachable_links": unreachable,
-                    "unscored_pairs": unscored, "pages": len(examples)})
-    return metrics, records
+class LinkScorer(Scorer):
+    """Page-level pairing: entity vectors merged over the page's windows, every candidate pair of the protocol
+    scored (``page`` and ``chunks`` predict every candidate with logit > 0, ``all-links`` one parent per
+    entity). A ``page`` run also reports the ``chunks`` scores of the same predictions (``chunks_*``).
+    Keeps link counts (micro precision / recall / F1 over all pages) and the pages that needed windows."""
+
+    def __init__(self, id2label: dict[int, str], schema: RelationSchema) -> None:
+        super().__init__(id2label)
+        self.schema = schema
+        self.tallies = {schema.protocol: Counter()}
+        if schema.protocol == "page":
+            self.tallies["chunks"] = Counter()
+        self.pages_needing_windows = 0
+
+    def add(self, example, windows, outputs):
+        entities = document_entities(example, self.schema.labels)
+        (vectors,) = merge_entity_vectors(windows, outputs, [len(entities)])
+        (chunk,) = window_entity_chunks(windows, [len(entities)])
+        self.pages_needing_windows += len(windows) > 1
+        record = None
+        for protocol, tally in self.tallies.items():
+            schema = self.schema if protocol == self.schema.protocol else replace(self.schema, protocol=protocol)
+            page = _page_links(example, entities, vectors, chunk, schema, tally)
+            record = record or page
+        return record
+
+    def metrics(self):
+        metrics: dict[str, Any] = {}
+        for protocol, t in self.tallies.items():
+            scores = link_count_scores(t["tp"], t["predicted"], t["gold"])
+            if protocol == self.schema.protocol:
+                metrics.update(scores)
+                metrics.update({"candidate_pairs": t["candidates"], "other_links": t["other"],
+                                "unreachable_links": t["unreachable"], "unscored_pairs": t["unscored"],
+                                "pages": t["pages"]})
+            else:
+                metrics.update({f"chunks_{k}": scores[k] for k in
+                                ("precision", "recall", "f1", "true_links", "predicted_links", "gold_links")})
+        metrics["protocol"] = self.schema.protocol
+        metrics["pages_needing_windows"] = self.pages_needing_windows
+        return metrics
+
+
+def _page_links(doc: Document, ents, vectors, chunk, schema: RelationSchema, tally: Counter) -> dict[str, Any]:
+    """The links predicted on one page under ``schema.protocol``, counted into ``tally``; the page's record."""
+    gold = gold_links(doc, ents, schema, chunk)
+    pairs = candidate_pairs(ents, schema, chunk)
+    logits = pair_logits(vectors, pairs)
+    kept = one_parent(pairs, logits) if schema.protocol == "all-links" else [k for k, x in enumerate(logits) if x > 0]
+    predicted = [(pairs[k], float(logits[k])) for k in kept]
+    gold_set, pred_set = set(gold.pairs), {p for p, _ in predicted}
+    tally.update(other=gold.other, unreachable=gold.unreachable, candidates=len(pairs), pages=1,
+                 unscored=int(np.isinf(logits).sum()),  # an entity no window represented (never expected)
+                 tp=len(gold_set & pred_set), predicted=len(pred_set), gold=len(gold_set))
+    return {
+        "id": doc.id,
+        "pred": [{"key": ents[h].text, "value": ents[t].text, "key_id": ents[h].id, "value_id": ents[t].id,
+                  "score": round(link_probability(x), 5), "correct": (h, t) in gold_set}
+                 for (h, t), x in predicted],
+        "gold": [[ents[h].id, ents[t].id] for h, t in gold.pairs],
+        "missed": [[ents[h].id, ents[t].id] for h, t in gold.pairs if (h, t) not in pred_set],
+    }
 
 
 @TASKS.register("funsd-re")

@@ -32,7 +32,7 @@ from aetnet.data.ocr.pool import PageOcr, iter_ocr
 from aetnet.data.ocr.tesseract import OcrSettings
 from aetnet.errors import AetnetError, DataError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import SequenceClassificationTask
+from aetnet.tasks.base import ClassScorer, SequenceClassificationTask
 from aetnet.tasks.rvl_cdip_labels import RVL_CDIP_CLASSES, find_image_root, find_label_files, parse_label_file
 
 logger = logging.getLogger(__name__)
@@ -334,8 +334,23 @@ class RvlCdipTask(SequenceClassificationTask):
                         settings.psm)
         return splits
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        metrics, records = super().evaluate(examples, windows, outputs, id2label)
-        # The words came from Tesseract with these settings; scores are only comparable under them.
-        metrics["ocr"] = examples[0].meta.get("ocr") if examples else None
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> ClassScorer:
+        return OcrClassScorer(id2label, self.score)
+
+
+class OcrClassScorer(ClassScorer):
+    """:class:`ClassScorer` whose metrics also name the OCR settings the words came from (``ocr``, those of
+    the first page): scores are only comparable under the same settings."""
+
+    def __init__(self, id2label: dict[int, str], score) -> None:
+        super().__init__(id2label, score)
+        self.ocr: Any = None
+        self.first = True
+
+    def add(self, example, windows, outputs):
+        if self.first:
+            self.ocr, self.first = example.meta.get("ocr"), False
+        return super().add(example, windows, outputs)
+
+    def metrics(self):
+        return {**super().metrics(), "ocr": self.ocr}

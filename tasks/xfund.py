@@ -27,7 +27,7 @@ from aetnet.data.encoding.windows import merge_token_predictions, word_predictio
 from aetnet.data.encoding.xfund import ENTITY_TEXT_ENCODING, encode_xfund_documents
 from aetnet.errors import AetnetError
 from aetnet.registry import TASKS
-from aetnet.tasks.base import TokenClassificationTask
+from aetnet.tasks.base import Scorer, TokenClassificationTask
 from aetnet.tasks.funsd import FUNSD_LABELS
 from aetnet.tasks.funsd_re import RelationTask
 
@@ -78,38 +78,8 @@ class XfundTask(TokenClassificationTask):
         return encode_xfund_documents(examples, tokenizer, label2id, cfg.data.max_length, cfg.data.stride,
                                       cfg.data.box_level)
 
-    def evaluate(self, examples, windows, outputs, id2label):
-        """Seqeval entity F1 over every token (as the reference), overall and per language with their mean."""
-        from aetnet.metrics import entity_scores
-
-        tokens = [0] * len(examples)
-        gold_tokens: list[dict[int, int]] = [{} for _ in examples]
-        for window in windows:
-            for word, label in zip(window.word_ids, window.labels if window.labels is not None else ()):
-                if word is not None:
-                    tokens[window.doc_index] = max(tokens[window.doc_index], word + 1)
-                    gold_tokens[window.doc_index].setdefault(word, label)
-        merged = merge_token_predictions(windows, outputs, tokens)
-        gold, pred, records = [], [], []
-        by_lang: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-        for doc, scores, golds in zip(examples, merged, gold_tokens):
-            labels, confidences = word_predictions(scores, id2label)
-            gold_labels = [id2label[golds[t]] for t in range(len(labels))] if golds else []
-            if gold_labels:
-                gold.append(gold_labels)
-                pred.append(labels)
-                by_lang[doc.meta["lang"]][0].append(gold_labels)
-                by_lang[doc.meta["lang"]][1].append(labels)
-            records.append({"id": doc.id, "lang": doc.meta["lang"], "gold": gold_labels, "pred": labels,
-                            "scores": [round(c, 5) for c in confidences]})
-        metrics = entity_scores(gold, pred)
-        per_lang = {lang: entity_scores(*by_lang[lang]) for lang in LANGUAGES if lang in by_lang}
-        for lang, scores in per_lang.items():
-            metrics.update({f"{key}_{lang}": scores[key] for key in ("precision", "recall", "f1")})
-        if per_lang:
-            metrics["f1_language_mean"] = sum(s["f1"] for s in per_lang.values()) / len(per_lang)
-        metrics["languages"] = list(per_lang)
-        return metrics, records
+    def scorer(self, id2label: dict[int, str]) -> XfundScorer:
+        return XfundScorer(id2label)
 
     def statistics(self, splits, tokenizer, cfg: RunConfig) -> dict[str, Any]:
         """Per split: forms, words, entities, word labels, tokens and windows of the XFUND encoding, and
@@ -135,6 +105,48 @@ class XfundTask(TokenClassificationTask):
                 "languages": language_counts(docs),
             }
         return out
+
+
+class XfundScorer(Scorer):
+    """Seqeval entity F1 over every token (as the reference), overall and per language with their mean.
+    The gold label of a token is the one its windows carry; keeps the gold and predicted label lists
+    (overall and per language)."""
+
+    def __init__(self, id2label: dict[int, str]) -> None:
+        super().__init__(id2label)
+        self.gold: list[list[str]] = []
+        self.pred: list[list[str]] = []
+        self.by_lang: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+
+    def add(self, example, windows, outputs):
+        tokens, golds = 0, {}
+        for window in windows:
+            for word, label in zip(window.word_ids, window.labels if window.labels is not None else ()):
+                if word is not None:
+                    tokens = max(tokens, word + 1)
+                    golds.setdefault(word, label)
+        (scores,) = merge_token_predictions(windows, outputs, [tokens])
+        labels, confidences = word_predictions(scores, self.id2label)
+        gold_labels = [self.id2label[golds[t]] for t in range(len(labels))] if golds else []
+        if gold_labels:
+            self.gold.append(gold_labels)
+            self.pred.append(labels)
+            self.by_lang[example.meta["lang"]][0].append(gold_labels)
+            self.by_lang[example.meta["lang"]][1].append(labels)
+        return {"id": example.id, "lang": example.meta["lang"], "gold": gold_labels, "pred": labels,
+                "scores": [round(c, 5) for c in confidences]}
+
+    def metrics(self):
+        from aetnet.metrics import entity_scores
+
+        metrics = entity_scores(self.gold, self.pred)
+        per_lang = {lang: entity_scores(*self.by_lang[lang]) for lang in LANGUAGES if lang in self.by_lang}
+        for lang, scores in per_lang.items():
+            metrics.update({f"{key}_{lang}": scores[key] for key in ("precision", "recall", "f1")})
+        if per_lang:
+            metrics["f1_language_mean"] = sum(s["f1"] for s in per_lang.values()) / len(per_lang)
+        metrics["languages"] = list(per_lang)
+        return metrics
 
 
 @TASKS.register("xfund-re")

@@ -32,7 +32,7 @@ def test_no_gold_scores_zero_and_writes_no_matrix(tmp_path):
     task.labels = ["a", "b"]
     m = task.score([], [])
     assert m == {"accuracy": 0.0, "macro_f1": 0.0, "confusion_matrix": []}
-    task.write_extras(tmp_path, m, [])
+    task.write_extras(tmp_path, m)
     assert not list(tmp_path.iterdir())
-    task.write_extras(tmp_path, task.score(["a", "b"], ["a", "a"]), [])
+    task.write_extras(tmp_path, task.score(["a", "b"], ["a", "a"]))
     assert (tmp_path / "confusion_matrix.csv").read_text().splitlines()[1:] == ["a,1,0", "b,1,0"]

@@ -116,6 +116,8 @@ import torch
 import torch.distributed as dist
 
 from aetnet.config.settings import resolve_config
+from aetnet.data.encoding.windows import Window
+from aetnet.inference import evaluation
 from aetnet.inference.evaluation import EvalSet
 
 rank, out = int(sys.argv[1]), sys.argv[2]
@@ -135,20 +137,36 @@ class Task:
     kind = "token"
     calls = 0
 
-    def evaluate(self, examples, windows, outputs, id2label):
+    def scorer(self, id2label):
         Task.calls += 1
-        if Task.calls == 1:
+        return Summer(broken=Task.calls == 1)
+
+
+class Summer:
+    def __init__(self, broken):
+        self.broken, self.total, self.documents = broken, 0.0, 0
+
+    def add(self, example, windows, outputs):
+        if self.broken:
             raise ValueError("the metric broke")
-        return {"f1": sum(float(o.sum()) for o in outputs), "documents": len(examples)}, [{"id": "d"}]
+        self.total += sum(float(o.sum()) for o in outputs)
+        self.documents += 1
+        return {"id": example, "windows": len(windows)}
+
+    def metrics(self):
+        return {"f1": self.total, "documents": self.documents}
 
 
+evaluation.EVAL_CHUNK = 1  # one document a chunk: the processes gather once per document
 cfg = resolve_config({"task": "funsd"})
 processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0), image_processor=None)
+windows = [Window(d, [0], [[0, 0, 0, 0]], [None], None) for d in (0, 0, 1)]  # two documents: windows 0-1, then 2
 # rank 0 read the examples; rank 1 was handed the windows only (EvalSet.from_prepared)
 if rank == 0:
-    evalset = EvalSet(Task(), processor, ["d"], cfg, ["O", "B-X"], distributed=True, prepared=([], []))
+    evalset = EvalSet(Task(), processor, ["d", "e"], cfg, ["O", "B-X"], distributed=True,
+                      prepared=(windows, [None, None]))
 else:
-    evalset = EvalSet.from_prepared(Task(), processor, [], [], cfg, ["O", "B-X"])
+    evalset = EvalSet.from_prepared(Task(), processor, windows, [None, None], cfg, ["O", "B-X"])
 evalset.dataset = [{"input_ids": torch.arange(1, n + 1), "attention_mask": torch.ones(n, dtype=torch.long),
                     "bbox": torch.zeros(n, 4, dtype=torch.long)} for n in (3, 2, 4)]
 lines = []
@@ -157,8 +175,9 @@ try:
     lines.append("no error")
 except Exception as exc:
     lines.append(f"{type(exc).__name__}: {exc}")
-metrics, records = evalset.score(Scorer())  # the processes are still in step: the next evaluation works
-lines.append(repr((metrics, len(records))))
+records = []
+metrics = evalset.score(Scorer(), records.append)  # the processes are still in step: the next evaluation works
+lines.append(repr((metrics, records)))
 open(f"{out}/rank{rank}.txt", "w").write("\\n".join(lines))
 dist.barrier()
 dist.destroy_process_group()
@@ -181,8 +200,8 @@ def test_a_scoring_failure_on_the_first_process_reaches_the_others(tmp_path):
     assert second[0] == ("AetnetError: the first process could not score the validation split (ValueError: the "
                          "metric broke); see its log")
     # 1+2+3 + 1+2 + 1+2+3+4 = 19 per logit column, two columns; the records stay with rank 0
-    assert first[1] == "({'f1': 38.0, 'documents': 1}, 1)"
-    assert second[1] == "({'f1': 38.0, 'documents': 1}, 0)"
+    assert first[1] == "({'f1': 38.0, 'documents': 2}, [{'id': 'd', 'windows': 2}, {'id': 'e', 'windows': 1}])"
+    assert second[1] == "({'f1': 38.0, 'documents': 2}, [])"
 
 
 _WHO = """

@@ -88,30 +88,33 @@ def run(args: argparse.Namespace) -> int:
         return write_labelstudio(predictor, args, inputs)
     if args.image_url_prefix or args.images_root or args.local_files_root:
         raise AetnetError("--image-url-prefix, --images-root and --local-files-root go with --format labelstudio")
-    results = predict_paths(predictor, inputs, args.output, args.question, args.visualize, args.ocr_workers)
+    # with --output the records stream to the files; only a summary of each page is kept for the terminal
+    results = predict_paths(predictor, inputs, args.output, args.question, args.visualize, args.ocr_workers,
+                            keep=None if args.output is None else page_summary)
     if args.output is None:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
-        for path, records in results.items():
-            print(summarize(path, records))
+        for path, summaries in results.items():
+            print(f"{path}: {len(summaries)} page(s); " + "; ".join(summaries))
         print(f"wrote {len(results)} file(s) to {args.output}")
     return 0
 
 
 def summarize(path: str, records: list[dict]) -> str:
     """One line per file for the terminal: page count and, per page, what was found."""
-    parts = []
-    for r in records:
-        if r["kind"] == "token":
-            pairs = f", {len(r['pairs'])} key-value pairs" if "pairs" in r else ""
-            parts.append(f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities{pairs}")
-        elif r["kind"] == "sequence":
-            parts.append(f"p{r['page']}: {r['label']} ({r['score']:.2f})")
-        else:
-            ans = r.get("answer")
-            said = f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"
-            parts.append(f"p{r['page']}: {said}")
-    return f"{path}: {len(records)} page(s); " + "; ".join(parts)
+    return f"{path}: {len(records)} page(s); " + "; ".join(page_summary(r) for r in records)
+
+
+def page_summary(r: dict) -> str:
+    """What was found on one page, in a few words (``p2: 41 words, 7 entities``)."""
+    if r["kind"] == "token":
+        pairs = f", {len(r['pairs'])} key-value pairs" if "pairs" in r else ""
+        return f"p{r['page']}: {len(r['words'])} words, {len(r['entities'])} entities{pairs}"
+    if r["kind"] == "sequence":
+        return f"p{r['page']}: {r['label']} ({r['score']:.2f})"
+    ans = r.get("answer")
+    said = f"'{ans['text']}' ({ans['score']:.2f})" if ans else "no answer"
+    return f"p{r['page']}: {said}"
 
 
 def write_labelstudio(predictor, args: argparse.Namespace, inputs: list[str]) -> int:

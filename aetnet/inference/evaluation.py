@@ -1,13 +1,21 @@
 """Scoring a model on examples: encode, predict every window, merge windows, the task's metric.
 
 The same code scores the test split after training, the validation split during training (called
-by the Trainer at ``train.eval_steps``) and ``aetnet evaluate``.
+by the Trainer at ``train.eval_steps``) and ``aetnet evaluate``. A split is scored as a stream: the windows
+of :data:`EVAL_CHUNK` documents at a time are predicted (a document's windows are never split between two
+chunks), then each document's windows are merged by the task's :class:`~aetnet.tasks.base.Scorer`, which
+keeps only what the metric needs, and its prediction record is written to ``predictions.jsonl`` at once. So
+the outputs of at most one chunk of documents (plus one batch) are alive, whatever the size of the split.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +23,8 @@ import numpy as np
 import torch
 
 from aetnet.config.settings import RunConfig, load_recipe_dict, resolve_config
-from aetnet.data.documents.jsonl import write_jsonl
 from aetnet.data.documents.screen import BadDocuments, screen_documents
-from aetnet.data.encoding.store import encode_cached
+from aetnet.data.encoding.store import WindowStore, encode_cached
 from aetnet.data.encoding.windows import Collator, WindowDataset
 from aetnet.errors import AetnetError
 from aetnet.inference.modelio import get_task, load_model
@@ -36,20 +43,24 @@ TARGET_KEYS = ("labels", "start_positions", "end_positions", "relation_labels", 
                "entity_index", "entity_pages", "entity_primary")
 
 
-@torch.no_grad()
-def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int,
-                    num_workers: int = 0) -> list[Any]:
-    """Run ``model`` over every window; per window, its logits as numpy (QA: (start, end)).
+#: Documents whose windows are predicted, then merged and scored, together: the outputs of at most this many
+#: documents (and one batch of windows) are held at once while a split is scored.
+EVAL_CHUNK = 64
 
-    The model is put in eval mode for the pass and given back in the mode it came in. ``num_workers``
-    DataLoader processes decode the pages (0: this process).
+
+def iter_window_outputs(model, dataset, batch_size: int, kind: str, pad_token_id: int,
+                        num_workers: int = 0) -> Iterator[Any]:
+    """Run ``model`` over every window of ``dataset``, in order; yields per window its logits as numpy (QA:
+    (start, end)), one batch at a time.
+
+    The model is in eval mode while the generator runs and is given back in the mode it came in when the
+    generator ends or is closed. ``num_workers`` DataLoader processes decode the pages (0: this process).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=Collator(pad_token_id))
-    outputs: list[Any] = []
     try:
         for batch in loader:
             lengths = batch["attention_mask"].sum(1).tolist()
@@ -57,12 +68,57 @@ def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, p
                 lengths = (batch["entity_labels"] >= 0).sum(1).tolist()
             batch = {k: v.to(device) for k, v in batch.items()
                      if k not in TARGET_KEYS}
-            out = model(**batch)
-            logits = {name: out[name].float().cpu().numpy() for name in output_names(kind)}
-            outputs.extend(window_outputs(kind, logits, lengths))
+            with torch.no_grad():
+                out = model(**batch)
+                logits = {name: out[name].float().cpu().numpy() for name in output_names(kind)}
+            yield from window_outputs(kind, logits, lengths)
     finally:
         model.train(was_training)
-    return outputs
+
+
+def predict_windows(model, dataset: WindowDataset, batch_size: int, kind: str, pad_token_id: int,
+                    num_workers: int = 0) -> list[Any]:
+    """Every window's outputs of :func:`iter_window_outputs`, as one list."""
+    return list(iter_window_outputs(model, dataset, batch_size, kind, pad_token_id, num_workers))
+
+
+def _rank_share(span: range, rank: int, world: int) -> range:
+    """The windows of ``span`` that rank ``rank`` of ``world`` predicts (those ``≡ rank mod world``)."""
+    return range(span.start + (rank - span.start) % world, span.stop, world)
+
+
+_END = object()
+
+
+def chunk_outputs(model, dataset, spans: Sequence[range], batch_size: int, kind: str, pad_token_id: int,
+                  num_workers: int = 0, shared: bool = False) -> Iterator[list[Any]]:
+    """Per window range of ``spans`` (consecutive, covering ``dataset`` in order), the outputs of its windows.
+
+    One DataLoader runs through the windows; each range's outputs are yielded as a list as soon as they are
+    all predicted. With ``shared`` in a distributed run, rank ``r`` of ``W`` predicts windows ``r, r + W, ...``
+    and the outputs of each range are gathered to every rank in window order (every rank must iterate to
+    the end together: each range holds a collective).
+    """
+    import torch.distributed as dist
+
+    world = _world() if shared else 1
+    rank = _rank() if world > 1 else 0
+    mine = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+    with closing(iter_window_outputs(model, mine, batch_size, kind, pad_token_id, num_workers)) as outputs:
+        for span in spans:
+            part = list(islice(outputs, len(_rank_share(span, rank, world))))
+            if world == 1:
+                yield part
+                continue
+            parts: list[Any] = [None] * world
+            dist.all_gather_object(parts, part)
+            gathered: list[Any] = [None] * len(span)
+            for r, got in enumerate(parts):
+                first = _rank_share(span, r, world).start - span.start
+                gathered[first::world] = got
+            yield gathered
+        if next(outputs, _END) is not _END:
+            raise RuntimeError(f"the window ranges cover fewer than the {len(dataset)} windows")
 
 
 def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int,
@@ -73,20 +129,25 @@ def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: in
     window order, so each window is predicted once and every rank scores the same metrics. Outside a
     distributed run it is :func:`predict_windows`. Every rank must call it (it holds a collective).
     """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return predict_windows(model, dataset, batch_size, kind, pad_token_id, num_workers)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    mine = predict_windows(model, torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), batch_size,
-                           kind, pad_token_id, num_workers) if rank < len(dataset) else []
-    parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, mine)
-    outputs: list[Any] = [None] * len(dataset)
-    for r, part in enumerate(parts):
-        for j, out in enumerate(part):
-            outputs[r + j * world] = out
+    (outputs,) = chunk_outputs(model, dataset, [range(len(dataset))], batch_size, kind, pad_token_id, num_workers,
+                               shared=True)
     return outputs
+
+
+def document_starts(windows: Sequence, n_documents: int) -> np.ndarray:
+    """Where each document's windows start (``n_documents + 1`` offsets; document ``i`` has windows
+    ``starts[i]:starts[i + 1]``, none when equal).
+
+    Raises:
+        RuntimeError: windows not in document order (every encoder writes them in order).
+    """
+    if isinstance(windows, WindowStore):
+        doc_index = windows.doc_indices()
+    else:
+        doc_index = np.fromiter((w.doc_index for w in windows), dtype=np.int64, count=len(windows))
+    if doc_index.size and (np.any(np.diff(doc_index) < 0) or doc_index[0] < 0 or doc_index[-1] >= n_documents):
+        raise RuntimeError(f"the windows of {n_documents} documents are not in document order")
+    return np.searchsorted(doc_index, np.arange(n_documents + 1), side="left")
 
 
 def _world() -> int:
@@ -135,6 +196,7 @@ class EvalSet:
                                          desc="evaluation windows")
             pages = task.documents(examples)
         self.dataset = WindowDataset(self.windows, pages, processor.image_processor)
+        self.starts = document_starts(self.windows, len(pages))
 
     @classmethod
     def from_prepared(cls, task, processor, windows, pages: list, cfg: RunConfig, labels: list[str] | None):
@@ -142,28 +204,51 @@ class EvalSet:
         share of ``windows`` (a window cache entry) and receives the metrics from the first process."""
         return cls(task, processor, None, cfg, labels, distributed=True, prepared=(windows, pages))
 
-    def score(self, model) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """(metrics, one prediction record per example) of ``model`` on these examples.
+    def score(self, model, write: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
+        """The metrics of ``model`` on these examples; ``write`` (when given) gets each example's prediction
+        record, in order, as soon as its document is scored.
 
-        In a distributed run the processes share the windows; the first process scores the gathered
-        outputs and sends the metrics to the others (which get no records).
+        The windows of :data:`EVAL_CHUNK` documents at a time are predicted, then scored document by
+        document (:meth:`aetnet.tasks.base.Task.scorer`). In a distributed run the processes share the
+        windows of each chunk; the first process scores them and sends the metrics to the others (which
+        write no record).
         """
         from aetnet.data.encoding.windows import data_workers
 
         sharing = self.distributed and _world() > 1
-        predict = predict_sharded if sharing else predict_windows
-        outputs = predict(model, self.dataset, self.cfg.train.eval_batch_size, self.task.kind,
-                          self.processor.tokenizer.pad_token_id, data_workers(self.cfg.train.num_workers))
+        scoring = not sharing or _rank() == 0
+        if scoring and self.examples is None:
+            raise RuntimeError("EvalSet.from_prepared scores only in a distributed run's other processes")
+        n_documents = len(self.starts) - 1
+        firsts = range(0, n_documents, EVAL_CHUNK)
+        spans = [range(int(self.starts[a]), int(self.starts[min(a + EVAL_CHUNK, n_documents)])) for a in firsts]
+        scorer = self.task.scorer(dict(enumerate(self.labels)) if self.labels else {}) if scoring else None
+        metrics, failure = None, None
+        chunks = chunk_outputs(model, self.dataset, spans, self.cfg.train.eval_batch_size, self.task.kind,
+                               self.processor.tokenizer.pad_token_id, data_workers(self.cfg.train.num_workers),
+                               shared=sharing)
+        with closing(chunks):
+            for first, span, outputs in ((firsts[k], spans[k], out) for k, out in enumerate(chunks)):
+                if scorer is None or failure is not None:
+                    continue  # a process that does not score (or failed to) still predicts its share
+                try:
+                    self._score_chunk(scorer, first, span, outputs, write)
+                except Exception as exc:
+                    if not sharing:
+                        raise
+                    failure = exc  # the others wait in the gathers and the broadcast below: keep in step
+        if scorer is not None and failure is None:
+            try:
+                metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
+                           for k, v in scorer.metrics().items()}
+            except Exception as exc:
+                if not sharing:
+                    raise
+                failure = exc
         if not sharing:
-            return self._evaluate(outputs)
+            return metrics
         import torch.distributed as dist
 
-        metrics, records, failure = None, [], None
-        if _rank() == 0:
-            try:
-                metrics, records = self._evaluate(outputs)
-            except Exception as exc:  # the others wait in the broadcast below: tell them, then raise
-                failure = exc
         box = [metrics if failure is None else _ScoringFailed(f"{type(failure).__name__}: {failure}")]
         dist.broadcast_object_list(box, src=0)
         if failure is not None:
@@ -171,33 +256,58 @@ class EvalSet:
         if isinstance(box[0], _ScoringFailed):
             raise AetnetError(f"the first process could not score the validation split ({box[0].reason}); "
                               "see its log")
-        return box[0], records
+        return box[0]
 
-    def _evaluate(self, outputs: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The task's metrics and records of these examples from the windows' ``outputs``."""
-        if self.examples is None:
-            raise RuntimeError("EvalSet.from_prepared scores only in a distributed run's other processes")
-        id2label = dict(enumerate(self.labels)) if self.labels else {}
-        metrics, records = self.task.evaluate(self.examples, self.windows, outputs, id2label)
-        metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
-        return metrics, records
+    def _score_chunk(self, scorer, first: int, span: range, outputs: list[Any],
+                     write: Callable[[dict[str, Any]], Any] | None) -> None:
+        """Score the documents of one chunk (from ``first``; windows ``span``, their ``outputs``)."""
+        from aetnet.tasks.base import local_windows
+
+        windows = self.windows[span.start: span.stop]
+        for doc in range(first, min(first + EVAL_CHUNK, len(self.starts) - 1)):
+            lo, hi = int(self.starts[doc]) - span.start, int(self.starts[doc + 1]) - span.start
+            record = scorer.add(self.examples[doc], local_windows(windows[lo:hi]), outputs[lo:hi])
+            if write is not None:
+                write(record)
 
     def __call__(self, model) -> dict[str, float]:
-        """The numeric metrics of ``model`` (what the Trainer logs at an evaluation)."""
-        metrics, _ = self.score(model)
+        """The numeric metrics of ``model`` (what the Trainer logs at an evaluation; no record is written)."""
+        metrics = self.score(model)
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def evaluate_examples(model, processor, task, examples, cfg: RunConfig, labels) -> tuple[dict, list]:
-    """Encode ``examples`` (no labels needed in the model), predict, merge windows, score."""
-    return EvalSet(task, processor, examples, cfg, labels).score(model)
+@contextmanager
+def records_file(path: Path) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function writing one prediction record a line (JSON) to ``path``, as it comes.
+
+    The lines go to ``path`` with a ``.partial`` suffix, renamed to ``path`` when the block ends without an
+    error, so a scoring that failed half way leaves no ``predictions.jsonl`` that looks complete.
+    """
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as fh:
+        yield lambda record: fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
 
 
-def write_outputs(folder: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """Write ``metrics.json`` and ``predictions.jsonl`` into ``folder``."""
+def evaluate_examples(model, processor, task, examples, cfg: RunConfig, labels,
+                      predictions: Path | None = None) -> dict[str, Any]:
+    """Encode ``examples`` (no labels needed in the model), predict, merge windows, score; the metrics.
+
+    With ``predictions`` (a ``predictions.jsonl`` path), each example's prediction record is written there as
+    soon as it is scored (:func:`records_file`); without, the records are not kept.
+    """
+    evalset = EvalSet(task, processor, examples, cfg, labels)
+    if predictions is None:
+        return evalset.score(model)
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    with records_file(predictions) as write:
+        return evalset.score(model, write)
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    write_jsonl(folder / "predictions.jsonl", records)
 
 
 def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path | None = None,
@@ -228,14 +338,15 @@ def evaluate_model(model_dir: str | Path, data: str | None, output: str | Path |
     examples = limit(splits.get("eval", []), cfg.data.max_eval_documents)
     examples = screen_documents(examples, task.documents(examples), "eval", cfg.data.box_level, task.kind == "token",
                                 policy)
-    metrics, records = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"])
+    predictions = Path(output) / "predictions.jsonl" if output else None
+    metrics = evaluate_examples(loaded.model, loaded.processor, task, examples, cfg, meta["labels"], predictions)
     metrics["eval_split"] = getattr(splits, "eval_split", None) or "eval"  # which split (or carve-out) was scored
     accounting = policy.summary({"eval": len(examples)})
     logger.info("%s", accounting.pop("message"))
     metrics.update(accounting, skipped_documents=len(policy.records))
     if output:
-        write_outputs(Path(output), metrics, records)
-        task.write_extras(Path(output), metrics, records)  # task-specific files (a confusion matrix)
+        write_metrics(Path(output), metrics)
+        task.write_extras(Path(output), metrics)  # task-specific files (a confusion matrix)
         if policy.records:
             policy.write(Path(output) / "skipped.jsonl")
     if policy.records:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -323,13 +325,23 @@ def _config_labels(model: torch.nn.Module) -> list[str] | None:
 
 def predict_page_file(predictor: Predictor, path: Path,
                       question: str | None = None) -> tuple[list[dict[str, Any]], list[PdfPage]]:
-    """Predict every page of an aetnet pages file (:mod:`aetnet.data.documents.pages`) with its own words, boxes and
-    segments (pages without words go through the predictor's OCR); targets, if any, are not read."""
+    """Every page of an aetnet pages file, predicted (:func:`iter_page_file`), as lists of records and pages."""
+    records, images = [], []
+    for record, image in iter_page_file(predictor, path, question):
+        records.append(record)
+        images.append(PdfPage(image, None))
+    return records, images
+
+
+def iter_page_file(predictor: Predictor, path: Path,
+                   question: str | None = None) -> Iterator[tuple[dict[str, Any], Image.Image]]:
+    """Predict the pages of an aetnet pages file (:mod:`aetnet.data.documents.pages`) one at a time, with their own
+    words, boxes and segments (pages without words go through the predictor's OCR); targets, if any, are not
+    read. Yields each page's record and image as soon as it is predicted."""
     from aetnet.data.documents.page_checks import image_error_at
     from aetnet.data.documents.pages import iter_page_lines, parse_page
     from aetnet.data.ocr.images import open_image
 
-    records, images = [], []
     for number, (where, line) in enumerate(iter_page_lines(path), start=1):
         if isinstance(line, DataError):
             raise line
@@ -339,25 +351,51 @@ def predict_page_file(predictor: Predictor, path: Path,
         except DataError as exc:  # name the line that refers to the image, too
             raise image_error_at(exc, doc.image_path, where) if doc.image_path else exc from None
         result = predictor.predict_words(image, doc.words, doc.boxes, question, segments=doc.segment_ids)
-        records.append({"file": str(path), "page": number, "id": doc.id,
-                        "image": str(doc.image_path) if doc.image_path else None, **result})
-        images.append(PdfPage(image, None))
-    return records, images
+        yield {"file": str(path), "page": number, "id": doc.id,
+               "image": str(doc.image_path) if doc.image_path else None, **result}, image
+
+
+@contextmanager
+def json_list_file(path: Path | None) -> Iterator[Callable[[Any], None]]:
+    """A function writing the items of a JSON list to ``path`` one at a time, the bytes of
+    ``json.dumps(items, indent=1, ensure_ascii=False)``; written to ``path.partial``, renamed to ``path`` when the
+    block ends without an error. With ``path`` None, the function does nothing."""
+    if path is None:
+        yield lambda item: None
+        return
+    partial = path.with_name(path.name + ".partial")
+    count = 0
+    with open(partial, "w", encoding="utf-8") as fh:
+        def write(item: Any) -> None:
+            nonlocal count
+            text = json.dumps(item, indent=1, ensure_ascii=False).replace("\n", "\n ")  # one level deeper
+            fh.write(("[\n " if count == 0 else ",\n ") + text)
+            fh.flush()  # a page's record is on disk once it is predicted (a long run can be followed)
+            count += 1
+
+        yield write
+        fh.write("\n]" if count else "[]")
+    os.replace(partial, path)
 
 
 def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: str | Path | None = None,
                   question: str | None = None, visualize: bool = False,
-                  ocr_workers: int | None = 1) -> dict[str, list[dict]]:
+                  ocr_workers: int | None = 1, keep: Callable[[dict], Any] | None = None) -> dict[str, list]:
     """Predict every page of every file (folders expanded), with a progress bar over files.
 
     With ``output``, writes ``OUT/<stem>.json`` (a list, one record per page) per input and, with
     ``visualize``, ``OUT/<stem>-page<N>.png`` per page. Pages are read, predicted and written one
-    at a time (a long PDF is never held in memory); with ``ocr_workers`` other than 1 (``0``/``None``:
+    at a time (a long PDF or a large pages file is never held in memory: each record is written to
+    ``<stem>.json`` as soon as it is predicted); with ``ocr_workers`` other than 1 (``0``/``None``:
     every core) the pages that need OCR are first recognised in a process pool
     (:func:`aetnet.predict.ocr.prefetch_ocr`).
 
+    Args:
+        keep: what to keep of each page record in the result (``aetnet predict --output`` keeps a one-line
+            summary); the whole record when None.
+
     Returns:
-        ``{file path: [page records]}``.
+        ``{file path: [page records, or what keep made of them]}``.
     """
     from tqdm.auto import tqdm
 
@@ -374,28 +412,28 @@ def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: st
         owner = predictor.word_reader  # key-value pairs: the token model reads the words
         prefetch_ocr(files, owner.ocr_mode, OcrSettings(lang=owner.ocr_lang, psm=owner.ocr_psm), owner.ocr_cache,
                      ocr_workers, PDF_DPI)
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list] = {}
     used: set[str] = set()
     for path in tqdm(files, desc="predict", unit="file"):
-        if path.suffix.lower() == ".jsonl":  # aetnet pages: their words and boxes, no OCR
-            records, pages = predict_page_file(predictor, path, question)
-            results[str(path)] = records
         # Two inputs with one stem (a.png, a.pdf) must not overwrite each other's output.
         stem = path.stem if path.stem not in used else f"{path.stem}-{path.suffix.lstrip('.').lower()}"
         used.add(stem)
-        if path.suffix.lower() != ".jsonl":
-            # One page at a time: rendered, recognised, predicted, drawn, then let go (bounded memory).
-            records = results[str(path)] = []
-            pages = predictor.iter_load(path)
-            for number, page in enumerate(pages, start=1):
-                records.append({**predictor.predict_pages(path, [page], question)[0], "page": number})
+        kept = results[str(path)] = []
+        with json_list_file(out_dir / f"{stem}.json" if out_dir is not None else None) as write:
+            # One page at a time: read (rendered, recognised), predicted, written, drawn, then let go.
+            for record, image in _predicted_pages(predictor, path, question):
+                write(record)
                 if visualize:
-                    draw_page(page.image, records[-1]).save(out_dir / f"{stem}-page{number}.png")
-        elif visualize:
-            for page, record in zip(pages, records):
-                draw_page(page.image, record).save(out_dir / f"{stem}-page{record['page']}.png")
-        if out_dir is not None:
-            (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False),
-                                                  encoding="utf-8")
+                    draw_page(image, record).save(out_dir / f"{stem}-page{record['page']}.png")
+                kept.append(record if keep is None else keep(record))
     return results
 
+
+def _predicted_pages(predictor: Predictor, path: Path,
+                     question: str | None) -> Iterator[tuple[dict[str, Any], Image.Image]]:
+    """(record, image) of each page of one input file, predicted one at a time."""
+    if path.suffix.lower() == ".jsonl":  # aetnet pages: their words and boxes, no OCR
+        yield from iter_page_file(predictor, path, question)
+        return
+    for number, page in enumerate(predictor.iter_load(path), start=1):
+        yield {**predictor.predict_pages(path, [page], question)[0], "page": number}, page.image

@@ -31,7 +31,7 @@ from aetnet.data.documents.stream import stream_documents
 from aetnet.data.encoding.processor import load_processor
 from aetnet.data.encoding.store import encode_cached
 from aetnet.errors import AetnetError
-from aetnet.inference.evaluation import EvalSet, evaluate_examples, limit, write_outputs
+from aetnet.inference.evaluation import EvalSet, evaluate_examples, limit, write_metrics
 from aetnet.inference.modelio import get_strategy, get_task, save_model
 from aetnet.models.task_model import abilities
 from aetnet.strategies.base import BasePaths, parameter_counts
@@ -113,10 +113,11 @@ class Trained:
 
 @dataclass(frozen=True)
 class Scored:
-    """The kept model's metrics (with the run's cost figures) and one prediction record per test example."""
+    """The kept model's metrics (with the run's cost figures) and the ``predictions.jsonl`` its scoring wrote
+    (one prediction record per test example, written as each was scored)."""
 
     metrics: dict[str, Any]
-    records: list[dict[str, Any]]
+    predictions: Path
 
 
 def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
@@ -137,7 +138,7 @@ def run(cfg: RunConfig, demo: bool = False, resume: bool = False) -> Path:
     if not trained.trainer.is_world_process_zero():
         return run_dir
     save_run_model(cfg, parts, model, data.labels, run_dir)
-    scored = evaluate_test(cfg, parts, model, data, training, trained, demo)
+    scored = evaluate_test(cfg, parts, model, data, training, trained, run_dir, demo)
     write_run_outputs(cfg, parts.task, run_dir, scored, data, training, trained)
     return run_dir
 
@@ -273,10 +274,12 @@ def save_run_model(cfg: RunConfig, parts: Components, model: nn.Module, labels: 
 
 
 def evaluate_test(cfg: RunConfig, parts: Components, model: nn.Module, data: RunData, training: TrainingSet,
-                  trained: Trained, demo: bool = False) -> Scored:
-    """Score the kept model once on the evaluation split; add the run's cost figures to the metrics."""
+                  trained: Trained, run_dir: Path, demo: bool = False) -> Scored:
+    """Score the kept model once on the evaluation split, writing ``run_dir/predictions.jsonl`` as the
+    documents are scored; add the run's cost figures to the metrics."""
     trainer = trained.trainer
-    metrics, records = evaluate_examples(model, parts.processor, parts.task, data.eval, cfg, data.labels)
+    predictions = run_dir / "predictions.jsonl"
+    metrics = evaluate_examples(model, parts.processor, parts.task, data.eval, cfg, data.labels, predictions)
     metrics.update(parameter_counts(model))
     metrics.update(
         {
@@ -297,7 +300,7 @@ def evaluate_test(cfg: RunConfig, parts: Components, model: nn.Module, data: Run
     accounting = data.bad_documents.summary(used_counts(cfg, data, training))
     metrics.update({key: value for key, value in accounting.items() if key != "message"})
     metrics.update(selection_metrics(cfg, parts.task, data, trainer.state))
-    return Scored(metrics, records)
+    return Scored(metrics, predictions)
 
 
 def used_counts(cfg: RunConfig, data: RunData, training: TrainingSet) -> dict[str, int]:
@@ -327,15 +330,15 @@ def selection_metrics(cfg: RunConfig, task: Task, data: RunData, state) -> dict[
 
 def write_run_outputs(cfg: RunConfig, task: Task, run_dir: Path, scored: Scored, data: RunData,
                       training: TrainingSet, trained: Trained) -> None:
-    """``metrics.json``, ``predictions.jsonl``, ``log.jsonl``, ``curves.png``, the task's extra files and
-    ``skipped.jsonl``."""
+    """``metrics.json``, ``log.jsonl``, ``curves.png``, the task's extra files and ``skipped.jsonl``
+    (``predictions.jsonl`` was written by :func:`evaluate_test`)."""
     from aetnet.train.curves import plot_curves
 
     metrics, history, bad = scored.metrics, trained.trainer.state.log_history, data.bad_documents
-    write_outputs(run_dir, metrics, scored.records)
+    write_metrics(run_dir, metrics)
     write_log_file(run_dir / LOG_FILE, history)
     plot_curves(history, run_dir / CURVES_FILE, task.metric, title=f"{cfg.task} {cfg.strategy}")
-    task.write_extras(run_dir, metrics, scored.records)  # task-specific files (a confusion matrix)
+    task.write_extras(run_dir, metrics)  # task-specific files (a confusion matrix)
     if bad.records:
         bad.write(run_dir / "skipped.jsonl")
         logger.warning("%d document(s) skipped as bad input: %s", len(bad.records), run_dir / "skipped.jsonl")

@@ -398,7 +398,11 @@ def link_scores(gold: Sequence[set[tuple[int, int]]], pred: Sequence[set[tuple[i
         pred: per page, its predicted pairs.
     """
     tp = sum(len(g & p) for g, p in zip(gold, pred))
-    n_pred, n_gold = sum(len(p) for p in pred), sum(len(g) for g in gold)
+    return link_count_scores(tp, sum(len(p) for p in pred), sum(len(g) for g in gold))
+
+
+def link_count_scores(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
+    """:func:`link_scores` from the counts: ``tp`` true links of ``n_pred`` predicted and ``n_gold`` gold."""
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
