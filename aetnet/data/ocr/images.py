@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from aetnet.errors import DataError
 
@@ -24,10 +24,48 @@ ORIENTATION_TAG = 0x0112
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+def _png_chunks_after_pixels(img: PngImagePlugin.PngImageFile) -> bool | None:
+    """Whether a PNG not yet decoded has chunks after its first ``IDAT`` other than more ``IDAT`` and ``IEND``
+    (an ``eXIf`` or text chunk that only decoding would read), from the chunk headers alone; ``None`` when
+    it cannot tell (no file, already decoded, a truncated chunk list)."""
+    fp = getattr(img, "fp", None)
+    if fp is None or len(img.tile) != 1:
+        return None
+    where = fp.tell()
+    try:
+        fp.seek(img.tile[0][2] - 8)  # the first IDAT chunk's header: its length, then its type
+        while True:
+            header = fp.read(8)
+            if len(header) < 8:
+                return None
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"IEND":
+                return False
+            if kind != b"IDAT":
+                return True
+            fp.seek(length + 4, 1)  # the chunk's data and CRC
+    except (OSError, ValueError):
+        return None
+    finally:
+        fp.seek(where)
+
+
+def _exif(img: Image.Image) -> Image.Exif:
+    """``img.getexif()``, without decoding the pixels of a PNG whose metadata all precede them.
+
+    Pillow decodes a whole PNG to look for an ``eXIf`` chunk after the pixel data when the header has none
+    (milliseconds a page, several times a page when preparing a split); when the chunk headers show no
+    chunk there but pixels and the end, the header's metadata is all the decode would find."""
+    if (isinstance(img, PngImagePlugin.PngImageFile) and "exif" not in img.info
+            and _png_chunks_after_pixels(img) is False):
+        return Image.Image.getexif(img)
+    return img.getexif()
+
+
 def orientation(img: Image.Image) -> int:
     """The image's EXIF orientation (1 = upright, as stored; 2-8 = mirrored and/or rotated), header only."""
     try:
-        value = img.getexif().get(ORIENTATION_TAG, 1)
+        value = _exif(img).get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError, TypeError):  # a broken EXIF block: show the pixels as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
