@@ -15,6 +15,12 @@ four questions a page, whose answers are words of the page, and the official OCR
     python benchmarks/prepare_scale.py --pages 20000
     python benchmarks/prepare_scale.py --pages 4000 --shape docvqa
     python benchmarks/prepare_scale.py --pages 100000 --work /tmp/prep --keep   # record in benchmarks/README.md
+    python benchmarks/prepare_scale.py --pages 2000 --baseline b22c36a   # pages/s against an earlier commit
+
+``--baseline REV`` measures speed instead: the same N pages prepared by the code of commit ``REV`` (its
+``aetnet``, ``tasks`` and ``recipes`` extracted with ``git archive``) and by the working tree, each in a fresh
+process with a window cache of its own (the OCR cache shared), cold then warm, alternating, and prints the
+ratios of their pages per second.
 
 Target (issue 24): a slope of at most 1 KiB per page between N/10 and N.
 """
@@ -50,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", help="folder for the pages and caches (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--baseline", metavar="REV", help="compare pages/s on N pages with the code of commit REV")
     # the measured child
     p.add_argument("--prepare", nargs=3, metavar=("DATA", "CACHE", "TASK"), help=argparse.SUPPRESS)
     return p.parse_args()
@@ -182,13 +189,54 @@ def prepare(data: str, cache: str, task: str) -> None:
                       "load_seconds": round(loaded - start, 2), "encode_seconds": round(done - loaded, 2)}))
 
 
-def measure(folder: Path, cache: Path, task: str) -> dict:
+def measure(folder: Path, cache: Path, task: str, code: Path | None = None) -> dict:
+    """The measured child's figures; ``code``: a folder holding another ``aetnet`` package to import instead."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # (its sitecustomize drops the editable install's finder)
     proc = subprocess.run([sys.executable, __file__, "--prepare", str(folder), str(cache), task], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
         raise SystemExit(f"preparation failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The ``aetnet`` package of commit ``rev`` under ``into`` (``tasks`` and ``recipes`` placed inside it, as
+    installed), with a ``sitecustomize`` that removes an editable install's finder so that it is imported."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "archive", rev, "aetnet", "tasks", "recipes"], cwd=repo, capture_output=True,
+                             check=True).stdout
+    import tarfile
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    for name in ("tasks", "recipes"):
+        (into / name).rename(into / "aetnet" / name)
+    (into / "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n")
+    return into
+
+
+def compare(args, work: Path, cache: Path, folder: Path) -> None:
+    """Pages per second of commit ``args.baseline`` and of the working tree on the same pages, in one run."""
+    code = extract(args.baseline, work / f"code-{args.baseline}")
+    rows = {}
+    for state in ("cold", "warm"):
+        for name, path in ((args.baseline, code), ("working tree", None)):
+            own = work / f"cache-{'base' if path else 'tree'}"
+            own.mkdir(exist_ok=True)
+            if not (own / "ocr").exists():
+                (own / "ocr").symlink_to(cache / "ocr")  # the OCR cache shared, the window cache each its own
+            row = measure(folder, own, args.shape, path)
+            seconds = row["load_seconds"] + row["encode_seconds"]
+            rows[name, state] = row["pages_per_second"] = round(args.pages / seconds, 1)
+            print(f"{name:>12}, window cache {state}: read {row['load_seconds']} s + encode {row['encode_seconds']} s "
+                  f"= {row['pages_per_second']} pages/s, peak RSS {row['peak_rss_kib'] / 1024:,.1f} MiB, "
+                  f"{row['windows']:,} windows")
+    for state in ("cold", "warm"):
+        print(f"speed-up, window cache {state}: {rows['working tree', state] / rows[args.baseline, state]:.2f}x")
 
 
 def main() -> None:
@@ -208,6 +256,13 @@ def main() -> None:
         folders = build_docvqa(work, args.pages, args.words)
     print(f"built {args.pages:,} pages of {args.words} words ({args.shape}: images + OCR) in "
           f"{time.perf_counter() - t0:.0f} s")
+    if args.baseline:
+        compare(args, work, cache, folders["full"])
+        if not args.keep and not args.work:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        return
     out = {"pages": args.pages, "words": args.words, "shape": args.shape}
     for label in ("tenth", "full"):
         for state in ("cold", "warm"):  # cold: the window cache is built; warm: it is read
