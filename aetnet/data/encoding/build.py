@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -116,7 +117,10 @@ def _chunk_records(encode, examples, tokenizer, label2id, cfg, partial: Path, do
         pending: deque = deque()
         for chunk in chunks(examples):
             index += 1
-            job = None if index in done else pool.apply_async(ws._encode_in_worker, ((index * ws.CHUNK, chunk),))
+            # handed over as one pickle, made now: a chunk waiting for a worker holds about half the memory of
+            # its documents as objects (the preparing process's peak with workers; benchmarks/README.md)
+            job = None if index in done else pool.apply_async(
+                ws._encode_in_worker, ((index * ws.CHUNK, pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)),))
             pending.append((index, job))
             del chunk
             while len(pending) > IN_FLIGHT * workers:

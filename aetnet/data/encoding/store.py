@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -311,8 +312,11 @@ def _init_worker(encode, tokenizer, label2id, cfg) -> None:
     _WORKER.update(encode=encode, tokenizer=tokenizer, label2id=label2id, cfg=cfg)
 
 
-def _encode_in_worker(job: tuple[int, Sequence[Any]]) -> tuple[Any, int, str, int]:
-    return _encode(_WORKER["encode"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], *job)
+def _encode_in_worker(job: tuple[int, bytes]) -> tuple[Any, int, str, int]:
+    """:func:`_encode` of one chunk handed to a worker: ``(offset, the pickled list of examples)``."""
+    offset, chunk = job
+    return _encode(_WORKER["encode"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], offset,
+                   pickle.loads(chunk))
 
 
 def encode_workers(cfg, n_examples: int | None) -> int:
