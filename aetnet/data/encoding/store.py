@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -313,10 +314,11 @@ def _init_worker(encode, tokenizer, label2id, cfg) -> None:
 
 
 def _encode_in_worker(job: tuple[int, bytes]) -> tuple[Any, int, str, int]:
-    """:func:`_encode` of one chunk handed to a worker: ``(offset, the pickled list of examples)``."""
+    """:func:`_encode` of one chunk handed to a worker: ``(offset, the list of examples pickled, then
+    compressed with zlib)``."""
     offset, chunk = job
     return _encode(_WORKER["encode"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], offset,
-                   pickle.loads(chunk))
+                   pickle.loads(zlib.decompress(chunk)))
 
 
 def encode_workers(cfg, n_examples: int | None) -> int:
