@@ -15,6 +15,12 @@ four questions a page, whose answers are words of the page, and the official OCR
     python benchmarks/prepare_scale.py --pages 20000
     python benchmarks/prepare_scale.py --pages 4000 --shape docvqa
     python benchmarks/prepare_scale.py --pages 100000 --work /tmp/prep --keep   # record in benchmarks/README.md
+    python benchmarks/prepare_scale.py --pages 2000 --baseline b22c36a   # pages/s against an earlier commit
+
+``--baseline REV`` measures speed instead: the same N pages prepared by the code of commit ``REV`` (its
+``aetnet``, ``tasks`` and ``recipes`` extracted with ``git archive``) and by the working tree, each in a fresh
+process with a window cache of its own (the OCR cache shared), cold then warm, alternating, and prints the
+ratios of their pages per second.
 
 Target (issue 24): a slope of at most 1 KiB per page between N/10 and N.
 """
@@ -50,8 +56,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", help="folder for the pages and caches (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--baseline", metavar="REV", help="compare pages/s on N pages with the code of commit REV")
     # the measured child
     p.add_argument("--prepare", nargs=3, metavar=("DATA", "CACHE", "TASK"), help=argparse.SUPPRESS)
+    p.add_argument("--components-only", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -160,8 +168,9 @@ def build_docvqa(root: Path, pages: int, words: int) -> dict[str, Path]:
     return folders
 
 
-def prepare(data: str, cache: str, task: str) -> None:
-    """The measured child: the runner's preparation stages, then its peak RSS and times as one JSON line."""
+def prepare(data: str, cache: str, task: str, components_only: bool = False) -> None:
+    """The measured child: the runner's preparation stages, then its peak RSS and times as one JSON line
+    (``components_only``: the stage before reading alone, which builds what a first run builds once)."""
     import resource
 
     os.environ["AETNET_CACHE"] = cache
@@ -171,6 +180,8 @@ def prepare(data: str, cache: str, task: str) -> None:
     cfg = resolve_config({}, {"task": task, "model": {"base": "tiny"}, "data": {"path": data}},
                          ["data.ocr_workers=1", "train.num_workers=0"])
     parts = runner.resolve_components(cfg)
+    if components_only:
+        return
     ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     data = runner.load_data(cfg, parts.task)
@@ -182,19 +193,64 @@ def prepare(data: str, cache: str, task: str) -> None:
                       "load_seconds": round(loaded - start, 2), "encode_seconds": round(done - loaded, 2)}))
 
 
-def measure(folder: Path, cache: Path, task: str) -> dict:
+def measure(folder: Path, cache: Path, task: str, code: Path | None = None, components_only: bool = False) -> dict:
+    """The measured child's figures; ``code``: a folder holding another ``aetnet`` package to import instead."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.run([sys.executable, __file__, "--prepare", str(folder), str(cache), task], env=env,
-                          capture_output=True, text=True)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # (its sitecustomize drops the editable install's finder)
+    command = [sys.executable, __file__, "--prepare", str(folder), str(cache), task]
+    proc = subprocess.run(command + ["--components-only"] * components_only, env=env, capture_output=True,
+                          text=True, cwd=tempfile.gettempdir())
     if proc.returncode != 0:
         raise SystemExit(f"preparation failed:\n{proc.stderr[-3000:]}")
+    if components_only:
+        return {}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def extract(rev: str, into: Path) -> Path:
+    """The ``aetnet`` package of commit ``rev`` under ``into`` (``tasks`` and ``recipes`` placed inside it, as
+    installed), with a ``sitecustomize`` that removes an editable install's finder so that it is imported."""
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "archive", rev, "aetnet", "tasks", "recipes"], cwd=repo, capture_output=True,
+                             check=True).stdout
+    import tarfile
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    for name in ("tasks", "recipes"):
+        (into / name).rename(into / "aetnet" / name)
+    (into / "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n")
+    return into
+
+
+def compare(args, work: Path, cache: Path, folder: Path) -> None:
+    """Pages per second of commit ``args.baseline`` and of the working tree on the same pages, in one run."""
+    code = extract(args.baseline, work / f"code-{args.baseline}")
+    measure(folder, cache, args.shape, components_only=True)  # (what a first run builds once)
+    rows = {}
+    for state in ("cold", "warm"):
+        for name, path in ((args.baseline, code), ("working tree", None)):
+            own = work / f"cache-{'base' if path else 'tree'}"
+            own.mkdir(exist_ok=True)
+            if not (own / "ocr").exists():
+                (own / "ocr").symlink_to(cache / "ocr")  # the OCR cache shared, the window cache each its own
+            row = measure(folder, own, args.shape, path)
+            seconds = row["load_seconds"] + row["encode_seconds"]
+            rows[name, state] = row["pages_per_second"] = round(args.pages / seconds, 1)
+            print(f"{name:>12}, window cache {state}: read {row['load_seconds']} s + encode {row['encode_seconds']} s "
+                  f"= {row['pages_per_second']} pages/s, peak RSS {row['peak_rss_kib'] / 1024:,.1f} MiB, "
+                  f"{row['windows']:,} windows")
+    for state in ("cold", "warm"):
+        print(f"speed-up, window cache {state}: {rows['working tree', state] / rows[args.baseline, state]:.2f}x")
 
 
 def main() -> None:
     args = parse_args()
     if args.prepare:
-        prepare(*args.prepare)
+        prepare(*args.prepare, components_only=args.components_only)
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="prepare-scale-"))
     cache = work / "cache"
@@ -208,7 +264,17 @@ def main() -> None:
         folders = build_docvqa(work, args.pages, args.words)
     print(f"built {args.pages:,} pages of {args.words} words ({args.shape}: images + OCR) in "
           f"{time.perf_counter() - t0:.0f} s")
+    if args.baseline:
+        compare(args, work, cache, folders["full"])
+        if not args.keep and not args.work:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        return
     out = {"pages": args.pages, "words": args.words, "shape": args.shape}
+    # A first process builds what later ones read (the tiny base, its tokenizer) and starts reading about
+    # 13 MiB higher: done once beforehand, so that every measured process starts from the same state.
+    measure(folders["tenth"], cache, args.shape, components_only=True)
     for label in ("tenth", "full"):
         for state in ("cold", "warm"):  # cold: the window cache is built; warm: it is read
             row = measure(folders[label], cache, args.shape)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +36,49 @@ from aetnet.tasks.rvl_cdip_labels import RVL_CDIP_CLASSES, find_image_root, find
 
 logger = logging.getLogger(__name__)
 
-@dataclass
 class PageEntry:
     """One listed page, before OCR: where its pixels are and its class.
+
+    A listed split keeps one entry per page for the whole run (RVL-CDIP's training split has 320,000), so
+    an entry keeps plain strings in slots (about 0.3 KB with its strings; a ``Path`` and an instance
+    dictionary would add about 0.4 KB) and the entries of one label file share its name.
 
     Attributes:
         doc_id: the label file's relative path, or ``<split>_<row>`` for Hugging Face rows.
         label: the official class id (0-15).
         source: the label file or dataset row, named in errors.
-        image_path: the page file (label files).
+        image_path: the page file (label files; kept as text, given as a ``Path``).
         image_ref: the undecoded Hugging Face row (``save_to_disk`` folders).
     """
 
-    doc_id: str
-    label: int
-    source: str
-    image_path: Path | None = None
-    image_ref: DatasetRow | None = None
+    __slots__ = ("doc_id", "label", "source", "_image_file", "image_ref")
+
+    def __init__(self, doc_id: str, label: int, source: str, image_path: str | Path | None = None,
+                 image_ref: DatasetRow | None = None) -> None:
+        self.doc_id, self.label, self.source, self.image_ref = doc_id, label, source, image_ref
+        self._image_file = None if image_path is None else str(image_path)
+
+    @property
+    def image_path(self) -> Path | None:
+        """The page file (label files)."""
+        return None if self._image_file is None else Path(self._image_file)
+
+    def _fields(self) -> tuple:
+        return self.doc_id, self.label, self.source, self._image_file, self.image_ref
+
+    def __eq__(self, other: object) -> bool:
+        return self._fields() == other._fields() if isinstance(other, PageEntry) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  (as the dataclass it was)
+
+    def __repr__(self) -> str:
+        return (f"PageEntry(doc_id={self.doc_id!r}, label={self.label!r}, source={self.source!r}, "
+                f"image_path={self.image_path!r}, image_ref={self.image_ref!r})")
 
     def page(self) -> Path | DatasetRow:
         """The page to recognise: the file, or the dataset row (read when needed, never kept decoded)."""
-        if self.image_path is not None:
-            return self.image_path
+        if self._image_file is not None:
+            return Path(self._image_file)
         if self.image_ref is None:
             raise DataError("page has neither a file nor a dataset row", self.source, "image")
         return self.image_ref
@@ -171,21 +191,22 @@ def list_rvl_cdip(
             continue
         root = Path(image_root).expanduser() if image_root else find_image_root(rows, labels_dir, files[name])
         label_file, out[name] = files[name], []
+        source = str(label_file)  # one string for the file's entries
         for rel, label, number in rows:
-            entry = guarded(policy, lambda r=rel, c=label, n=number, d=root, f=label_file: _listed_page(d, r, c, n, f),
-                            name, f"{label_file.name}:{number}", str(label_file))
+            entry = guarded(policy, lambda r=rel, c=label, n=number, d=root, f=label_file, s=source:
+                            _listed_page(d, r, c, n, f, s), name, f"{label_file.name}:{number}", source)
             if entry is not None:
                 out[name].append(entry)
     return out
 
 
-def _listed_page(root: Path, rel: str, label: int, number: int, label_file: Path) -> PageEntry:
-    """The entry of one label line, its image checked to exist."""
+def _listed_page(root: Path, rel: str, label: int, number: int, label_file: Path, source: str) -> PageEntry:
+    """The entry of one label line, its image checked to exist (``source``: the label file's name as text)."""
     image_path = root / rel
     if not image_path.is_file():
         raise DataError(f"image '{image_path}' does not exist; check image_root or the line", label_file,
                         f"line {number}")
-    return PageEntry(rel, label, str(label_file), image_path=image_path)
+    return PageEntry(rel, label, source, image_path=str(image_path))
 
 
 def ocr_pages(

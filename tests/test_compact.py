@@ -126,3 +126,8 @@ def test_bad_segment_boxes_name_the_document_and_the_field():
         with pytest.raises(DataError) as err:
             _doc(segment_boxes=bad, source="form.json")
         assert "form.json, field 'segment_boxes'" in str(err.value) and "document 'd'" in str(err.value)
+
+
+def test_missing_coordinate_is_refused_not_read_as_nan():
+    with pytest.raises(TypeError):
+        _doc(words=["a"], boxes=[[1, 2, None, 4]], labels=None, segment_ids=None, segment_boxes={})

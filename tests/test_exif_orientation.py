@@ -229,3 +229,39 @@ def test_dataset_rows_are_read_upright(photos, tmp_path):
     assert row.size() == SIZE and row.load().size == SIZE
     assert expect_image({"bytes": raw, "path": None}, "image", "row 0").size == SIZE
     assert expect_image({"bytes": None, "path": str(photos["o8"])}, "image", "row 1").size == SIZE
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:pos + 12 + length])
+        pos += 12 + length
+    return chunks
+
+
+def test_png_orientation_is_read_without_decoding_and_a_late_exif_chunk_still_counts(tmp_path):
+    # Pillow decodes a whole PNG to look for an eXIf chunk after the pixels; aetnet reads the chunk headers
+    # instead, so header-only reads stay header-only, and a tag stored after the pixels still turns the page
+    from aetnet.data.ocr.images import orientation
+
+    plain, tagged = tmp_path / "plain.png", tmp_path / "tagged.png"
+    Image.new("RGB", (30, 20), "white").save(plain)
+    with Image.open(plain) as img:
+        assert orientation(img) == 1
+        assert img.tile  # the pixels were not decoded
+    assert image_size(plain) == (30, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (30, 20), "white").save(tagged, exif=exif)
+    chunks = _png_chunks(tagged.read_bytes())
+    assert [c[4:8] for c in chunks].index(b"eXIf") < [c[4:8] for c in chunks].index(b"IDAT")
+    late = tmp_path / "late.png"  # the eXIf chunk moved after the pixel data, before IEND
+    others = [c for c in chunks if c[4:8] != b"eXIf"]
+    late.write_bytes(tagged.read_bytes()[:8] + b"".join(others[:-1]) + chunks[[c[4:8] for c in chunks].index(b"eXIf")]
+                     + others[-1])
+    for path in (tagged, late):
+        with Image.open(path) as img:
+            assert orientation(img) == 6
+        assert image_size(path) == (20, 30)
+        assert open_image(path).size == (20, 30)

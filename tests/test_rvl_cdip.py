@@ -133,3 +133,21 @@ def test_metrics_hand_counted(tmp_path):
         assert img.format == "PNG" and img.size[0] > 100
     with pytest.raises(ValueError):
         save_confusion([[1, 2]], ["a", "b"], tmp_path)
+
+
+def test_listed_pages_keep_plain_strings_per_page(tmp_path):
+    # a listed split keeps one entry per page for the whole run (320,000 for RVL-CDIP's training split): no
+    # instance dictionary, no Path object, and one shared string for the label file's name
+    from aetnet.tasks.rvl_cdip import list_rvl_cdip
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("L", (20, 30), 255).save(tmp_path / "images" / name)
+    (tmp_path / "labels" / "train.txt").write_text("images/a.png 3\nimages/b.png 15\n")
+    first, second = list_rvl_cdip(tmp_path)["train"]
+    assert not hasattr(first, "__dict__")
+    assert first.image_path == tmp_path / "images" / "a.png" and first.page() == first.image_path
+    assert (first.doc_id, first.label, second.label) == ("images/a.png", 3, 15)
+    assert first.source is second.source and first.source == str(tmp_path / "labels" / "train.txt")
+    assert not any(isinstance(value, Path) for value in (first.doc_id, first.source, first._image_file))

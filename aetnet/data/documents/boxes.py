@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from aetnet.data.documents.compact import BoxArray
 from aetnet.data.documents.document import Document
 from aetnet.errors import DataError
 
@@ -63,22 +66,47 @@ def normalize_box(box: list[float], page_size: tuple[int, int], where: str = "",
 
 def looks_normalized(boxes: list[list[float]], page_size: tuple[int, int]) -> bool:
     """True when boxes overflow the page but all fit on a 0-1000 grid: they were normalised already."""
-    if not boxes:
+    if not len(boxes):
         return False
     width, height = page_size
-    max_x = max(max(b[0], b[2]) for b in boxes)
-    max_y = max(max(b[1], b[3]) for b in boxes)
+    rows = boxes.array if isinstance(boxes, BoxArray) else None
+    if rows is not None and np.isfinite(rows).all():  # one pass over the array (the same maxima as below)
+        max_x = float(max(rows[:, 0].max(), rows[:, 2].max()))
+        max_y = float(max(rows[:, 1].max(), rows[:, 3].max()))
+    else:
+        max_x = max(max(b[0], b[2]) for b in boxes)
+        max_y = max(max(b[1], b[3]) for b in boxes)
     overflow = max_x > width * (1 + OVERHANG_TOLERANCE) or max_y > height * (1 + OVERHANG_TOLERANCE)
     return overflow and max_x <= 1000 and max_y <= 1000
 
 
-def document_boxes(doc: Document, box_level: str = "segment") -> list[list[int]]:
+def _grid(rows: np.ndarray, page_size: tuple[int, int]) -> np.ndarray | None:
+    """:func:`normalize_box` of every row of the ``(n, 4)`` float64 ``rows`` at once (the same float operations,
+    so the same integers), or ``None`` when some box is not finite, inverted or off the page (then
+    :func:`normalize_box`, box by box, raises the error naming the first one)."""
+    width, height = page_size
+    x0, y0, x1, y1 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    tol_x, tol_y = width * OVERHANG_TOLERANCE, height * OVERHANG_TOLERANCE
+    bad = ((x1 < x0) | (y1 < y0) | (x0 < -tol_x) | (y0 < -tol_y) | (x1 > width + tol_x) | (y1 > height + tol_y)
+           | ~np.isfinite(rows).all(axis=1))
+    if bad.any():
+        return None
+    grid = np.trunc(1000 * rows / np.array([width, height, width, height], dtype=np.float64)).astype(np.int64)
+    past = grid.max(axis=1) > MAX_COORDINATE
+    if past.any():
+        grid[past] = np.minimum(grid[past], 1000)
+    return np.maximum(grid, 0)
+
+
+def document_boxes(doc: Document, box_level: str = "segment", as_array: bool = False) -> list[list[int]] | np.ndarray:
     """The 0-1000 box of every word of ``doc``.
 
     Args:
         doc: the document, with pixel boxes.
         box_level: ``word`` gives each word its own box; ``segment`` gives every word of an entity
             the entity's box (words outside any segment keep their own).
+        as_array: give an ``(n, 4)`` int64 array instead of lists (what screening needs: no Python object a
+            coordinate).
 
     Raises:
         DataError: a bad box, or boxes that were already normalised to 0-1000.
@@ -99,7 +127,13 @@ def document_boxes(doc: Document, box_level: str = "segment") -> list[list[int]]
         ]
     elif box_level not in ("segment", "word"):
         raise ValueError(f"box_level must be 'segment' or 'word', got {box_level!r}")
-    return [normalize_box(b, doc.page_size, where, i) for i, b in enumerate(boxes)]
+    if not len(boxes):
+        return []
+    rows = boxes.array if isinstance(boxes, BoxArray) else BoxArray(boxes).array
+    grid = _grid(rows, doc.page_size)
+    if grid is not None:
+        return grid if as_array else grid.tolist()
+    return [normalize_box(b, doc.page_size, where, i) for i, b in enumerate(boxes)]  # raises for the bad box
 
 
 def union_box(boxes: Sequence[Sequence[float]]) -> list[float]:

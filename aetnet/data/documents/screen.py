@@ -104,9 +104,9 @@ def check_document(doc: Document, box_level: str, need_words: bool) -> None:
         raise DataError(
             f"document '{doc.id}' has no words; remove it or pass --on-bad-document skip", where, "words"
         )
-    document_boxes(doc, box_level)
+    document_boxes(doc, box_level, as_array=True)
     if box_level != "word":  # the word boxes are used too (windows carry each token's word box)
-        document_boxes(doc, "word")
+        document_boxes(doc, "word", as_array=True)
     if doc.image is None and doc.image_ref is not None:
         doc.image_ref.size()  # the row holds a readable image header (pixels stay on disk)
     if doc.image is None and doc.image_path is not None:

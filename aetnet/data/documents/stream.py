@@ -65,12 +65,14 @@ class DocumentStream:
         """The first pass: problems to the policy (in page order), count, digest and page references."""
         from aetnet.data.encoding.key import ExamplesDigest
 
-        digest, pages, last = ExamplesDigest(), [], (None, None)
+        digest, pages, last, sizes = ExamplesDigest(), [], (None, None), {}
         for item in self._documents(self.policy):
             digest.update(item)
             doc = self.document(item)
             if doc is not last[0]:  # a page's questions share its reference
-                last = (doc, doc.page_image())
+                page = doc.page_image()
+                page.page_size = sizes.setdefault(page.page_size, page.page_size)  # one tuple per page size
+                last = (doc, page)
             pages.append(last[1])
         self.count, self.digest, self.pages = digest.count, digest.hexdigest(), pages
         return self

@@ -2,9 +2,10 @@
 
 :func:`build_entry` reads the examples once, front to back, in chunks of
 :data:`aetnet.data.encoding.store.CHUNK`; each chunk is encoded (in this process, or in
-``data.encode_workers`` spawned processes with at most :data:`IN_FLIGHT` chunks per worker waiting), written
-to its own Arrow file in the entry's partial folder (``.<key>.partial/``) and dropped, so the building
-process holds at most :func:`chunk_bound` examples whatever the size of the split. A chunk's file is
+``data.encode_workers`` spawned processes with at most :data:`IN_FLIGHT` chunks per worker waiting, handed over
+as compressed pickles), written to its own Arrow file in the entry's partial folder (``.<key>.partial/``; by
+the worker that encoded it) and dropped, so the building process holds at most :func:`chunk_bound` examples
+whatever the size of the split, and no windows of workers. A chunk's file is
 written under a temporary name and renamed, then its small ``.json`` record: a killed build started again
 (same fingerprint, so the same examples) reads its way past the finished chunks without encoding them
 again. When every chunk is done, the chunk files are joined, batch by batch, into the entry's
@@ -16,9 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from itertools import islice
@@ -72,20 +75,37 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _save_chunk(partial: Path, index: int, result: tuple[Any, int, str, int]) -> dict[str, Any]:
-    """Write one encoded chunk (its Arrow file, then its record) and return the record."""
+def _write_table(partial: Path, index: int, table) -> None:
+    """Write chunk ``index``'s Arrow file (under a temporary name, then renamed)."""
     import pyarrow as pa
 
+    fd, tmp = tempfile.mkstemp(prefix=f".{index:06d}-", dir=partial)
+    os.close(fd)
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, partial / f"{index:06d}.arrow")
+
+
+def _save_chunk(partial: Path, index: int, result: tuple[Any, int, str, int]) -> dict[str, Any]:
+    """Write one encoded chunk (its Arrow file, unless a worker wrote it, then its record: the chunk is finished
+    once its record exists) and return the record."""
     table, n_windows, kind, n_examples = result
     if table is not None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{index:06d}-", dir=partial)
-        os.close(fd)
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, partial / f"{index:06d}.arrow")
+        _write_table(partial, index, table)
     record = {"windows": n_windows, "kind": kind, "examples": n_examples}
     _write_atomic(partial / f"{index:06d}.json", json.dumps(record).encode())
     return record
+
+
+def _encode_in_worker(job: tuple[int, int, bytes, Path]) -> tuple[None, int, str, int]:
+    """One chunk in an encoding worker: ``(index, offset of its first example, its examples pickled then
+    compressed with zlib, the partial folder)``; the worker writes the chunk's Arrow file itself, so that the
+    preparing process never holds the windows, and returns the figures of its record."""
+    index, offset, payload, partial = job
+    table, n_windows, kind, n_examples = ws._encode_in_worker((offset, payload))
+    if table is not None:
+        _write_table(partial, index, table)
+    return None, n_windows, kind, n_examples
 
 
 def _chunk_records(encode, examples, tokenizer, label2id, cfg, partial: Path, done: set[int],
@@ -116,7 +136,11 @@ def _chunk_records(encode, examples, tokenizer, label2id, cfg, partial: Path, do
         pending: deque = deque()
         for chunk in chunks(examples):
             index += 1
-            job = None if index in done else pool.apply_async(ws._encode_in_worker, ((index * ws.CHUNK, chunk),))
+            # handed over as one compressed pickle, made now: a chunk waiting for a worker then holds a tenth
+            # to a half of the memory of its documents as objects (pixel boxes are float64 arrays of mostly
+            # whole numbers), which sets the preparing process's peak with workers (benchmarks/README.md)
+            job = None if index in done else pool.apply_async(_encode_in_worker, (
+                (index, index * ws.CHUNK, zlib.compress(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL), 1), partial),))
             pending.append((index, job))
             del chunk
             while len(pending) > IN_FLIGHT * workers:

@@ -8,11 +8,9 @@ training readers, ``predict``, ``serve``, OCR, ``convert labelstudio``) goes thr
 
 from __future__ import annotations
 
-import os
-import struct
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from aetnet.errors import DataError
 
@@ -26,39 +24,48 @@ ORIENTATION_TAG = 0x0112
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
-def _png_without_exif(img: Image.Image) -> bool:
-    """True for an opened, not yet decoded PNG whose chunks hold no ``eXIf``, read from the chunk headers.
-
-    PIL finds an ``eXIf`` chunk placed after the pixel data only by decoding the whole image, which
-    ``getexif`` does for every PNG without one before it: 8 ms for a scanned page, at each listing of a
-    split. Walking the chunk headers (length and type, then a seek over the data) answers without decoding.
-    """
-    if img.format != "PNG" or "exif" in img.info or img.fp is None:
-        return False
-    fp = img.fp
-    position = fp.tell()
+def _png_chunks_after_pixels(img: PngImagePlugin.PngImageFile) -> bool | None:
+    """Whether a PNG not yet decoded has chunks after its first ``IDAT`` other than more ``IDAT`` and ``IEND``
+    (an ``eXIf`` or text chunk that only decoding would read), from the chunk headers alone; ``None`` when
+    it cannot tell (no file, already decoded, a truncated chunk list)."""
+    fp = getattr(img, "fp", None)
+    if fp is None or len(img.tile) != 1:
+        return None
+    where = fp.tell()
     try:
-        fp.seek(8)  # the PNG signature
+        fp.seek(img.tile[0][2] - 8)  # the first IDAT chunk's header: its length, then its type
         while True:
-            head = fp.read(8)
-            if len(head) < 8:
-                return True  # truncated: no eXIf was found (decoding reports the damage)
-            length, kind = struct.unpack(">I4s", head)
-            if kind == b"eXIf":
-                return False
+            header = fp.read(8)
+            if len(header) < 8:
+                return None
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
             if kind == b"IEND":
+                return False
+            if kind != b"IDAT":
                 return True
-            fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+            fp.seek(length + 4, 1)  # the chunk's data and CRC
+    except (OSError, ValueError):
+        return None
     finally:
-        fp.seek(position)
+        fp.seek(where)
+
+
+def _exif(img: Image.Image) -> Image.Exif:
+    """``img.getexif()``, without decoding the pixels of a PNG whose metadata all precede them.
+
+    Pillow decodes a whole PNG to look for an ``eXIf`` chunk after the pixel data when the header has none
+    (milliseconds a page, several times a page when preparing a split); when the chunk headers show no
+    chunk there but pixels and the end, the header's metadata is all the decode would find."""
+    if (isinstance(img, PngImagePlugin.PngImageFile) and "exif" not in img.info
+            and _png_chunks_after_pixels(img) is False):
+        return Image.Image.getexif(img)
+    return img.getexif()
 
 
 def orientation(img: Image.Image) -> int:
     """The image's EXIF orientation (1 = upright, as stored; 2-8 = mirrored and/or rotated), header only."""
-    if _png_without_exif(img):
-        return 1
     try:
-        value = img.getexif().get(ORIENTATION_TAG, 1)
+        value = _exif(img).get(ORIENTATION_TAG, 1)
     except (OSError, SyntaxError, ValueError, TypeError):  # a broken EXIF block: show the pixels as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
