@@ -65,48 +65,6 @@ def test_header_size_and_pixels_are_upright(photos):
         assert np.abs(turned - up).mean() < 2.0  # JPEG noise only (a sideways or mirrored page: ~40)
 
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, whole chunk bytes) of a PNG file, in order (read here with the PNG layout: length, type, data, CRC)."""
-    import struct
-
-    chunks, at = [], 8
-    while at < len(data):
-        (length,) = struct.unpack(">I", data[at:at + 4])
-        chunks.append((data[at + 4:at + 8], data[at:at + 12 + length]))
-        at += 12 + length
-    return chunks
-
-
-def test_png_orientation_before_or_after_the_pixels_and_none_without_decoding(shared_data, tmp_path, monkeypatch):
-    """A PNG's eXIf chunk may come before or after its pixel data (IDAT): both are found. A PNG without one
-    gives its header size without the pixels being decoded (PIL decodes the whole page to look for a late
-    eXIf; a listing of a split of scanned PNG pages opens every page)."""
-    from PIL import ImageFile
-
-    page = Image.open(shared_data / SAMPLE).convert("L").resize((200, 260))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    page.save(tmp_path / "before.png", exif=exif)
-    data = (tmp_path / "before.png").read_bytes()
-    chunks = _png_chunks(data)
-    kinds = [k for k, _ in chunks]
-    assert b"eXIf" in kinds and kinds.index(b"eXIf") < kinds.index(b"IDAT")  # PIL writes it before the pixels
-    late = [c for k, c in chunks if k != b"eXIf"]
-    late.insert(len(late) - 1, dict(chunks)[b"eXIf"])  # just before IEND
-    (tmp_path / "after.png").write_bytes(data[:8] + b"".join(late))
-    assert [k for k, _ in _png_chunks((tmp_path / "after.png").read_bytes())][-2:] == [b"eXIf", b"IEND"]
-    page.save(tmp_path / "none.png")
-    for name in ("before", "after"):
-        assert image_size(tmp_path / f"{name}.png") == (260, 200), name
-        assert open_image(tmp_path / f"{name}.png").size == (260, 200), name
-    loads = []
-    original = ImageFile.ImageFile.load
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda img: loads.append(img) or original(img))
-    assert image_size(tmp_path / "none.png") == (200, 260)
-    assert loads == []  # the size came from the header
-    assert open_image(tmp_path / "none.png").size == (200, 260) and loads  # decoded when the pixels are asked for
-
-
 def test_ocr_reads_the_upright_page(photos, tmp_path):
     up = ocr_image(photos["up"], cache_dir=tmp_path)
     for name in ("o6", "o8"):
