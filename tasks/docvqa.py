@@ -17,6 +17,7 @@ still scores it with ANLS) and counted in :func:`docvqa_summary`, which is logge
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -442,15 +443,11 @@ class DocVqaScorer(AnswerScorer):
 
     def __init__(self, id2label: dict[int, str], max_answer_tokens: int) -> None:
         super().__init__(id2label, max_answer_tokens)
-        self.counts = {"questions": 0, "located": 0, "without_answers": 0}
+        self.counts: Counter = Counter(docvqa_summary([]))
 
     def add(self, example, windows, outputs):
-        self.counts["questions"] += 1
-        self.counts["located"] += example.answer_span is not None
-        self.counts["without_answers"] += not example.answers
+        self.counts.update(docvqa_summary([example]))
         return super().add(example, windows, outputs)
 
     def metrics(self):
-        counts = self.counts
-        return {**super().metrics(), "questions": counts["questions"], "located": counts["located"],
-                "unlocated": counts["questions"] - counts["located"], "without_answers": counts["without_answers"]}
+        return {**super().metrics(), **self.counts}

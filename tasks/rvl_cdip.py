@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from aetnet.tasks.rvl_cdip_labels import RVL_CDIP_CLASSES, find_image_root, find
 
 logger = logging.getLogger(__name__)
 
+@dataclass(slots=True)
 class PageEntry:
     """One listed page, before OCR: where its pixels are and its class.
 
@@ -47,38 +49,25 @@ class PageEntry:
         doc_id: the label file's relative path, or ``<split>_<row>`` for Hugging Face rows.
         label: the official class id (0-15).
         source: the label file or dataset row, named in errors.
-        image_path: the page file (label files; kept as text, given as a ``Path``).
+        image_file: the page file (label files; kept as text, :attr:`image_path` gives it as a ``Path``).
         image_ref: the undecoded Hugging Face row (``save_to_disk`` folders).
     """
 
-    __slots__ = ("doc_id", "label", "source", "_image_file", "image_ref")
-
-    def __init__(self, doc_id: str, label: int, source: str, image_path: str | Path | None = None,
-                 image_ref: DatasetRow | None = None) -> None:
-        self.doc_id, self.label, self.source, self.image_ref = doc_id, label, source, image_ref
-        self._image_file = None if image_path is None else str(image_path)
+    doc_id: str
+    label: int
+    source: str
+    image_file: str | None = None
+    image_ref: DatasetRow | None = None
 
     @property
     def image_path(self) -> Path | None:
         """The page file (label files)."""
-        return None if self._image_file is None else Path(self._image_file)
-
-    def _fields(self) -> tuple:
-        return self.doc_id, self.label, self.source, self._image_file, self.image_ref
-
-    def __eq__(self, other: object) -> bool:
-        return self._fields() == other._fields() if isinstance(other, PageEntry) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  (as the dataclass it was)
-
-    def __repr__(self) -> str:
-        return (f"PageEntry(doc_id={self.doc_id!r}, label={self.label!r}, source={self.source!r}, "
-                f"image_path={self.image_path!r}, image_ref={self.image_ref!r})")
+        return None if self.image_file is None else Path(self.image_file)
 
     def page(self) -> Path | DatasetRow:
         """The page to recognise: the file, or the dataset row (read when needed, never kept decoded)."""
-        if self._image_file is not None:
-            return Path(self._image_file)
+        if self.image_file is not None:
+            return Path(self.image_file)
         if self.image_ref is None:
             raise DataError("page has neither a file nor a dataset row", self.source, "image")
         return self.image_ref
@@ -206,7 +195,7 @@ def _listed_page(root: Path, rel: str, label: int, number: int, label_file: Path
     if not image_path.is_file():
         raise DataError(f"image '{image_path}' does not exist; check image_root or the line", label_file,
                         f"line {number}")
-    return PageEntry(rel, label, source, image_path=str(image_path))
+    return PageEntry(rel, label, source, image_file=str(image_path))
 
 
 def ocr_pages(

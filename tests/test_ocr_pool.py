@@ -141,7 +141,7 @@ def test_results_and_bad_pages_do_not_depend_on_worker_count(pages, tmp_path):
 
     # Through the reader with --on-bad-document skip: same documents, same record, listing order.
     entries = list(listed)
-    entries.insert(2, type(entries[0])("broken.tif", 0, "labels/val.txt", image_path=broken))
+    entries.insert(2, type(entries[0])("broken.tif", 0, "labels/val.txt", image_file=str(broken)))
     outcomes = []
     for workers in (1, 2):
         policy = BadDocuments("skip")

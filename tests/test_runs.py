@@ -249,11 +249,13 @@ windows = [{"input_ids": torch.arange(1, n + 1) + i, "attention_mask": torch.one
 _SHARD_MAIN = """
 import sys
 import torch.distributed as dist
-from aetnet.inference.evaluation import predict_sharded
+from aetnet.inference.evaluation import chunk_outputs
 
 rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-outputs = predict_sharded(Scorer(), windows, 2, "token", 0)
+# two ranges of windows (3 and 4), each gathered on its own
+outputs = [o for part in chunk_outputs(Scorer(), windows, [range(0, 3), range(3, 7)], 2, "token", 0, shared=True)
+           for o in part]
 torch.save([torch.as_tensor(o) for o in outputs], f"{out}/rank{rank}.pt")
 dist.barrier()
 dist.destroy_process_group()

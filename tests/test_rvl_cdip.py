@@ -150,4 +150,4 @@ def test_listed_pages_keep_plain_strings_per_page(tmp_path):
     assert first.image_path == tmp_path / "images" / "a.png" and first.page() == first.image_path
     assert (first.doc_id, first.label, second.label) == ("images/a.png", 3, 15)
     assert first.source is second.source and first.source == str(tmp_path / "labels" / "train.txt")
-    assert not any(isinstance(value, Path) for value in (first.doc_id, first.source, first._image_file))
+    assert not any(isinstance(value, Path) for value in (first.doc_id, first.source, first.image_file))

@@ -15,8 +15,8 @@ def test_sources_found():
 
 #: Unpickling that reads no file: (path relative to the repository, the exact call). The window build hands each
 #: chunk of documents to its own encoding worker as a compressed pickle made in memory by the preparing process
-#: (aetnet/data/encoding/build.py); multiprocessing pickles whatever it passes to a worker in the same way.
-IN_MEMORY_HANDOFFS = {("aetnet/data/encoding/store.py", "pickle.loads(zlib.decompress(chunk))")}
+#: (the same module); multiprocessing pickles whatever it passes to a worker in the same way.
+IN_MEMORY_HANDOFFS = {("aetnet/data/encoding/build.py", "pickle.loads(zlib.decompress(payload))")}
 
 
 def test_no_unsafe_loading():

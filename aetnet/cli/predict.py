@@ -100,11 +100,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(path: str, records: list[dict]) -> str:
-    """One line per file for the terminal: page count and, per page, what was found."""
-    return f"{path}: {len(records)} page(s); " + "; ".join(page_summary(r) for r in records)
-
-
 def page_summary(r: dict) -> str:
     """What was found on one page, in a few words (``p2: 41 words, 7 entities``)."""
     if r["kind"] == "token":

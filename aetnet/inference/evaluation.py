@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from itertools import islice
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from aetnet.config.settings import RunConfig, load_recipe_dict, resolve_config
+from aetnet.data.documents.jsonl import jsonl_line, replaced_when_done
 from aetnet.data.documents.screen import BadDocuments, screen_documents
 from aetnet.data.encoding.store import WindowStore, encode_cached
 from aetnet.data.encoding.windows import Collator, WindowDataset
@@ -121,19 +121,6 @@ def chunk_outputs(model, dataset, spans: Sequence[range], batch_size: int, kind:
             raise RuntimeError(f"the window ranges cover fewer than the {len(dataset)} windows")
 
 
-def predict_sharded(model, dataset, batch_size: int, kind: str, pad_token_id: int,
-                    num_workers: int = 0) -> list[Any]:
-    """:func:`predict_windows` shared by the processes of a distributed run.
-
-    Rank ``r`` of ``W`` predicts windows ``r, r + W, ...``; the outputs are gathered to every rank in
-    window order, so each window is predicted once and every rank scores the same metrics. Outside a
-    distributed run it is :func:`predict_windows`. Every rank must call it (it holds a collective).
-    """
-    (outputs,) = chunk_outputs(model, dataset, [range(len(dataset))], batch_size, kind, pad_token_id, num_workers,
-                               shared=True)
-    return outputs
-
-
 def document_starts(windows: Sequence, n_documents: int) -> np.ndarray:
     """Where each document's windows start (``n_documents + 1`` offsets; document ``i`` has windows
     ``starts[i]:starts[i + 1]``, none when equal).
@@ -179,7 +166,7 @@ class EvalSet:
         cfg: the run configuration (windows, eval batch size).
         labels: label names in id order (``None`` for QA).
         distributed: in a distributed run, share the windows among the processes
-            (:func:`predict_sharded`; every process must score together). The validation during training
+            (:func:`chunk_outputs` with ``shared``; every process must score together). The validation during training
             does; the final test scoring runs on the main process alone.
         prepared: ``(windows, page images)`` already encoded (see :meth:`from_prepared`).
     """
@@ -283,10 +270,8 @@ def records_file(path: Path) -> Iterator[Callable[[dict[str, Any]], None]]:
     The lines go to ``path`` with a ``.partial`` suffix, renamed to ``path`` when the block ends without an
     error, so a scoring that failed half way leaves no ``predictions.jsonl`` that looks complete.
     """
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as fh:
-        yield lambda record: fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
+    with replaced_when_done(path) as fh:
+        yield lambda record: fh.write(jsonl_line(record))
 
 
 def evaluate_examples(model, processor, task, examples, cfg: RunConfig, labels,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +34,7 @@ from PIL import Image
 
 from aetnet.data.documents.boxes import line_segments, union_box, union_boxes
 from aetnet.data.documents.document import Document, QAExample
+from aetnet.data.documents.jsonl import replaced_when_done
 from aetnet.data.encoding.qa import decode_spans, encode_qa_examples
 from aetnet.data.encoding.windows import (
     Collator,
@@ -363,9 +363,8 @@ def json_list_file(path: Path | None) -> Iterator[Callable[[Any], None]]:
     if path is None:
         yield lambda item: None
         return
-    partial = path.with_name(path.name + ".partial")
     count = 0
-    with open(partial, "w", encoding="utf-8") as fh:
+    with replaced_when_done(path) as fh:
         def write(item: Any) -> None:
             nonlocal count
             text = json.dumps(item, indent=1, ensure_ascii=False).replace("\n", "\n ")  # one level deeper
@@ -375,7 +374,6 @@ def json_list_file(path: Path | None) -> Iterator[Callable[[Any], None]]:
 
         yield write
         fh.write("\n]" if count else "[]")
-    os.replace(partial, path)
 
 
 def predict_paths(predictor: Predictor, inputs: Sequence[str | Path], output: str | Path | None = None,

@@ -102,7 +102,9 @@ def _encode_in_worker(job: tuple[int, int, bytes, Path]) -> tuple[None, int, str
     compressed with zlib, the partial folder)``; the worker writes the chunk's Arrow file itself, so that the
     preparing process never holds the windows, and returns the figures of its record."""
     index, offset, payload, partial = job
-    table, n_windows, kind, n_examples = ws._encode_in_worker((offset, payload))
+    setup = ws._WORKER  # what the pool's initializer (store._init_worker) gave this process
+    table, n_windows, kind, n_examples = ws._encode(setup["encode"], setup["tokenizer"], setup["label2id"],
+                                                    setup["cfg"], offset, pickle.loads(zlib.decompress(payload)))
     if table is not None:
         _write_table(partial, index, table)
     return None, n_windows, kind, n_examples

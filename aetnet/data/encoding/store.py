@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -311,14 +309,6 @@ def _encode(encode, tokenizer, label2id, cfg, offset: int, chunk: Sequence[Any])
 def _init_worker(encode, tokenizer, label2id, cfg) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _WORKER.update(encode=encode, tokenizer=tokenizer, label2id=label2id, cfg=cfg)
-
-
-def _encode_in_worker(job: tuple[int, bytes]) -> tuple[Any, int, str, int]:
-    """:func:`_encode` of one chunk handed to a worker: ``(offset, the list of examples pickled, then
-    compressed with zlib)``."""
-    offset, chunk = job
-    return _encode(_WORKER["encode"], _WORKER["tokenizer"], _WORKER["label2id"], _WORKER["cfg"], offset,
-                   pickle.loads(zlib.decompress(chunk)))
 
 
 def encode_workers(cfg, n_examples: int | None) -> int:
