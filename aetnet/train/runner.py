@@ -244,10 +244,7 @@ def train_model(cfg: RunConfig, parts: Components, model: nn.Module, training: T
     if resume and checkpoint is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", run_dir / "checkpoints")
     start = time.perf_counter()
-    try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    finally:
-        trainer.release_data_workers()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return Trained(trainer, float(result.training_loss), time.perf_counter() - start)
 
 

@@ -236,8 +236,16 @@ class AetnetTrainer(Trainer):
         self._train_loaders.append(loader)
         return loader
 
+    def train(self, *args, **kwargs):
+        """The Trainer's ``train``; the persistent workers of its training loaders are stopped when it
+        returns or fails (:meth:`release_data_workers`), whoever called it."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.release_data_workers()
+
     def release_data_workers(self) -> None:
-        """Stop the persistent worker processes of the training loaders now (call it once training is over).
+        """Stop the persistent worker processes of the training loaders now (:meth:`train` does, as it ends).
 
         Left alone, a persistent loader's iterator lives until the garbage collector frees the trainer's
         reference cycles, the next time anything in the process calls ``gc.collect()`` (the Trainer does
