@@ -131,3 +131,47 @@ def test_bad_segment_boxes_name_the_document_and_the_field():
 def test_missing_coordinate_is_refused_not_read_as_nan():
     with pytest.raises(TypeError):
         _doc(words=["a"], boxes=[[1, 2, None, 4]], labels=None, segment_ids=None, segment_boxes={})
+
+
+
+_COLOURS = {0: (200, 10, 10), 1: (10, 10, 200)}
+
+
+class _CountedPage:
+    """A page of one colour that records each read in ``reads``."""
+
+    def __init__(self, index: int, reads: list[int]):
+        self.index, self.reads = index, reads
+
+    def load_image(self):
+        self.reads.append(self.index)
+        return Image.new("RGB", (16, 12), _COLOURS[self.index])
+
+
+def _to_8x8(images, return_tensors):
+    return {"pixel_values": [np.asarray(images.resize((8, 8)), dtype=np.float32).transpose(2, 0, 1) / 255]}
+
+
+def test_consecutive_windows_of_a_page_read_and_process_it_once():
+    """Windows 0-2 on page A, 3 on page B, 4 on page A again: three reads (A, B, A), each window's pixels
+    those of its own page, and one window's tensor changed in place leaves the next window of the same page
+    untouched."""
+    import pickle
+
+    from aetnet.data.encoding.windows import Window
+
+    reads: list[int] = []
+    order = [0, 0, 0, 1, 0]
+    windows = [Window(doc_index=d, input_ids=[0, 5, 2], bbox=[[0, 0, 0, 0]] * 3, word_ids=[None, 0, None])
+               for d in order]
+    dataset = WindowDataset(windows, [_CountedPage(0, reads), _CountedPage(1, reads)], _to_8x8)
+    items = [dataset[i] for i in range(len(order))]
+    assert reads == [0, 1, 0]
+    for d, item in zip(order, items):
+        expected = np.broadcast_to(np.asarray(_COLOURS[d], dtype=np.float32)[:, None, None] / 255, (3, 8, 8))
+        assert np.array_equal(item["pixel_values"].numpy(), expected)
+    dataset[4]["pixel_values"].zero_()
+    again = dataset[4]["pixel_values"].numpy()[:, 0, 0]
+    assert np.array_equal(again, np.asarray(_COLOURS[0], dtype=np.float32) / 255) and reads == [0, 1, 0]
+    # a DataLoader worker gets the dataset without the last page
+    assert pickle.loads(pickle.dumps(dataset))._page is None and dataset._page is not None

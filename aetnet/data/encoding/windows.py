@@ -275,9 +275,24 @@ class WindowDataset(torch.utils.data.Dataset):
         self.documents = documents
         self.image_processor = image_processor
         self.extra_views = extra_views
+        #: The last page read, its index, image and processed pixels: consecutive windows of one page (a
+        #: long document in evaluation order, a page-grouped training batch) decode and resize it once.
+        self._page: tuple[int, Any, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers start without the parent's last page
+        return {**self.__dict__, "_page": None}
+
+    def page(self, doc_index: int) -> tuple[Any, np.ndarray]:
+        """Page ``doc_index``'s image and its processed pixel values ``(3, H, W)``, read once for a run of
+        windows of that page."""
+        if self._page is None or self._page[0] != doc_index:
+            image = self.documents[doc_index].load_image()
+            pixels = self.image_processor(images=image, return_tensors="np")["pixel_values"][0]
+            self._page = (doc_index, image, np.asarray(pixels, dtype=np.float32))
+        return self._page[1], self._page[2]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         window = self.windows[i]
@@ -288,9 +303,8 @@ class WindowDataset(torch.utils.data.Dataset):
         }
         image = None
         if self.image_processor is not None:  # a text+layout base (LiLT) reads no page image
-            image = self.documents[window.doc_index].load_image()
-            pixels = self.image_processor(images=image, return_tensors="np")["pixel_values"][0]
-            item["pixel_values"] = torch.as_tensor(np.asarray(pixels, dtype=np.float32))
+            image, pixels = self.page(window.doc_index)
+            item["pixel_values"] = torch.tensor(pixels)  # a copy: the page's array serves its next window too
         if isinstance(window.labels, list):
             item["labels"] = torch.tensor(window.labels, dtype=torch.long)
         elif isinstance(window.labels, int):
