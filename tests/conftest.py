@@ -66,8 +66,9 @@ def _frozen_imports():
 @pytest.fixture(scope="session", autouse=True)
 def _shared_builds():
     """Under xdist: the tiny base is built once for all workers (a file lock in the controller's folder),
-    and each worker's cache links to it and to one demo folder (``ensure_demo`` builds atomically, so two
-    workers may build the same demo concurrently). Without xdist everything is built lazily, as before."""
+    and each worker's cache links to it, to one demo folder (``ensure_demo`` builds atomically, so two
+    workers may build the same demo concurrently) and to one OCR cache. Without xdist everything is built
+    lazily, as before."""
     if SHARED is None:
         return
     from aetnet.models import tiny
@@ -80,8 +81,11 @@ def _shared_builds():
         finally:
             os.environ["AETNET_CACHE"] = saved
     (own / base.name).symlink_to(base, target_is_directory=True)
-    (SHARED / "demo").mkdir(exist_ok=True)
-    (own / "demo").symlink_to(SHARED / "demo", target_is_directory=True)
+    # the demo folder, and the OCR cache (each page's result written atomically): the RVL-CDIP and DocVQA
+    # demo pages are given to Tesseract once for all workers. Tests that count Tesseract runs use their own.
+    for shared in ("demo", "ocr"):
+        (SHARED / shared).mkdir(exist_ok=True)
+        (own / shared).symlink_to(SHARED / shared, target_is_directory=True)
 
 
 #: The slowest test modules (from ``pytest --durations``), started first so that the suite's tail is short.
