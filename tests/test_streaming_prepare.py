@@ -1,4 +1,4 @@
-"""Streaming preparation: a 2,000-page RVL-CDIP-format split goes from the OCR cache to the window cache
+"""Streaming preparation: a 500-page RVL-CDIP-format split (8 chunks of 64) goes from the OCR cache to the window cache
 through the runner's own stages holding at most one chunk of documents (counted, live), with the same
 windows as the list encoding, bad pages recorded once in page order; a killed window build resumes
 without encoding its finished chunks again."""
@@ -16,8 +16,8 @@ from aetnet.data.encoding import build as window_build
 from aetnet.data.encoding import store as window_store
 from aetnet.data.ocr.tesseract import OcrSettings, _cache_file, _write_cache
 
-PAGES = 2000
-BAD = (7, 1500)  # corrupt image files (not in the OCR cache): skipped, listed once
+PAGES = 500  # with CHUNK = 64 (see chunked): 8 chunks, as 2,000 pages make with the real 256
+BAD = (7, 400)  # corrupt image files (not in the OCR cache): skipped, listed once
 
 
 @pytest.fixture()
@@ -27,6 +27,13 @@ def own_cache(tmp_path, monkeypatch, tiny_base):
     (cache / tiny_base.name).symlink_to(tiny_base)  # the session's tiny base, fresh OCR and window caches
     monkeypatch.setenv("AETNET_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture()
+def chunked(monkeypatch):
+    """Chunks of 64 examples: PAGES make as many chunks as four times as many pages with the real size."""
+    monkeypatch.setattr(window_store, "CHUNK", 64)
+    assert -(-PAGES // window_store.CHUNK) < window_store.PARALLEL_CHUNKS  # built in this process, as before
 
 
 def _rvl_folder(root, cache, pages: int = PAGES):
@@ -78,7 +85,7 @@ class LiveDocuments:
         self.alive -= 1
 
 
-def test_two_thousand_pages_stream_through_one_chunk(tmp_path, own_cache, monkeypatch):
+def test_five_hundred_pages_stream_through_one_chunk(tmp_path, own_cache, chunked, monkeypatch):
     from aetnet.data.documents.screen import BadDocuments
     from aetnet.tasks.rvl_cdip import list_rvl_cdip, ocr_pages
     from aetnet.train import runner
@@ -186,8 +193,9 @@ class LiveByIds:
         return most, alive
 
 
-def test_two_thousand_cord_files_stream_through_one_chunk(shared_data, tmp_path, own_cache, monkeypatch):
-    """A second reader: 2,000 real CORD annotation files in one json/ folder (the 20 samples, linked 100
+def test_five_hundred_cord_files_stream_through_one_chunk(shared_data, tmp_path, own_cache, chunked,
+                                                          monkeypatch):
+    """A second reader: 500 real CORD annotation files in one json/ folder (the 20 samples, linked 25
     times each under new names), carved 80/20, through the runner's stages: the training documents are
     never held more than a chunk at a time, and the windows are those of today's list reading."""
     import dataclasses
