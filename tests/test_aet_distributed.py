@@ -84,30 +84,18 @@ def _state(model) -> dict[str, torch.Tensor]:
             "momentum": torch.cat([p.flatten() for p in a.text_aligner_m.parameters()])}
 
 
-def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None, checkpointed: bool = False) -> None:
+#: The cases compared (id: rows_per_rank, activation checkpointing), all trained by one pair of processes.
+CASES = {"sizes-gathered": (None, False), "padded-sync-free": (HALF, False), "activation-checkpointed": (HALF, True)}
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank ``rank`` trains every case of CASES in turn (one process group) and saves each case's state."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        model = _build()
-        if checkpointed:  # train.gradient_checkpointing: the ranks recompute, the reference does not
-            from aetnet.models.checkpointing import set_activation_checkpointing
-
-            set_activation_checkpointing(model)
-        # Set by the trainer (the per-device batch size): the queues' gather then reads no sizes back.
-        model.alignment.image_queue.rows_per_rank = model.alignment.text_queue.rows_per_rank = rows_per_rank
-        # No buffer broadcast: each rank's queue must come from its own gathered enqueue.
-        ddp = DistributedDataParallel(model, broadcast_buffers=False)
-        halves = [{k: v[rank * HALF:(rank + 1) * HALF] for k, v in _batch(s).items()} for s in range(STEPS)]
-        _train(model, halves, ddp)
-        torch.save(_state(model), os.path.join(out_dir, f"rank{rank}.pt"))
-        # DDP's reducer holds the gloo group, whose worker threads live as long as it does. Freed only by
-        # the interpreter's final garbage collection, they aborted the child now and then on CI ("terminate
-        # called without an active exception", SIGABRT, after the results were saved): free them here, and
-        # let no rank tear the group down while its peer still uses it.
-        del ddp, model
-        gc.collect()
-        dist.barrier()
+        for case, (rows_per_rank, checkpointed) in CASES.items():
+            _train_case(rank, out_dir, case, rows_per_rank, checkpointed)
     finally:
         dist.destroy_process_group()
     # The results are on disk; leave without the interpreter's teardown (nothing under test happens there).
@@ -116,17 +104,45 @@ def _worker(rank: int, port: int, out_dir: str, rows_per_rank: int | None = None
     os._exit(0)
 
 
+def _train_case(rank: int, out_dir: str, case: str, rows_per_rank: int | None, checkpointed: bool) -> None:
+    model = _build()
+    if checkpointed:  # train.gradient_checkpointing: the ranks recompute, the reference does not
+        from aetnet.models.checkpointing import set_activation_checkpointing
+
+        set_activation_checkpointing(model)
+    # Set by the trainer (the per-device batch size): the queues' gather then reads no sizes back.
+    model.alignment.image_queue.rows_per_rank = model.alignment.text_queue.rows_per_rank = rows_per_rank
+    # No buffer broadcast: each rank's queue must come from its own gathered enqueue.
+    ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    halves = [{k: v[rank * HALF:(rank + 1) * HALF] for k, v in _batch(s).items()} for s in range(STEPS)]
+    _train(model, halves, ddp)
+    torch.save(_state(model), os.path.join(out_dir, f"{case}-rank{rank}.pt"))
+    # DDP's reducer holds the gloo group, whose worker threads live as long as it does. Freed only by
+    # the interpreter's final garbage collection, they aborted the child now and then on CI ("terminate
+    # called without an active exception", SIGABRT, after the results were saved): free them here, and
+    # let no rank tear the group down (or start the next case) while its peer still uses it.
+    del ddp, model
+    gc.collect()
+    dist.barrier()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize(("rows_per_rank", "checkpointed"), [(None, False), (HALF, False), (HALF, True)],
-                         ids=["sizes-gathered", "padded-sync-free", "activation-checkpointed"])
-def test_two_process_queues_match_single_process_on_concatenated_batch(tmp_path, rows_per_rank, checkpointed):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), rows_per_rank, checkpointed), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The folder of every case's per-rank states, trained by one spawned pair of processes."""
+    out = tmp_path_factory.mktemp("aet-ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_process_queues_match_single_process_on_concatenated_batch(trained, case):
+    ranks = [torch.load(trained / f"{case}-rank{r}.pt") for r in range(WORLD)]
 
     single = _build()
     initial_queue = single.alignment.image_queue.queue.clone()

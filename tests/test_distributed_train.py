@@ -1,18 +1,23 @@
-"""Two training processes (torchrun, gloo on CPU) match one process with the same global batch."""
+"""Two training processes (torchrun, accelerate; gloo on CPU) match one process with the same global batch.
+
+The torchrun run is launched once per session (tests/ddp_runs.py) and also checked by test_window_store; the
+one-process reference runs in this process (it is not what is tested), with the same settings.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
-COMMON = ["--demo", "train.max_steps=6", "train.save_steps=100", "data.max_train_documents=8",
-          "data.max_eval_documents=4", "train.learning_rate=1e-3", "model.dropout=0"]
+from tests.ddp_runs import FUNSD_COMMON, free_port, torchrun_funsd
+from tests.ddp_runs import launcher as _launcher
+
+COMMON = FUNSD_COMMON
+_free_port = free_port  # imported by test_distributed_ocr
 
 
 def _run(cmd, cwd):
@@ -20,41 +25,38 @@ def _run(cmd, cwd):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def _launcher(name: str) -> str:
-    path = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed beside this Python; install aetnet[test] in the test environment")
-    return path
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    """The metrics of the one-process run (global batch 4), trained once, in this process, for both launchers'
+    comparisons."""
+    from aetnet.cli.main import main
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    out = tmp_path_factory.mktemp("one-process") / "one"
+    assert main(["finetune", "funsd", "--output", str(out), "train.batch_size=4", *COMMON]) == 0
+    return json.loads((out / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory) -> dict:
-    """The metrics of the one-process run (global batch 4), trained once for both launchers' comparisons."""
-    cwd = tmp_path_factory.mktemp("one-process")
-    _run([sys.executable, "-m", "aetnet", "finetune", "funsd", "--output", str(cwd / "one"), "train.batch_size=4",
-          *COMMON], cwd)
-    return json.loads((cwd / "one" / "metrics.json").read_text())
+def torchrun_two(tmp_path_factory, tiny_base):
+    """The session's two-process torchrun run (tests/ddp_runs.py)."""
+    return torchrun_funsd(tmp_path_factory, tiny_base)
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
-def test_two_processes_match_one(tmp_path, launcher, one_process):
-    port = str(_free_port())
+def test_two_processes_match_one(tmp_path, launcher, one_process, request):
     if launcher == "torchrun":
-        launch = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+        run = request.getfixturevalue("torchrun_two")
+        assert run.returncode == 0, run.output[-3000:]
+        two = json.loads((run.run / "metrics.json").read_text())
     else:
         # accelerate's --cpu runs ONE process (multi-CPU needs MPI); --multi_gpu is its torch.distributed
         # launcher and falls back to gloo on a machine without GPUs.
-        launch = [_launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port]
-    _run([*launch, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
-          *COMMON], tmp_path)
+        launch = [_launcher("accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                  "--main_process_port", str(free_port())]
+        _run([*launch, "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
+              *COMMON], tmp_path)
+        two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     one = one_process
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     # Same global batches in the same order; the losses differ only by per-process averaging.
     assert abs(one["train_loss"] - two["train_loss"]) <= 0.02 * one["train_loss"]
     assert abs(one["f1"] - two["f1"]) <= 0.05
@@ -62,20 +64,15 @@ def test_two_processes_match_one(tmp_path, launcher, one_process):
     assert (one["world_size"], two["world_size"]) == (1, 2)
 
 
-def test_two_processes_validate_keep_the_best_and_agree(tmp_path):
+def test_two_processes_validate_keep_the_best_and_agree(torchrun_two):
     """torchrun, 2 processes: the validation windows are shared among them, every process finds the
     best checkpoint (no process falls back to the last weights), and the kept model is that checkpoint."""
     import torch
     from safetensors.torch import load_file
 
-    port = str(_free_port())
-    cmd = [_launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port,
-           "-m", "aetnet", "finetune", "funsd", "--output", str(tmp_path / "two"), "train.batch_size=2",
-           "train.eval_steps=2", "train.keep=best", "data.val_fraction=0.3", *COMMON]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Could not locate the best model" not in proc.stdout + proc.stderr
-    run = tmp_path / "two"
+    assert torchrun_two.returncode == 0, torchrun_two.output[-3000:]
+    assert "Could not locate the best model" not in torchrun_two.output
+    run = torchrun_two.run
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["best_step"] in (2, 4, 6)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -92,7 +89,7 @@ def test_two_processes_run_the_aet_ema_once_per_optimizer_step(tmp_path):
     from safetensors.torch import load_file
 
     m = 0.5
-    port = str(_free_port())
+    port = str(free_port())
     # torch.distributed.run is torchrun, started with this very Python.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", port, "-m", "aetnet", "finetune", "funsd", "--strategy", "aet", "--demo",

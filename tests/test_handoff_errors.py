@@ -40,13 +40,25 @@ def _run_two(script: str, tmp_path, env_of) -> list[subprocess.CompletedProcess]
     return _run(script, tmp_path, [env_of(rank) for rank in range(2)])
 
 
-#: Ranks 0 and 1 of one node through local_main_first; {defs} defines PUBLISHED, what the main process sends.
-_HAND_OVER = """
+#: One pair of processes (ranks 0 and 1 of one node) runs the cases of the first three tests in turn, in one
+#: process group, each case's stderr after a line ``@@case NAME``; a case leaving the processes out of step
+#: would leave the next one waiting (the run's timeout fails them all).
+_HEADER = """
 import json, os, sys
 import torch.distributed as dist
 from aetnet.train.distributed import local_main_first
 
 rank, out = int(sys.argv[1]), sys.argv[2]
+"""
+_MARK = "@@case "
+
+
+def _case(name: str, body: str) -> str:
+    return f"\nprint({_MARK + name!r}, file=sys.stderr, flush=True)\n{body}\ndist.barrier()\n"
+
+
+#: Ranks 0 and 1 of one node through local_main_first; {defs} defines PUBLISHED, what the main process sends.
+_HAND_OVER = """
 {defs}
 with local_main_first("test") as node:
     if node.received is None:
@@ -55,10 +67,10 @@ with local_main_first("test") as node:
     else:
         got = node.received
 dist.barrier()
-json.dump({{"got": got}}, open(f"{{out}}/rank{{rank}}.json", "w"))
-dist.destroy_process_group()
+json.dump({{"got": got}}, open(f"{{out}}/{case}-rank{{rank}}.json", "w"))
 """
-_UNPICKLABLE = _HAND_OVER.format(defs='PUBLISHED = {"state": lambda: None}  # a local function cannot be pickled')
+_UNPICKLABLE = _HAND_OVER.format(case="unpicklable",
+                                 defs='PUBLISHED = {"state": lambda: None}  # a local function cannot be pickled')
 
 
 def _env(port: str, tmp_path):
@@ -69,18 +81,34 @@ def _env(port: str, tmp_path):
     return env_of
 
 
-def test_what_cannot_be_sent_is_not_sent_and_the_others_prepare_the_data(tmp_path):
+@pytest.fixture(scope="module")
+def three_cases(tmp_path_factory) -> tuple[list[subprocess.CompletedProcess], list[dict[str, str]], object]:
+    """The outcomes of the pair of processes that ran the three cases, each process's stderr per case, and
+    their folder."""
+    out = tmp_path_factory.mktemp("handoff")
+    script = _HEADER + "".join(_case(name, body) for name, body in (
+        ("unpicklable", _UNPICKLABLE), ("unrebuildable", _UNREBUILDABLE), ("score", _SCORE)))
+    script += "dist.destroy_process_group()\n"
+    outcomes = _run_two(script, out, _env(str(_free_port()), out))
+    stderr = []
+    for proc in outcomes:
+        parts = proc.stderr.split(_MARK)
+        stderr.append({part.split("\n", 1)[0]: part.split("\n", 1)[-1] for part in parts[1:]})
+    return outcomes, stderr, out
+
+
+def test_what_cannot_be_sent_is_not_sent_and_the_others_prepare_the_data(three_cases):
     """The main process publishes an object that cannot be pickled: it warns and sends nothing (instead of
     failing inside the broadcast with rank 1 waiting in it); rank 1 prepares the data itself."""
-    outcomes = _run_two(_UNPICKLABLE, tmp_path, _env(str(_free_port()), tmp_path))
+    outcomes, stderr, tmp_path = three_cases
     for proc in outcomes:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "could not hand the prepared data to the node's other processes" in outcomes[0].stderr
-    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert "could not hand the prepared data to the node's other processes" in stderr[0]["unpicklable"]
+    results = [json.loads((tmp_path / f"unpicklable-rank{rank}.json").read_text()) for rank in range(2)]
     assert [r["got"] for r in results] == ["prepared here", "prepared here"]
 
 
-_UNREBUILDABLE = _HAND_OVER.format(defs="""
+_UNREBUILDABLE = _HAND_OVER.format(case="unrebuildable", defs="""
 def _rebuild(value):
     if os.environ["RANK"] != "0":
         raise ValueError("this process cannot rebuild the object")  # e.g. a module missing here
@@ -96,32 +124,27 @@ PUBLISHED = Prepared()
 """)
 
 
-def test_a_process_that_cannot_read_the_hand_over_prepares_the_data_itself(tmp_path):
+def test_a_process_that_cannot_read_the_hand_over_prepares_the_data_itself(three_cases):
     """Rank 1 fails to rebuild what its node's main process sent: it logs it and prepares the data itself
     (as when nothing was handed over) instead of failing while the main process goes on to training."""
-    outcomes = _run_two(_UNREBUILDABLE, tmp_path, _env(str(_free_port()), tmp_path))
+    outcomes, stderr, tmp_path = three_cases
     for proc in outcomes:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "could not read the data prepared by the node's main process" in outcomes[1].stderr
-    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert "could not read the data prepared by the node's main process" in stderr[1]["unrebuildable"]
+    results = [json.loads((tmp_path / f"unrebuildable-rank{rank}.json").read_text()) for rank in range(2)]
     assert [r["got"] for r in results] == ["prepared here", "prepared here"]
 
 
+#: Run after the hand-over cases, in their process group (started by local_main_first from the environment).
 _SCORE = """
-import sys
-from datetime import timedelta
 from types import SimpleNamespace
 
 import torch
-import torch.distributed as dist
 
 from aetnet.config.settings import resolve_config
 from aetnet.data.encoding.windows import Window
 from aetnet.inference import evaluation
 from aetnet.inference.evaluation import EvalSet
-
-rank, out = int(sys.argv[1]), sys.argv[2]
-dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=2, timeout=timedelta(seconds=60))
 
 
 class Scorer(torch.nn.Module):
@@ -178,24 +201,17 @@ except Exception as exc:
 records = []
 metrics = evalset.score(Scorer(), records.append)  # the processes are still in step: the next evaluation works
 lines.append(repr((metrics, records)))
-open(f"{out}/rank{rank}.txt", "w").write("\\n".join(lines))
-dist.barrier()
-dist.destroy_process_group()
+open(f"{out}/score-rank{rank}.txt", "w").write("\\n".join(lines))
 """
 
 
-def test_a_scoring_failure_on_the_first_process_reaches_the_others(tmp_path):
+def test_a_scoring_failure_on_the_first_process_reaches_the_others(three_cases):
     """Rank 0 scores the gathered outputs for everyone; when that fails it raises, and rank 1 (waiting for the
     metrics) raises too, naming the cause, instead of waiting in the broadcast until the timeout."""
-    port = str(_free_port())
-
-    def env_of(rank: int) -> dict[str, str]:
-        return dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
-
-    outcomes = _run_two(_SCORE, tmp_path, env_of)
+    outcomes, _, tmp_path = three_cases
     for proc in outcomes:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    first, second = ((tmp_path / f"rank{rank}.txt").read_text().splitlines() for rank in range(2))
+    first, second = ((tmp_path / f"score-rank{rank}.txt").read_text().splitlines() for rank in range(2))
     assert first[0] == "ValueError: the metric broke"
     assert second[0] == ("AetnetError: the first process could not score the validation split (ValueError: the "
                          "metric broke); see its log")

@@ -147,53 +147,7 @@ def test_non_finite_term_names_its_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 # ---- the feature queue under torch.distributed (two gloo processes) ------------------------------
 
-_DIM, _SIZES = 4, ((3, 2), (1, 3), (3, 3))  # rows per rank at each step; rows_per_rank = 3
-
-
-def _queue_worker(rank: int, port: int, out_dir: str) -> None:
-    import datetime
-
-    import torch.distributed as dist
-
-    from aetnet.strategies.aet.queue import FeatureQueue
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        torch.manual_seed(0)
-        queues = {k: FeatureQueue(_DIM, k) for k in (7, 4)}  # 4: one step brings more rows than K
-        calls = []
-        originals = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
-
-        def wrap(name):
-            def wrapper(self, *args, **kwargs):
-                calls.append(name)
-                return originals[name](self, *args, **kwargs)
-            return wrapper
-
-        for q in queues.values():
-            q.rows_per_rank = 3
-        for name in SYNC_METHODS:
-            setattr(torch.Tensor, name, wrap(name))
-        try:
-            for step, sizes in enumerate(_SIZES):
-                feats, ids = _queue_rows(step, sizes)
-                lo = sum(sizes[:rank])
-                for q in queues.values():
-                    q.enqueue(feats[lo:lo + sizes[rank]], ids[lo:lo + sizes[rank]])
-        finally:
-            for name, original in originals.items():
-                setattr(torch.Tensor, name, original)
-        torch.save({"calls": calls, **{k: q.state_dict() for k, q in queues.items()}}, f"{out_dir}/rank{rank}.pt")
-        dist.barrier()  # no rank tears gloo down while a peer is still talking to it
-    finally:
-        dist.destroy_process_group()
-
-
-def _queue_rows(step: int, sizes) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(step)
-    n = sum(sizes)
-    return torch.randn(n, _DIM, generator=g), torch.arange(n) + 100 * step
+# The two processes run tests/queue_ranks.py (spawned children import it, a module lighter than this one).
 
 
 def test_distributed_enqueue_is_sync_free_and_equals_one_process(tmp_path):
@@ -204,11 +158,15 @@ def test_distributed_enqueue_is_sync_free_and_equals_one_process(tmp_path):
     import torch.multiprocessing as mp
 
     from aetnet.strategies.aet.queue import FeatureQueue
+    from tests.queue_ranks import DIM as _DIM
+    from tests.queue_ranks import SIZES as _SIZES
+    from tests.queue_ranks import queue_rows as _queue_rows
+    from tests.queue_ranks import queue_worker
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_queue_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(queue_worker, args=(port, str(tmp_path), SYNC_METHODS), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     torch.manual_seed(0)
     single = {k: FeatureQueue(_DIM, k) for k in (7, 4)}

@@ -268,40 +268,27 @@ def test_concurrent_builders_encode_once(shared_data, tokenizer, own_cache):
     assert list(stores[1]) == spy.real(spy.task, docs, tokenizer, None, _cfg("funsd"))
 
 
-def test_torchrun_ranks_share_one_build(tiny_base, aetnet_cache, tmp_path):
-    """2-process torchrun: the main process encodes each split once, the other rank reads its cache entries."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import sys
+def test_torchrun_ranks_share_one_build(tiny_base, tmp_path_factory):
+    """2-process torchrun: the main process encodes each split once, the other rank reads its cache entries.
 
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    assert torchrun, "torchrun is not installed beside this Python"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / tiny_base.name).symlink_to(tiny_base)  # the session's tiny base, a fresh window cache
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), "-m",
-           "aetnet", "finetune", "funsd", "--demo", "--output", str(tmp_path / "run"),
-           "train.batch_size=2", "train.max_steps=2", "train.save_steps=100", "data.max_train_documents=4",
-           "data.max_eval_documents=2", "train.eval_steps=1", "data.val_fraction=0.3"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "AETNET_CACHE": str(cache)}, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = [line for line in (proc.stdout + proc.stderr).splitlines() if "aetnet.data.encoding.store" in line]
+    Checked on the session's torchrun FUNSD run (tests/ddp_runs.py: a fresh window cache beside the tiny base,
+    validation on a carved split), which test_distributed_train checks too."""
+    from tests.ddp_runs import torchrun_funsd
+
+    proc = torchrun_funsd(tmp_path_factory, tiny_base)
+    cache = proc.cache
+    assert proc.returncode == 0, proc.output[-3000:]
+    log = [line for line in proc.output.splitlines() if "aetnet.data.encoding.store" in line]
     built = [line for line in log if "encoded into" in line]
     read = [line for line in log if "from the cache" in line]
     # main process: training and validation windows built (before rank 1 starts), test windows after training;
     # rank 1: handed the training and validation entries by the main process, nothing encoded, nothing read
     assert [line.split(": ")[1] for line in built] == ["training windows", "evaluation windows", "evaluation windows"]
     assert read == []
-    handed = [line for line in (proc.stdout + proc.stderr).splitlines() if "prepared by the main process" in line]
+    handed = [line for line in proc.output.splitlines() if "prepared by the main process" in line]
     assert len(handed) == 1 and handed[0].rsplit("/", 1)[1] == built[0].rsplit("/", 1)[1]
     assert len(list((cache / "windows").glob("*/meta.json"))) == 3
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((proc.run / "metrics.json").read_text())
     assert metrics["world_size"] == 2
 
 
