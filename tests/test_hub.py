@@ -190,11 +190,9 @@ def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_da
     assert records_got == records_want and records_want[str(page)][0]["entities"] is not None
 
     hub.stop()  # offline from the cache: no Hub at all
-    offline = _aetnet(dict(clean, HF_HUB_OFFLINE="1"), "predict", "alice/funsd-tiny", str(page),
-                      "--ocr-workers", "1")
-    assert offline.returncode == 0, offline.stderr
-    assert json.loads(offline.stdout) == records_want
-    served = _serve_once(dict(clean, HF_HUB_OFFLINE="1"), "alice/funsd-tiny", page, tmp_path / "serve.log")
+    offline, served = _predict_then_serve(dict(clean, HF_HUB_OFFLINE="1"), "alice/funsd-tiny", page)
+    assert offline[0] == 0
+    assert json.loads(offline[1]) == records_want
     want = records_want[str(page)]
     assert [[w["label"] for w in r["words"]] for r in served] == [[w["label"] for w in r["words"]] for r in want]
     assert [r["entities"] for r in served] == [r["entities"] for r in want]
@@ -204,35 +202,56 @@ def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_da
     assert "not in the Hugging Face cache" in uncached.stderr and "Traceback" not in uncached.stderr
 
 
-def _serve_once(env: dict[str, str], model: str, page: Path, log: Path) -> list[dict]:
-    """Start ``aetnet serve MODEL`` on a free port, POST ``page`` once, stop it; the records."""
-    import time
-    import urllib.request
+#: A fresh process that runs ``aetnet predict MODEL PAGE``, then ``aetnet serve MODEL --port PORT`` (its entry,
+#: in the main thread) while a thread POSTs PAGE once to the served port; prints ``PREDICTED [status,
+#: stdout]`` and ``SERVED records``, then ends the process.
+PREDICT_THEN_SERVE = """
+import contextlib, io, json, os, sys, threading, time, urllib.request
+from aetnet.cli.main import main
+model, page, port = sys.argv[1:4]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["predict", model, page, "--ocr-workers", "1"])
+print("PREDICTED", json.dumps([code, out.getvalue()]), flush=True)
 
-    port = _free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "aetnet", "serve", model, "--port", str(port)], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+def client():
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
                 break
             except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the server did not answer within 240 s"
                 time.sleep(0.5)
         boundary = "hub-test-boundary"
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{page.name}"\r\n'
-                "Content-Type: image/png\r\n\r\n").encode() + page.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        name = os.path.basename(page)
+        body = (f'--{boundary}\\r\\nContent-Disposition: form-data; name="file"; filename="{name}"\\r\\n'
+                "Content-Type: image/png\\r\\n\\r\\n").encode() + open(page, "rb").read() + \\
+            f"\\r\\n--{boundary}--\\r\\n".encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+            print("SERVED", json.dumps(json.loads(resp.read())), flush=True)
+        os._exit(0)
+    except BaseException as exc:
+        print("client failed:", repr(exc), file=sys.stderr, flush=True)
+        os._exit(1)
+
+threading.Thread(target=client, daemon=True).start()
+sys.exit(main(["serve", model, "--port", port]))
+"""
+
+
+def _predict_then_serve(env: dict[str, str], model: str, page: Path) -> tuple[list, list[dict]]:
+    """``aetnet predict MODEL PAGE`` and then ``aetnet serve MODEL`` on a free port with one POST of ``page``,
+    both in one fresh process with ``env``: ``([status, stdout] of predict, the served records)``."""
+    done = subprocess.run([sys.executable, "-c", PREDICT_THEN_SERVE, model, str(page), str(_free_port())], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in done.stdout.splitlines()
+             if line.startswith(("PREDICTED ", "SERVED "))}
+    return json.loads(lines["PREDICTED"]), json.loads(lines["SERVED"])
 
 
 @pytest.mark.parametrize("recorded", ["real data", "not recorded"])
