@@ -138,31 +138,76 @@ def test_markdown_table_shows_inference_and_training_only_counts_and_dashes_for_
     assert "| old | 1 | 0.5000 | 1,000 | 100.000 | - | - | 1,000 |" in md
 
 
-def test_devices_run_in_parallel_processes_and_give_the_sequential_table(tmp_path, monkeypatch):
-    """--devices 0,1 (two CPU processes) runs the same queue of runs as the sequential comparison: same
-    metrics, validation-selected steps and best validation scores; the validation curves figure."""
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory, tiny_base):
+    """One ``--devices 0,1`` comparison (``full``, two seeds, validating every step) on RVL-CDIP-format pages
+    with a cold OCR cache, Tesseract counted by a wrapper on PATH that logs each recognised image's SHA-256;
+    then the same comparison run sequentially in this process. The two tests below check their parts of it
+    (one launch of the worker processes for both)."""
+    import os
+    import shutil
+
     import torch
 
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # same arithmetic in the workers
-    budget = [*BUDGET, "train.eval_steps=1", "train.keep=best", "data.val_fraction=0.3"]
-    kwargs = dict(seeds=2, base="tiny", demo=True, overrides=budget)
-    sequential = compare("funsd", "full", output=tmp_path / "seq", **kwargs)
-    parallel = compare("funsd", "full", output=tmp_path / "par", devices="0,1", **kwargs)
+    from aetnet.data.demo import make_rvl_cdip_demo
+    from tests.test_ocr_pool import WRAPPER
+
+    tmp = tmp_path_factory.mktemp("parallel")
+    data = make_rvl_cdip_demo(tmp / "rvl", n_per_class=1, n_eval_per_class=1)  # 4 train, 4 val, 4 test
+    (tmp / "bin").mkdir()
+    log = tmp / "tesseract.log"
+    log.touch()
+    real = shutil.which("tesseract")
+    assert real, "tesseract is not installed"
+    script = tmp / "bin" / "tesseract"
+    script.write_text(WRAPPER.format(real=real, log=log))
+    script.chmod(0o755)
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / tiny_base.name).symlink_to(tiny_base)
+    budget = ["train.max_steps=2", "train.batch_size=2", "train.eval_batch_size=2", "train.save_steps=100",
+              "train.logging_steps=1", "data.max_length=128", "data.stride=32", "train.eval_steps=1",
+              "train.keep=best"]
+    kwargs = dict(seeds=2, base="tiny", data=str(data), overrides=budget)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        mp.setenv("AETNET_CACHE", str(tmp / "cache"))
+        mp.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # same arithmetic in the workers
+        par = compare("rvl-cdip", "full", output=tmp / "par", devices="0,1", **kwargs)
+        recognised = log.read_text().split()  # the images Tesseract was given (pytesseract's PNG copies)
+        seq = compare("rvl-cdip", "full", output=tmp / "seq", **kwargs)
+    return {"parallel": par, "sequential": seq, "data": data, "recognised": recognised,
+            "recognised_after_sequential": log.read_text().split()}
+
+
+def test_devices_run_in_parallel_processes_and_give_the_sequential_table(parallel):
+    """--devices 0,1 (two CPU processes) runs the same queue of runs as the sequential comparison: same
+    metrics, validation-selected steps and best validation scores, the same trained weights; the validation
+    curves figure."""
+    import torch
+    from safetensors.torch import load_file
+
+    sequential, parallel = parallel["sequential"], parallel["parallel"]
     assert sorted(p.name for p in (parallel / "logs").iterdir()) == ["full-seed0.log", "full-seed1.log"]
-    columns = ["strategy", "seed", "f1", "best_step", "best_validation_f1", "trainable_parameters",
+    columns = ["strategy", "seed", "accuracy", "best_step", "best_validation_accuracy", "trainable_parameters",
                "inference_parameters"]
     seq_rows, par_rows = read_csv(sequential / "runs.csv"), read_csv(parallel / "runs.csv")
     assert [{c: r[c] for c in columns} for r in seq_rows] == [{c: r[c] for c in columns} for r in par_rows]
     assert all(r["best_step"] in ("1.0", "2.0", "1", "2") for r in par_rows)
     seq_table, par_table = read_csv(sequential / "results.csv"), read_csv(parallel / "results.csv")
-    for key in ("f1_mean", "f1_std", "best_step_mean", "best_validation_f1_mean"):
+    for key in ("accuracy_mean", "accuracy_std", "best_step_mean", "best_validation_accuracy_mean"):
         assert seq_table[0][key] == par_table[0][key], key
     md = (parallel / "results.md").read_text()
-    assert "val-selected step" in md and "best val f1" in md
-    best = [json.loads((parallel / "full" / f"seed{k}" / "metrics.json").read_text())["best_validation_f1"]
+    assert "val-selected step" in md and "best val accuracy" in md
+    best = [json.loads((parallel / "full" / f"seed{k}" / "metrics.json").read_text())["best_validation_accuracy"]
             for k in range(2)]
-    assert float(par_table[0]["best_validation_f1_mean"]) == pytest.approx(statistics.mean(best))
+    assert float(par_table[0]["best_validation_accuracy_mean"]) == pytest.approx(statistics.mean(best))
     assert (parallel / "validation.png").stat().st_size > 5_000
+    for k in range(2):  # the models themselves, not only their scores on a few pages
+        a = load_file(sequential / "full" / f"seed{k}" / "model" / "model.safetensors")
+        b = load_file(parallel / "full" / f"seed{k}" / "model" / "model.safetensors")
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_bad_devices_are_refused():
@@ -182,33 +227,14 @@ def test_a_failed_parallel_run_is_named_with_its_log(tmp_path):
     assert "missing" in (tmp_path / "out" / "logs" / "full-seed0.log").read_text()
 
 
-def test_parallel_runs_find_every_page_recognised_once(tmp_path, monkeypatch, tiny_base):
+def test_parallel_runs_find_every_page_recognised_once(parallel):
     """--devices 0,1 on RVL-CDIP-format pages with a cold OCR cache: the pages are recognised once, in the
     OCR pool, before the runs start; the two parallel runs read them all from the cache (each page given
     to Tesseract exactly once, counted by a wrapper on PATH that logs each recognised image's SHA-256)."""
-    import os
-    import shutil
-
-    from aetnet.data.demo import make_rvl_cdip_demo
-    from tests.test_ocr_pool import WRAPPER
-
-    data = make_rvl_cdip_demo(tmp_path / "rvl", n_per_class=1, n_eval_per_class=1)  # 4 train, 4 val, 4 test
-    pages = sorted(p for p in (data / "images").rglob("*.tif"))
-    (tmp_path / "bin").mkdir()
-    log = tmp_path / "tesseract.log"
-    log.touch()
-    real = shutil.which("tesseract")
-    assert real, "tesseract is not installed"
-    script = tmp_path / "bin" / "tesseract"
-    script.write_text(WRAPPER.format(real=real, log=log))
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("AETNET_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / tiny_base.name).symlink_to(tiny_base)
-    out = compare("rvl-cdip", "full,head", seeds=1, base="tiny", data=str(data), output=tmp_path / "out",
-                  devices="0,1", overrides=["train.max_steps=1", "train.batch_size=2", "train.save_steps=100"])
-    hashes = log.read_text().split()  # the image Tesseract was given (pytesseract's PNG copy of the page)
+    pages = sorted(p for p in (parallel["data"] / "images").rglob("*.tif"))
+    hashes = parallel["recognised"]
     assert len(pages) == 12 and len(set(hashes)) == 12, (len(hashes), len(set(hashes)))
     assert len(hashes) == 12, "a page was given to Tesseract more than once"
-    assert len(read_csv(out / "runs.csv")) == 2
+    assert len(read_csv(parallel["parallel"] / "runs.csv")) == 2
+    # the sequential comparison afterwards (same cache) recognised nothing either
+    assert parallel["recognised_after_sequential"] == hashes

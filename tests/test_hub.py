@@ -57,6 +57,26 @@ def _aetnet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+#: A fresh process that runs the ``aetnet`` command's entry for each argument list of ``sys.argv[1]`` (JSON) and
+#: prints one JSON line per run: exit status, stdout, stderr, and whether PyTorch had been imported by then.
+MAIN_CALLS = ("import contextlib, io, json, sys\n"
+              "from aetnet.cli.main import main\n"
+              "for args in json.loads(sys.argv[1]):\n"
+              "    out, err = io.StringIO(), io.StringIO()\n"
+              "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+              "        code = main(args)\n"
+              "    print(json.dumps([code, out.getvalue(), err.getvalue(), 'torch' in sys.modules]))\n")
+
+
+def _main_calls(env: dict[str, str], *calls: list[str]) -> list[tuple[int, str, str, bool]]:
+    """``aetnet ARGS`` for each of ``calls``, one after the other in one fresh process with ``env`` (the Hub
+    settings are read when ``huggingface_hub`` is imported): ``(status, stdout, stderr, torch imported)`` each."""
+    done = subprocess.run([sys.executable, "-c", MAIN_CALLS, json.dumps(calls)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [tuple(json.loads(line)) for line in done.stdout.strip().splitlines()[-len(calls):]]
+
+
 def _python(env: dict[str, str], code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
@@ -146,35 +166,33 @@ def test_standin_refuses_a_card_the_hub_would_refuse():
 
 def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_data, hub, tmp_path, capsys):
     page = sorted((shared_data / "funsd").rglob("*.png"))[0]
-    env = _env(tmp_path, hub)
-    done = _aetnet(env, "export", str(funsd_run), "--push-to-hub", "alice/funsd-tiny", "--private")
-    assert done.returncode == 0, done.stderr
-    assert "pushed to alice/funsd-tiny" in done.stdout
+    capsys.readouterr()  # the local folder's predictions, in this process (its Hub access is off anyway)
+    assert main(["predict", str(exported), str(page), "--ocr-workers", "1"]) == 0
+    want = capsys.readouterr().out
+    import torch
+
+    # One process pushes, then predicts from its Hub cache, empty until then (a push downloads nothing); it
+    # uses this process's thread count (the same arithmetic).
+    clean = _env(tmp_path / "clean-cache", hub, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    done, got = _main_calls(clean, ["export", str(funsd_run), "--push-to-hub", "alice/funsd-tiny", "--private"],
+                            ["predict", "alice/funsd-tiny", str(page), "--ocr-workers", "1"])
+    assert done[0] == 0, done[2]
+    assert "pushed to alice/funsd-tiny" in done[1]
     assert hub.repos["alice/funsd-tiny"].private
     pushed = hub.repos["alice/funsd-tiny"].commits[hub.repos["alice/funsd-tiny"].refs["main"]]
     assert {"README.md", "aetnet.json", "model.safetensors", "config.json", "tokenizer.json"} <= set(pushed)
     assert pushed["model.safetensors"] == (exported / "model.safetensors").read_bytes()
     assert hub.requests.get("validate") == 1  # huggingface_hub validated the card before committing
 
-    capsys.readouterr()  # the local folder's predictions, in this process (its Hub access is off anyway)
-    assert main(["predict", str(exported), str(page), "--ocr-workers", "1"]) == 0
-    want = capsys.readouterr().out
-    import torch
-
-    # an empty Hub cache; the subprocesses use this process's thread count (the same arithmetic)
-    clean = _env(tmp_path / "clean-cache", hub, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    got = _aetnet(clean, "predict", "alice/funsd-tiny", str(page), "--ocr-workers", "1")
-    assert got.returncode == 0, got.stderr
+    assert got[0] == 0, got[2]
     assert hub.requests["download"] >= len(pushed)
-    records_want, records_got = json.loads(want), json.loads(got.stdout)
+    records_want, records_got = json.loads(want), json.loads(got[1])
     assert records_got == records_want and records_want[str(page)][0]["entities"] is not None
 
     hub.stop()  # offline from the cache: no Hub at all
-    offline = _aetnet(dict(clean, HF_HUB_OFFLINE="1"), "predict", "alice/funsd-tiny", str(page),
-                      "--ocr-workers", "1")
-    assert offline.returncode == 0, offline.stderr
-    assert json.loads(offline.stdout) == records_want
-    served = _serve_once(dict(clean, HF_HUB_OFFLINE="1"), "alice/funsd-tiny", page, tmp_path / "serve.log")
+    offline, served = _predict_then_serve(dict(clean, HF_HUB_OFFLINE="1"), "alice/funsd-tiny", page)
+    assert offline[0] == 0
+    assert json.loads(offline[1]) == records_want
     want = records_want[str(page)]
     assert [[w["label"] for w in r["words"]] for r in served] == [[w["label"] for w in r["words"]] for r in want]
     assert [r["entities"] for r in served] == [r["entities"] for r in want]
@@ -184,35 +202,56 @@ def test_push_pull_predict_round_trip_and_offline(exported, funsd_run, shared_da
     assert "not in the Hugging Face cache" in uncached.stderr and "Traceback" not in uncached.stderr
 
 
-def _serve_once(env: dict[str, str], model: str, page: Path, log: Path) -> list[dict]:
-    """Start ``aetnet serve MODEL`` on a free port, POST ``page`` once, stop it; the records."""
-    import time
-    import urllib.request
+#: A fresh process that runs ``aetnet predict MODEL PAGE``, then ``aetnet serve MODEL --port PORT`` (its entry,
+#: in the main thread) while a thread POSTs PAGE once to the served port; prints ``PREDICTED [status,
+#: stdout]`` and ``SERVED records``, then ends the process.
+PREDICT_THEN_SERVE = """
+import contextlib, io, json, os, sys, threading, time, urllib.request
+from aetnet.cli.main import main
+model, page, port = sys.argv[1:4]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = main(["predict", model, page, "--ocr-workers", "1"])
+print("PREDICTED", json.dumps([code, out.getvalue()]), flush=True)
 
-    port = _free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "aetnet", "serve", model, "--port", str(port)], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
+def client():
     try:
         deadline = time.monotonic() + 240
         while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
                 break
             except OSError:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the server did not answer within 240 s"
                 time.sleep(0.5)
         boundary = "hub-test-boundary"
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{page.name}"\r\n'
-                "Content-Type: image/png\r\n\r\n").encode() + page.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        name = os.path.basename(page)
+        body = (f'--{boundary}\\r\\nContent-Disposition: form-data; name="file"; filename="{name}"\\r\\n'
+                "Content-Type: image/png\\r\\n\\r\\n").encode() + open(page, "rb").read() + \\
+            f"\\r\\n--{boundary}--\\r\\n".encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+            print("SERVED", json.dumps(json.loads(resp.read())), flush=True)
+        os._exit(0)
+    except BaseException as exc:
+        print("client failed:", repr(exc), file=sys.stderr, flush=True)
+        os._exit(1)
+
+threading.Thread(target=client, daemon=True).start()
+sys.exit(main(["serve", model, "--port", port]))
+"""
+
+
+def _predict_then_serve(env: dict[str, str], model: str, page: Path) -> tuple[list, list[dict]]:
+    """``aetnet predict MODEL PAGE`` and then ``aetnet serve MODEL`` on a free port with one POST of ``page``,
+    both in one fresh process with ``env``: ``([status, stdout] of predict, the served records)``."""
+    done = subprocess.run([sys.executable, "-c", PREDICT_THEN_SERVE, model, str(page), str(_free_port())], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in done.stdout.splitlines()
+             if line.startswith(("PREDICTED ", "SERVED "))}
+    return json.loads(lines["PREDICTED"]), json.loads(lines["SERVED"])
 
 
 @pytest.mark.parametrize("recorded", ["real data", "not recorded"])
@@ -243,16 +282,14 @@ def test_export_of_a_run_on_real_data_writes_the_licence_file(funsd_run, tmp_pat
 
 
 def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
-    env = _env(tmp_path, hub)
-    code = ("from aetnet.inference.hub import push_folder; import sys; "
-            f"print(push_folder({str(exported)!r}, 'alice/rev', revision='dev'))")
-    done = _python(env, code)
-    assert done.returncode == 0, done.stderr
-    repo = hub.repos["alice/rev"]
-    assert "aetnet.json" in repo.commits[repo.refs["dev"]] and "aetnet.json" not in repo.commits[repo.refs["main"]]
-    # one process for the loads from an empty cache (each start imports torch): aetnet.load, then
-    # `aetnet evaluate` through its CLI entry, each result on its own line
+    # one process (each start imports torch) pushes to the branch, then loads from its Hub cache (empty until
+    # then: a push downloads nothing): aetnet.load, then `aetnet evaluate` through its CLI entry, each result on
+    # its own line
     pull = ("import aetnet, contextlib, io, json, sys; from aetnet.cli.main import main\n"
+            "from aetnet.inference.hub import push_folder\n"
+            f"print(push_folder({str(exported)!r}, 'alice/rev', revision='dev'))\n"
+            "repo = __import__('pathlib').Path(sys.argv[1])\n"
+            "print(json.dumps(sorted(p.name for p in repo.iterdir()) if repo.exists() else []))\n"
             "m = aetnet.load('alice/rev', revision='dev'); print(json.dumps(m.meta['task']))\n"
             "for args in (['--revision', 'dev', '--demo', 'data.max_eval_documents=1'], ['--demo'],"
             " ['--revision', 'v9', '--demo']):\n"
@@ -260,9 +297,14 @@ def test_push_to_a_branch_and_load_that_revision(exported, hub, tmp_path):
             "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
             "        code = main(['evaluate', 'alice/rev', *args])\n"
             "    print(json.dumps([code, out.getvalue(), err.getvalue()]))\n")
-    got = _python(_env(tmp_path / "pull", hub), pull)
+    env = _env(tmp_path / "pull", hub)
+    got = subprocess.run([sys.executable, "-c", pull, str(Path(env["HF_HOME"]) / "hub")], env=env,
+                         capture_output=True, text=True, timeout=300)
     assert got.returncode == 0, got.stderr
+    repo = hub.repos["alice/rev"]
+    assert "aetnet.json" in repo.commits[repo.refs["dev"]] and "aetnet.json" not in repo.commits[repo.refs["main"]]
     lines = got.stdout.strip().splitlines()
+    assert not [name for name in json.loads(lines[-5]) if "alice--rev" in name], "the push filled the Hub cache"
     assert json.loads(lines[-4]) == "funsd"
     evaluated, main_only, missing = (json.loads(line) for line in lines[-3:])
     assert evaluated[0] == 0, evaluated[2]
@@ -292,14 +334,25 @@ def test_push_errors_are_one_sentence(exported, hub, tmp_path):
 
 
 def test_pull_errors(hub, tmp_path):
+    """Each a one-line error (status 2), given before PyTorch is imported: predict, evaluate and serve resolve a
+    Hub id first (one process per Hub setting, as ``huggingface_hub`` reads them at import)."""
     env = _env(tmp_path, hub)
-    unknown = _aetnet(env, "predict", "alice/nothing", "page.png")
-    assert unknown.returncode == 2 and "no model repository alice/nothing" in unknown.stderr
-    local = _aetnet(env, "predict", str(tmp_path), "page.png", "--revision", "dev")
-    assert local.returncode == 2 and "--revision picks a branch of a Hub repository" in local.stderr
-    dead = _aetnet(_env(tmp_path, hub, HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}"), "predict", "alice/x", "p.png")
-    assert dead.returncode == 2
-    assert "cannot reach the Hub" in dead.stderr or "not in the Hugging Face cache" in dead.stderr
+    unknown, local, evaluate, serve, pairs = _main_calls(
+        env, ["predict", "alice/nothing", "page.png"], ["predict", str(tmp_path), "page.png", "--revision", "dev"],
+        ["evaluate", "alice/nothing", "--demo"], ["serve", "alice/nothing", "--port", str(_free_port())],
+        ["predict", "--entities", str(tmp_path), "--links", "alice/nolinks", "p.png"])
+    assert unknown[0] == 2 and "no model repository alice/nothing" in unknown[2]
+    assert local[0] == 2 and "--revision picks a branch of a Hub repository" in local[2]
+    for done in (evaluate, serve):
+        assert done[0] == 2 and "no model repository alice/nothing" in done[2]
+    assert pairs[0] == 2 and "no model repository alice/nolinks" in pairs[2]
+    (dead,) = _main_calls(_env(tmp_path, hub, HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}"),
+                          ["predict", "alice/x", "p.png"])
+    assert dead[0] == 2
+    assert "cannot reach the Hub" in dead[2] or "not in the Hugging Face cache" in dead[2]
+    for done in (unknown, local, evaluate, serve, pairs, dead):
+        assert done[2].startswith("aetnet: error: ") and done[2].count("\n") == 1, done[2]
+        assert done[3] is False, "PyTorch was imported before the Hub id was checked"
 
 
 def test_compare_pushes_the_best_model_with_its_table(funsd_run, hub, tmp_path):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from aetnet.cli.model_flags import MODEL_HELP, add_model_flags, add_pair_flags, add_revision_flag
+from aetnet.cli.model_flags import (
+    MODEL_HELP,
+    add_model_flags,
+    add_pair_flags,
+    add_revision_flag,
+    resolve_hub_models,
+)
 
 EPILOG = """examples:
   aetnet predict runs/funsd-full/model form.png --output preds/ --visualize
@@ -66,23 +72,29 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
-    from aetnet.predict.predictor import Predictor, predict_paths
 
-    options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
-                   ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend, revision=args.revision)
     inputs = list(args.inputs)
-    if args.entities or args.links:
+    pairs = bool(args.entities or args.links)
+    if pairs:
         if not (args.entities and args.links):
             raise AetnetError("key-value pairs need both --entities TOKEN_MODEL and --links RELATION_MODEL")
-        from aetnet.predict.pairs import PairPredictor, parse_entity_map
-
         inputs = ([args.model] if args.model else []) + inputs  # no MODEL positional: all are inputs
-        predictor = PairPredictor(args.entities, args.links, parse_entity_map(args.entity_map), **options)
+        resolve_hub_models(args, "entities", "links")  # --revision is the token model's
     else:
         if args.model is None:
             raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
         if args.entity_map:
             raise AetnetError("--entity-map applies to key-value pairs (--entities and --links); drop it")
+        resolve_hub_models(args, "model")
+    from aetnet.predict.predictor import Predictor, predict_paths
+
+    options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
+                   ocr_psm=args.ocr_psm, ocr=args.ocr, backend=args.backend)
+    if pairs:
+        from aetnet.predict.pairs import PairPredictor, parse_entity_map
+
+        predictor = PairPredictor(args.entities, args.links, parse_entity_map(args.entity_map), **options)
+    else:
         predictor = Predictor(args.model, **options)
     if args.format == "labelstudio":
         return write_labelstudio(predictor, args, inputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags
+from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags, resolve_hub_models
 
 EPILOG = """examples:
   aetnet serve exports/funsd                                  # http://127.0.0.1:8000 (page), /docs (API)
@@ -49,9 +49,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aetnet.errors import AetnetError
-    from aetnet.predict.pairs import parse_entity_map
-    from aetnet.serve.app import run_server
-    from aetnet.serve.service import ServeSettings
 
     for name in ("workers", "max_pages", "max_queue", "batch_windows", "threads"):
         value = getattr(args, name)
@@ -59,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
             raise AetnetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.max_upload_mb <= 0 or args.batch_wait_ms < 0 or args.body_timeout <= 0:
         raise AetnetError("--max-upload-mb and --body-timeout must be positive and --batch-wait-ms not negative")
+    resolve_hub_models(args, "model", "links")  # --revision is MODEL's; a wrong Hub id fails before PyTorch loads
+    from aetnet.predict.pairs import parse_entity_map
+    from aetnet.serve.app import run_server
+    from aetnet.serve.service import ServeSettings
+
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_pages=args.max_pages, max_queue=args.max_queue,
                              batch_windows=args.batch_windows, batch_wait_ms=args.batch_wait_ms,
                              body_timeout_s=args.body_timeout)
