@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from aetnet.data.encoding.windows import data_workers
 from aetnet.errors import AetnetError
 from aetnet.strategies.aet.strategy import AETViews
-from aetnet.train.trainer import training_arguments
+from aetnet.train.trainer import stop_loader_workers, training_arguments
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
@@ -45,9 +45,12 @@ def test_persistent_workers_see_the_epoch_set_by_the_callback():
     dataset = Pages(views)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, persistent_workers=True)
     epochs = []
-    for epoch in range(3):
-        views.epoch = epoch  # what EpochCallback.on_epoch_begin does, before the epoch's iterator starts
-        epochs.append([batch[0] for batch in loader])
+    try:
+        for epoch in range(3):
+            views.epoch = epoch  # what EpochCallback.on_epoch_begin does, before the epoch's iterator starts
+            epochs.append([batch[0] for batch in loader])
+    finally:
+        stop_loader_workers(loader)  # left to the garbage collector, a later test would wait 5 s per worker
     for epoch, got in enumerate(epochs):
         for a, b in zip(got, _expected(epoch, dataset)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -106,12 +109,16 @@ def test_training_loader_never_draws_from_the_global_rng(tmp_path, workers):
     loader = trainer.get_train_dataloader()
     before = torch.random.get_rng_state()
     seen = []
-    for epoch in range(2):
-        loader.set_epoch(epoch)
-        seen.append(sorted(int(x) for batch in loader for x in batch["x"].flatten()))
-    skipped = skip_first_batches(loader, 1)
-    skipped.set_epoch(1)
-    seen.append(sorted(int(x) for batch in skipped for x in batch["x"].flatten()))
+    try:
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            seen.append(sorted(int(x) for batch in loader for x in batch["x"].flatten()))
+        skipped = skip_first_batches(loader, 1)
+        skipped.set_epoch(1)
+        seen.append(sorted(int(x) for batch in skipped for x in batch["x"].flatten()))
+        stop_loader_workers(skipped)
+    finally:
+        trainer.release_data_workers()
     assert torch.equal(torch.random.get_rng_state(), before)
     assert seen[0] == seen[1] == list(range(6)) and len(seen[2]) == 4  # every item once per epoch
 
