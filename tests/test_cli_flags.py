@@ -53,3 +53,29 @@ def test_finetune_shortcuts_and_demo_become_settings_in_order():
     assert run_base(args) == "tiny"
     args = parser.parse_args(["compare", "cord", "x.y=1", "--base", "b"])
     assert run_overrides(args) == ["x.y=1"] and run_base(args) == "b"
+
+
+def test_the_parser_kept_between_calls_parses_as_a_fresh_one():
+    """main() keeps one parser per process: after parsing other command lines (with overrides, repeated
+    flags, list-valued positionals), each line still parses exactly as a newly built parser parses it."""
+    from aetnet.cli.main import _parser
+
+    lines = [
+        ["finetune", "funsd", "--demo", "train.max_steps=2", "data.max_length=64"],
+        ["finetune", "cord"],
+        ["inspect", "funsd", "--data", "x", "--json", "data.stride=8"],
+        ["inspect", "cord", "--data", "y"],
+        ["cache", "clear", "abc", "def"],
+        ["cache", "ls"],
+        ["predict", "m", "a.png", "b.png", "--backend", "onnx"],
+        ["predict", "m", "c.png"],
+        ["compare", "funsd", "--strategies", "full,head", "--demo", "train.max_steps=1"],
+        ["compare", "funsd", "--demo"],
+    ]
+    kept = _parser()
+    for _ in range(2):
+        for line in lines:
+            got, extra = kept.parse_known_args(line)
+            want, want_extra = build_parser().parse_known_args(line)
+            assert vars(got) == vars(want) and extra == want_extra, line
+    assert _parser() is kept
