@@ -44,12 +44,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str, title: s
         metric: the task's headline metric (``f1``, ``accuracy``, ``anls``); ``eval_<metric>`` is drawn.
         title: figure title.
     """
-    import matplotlib
+    # A bare Figure on the Agg canvas: no pyplot state (the callback draws during training), no global
+    # backend switch, and a third less time than pyplot's figure.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_val, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    fig = Figure(figsize=(15, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val, ax_lr = fig.subplots(1, 3)
     for key in loss_keys(history):
         steps, values = series(history, key)
         ax_loss.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
@@ -81,7 +83,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metric: str, title: s
     fig.subplots_adjust(left=0.06, right=0.95, bottom=0.14, top=0.85, wspace=0.35)
     path = Path(path)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 
