@@ -31,6 +31,10 @@ GROUPS = os.environ.setdefault("_AETNET_TEST_GROUPS",
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+# Runs that leave train.num_workers unset load their data in the test process: starting DataLoader workers
+# forks the whole test process (about 0.8 CPU s per tiny run, twice the run itself); the tests of the
+# workers (test_data_workers, test_resume, test_cuda) set train.num_workers. A value the user set is kept.
+os.environ.setdefault("AETNET_NUM_WORKERS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -62,6 +62,7 @@ def test_default_worker_count(monkeypatch):
 
     monkeypatch.setattr(pool, "available_cores", lambda: 32)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("AETNET_NUM_WORKERS", raising=False)  # the test session sets it (tests/conftest.py)
     assert data_workers(None) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert data_workers(None) == 4
@@ -70,6 +71,17 @@ def test_default_worker_count(monkeypatch):
     assert data_workers(0) == 0 and data_workers(3) == 3
     with pytest.raises(AetnetError, match="num_workers"):
         data_workers(-1)
+    # the environment variable gives the unset setting its value; a run's own setting wins over it
+    monkeypatch.setenv("AETNET_NUM_WORKERS", "0")
+    assert data_workers(None) == 0 and data_workers(3) == 3
+    monkeypatch.setenv("AETNET_NUM_WORKERS", " 5 ")
+    assert data_workers(None) == 5
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv("AETNET_NUM_WORKERS", bad)
+        with pytest.raises(AetnetError, match="AETNET_NUM_WORKERS=.* is not a number of DataLoader workers"):
+            data_workers(None)
+    monkeypatch.setenv("AETNET_NUM_WORKERS", "")
+    assert data_workers(None) == 1  # empty: unset
 
 
 def test_training_arguments_use_workers_and_pin_only_on_gpu(tmp_path):

@@ -173,8 +173,9 @@ class TrainConfig:
     """DataLoader worker processes per training process (decode pages, build AET views). They start with
     the first training epoch and are kept for the following ones (persistent; a resumed run starts a set
     for the resumed epoch, then one for the rest); batches are pinned in memory on a GPU. The weights are
-    the same with any count, and after ``--resume``. ``None``: ``min(8, cores / processes on this node)``;
-    ``0``: in the training process. Validation passes start their own workers for each pass."""
+    the same with any count, and after ``--resume``. ``None``: the ``AETNET_NUM_WORKERS`` environment variable
+    when set, else ``min(8, cores / processes on this node)``; ``0``: in the training process. Validation passes
+    start their own workers for each pass."""
     report_to: list[str] = field(default_factory=lambda: ["none"])
     """Trackers that receive the logs: ``none``, or any of the Trainer's (``tensorboard``, ``wandb``,
     ``mlflow``, ...; comma-separated on the command line). TensorBoard writes into ``RUN/tensorboard``."""

@@ -380,12 +380,24 @@ class Collator:
         return batch
 
 
+#: The environment variable that gives ``train.num_workers`` its value when a run leaves it unset.
+WORKERS_ENV = "AETNET_NUM_WORKERS"
+
+
 def data_workers(num_workers: int | None) -> int:
-    """DataLoader workers per process: ``num_workers``, or ``min(8, cores / local processes)`` for ``None``.
+    """DataLoader workers per process: ``num_workers``; for ``None`` the ``AETNET_NUM_WORKERS`` environment
+    variable when set (e.g. ``0`` where many tiny runs share a process, as in the test suite: starting loader
+    workers forks the whole training process), else ``min(8, cores / local processes)``.
 
     Raises:
-        AetnetError: a negative count.
+        AetnetError: a negative count, or an ``AETNET_NUM_WORKERS`` that is not a count.
     """
+    if num_workers is None and os.environ.get(WORKERS_ENV, "").strip():
+        text = os.environ[WORKERS_ENV].strip()
+        if not text.isdigit():
+            raise AetnetError(f"{WORKERS_ENV}={text!r} is not a number of DataLoader workers; set it to 0 (load data "
+                              f"in the training process) or more, or unset it for the default")
+        return int(text)
     if num_workers is not None:
         if num_workers < 0:
             raise AetnetError(f"train.num_workers={num_workers} must be >= 0 (0: load data in the training process)")
