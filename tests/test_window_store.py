@@ -271,11 +271,11 @@ def test_concurrent_builders_encode_once(shared_data, tokenizer, own_cache):
 def test_torchrun_ranks_share_one_build(tiny_base, tmp_path_factory):
     """2-process torchrun: the main process encodes each split once, the other rank reads its cache entries.
 
-    Checked on the session's torchrun FUNSD run (tests/ddp_runs.py: a fresh window cache beside the tiny base,
-    validation on a carved split), which test_distributed_train checks too."""
-    from tests.ddp_runs import torchrun_funsd
+    Checked on the session's torchrun RVL-CDIP run (tests/ddp_runs.py: a cold OCR and window cache, validation
+    on the pages' val split), which test_distributed_train and test_distributed_ocr check too."""
+    from tests.ddp_runs import torchrun_rvl
 
-    proc = torchrun_funsd(tmp_path_factory, tiny_base)
+    proc = torchrun_rvl(tmp_path_factory, tiny_base)
     cache = proc.cache
     assert proc.returncode == 0, proc.output[-3000:]
     log = [line for line in proc.output.splitlines() if "aetnet.data.encoding.store" in line]
@@ -288,7 +288,7 @@ def test_torchrun_ranks_share_one_build(tiny_base, tmp_path_factory):
     handed = [line for line in proc.output.splitlines() if "prepared by the main process" in line]
     assert len(handed) == 1 and handed[0].rsplit("/", 1)[1] == built[0].rsplit("/", 1)[1]
     assert len(list((cache / "windows").glob("*/meta.json"))) == 3
-    metrics = json.loads((proc.run / "metrics.json").read_text())
+    metrics = proc.metrics
     assert metrics["world_size"] == 2
 
 
