@@ -98,6 +98,12 @@ SLOW_FIRST = ("test_compare", "test_checkpointing", "test_hub", "test_distribute
               "test_relations_e2e", "test_export")
 
 
+#: The tests that read the shared two-process runs of tests/ddp_runs.py: run in one worker, so that no other
+#: worker sits idle on the file lock while the first one launches them.
+SHARED_LAUNCH_TESTS = ("tests/test_distributed_train.py::", "tests/test_distributed_ocr.py::",
+                       "tests/test_window_store.py::test_torchrun_ranks_share_one_build")
+
+
 #: Module fixtures built in about a second (a tokenizer, a few generated pages): their tests need not share
 #: a worker.
 CHEAP_MODULE_FIXTURES = frozenset({"paths", "tokenizer", "processor", "corpus", "photos", "pages", "demos",
@@ -125,6 +131,8 @@ def pytest_collection_modifyitems(config, items):
         scope = _module_fixture_scope(item)
         if scope is not None:
             groups[item.nodeid] = scope
+        if item.nodeid.startswith(SHARED_LAUNCH_TESTS):  # one worker launches, no other one waits on its lock
+            groups[item.nodeid] = "tests/ddp_runs.py"
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         import json
