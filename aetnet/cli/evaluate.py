@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from aetnet.cli.model_flags import add_model_arg, resolve_hub_models
+from aetnet.cli.model_flags import add_model_arg, hub_folders
 from aetnet.cli.run_flags import add_data_flag, add_overrides, add_setting_flags, setting_overrides
 
 EPILOG = """examples:
@@ -33,11 +33,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resolve_hub_models(args, "model")  # a wrong Hub id fails before PyTorch is imported
+    (model,) = hub_folders(args.revision, args.model)  # a wrong Hub id fails before PyTorch is imported
     from aetnet.inference.evaluation import evaluate_model
 
     overrides = list(args.overrides) + setting_overrides(args, "--on-bad-document", "--lang")  # the flag wins
-    metrics = evaluate_model(args.model, args.data, args.output, demo=args.demo, overrides=overrides,
-                             revision=args.revision)
+    metrics = evaluate_model(model, args.data, args.output, demo=args.demo, overrides=overrides)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

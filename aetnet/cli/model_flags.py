@@ -22,23 +22,19 @@ def add_revision_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="branch, tag or commit of a Hub id (default main)")
 
 
-def resolve_hub_models(args: argparse.Namespace, first: str, *others: str) -> None:
-    """Turn the Hub ids among the model arguments into local folders of the Hub cache, before the command
-    imports PyTorch: a wrong Hub id, a missing revision, a model not in the cache offline or an unreachable
-    Hub is reported within a second instead of after the seconds of loading PyTorch and transformers.
+def hub_folders(revision: str | None, first: str | None, *others: str | None) -> list[str | None]:
+    """The model arguments with each Hub id turned into its folder in the Hub cache, before the command imports
+    PyTorch: a wrong Hub id, a missing revision, a model not in the cache offline or an unreachable Hub is
+    reported within a second instead of after the seconds of loading PyTorch and transformers.
 
-    ``first`` (the attribute holding the model ``--revision`` applies to) and ``others`` (read at their
-    default branch) are replaced by the folders; ``args.revision`` is used up (set to ``None``). A local
-    folder stays as it is (with ``--revision``, that is the one clear error of
-    :func:`aetnet.inference.hub.resolve_model`).
+    ``revision`` (``--revision``) applies to ``first``; ``others`` are read at their default branch. A local
+    folder is returned as given (with ``revision``, that is the one clear error of
+    :func:`aetnet.inference.hub.resolve_model`), ``None`` as ``None``.
     """
     from aetnet.inference.hub import resolve_model
 
-    for name, revision in ((first, args.revision), *((other, None) for other in others)):
-        ref = getattr(args, name)
-        if ref is not None:
-            setattr(args, name, str(resolve_model(ref, revision)))
-    args.revision = None
+    refs = [(first, revision), *((other, None) for other in others)]
+    return [None if ref is None else str(resolve_model(ref, rev)) for ref, rev in refs]
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from aetnet.cli.model_flags import (
     add_model_flags,
     add_pair_flags,
     add_revision_flag,
-    resolve_hub_models,
+    hub_folders,
 )
 
 EPILOG = """examples:
@@ -79,13 +79,13 @@ def run(args: argparse.Namespace) -> int:
         if not (args.entities and args.links):
             raise AetnetError("key-value pairs need both --entities TOKEN_MODEL and --links RELATION_MODEL")
         inputs = ([args.model] if args.model else []) + inputs  # no MODEL positional: all are inputs
-        resolve_hub_models(args, "entities", "links")  # --revision is the token model's
+        entities, links = hub_folders(args.revision, args.entities, args.links)  # --revision: the token model's
     else:
         if args.model is None:
             raise AetnetError("give MODEL and FILE_OR_FOLDER (or --entities and --links)")
         if args.entity_map:
             raise AetnetError("--entity-map applies to key-value pairs (--entities and --links); drop it")
-        resolve_hub_models(args, "model")
+        (model,) = hub_folders(args.revision, args.model)
     from aetnet.predict.predictor import Predictor, predict_paths
 
     options = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, ocr_lang=args.ocr_lang,
@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if pairs:
         from aetnet.predict.pairs import PairPredictor, parse_entity_map
 
-        predictor = PairPredictor(args.entities, args.links, parse_entity_map(args.entity_map), **options)
+        predictor = PairPredictor(entities, links, parse_entity_map(args.entity_map), **options)
     else:
-        predictor = Predictor(args.model, **options)
+        predictor = Predictor(model, **options)
     if args.format == "labelstudio":
         return write_labelstudio(predictor, args, inputs)
     if args.image_url_prefix or args.images_root or args.local_files_root:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags, resolve_hub_models
+from aetnet.cli.model_flags import add_model_arg, add_model_flags, add_pair_flags, hub_folders
 
 EPILOG = """examples:
   aetnet serve exports/funsd                                  # http://127.0.0.1:8000 (page), /docs (API)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             raise AetnetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.max_upload_mb <= 0 or args.batch_wait_ms < 0 or args.body_timeout <= 0:
         raise AetnetError("--max-upload-mb and --body-timeout must be positive and --batch-wait-ms not negative")
-    resolve_hub_models(args, "model", "links")  # --revision is MODEL's; a wrong Hub id fails before PyTorch loads
+    model, links = hub_folders(args.revision, args.model, args.links)  # a wrong Hub id fails before PyTorch loads
     from aetnet.predict.pairs import parse_entity_map
     from aetnet.serve.app import run_server
     from aetnet.serve.service import ServeSettings
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                              body_timeout_s=args.body_timeout)
     if args.threads:
         settings.threads = args.threads
-    run_server(args.model, host=args.host, port=args.port, workers=args.workers, settings=settings,
-               device=args.device, ocr=args.ocr, backend=args.backend, revision=args.revision,
-               links=args.links, entity_map=parse_entity_map(args.entity_map))
+    run_server(model, host=args.host, port=args.port, workers=args.workers, settings=settings,
+               device=args.device, ocr=args.ocr, backend=args.backend, links=links,
+               entity_map=parse_entity_map(args.entity_map))
     return 0

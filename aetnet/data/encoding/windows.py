@@ -392,16 +392,16 @@ def data_workers(num_workers: int | None) -> int:
     Raises:
         AetnetError: a negative count, or an ``AETNET_NUM_WORKERS`` that is not a count.
     """
-    if num_workers is None and os.environ.get(WORKERS_ENV, "").strip():
-        text = os.environ[WORKERS_ENV].strip()
-        if not text.isdigit():
-            raise AetnetError(f"{WORKERS_ENV}={text!r} is not a number of DataLoader workers; set it to 0 (load data "
-                              f"in the training process) or more, or unset it for the default")
-        return int(text)
     if num_workers is not None:
         if num_workers < 0:
             raise AetnetError(f"train.num_workers={num_workers} must be >= 0 (0: load data in the training process)")
         return int(num_workers)
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if text:
+        if not text.isdigit():
+            raise AetnetError(f"{WORKERS_ENV}={text!r} is not a number of DataLoader workers; set it to 0 (load data "
+                              f"in the training process) or more, or unset it for the default")
+        return int(text)
     from aetnet.data.ocr.pool import available_cores
 
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
